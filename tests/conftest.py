@@ -1,0 +1,107 @@
+"""Shared fixtures: tiny generated images and a small project to edit.
+
+``tlstudio.core.project`` is imported inside the fixtures, so collecting tests
+that do not use them never depends on the project store.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+
+def _write_image(path: Path, array: np.ndarray) -> Path:
+    """Write ``array`` with OpenCV (format from the suffix); return the path."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not cv2.imwrite(str(path), array):
+        raise RuntimeError(f"cv2 could not write {path}")
+    return path
+
+
+def _make_images(
+    folder: Path,
+    n: int,
+    size: tuple[int, int] = (32, 24),
+    *,
+    prefix: str = "img",
+    suffix: str = ".png",
+    seed: int = 0,
+    start: int = 0,
+) -> list[Path]:
+    """Write ``n`` distinct BGR images of ``size`` = (width, height) into ``folder``.
+
+    Every image has different content (so none is a duplicate of another), and
+    ``start`` lets a second call continue with new content."""
+    w, h = size
+    rng = np.random.default_rng(seed)
+    paths = []
+    for i in range(start, start + n):
+        img = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        img[0, 0] = (i % 256, (i // 256) % 256, 7)  # distinct even if the rng repeats
+        paths.append(_write_image(folder / f"{prefix}{i:03d}{suffix}", img))
+    return paths
+
+
+def _db_state(conn: sqlite3.Connection, *, exclude: tuple[str, ...] = ("meta",)) -> dict:
+    """Every user table's rows, sorted: the full database state for equality checks.
+
+    ``sqlite_sequence`` (AUTOINCREMENT counters) is left out: ids are never reused
+    on purpose, so it legitimately moves forward on undo."""
+    names = [
+        r[0]
+        for r in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+            " ORDER BY name"
+        )
+    ]
+    state = {}
+    for name in names:
+        if name in exclude:
+            continue
+        rows = conn.execute(f'SELECT * FROM "{name}"').fetchall()
+        state[name] = sorted(rows, key=repr)
+    return state
+
+
+@pytest.fixture
+def make_images() -> Callable[..., list[Path]]:
+    """``make_images(folder, n, size=(w, h), prefix=, suffix=, seed=, start=)``."""
+    return _make_images
+
+
+@pytest.fixture
+def write_image() -> Callable[[Path, np.ndarray], Path]:
+    """``write_image(path, array)``: write an array with OpenCV."""
+    return _write_image
+
+
+@pytest.fixture
+def db_state() -> Callable[..., dict]:
+    """``db_state(conn)``: sorted rows of every table except meta."""
+    return _db_state
+
+
+@pytest.fixture
+def project(tmp_path: Path):
+    """A single-label project with 6 images (32×24 px), 3 classes and the Face 5 template.
+
+    Attributes added for tests: ``image_files`` (the source files, in id order)."""
+    from tlstudio.core.labelset import builtin_templates
+    from tlstudio.core.project import Project
+
+    files = _make_images(tmp_path / "src", 6, (32, 24))
+    proj = Project.create(tmp_path / "proj")
+    report = proj.add_images(files)
+    assert len(report.added) == 6, report
+    for name in ("cat", "dog", "bird"):
+        proj.add_class(name)
+    face = next(t for t in builtin_templates() if t.name == "Face 5")
+    proj.add_template(face)
+    proj.image_files = files
+    yield proj
+    proj.close()

@@ -1,0 +1,3 @@
+"""tlstudio — Transfer Learning Studio."""
+
+__version__ = "0.1.0"

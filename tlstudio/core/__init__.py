@@ -1,0 +1,1 @@
+"""Qt-free, torch-free core: project store, annotations, image reading, formats."""

@@ -1,0 +1,879 @@
+"""A tlstudio project: a folder with ``project.sqlite`` and a disposable ``cache/``.
+
+Every public method that changes data runs in one SQLite transaction (or joins
+the caller's :meth:`Project.transaction`), so there is no Save step.
+Annotation coordinates are image pixels (see :mod:`tlstudio.core.annotations`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import imageio
+from .annotations import (
+    OCCLUDED,
+    SKIPPED,
+    VISIBLE,
+    Box,
+    ImageAnnotations,
+    LandmarkSet,
+    decode_mask,
+    encode_mask,
+)
+from .errors import ImageError, ProjectError, ValidationError
+from .labelset import PALETTE, ClassInfo, LandmarkTemplate
+from .store import DB_NAME, Store
+
+SPLITS = ("train", "val", "test")
+ProgressFn = Callable[[int, int], None]  # (done, total)
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    id: int
+    path: str  # as stored: POSIX path relative to the project folder, or absolute
+    sha256: str
+    width: int
+    height: int
+    bit_depth: int
+    channels: int
+    format: str
+    split: str | None = None
+    fold: int | None = None
+
+    @property
+    def name(self) -> str:
+        return self.path.rsplit("/", 1)[-1]
+
+
+@dataclass(frozen=True)
+class ImageSummary:
+    """An image with its annotation counts, for browser pages."""
+
+    image: ImageRecord
+    n_tags: int
+    n_boxes: int
+    n_landmarks: int
+    has_mask: bool
+
+    @property
+    def is_labelled(self) -> bool:
+        return bool(self.n_tags or self.n_boxes or self.n_landmarks or self.has_mask)
+
+
+@dataclass
+class ImportReport:
+    """Outcome of adding images: ids added, files skipped as duplicates, bad files."""
+
+    added: list[int] = field(default_factory=list)
+    duplicates: list[Path] = field(default_factory=list)
+    failed: list[tuple[Path, str]] = field(default_factory=list)
+    warnings: list[tuple[Path, str]] = field(default_factory=list)
+    cancelled: bool = False
+
+
+_IMAGE_COLS = "id, path, sha256, width, height, bit_depth, channels, format, split, fold"
+
+
+def _image(row: Sequence) -> ImageRecord:
+    return ImageRecord(*row)
+
+
+class Project:
+    """An open project. Use :meth:`create` or :meth:`open`; close with :meth:`close`."""
+
+    def __init__(self, root: Path, store: Store):
+        self.root = root
+        self.store = store
+        self.cache_dir = root / "cache"
+        self.cache_dir.mkdir(exist_ok=True)
+        self._template_cache: dict[int, LandmarkTemplate] = {}
+        store.rollback_listeners.append(self._template_cache.clear)
+
+    # -- lifecycle ---------------------------------------------------------
+    @classmethod
+    def create(cls, root: str | Path, *, multi_label: bool = False) -> Project:
+        root = Path(root).resolve()
+        if (root / DB_NAME).exists():
+            raise ProjectError(f"{root}: already a tlstudio project")
+        if root.exists() and not root.is_dir():
+            raise ProjectError(f"{root}: exists and is not a folder")
+        root.mkdir(parents=True, exist_ok=True)
+        store = Store.create(root / DB_NAME)
+        project = cls(root, store)
+        with project.transaction():
+            store.set_meta("multi_label", "1" if multi_label else "0")
+            store.set_meta("created", str(time.time()))
+        return project
+
+    @classmethod
+    def open(cls, root: str | Path) -> Project:
+        root = Path(root).resolve()
+        if not root.is_dir():
+            raise ProjectError(f"{root}: no such project folder")
+        return cls(root, Store.open(root / DB_NAME))
+
+    def close(self) -> None:
+        self.store.close()
+
+    def __enter__(self) -> Project:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Group several edits into one all-or-nothing transaction."""
+        with self.store.transaction():
+            yield
+
+    @property
+    def _c(self):
+        return self.store.conn
+
+    # -- settings ----------------------------------------------------------
+    @property
+    def multi_label(self) -> bool:
+        return self.store.get_meta("multi_label", "0") == "1"
+
+    @multi_label.setter
+    def multi_label(self, value: bool) -> None:
+        if (
+            not value
+            and self._c.execute(
+                "SELECT 1 FROM tags GROUP BY image_id HAVING COUNT(*) > 1 LIMIT 1"
+            ).fetchone()
+        ):
+            raise ValidationError(
+                "cannot switch to single-label: some images carry more than one class tag"
+            )
+        self.store.set_meta("multi_label", "1" if value else "0")
+
+    # -- images ------------------------------------------------------------
+    def add_images(
+        self,
+        paths: Iterable[str | Path],
+        *,
+        copy: bool = False,
+        recursive: bool = True,
+        progress: ProgressFn | None = None,
+        should_cancel: Callable[[], bool] | None = None,
+        batch_size: int = 500,
+    ) -> ImportReport:
+        """Add image files and folders (folders are searched recursively by suffix).
+
+        Bad files are skipped and listed in the report; duplicates (same
+        content hash) are skipped. Each batch of files is one transaction."""
+        files = list(self._expand(paths, recursive))
+        report = ImportReport()
+        known = {row[0] for row in self._c.execute("SELECT sha256 FROM images")}
+        known_paths = {row[0] for row in self._c.execute("SELECT path FROM images")}
+        pending: list[tuple] = []
+        for done, path in enumerate(files, 1):
+            if should_cancel is not None and should_cancel():
+                report.cancelled = True
+                break
+            try:
+                info = imageio.probe_image(path)
+                digest = imageio.file_sha256(path)
+                if digest not in known:
+                    # the probe reads headers only: decode once, so a truncated or
+                    # corrupt file is reported now instead of failing in training
+                    imageio.read_image(path)
+            except ImageError as exc:
+                report.failed.append((path, exc.reason))
+            except OSError as exc:
+                report.failed.append((path, f"cannot read file ({exc.strerror or exc})"))
+            else:
+                copied = copy and not path.is_relative_to(self.root)  # gets a fresh name
+                stored = None if copied else self._stored_path(path)
+                if digest in known:
+                    report.duplicates.append(path)
+                elif stored is not None and stored in known_paths:
+                    # the file was changed in place since it was added: its annotations
+                    # belong to the old content, so do not silently swap it
+                    report.failed.append(
+                        (path, "already in the project with different content (the file changed"
+                               " since it was added); remove that image first")
+                    )  # fmt: skip
+                else:
+                    known.add(digest)
+                    known_paths.add(stored)
+                    if info.pages > 1:
+                        msg = f"{info.pages} pages/frames; only the first is used"
+                        report.warnings.append((path, msg))
+                    pending.append((path, digest, info))
+                    if len(pending) >= batch_size:
+                        report.added += self._insert_images(pending, copy)
+                        pending = []
+            if progress is not None:  # every file counts, also bad ones and duplicates
+                progress(done, len(files))
+        if pending:
+            report.added += self._insert_images(pending, copy)
+        return report
+
+    @staticmethod
+    def _expand(paths: Iterable[str | Path], recursive: bool) -> Iterator[Path]:
+        for p in paths:
+            p = Path(p)
+            if p.is_dir():
+                pattern = "**/*" if recursive else "*"
+                for f in sorted(p.glob(pattern)):
+                    if f.is_file() and imageio.is_image_file(f) and not _in_project_cache(f):
+                        yield f.resolve()
+            else:
+                yield p.resolve()
+
+    def _insert_images(
+        self, items: list[tuple[Path, str, imageio.ImageInfo]], copy: bool
+    ) -> list[int]:
+        ids = []
+        with self.transaction():
+            for path, digest, info in items:
+                if copy and not path.is_relative_to(self.root):
+                    path = self._copy_in(path)
+                cur = self._c.execute(
+                    "INSERT INTO images (path, sha256, width, height, bit_depth, channels, format,"
+                    " added_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (self._stored_path(path), digest, info.width, info.height, info.bit_depth,
+                     info.channels, info.format, time.time()),
+                )  # fmt: skip
+                ids.append(cur.lastrowid)
+        return ids
+
+    def _copy_in(self, path: Path) -> Path:
+        dest_dir = self.root / "images"
+        dest_dir.mkdir(exist_ok=True)
+        dest = dest_dir / path.name
+        n = 1
+        while dest.exists():
+            dest = dest_dir / f"{path.stem}_{n}{path.suffix}"
+            n += 1
+        shutil.copy2(path, dest)
+        return dest
+
+    def _stored_path(self, path: Path) -> str:
+        try:
+            return Path(os.path.relpath(path, self.root)).as_posix()
+        except ValueError:  # another drive on Windows
+            return path.as_posix()
+
+    def image_count(self) -> int:
+        return self._c.execute("SELECT COUNT(*) FROM images").fetchone()[0]
+
+    def image(self, image_id: int) -> ImageRecord:
+        row = self._c.execute(
+            f"SELECT {_IMAGE_COLS} FROM images WHERE id = ?", (image_id,)
+        ).fetchone()
+        if row is None:
+            raise ValidationError(f"no image with id {image_id}")
+        return _image(row)
+
+    def image_by_path(self, path: str | Path) -> ImageRecord | None:
+        """The image stored at ``path`` (absolute, or relative to the project), if any."""
+        p = Path(path)
+        stored = self._stored_path(p if p.is_absolute() else self.root / p)
+        row = self._c.execute(
+            f"SELECT {_IMAGE_COLS} FROM images WHERE path = ?", (stored,)
+        ).fetchone()
+        return None if row is None else _image(row)
+
+    def images(self, offset: int = 0, limit: int = -1) -> list[ImageRecord]:
+        rows = self._c.execute(
+            f"SELECT {_IMAGE_COLS} FROM images ORDER BY id LIMIT ? OFFSET ?", (limit, offset)
+        )
+        return [_image(r) for r in rows]
+
+    def image_ids(self) -> list[int]:
+        return [r[0] for r in self._c.execute("SELECT id FROM images ORDER BY id")]
+
+    def image_page(self, offset: int = 0, limit: int = 100) -> list[ImageSummary]:
+        """One page of images (by id) with per-kind annotation counts."""
+        rows = self._c.execute(
+            f"""SELECT {_IMAGE_COLS},
+                (SELECT COUNT(*) FROM tags t WHERE t.image_id = i.id),
+                (SELECT COUNT(*) FROM boxes b WHERE b.image_id = i.id),
+                (SELECT COUNT(*) FROM landmark_sets l WHERE l.image_id = i.id),
+                EXISTS (SELECT 1 FROM masks m WHERE m.image_id = i.id)
+            FROM images i ORDER BY i.id LIMIT ? OFFSET ?""",
+            (limit, offset),
+        )
+        return [ImageSummary(_image(r[:10]), r[10], r[11], r[12], bool(r[13])) for r in rows]
+
+    def image_path(self, image_id: int | ImageRecord) -> Path:
+        """Absolute path of the image file."""
+        rec = image_id if isinstance(image_id, ImageRecord) else self.image(image_id)
+        p = Path(rec.path)
+        return p if p.is_absolute() else (self.root / p)
+
+    def read_image(self, image_id: int | ImageRecord) -> imageio.ImageData:
+        return imageio.read_image(self.image_path(image_id))
+
+    def missing_images(self) -> list[ImageRecord]:
+        """Images whose file is no longer where the project expects it."""
+        return [r for r in self.images() if not self.image_path(r).is_file()]
+
+    def relink(self, image_id: int, new_path: str | Path, *, check_content: bool = True) -> None:
+        """Point an image at a new file; by default the content hash must match."""
+        new_path = Path(new_path).resolve()
+        rec = self.image(image_id)
+        if not new_path.is_file():
+            raise ValidationError(f"{new_path}: no such file")
+        if check_content and imageio.file_sha256(new_path) != rec.sha256:
+            raise ValidationError(f"{new_path}: content differs from the missing image {rec.path}")
+        with self.transaction():
+            self._c.execute(
+                "UPDATE images SET path = ? WHERE id = ?", (self._stored_path(new_path), image_id)
+            )
+
+    def relink_folder(self, folder: str | Path) -> int:
+        """Search ``folder`` recursively for missing images (same content); return how many were relinked."""
+        missing = {r.sha256: r for r in self.missing_images()}
+        if not missing:
+            return 0
+        by_name: dict[str, list[ImageRecord]] = {}
+        for r in missing.values():
+            by_name.setdefault(r.name, []).append(r)
+        found = 0
+        with self.transaction():
+            for f in Path(folder).rglob("*"):
+                if f.is_file() and f.name in by_name:
+                    digest = imageio.file_sha256(f)
+                    rec = missing.pop(digest, None)
+                    if rec is not None:
+                        self.relink(rec.id, f, check_content=False)
+                        found += 1
+        return found
+
+    def remove_images(self, image_ids: Iterable[int]) -> None:
+        """Forget images (and their annotations); files on disk are left alone."""
+        with self.transaction():
+            self._c.executemany("DELETE FROM images WHERE id = ?", [(i,) for i in image_ids])
+
+    # -- classes -----------------------------------------------------------
+    def classes(self) -> list[ClassInfo]:
+        rows = self._c.execute(
+            "SELECT id, name, color, position FROM classes ORDER BY position, id"
+        )
+        return [ClassInfo(*r) for r in rows]
+
+    def class_info(self, class_id: int) -> ClassInfo:
+        row = self._c.execute(
+            "SELECT id, name, color, position FROM classes WHERE id = ?", (class_id,)
+        ).fetchone()
+        if row is None:
+            raise ValidationError(f"unknown class id {class_id}")
+        return ClassInfo(*row)
+
+    def class_by_name(self, name: str) -> ClassInfo | None:
+        row = self._c.execute(
+            "SELECT id, name, color, position FROM classes WHERE name = ?", (name,)
+        ).fetchone()
+        return None if row is None else ClassInfo(*row)
+
+    def ensure_class(self, name: str) -> ClassInfo:
+        """The class called ``name``, created if it does not exist."""
+        return self.class_by_name(name) or self.add_class(name)
+
+    def add_class(self, name: str, color: str | None = None, *, class_id: int | None = None,
+                  position: int | None = None) -> ClassInfo:  # fmt: skip
+        name = _check_name(name)
+        if self.class_by_name(name) is not None:
+            raise ValidationError(f"a class called {name!r} already exists")
+        with self.transaction():
+            n = self._c.execute(
+                "SELECT COUNT(*), COALESCE(MAX(position), -1) FROM classes"
+            ).fetchone()
+            color = color or PALETTE[n[0] % len(PALETTE)]
+            position = n[1] + 1 if position is None else position
+            cur = self._c.execute(
+                "INSERT INTO classes (id, name, color, position) VALUES (?, ?, ?, ?)",
+                (class_id, name, _check_color(color), position),
+            )
+        return ClassInfo(cur.lastrowid, name, color, position)
+
+    def rename_class(self, class_id: int, name: str) -> None:
+        name = _check_name(name)
+        other = self.class_by_name(name)
+        if other is not None and other.id != class_id:
+            raise ValidationError(f"a class called {name!r} already exists (merge instead)")
+        self.class_info(class_id)
+        with self.transaction():
+            self._c.execute("UPDATE classes SET name = ? WHERE id = ?", (name, class_id))
+
+    def set_class_color(self, class_id: int, color: str) -> None:
+        self.class_info(class_id)
+        with self.transaction():
+            self._c.execute(
+                "UPDATE classes SET color = ? WHERE id = ?", (_check_color(color), class_id)
+            )
+
+    def reorder_classes(self, class_ids: Sequence[int]) -> None:
+        if sorted(class_ids) != sorted(c.id for c in self.classes()):
+            raise ValidationError("reorder needs every class id exactly once")
+        with self.transaction():
+            self._c.executemany(
+                "UPDATE classes SET position = ? WHERE id = ?",
+                [(i, c) for i, c in enumerate(class_ids)],
+            )
+
+    def class_usage(self, class_id: int) -> dict[str, int]:
+        """How many annotations use a class: tags, boxes, landmarks, masks (images)."""
+        c = self._c
+        return {
+            "tags": c.execute(
+                "SELECT COUNT(*) FROM tags WHERE class_id = ?", (class_id,)
+            ).fetchone()[0],
+            "boxes": c.execute(
+                "SELECT COUNT(*) FROM boxes WHERE class_id = ?", (class_id,)
+            ).fetchone()[0],
+            "landmarks": c.execute(
+                "SELECT COUNT(*) FROM landmark_sets WHERE class_id = ?", (class_id,)
+            ).fetchone()[0],
+            "masks": len(self._mask_images_with(class_id)),
+        }
+
+    def _mask_images_with(self, class_id: int) -> list[int]:
+        rows = self._c.execute(
+            "SELECT m.image_id FROM masks m, json_each(m.classes) j WHERE j.value = ?", (class_id,)
+        )
+        return [r[0] for r in rows]
+
+    def merge_classes(self, source_id: int, target_id: int) -> None:
+        """Move every annotation of ``source_id`` to ``target_id`` and delete the source class."""
+        if source_id == target_id:
+            raise ValidationError("cannot merge a class into itself")
+        self.class_info(source_id), self.class_info(target_id)
+        with self.transaction():
+            c = self._c
+            c.execute(
+                "INSERT OR IGNORE INTO tags SELECT image_id, ? FROM tags WHERE class_id = ?",
+                (target_id, source_id),
+            )
+            c.execute("DELETE FROM tags WHERE class_id = ?", (source_id,))
+            c.execute("UPDATE boxes SET class_id = ? WHERE class_id = ?", (target_id, source_id))
+            c.execute(
+                "UPDATE landmark_sets SET class_id = ? WHERE class_id = ?", (target_id, source_id)
+            )
+            self._remap_masks(source_id, target_id)
+            c.execute("DELETE FROM classes WHERE id = ?", (source_id,))
+
+    def delete_class(self, class_id: int) -> None:
+        """Delete a class and every tag, box, landmark set and mask pixel that uses it."""
+        self.class_info(class_id)
+        with self.transaction():
+            c = self._c
+            c.execute("DELETE FROM tags WHERE class_id = ?", (class_id,))
+            c.execute("DELETE FROM boxes WHERE class_id = ?", (class_id,))
+            c.execute("DELETE FROM landmark_sets WHERE class_id = ?", (class_id,))
+            self._remap_masks(class_id, 0)
+            c.execute("DELETE FROM classes WHERE id = ?", (class_id,))
+
+    def _remap_masks(self, old: int, new: int) -> None:
+        for image_id in self._mask_images_with(old):
+            m = self.mask(image_id)
+            m[m == old] = new
+            self._write_mask(image_id, m)
+
+    # -- templates ---------------------------------------------------------
+    def add_template(self, template: LandmarkTemplate) -> LandmarkTemplate:
+        if self.template_by_name(template.name) is not None:
+            raise ValidationError(f"a landmark template called {template.name!r} already exists")
+        d = template.to_json()
+        with self.transaction():
+            cur = self._c.execute(
+                "INSERT INTO templates (id, name, points, skeleton, flip_pairs) VALUES (?, ?, ?, ?, ?)",
+                (template.id, d["name"], json.dumps(d["points"]), json.dumps(d["skeleton"]),
+                 json.dumps(d["flip_pairs"])),
+            )  # fmt: skip
+        return LandmarkTemplate.from_json(d, id=cur.lastrowid)
+
+    def templates(self) -> list[LandmarkTemplate]:
+        rows = self._c.execute(
+            "SELECT id, name, points, skeleton, flip_pairs FROM templates ORDER BY id"
+        )
+        return [self._template_row(r) for r in rows]
+
+    def template(self, template_id: int) -> LandmarkTemplate:
+        if template_id not in self._template_cache:
+            row = self._c.execute(
+                "SELECT id, name, points, skeleton, flip_pairs FROM templates WHERE id = ?",
+                (template_id,),
+            ).fetchone()
+            if row is None:
+                raise ValidationError(f"unknown landmark template id {template_id}")
+            self._template_cache[template_id] = self._template_row(row)
+        return self._template_cache[template_id]
+
+    def template_by_name(self, name: str) -> LandmarkTemplate | None:
+        row = self._c.execute("SELECT id FROM templates WHERE name = ?", (name,)).fetchone()
+        return None if row is None else self.template(row[0])
+
+    def ensure_template(self, template: LandmarkTemplate) -> LandmarkTemplate:
+        """The stored template with this name; added if absent; error if it differs."""
+        existing = self.template_by_name(template.name)
+        if existing is None:
+            return self.add_template(template)
+        if (existing.points, existing.skeleton, existing.flip_pairs) != (
+            template.points, template.skeleton, template.flip_pairs
+        ):  # fmt: skip
+            raise ValidationError(
+                f"a different landmark template called {template.name!r} already exists"
+            )
+        return existing
+
+    def delete_template(self, template_id: int) -> None:
+        n = self._c.execute(
+            "SELECT COUNT(*) FROM landmark_sets WHERE template_id = ?", (template_id,)
+        ).fetchone()[0]
+        if n:
+            raise ValidationError(f"template is used by {n} landmark sets; delete those first")
+        with self.transaction():
+            self._c.execute("DELETE FROM templates WHERE id = ?", (template_id,))
+        self._template_cache.pop(template_id, None)
+
+    @staticmethod
+    def _template_row(r: Sequence) -> LandmarkTemplate:
+        return LandmarkTemplate.from_json(
+            {"name": r[1], "points": json.loads(r[2]), "skeleton": json.loads(r[3]),
+             "flip_pairs": json.loads(r[4])}, id=r[0],
+        )  # fmt: skip
+
+    # -- annotations: tags --------------------------------------------------
+    def tags(self, image_id: int) -> tuple[int, ...]:
+        rows = self._c.execute(
+            "SELECT t.class_id FROM tags t JOIN classes c ON c.id = t.class_id"
+            " WHERE t.image_id = ? ORDER BY c.position, c.id",
+            (image_id,),
+        )
+        return tuple(r[0] for r in rows)
+
+    def set_tags(self, image_id: int, class_ids: Iterable[int]) -> None:
+        """Replace the image's class tags (at most one unless the project is multi-label)."""
+        class_ids = list(dict.fromkeys(int(c) for c in class_ids))
+        rec = self.image(image_id)
+        if len(class_ids) > 1 and not self.multi_label:
+            raise ValidationError(
+                f"image {rec.path}: single-label project, got {len(class_ids)} tags"
+            )
+        for cid in class_ids:
+            self._check_class(cid, rec, "tag")
+        with self.transaction():
+            self._c.execute("DELETE FROM tags WHERE image_id = ?", (image_id,))
+            self._c.executemany(
+                "INSERT INTO tags VALUES (?, ?)", [(image_id, c) for c in class_ids]
+            )
+
+    # -- annotations: boxes -------------------------------------------------
+    def boxes(self, image_id: int) -> tuple[Box, ...]:
+        rows = self._c.execute(
+            "SELECT class_id, x1, y1, x2, y2, id FROM boxes WHERE image_id = ? ORDER BY id",
+            (image_id,),
+        )
+        return tuple(Box(*r) for r in rows)
+
+    def add_box(self, image_id: int, box: Box) -> Box:
+        """Store a box (keeps ``box.id`` if given, for undo); returns it with its id."""
+        box = _plain_box(box)
+        self._check_box(self.image(image_id), box)
+        with self.transaction():
+            cur = self._c.execute(
+                "INSERT INTO boxes (id, image_id, class_id, x1, y1, x2, y2) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (box.id, image_id, box.class_id, box.x1, box.y1, box.x2, box.y2),
+            )
+        return Box(box.class_id, box.x1, box.y1, box.x2, box.y2, cur.lastrowid)
+
+    def box(self, box_id: int) -> tuple[int, Box]:
+        """(image id, box) for a box id."""
+        row = self._c.execute(
+            "SELECT image_id, class_id, x1, y1, x2, y2, id FROM boxes WHERE id = ?", (box_id,)
+        ).fetchone()
+        if row is None:
+            raise ValidationError(f"no box with id {box_id}")
+        return row[0], Box(*row[1:])
+
+    def update_box(self, box: Box) -> None:
+        box = _plain_box(box)
+        image_id, _ = self.box(box.id)
+        self._check_box(self.image(image_id), box)
+        with self.transaction():
+            self._c.execute(
+                "UPDATE boxes SET class_id = ?, x1 = ?, y1 = ?, x2 = ?, y2 = ? WHERE id = ?",
+                (box.class_id, box.x1, box.y1, box.x2, box.y2, box.id),
+            )
+
+    def remove_box(self, box_id: int) -> None:
+        with self.transaction():
+            self._c.execute("DELETE FROM boxes WHERE id = ?", (box_id,))
+
+    # -- annotations: landmarks ---------------------------------------------
+    def landmark_sets(self, image_id: int) -> tuple[LandmarkSet, ...]:
+        rows = self._c.execute(
+            "SELECT template_id, points, class_id, id FROM landmark_sets WHERE image_id = ? ORDER BY id",
+            (image_id,),
+        )
+        return tuple(
+            LandmarkSet(r[0], LandmarkSet.points_from_json(r[1]), r[2], r[3]) for r in rows
+        )
+
+    def landmark_set(self, set_id: int) -> tuple[int, LandmarkSet]:
+        row = self._c.execute(
+            "SELECT image_id, template_id, points, class_id, id FROM landmark_sets WHERE id = ?",
+            (set_id,),
+        ).fetchone()
+        if row is None:
+            raise ValidationError(f"no landmark set with id {set_id}")
+        return row[0], LandmarkSet(row[1], LandmarkSet.points_from_json(row[2]), row[3], row[4])
+
+    def add_landmark_set(self, image_id: int, lms: LandmarkSet) -> LandmarkSet:
+        self._check_landmarks(self.image(image_id), lms)
+        with self.transaction():
+            cur = self._c.execute(
+                "INSERT INTO landmark_sets (id, image_id, template_id, class_id, points)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (lms.id, image_id, lms.template_id, lms.class_id, lms.points_json()),
+            )
+        return LandmarkSet(lms.template_id, lms.points, lms.class_id, cur.lastrowid)
+
+    def update_landmark_set(self, lms: LandmarkSet) -> None:
+        image_id, old = self.landmark_set(lms.id)
+        if lms.template_id != old.template_id:
+            raise ValidationError(f"landmark set {lms.id}: template cannot change")
+        self._check_landmarks(self.image(image_id), lms)
+        with self.transaction():
+            self._c.execute(
+                "UPDATE landmark_sets SET class_id = ?, points = ? WHERE id = ?",
+                (lms.class_id, lms.points_json(), lms.id),
+            )
+
+    def remove_landmark_set(self, set_id: int) -> None:
+        with self.transaction():
+            self._c.execute("DELETE FROM landmark_sets WHERE id = ?", (set_id,))
+
+    # -- annotations: masks ---------------------------------------------------
+    def mask(self, image_id: int) -> np.ndarray | None:
+        """The H×W uint16 label map (pixel = class id, 0 = background), or None."""
+        row = self._c.execute("SELECT png FROM masks WHERE image_id = ?", (image_id,)).fetchone()
+        return None if row is None else decode_mask(row[0])
+
+    def set_mask(self, image_id: int, mask: np.ndarray | None) -> None:
+        """Replace the image's label map; None (or an all-zero map) removes it."""
+        rec = self.image(image_id)
+        if mask is None or not mask.any():
+            with self.transaction():
+                self._c.execute("DELETE FROM masks WHERE image_id = ?", (image_id,))
+            return
+        if mask.shape != (rec.height, rec.width):
+            raise ValidationError(
+                f"image {rec.path}: mask is {mask.shape[1]}×{mask.shape[0]} px, "
+                f"image is {rec.width}×{rec.height} px"
+            )
+        known = {c.id for c in self.classes()}
+        unknown = sorted(set(np.unique(mask).tolist()) - known - {0})
+        if unknown:
+            raise ValidationError(f"image {rec.path}: mask uses unknown class ids {unknown[:5]}")
+        self._write_mask(image_id, mask)
+
+    def _write_mask(self, image_id: int, mask: np.ndarray) -> None:
+        if not mask.any():
+            with self.transaction():
+                self._c.execute("DELETE FROM masks WHERE image_id = ?", (image_id,))
+            return
+        png, present = encode_mask(mask)
+        with self.transaction():
+            self._c.execute(
+                "INSERT OR REPLACE INTO masks VALUES (?, ?, ?)",
+                (image_id, png, json.dumps(present)),
+            )
+
+    # -- annotations: all -----------------------------------------------------
+    def annotations(self, image_id: int) -> ImageAnnotations:
+        return ImageAnnotations(
+            image_id, self.tags(image_id), self.boxes(image_id), self.landmark_sets(image_id),
+            self.mask(image_id),
+        )  # fmt: skip
+
+    def set_annotations(self, ann: ImageAnnotations) -> None:
+        """Replace everything on ``ann.image_id`` with ``ann`` (ids in ``ann`` are kept)."""
+        with self.transaction():
+            self.clear_annotations(ann.image_id)
+            self.set_tags(ann.image_id, ann.tags)
+            for b in ann.boxes:
+                self.add_box(ann.image_id, b)
+            for lms in ann.landmarks:
+                self.add_landmark_set(ann.image_id, lms)
+            self.set_mask(ann.image_id, ann.mask)
+
+    def clear_annotations(self, image_id: int) -> None:
+        with self.transaction():
+            for table in ("tags", "boxes", "landmark_sets", "masks"):
+                self._c.execute(f"DELETE FROM {table} WHERE image_id = ?", (image_id,))
+
+    def iter_annotations(self) -> Iterator[tuple[ImageRecord, ImageAnnotations]]:
+        """Every image with its annotations, in id order."""
+        for rec in self.images():
+            yield rec, self.annotations(rec.id)
+
+    # -- splits -----------------------------------------------------------------
+    def set_splits(self, assignment: dict[int, str | None]) -> None:
+        """Set the split ('train', 'val', 'test' or None) of several images."""
+        for split in set(assignment.values()):
+            if split is not None and split not in SPLITS:
+                raise ValidationError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}")
+        with self.transaction():
+            self._c.executemany(
+                "UPDATE images SET split = ? WHERE id = ?", [(s, i) for i, s in assignment.items()]
+            )
+
+    def set_folds(self, assignment: dict[int, int | None]) -> None:
+        with self.transaction():
+            self._c.executemany(
+                "UPDATE images SET fold = ? WHERE id = ?", [(f, i) for i, f in assignment.items()]
+            )
+
+    def images_in_split(self, split: str | None) -> list[ImageRecord]:
+        if split is None:
+            rows = self._c.execute(
+                f"SELECT {_IMAGE_COLS} FROM images WHERE split IS NULL ORDER BY id"
+            )
+        else:
+            rows = self._c.execute(
+                f"SELECT {_IMAGE_COLS} FROM images WHERE split = ? ORDER BY id", (split,)
+            )
+        return [_image(r) for r in rows]
+
+    def primary_labels(self) -> dict[int, int | None]:
+        """A representative class per image (first tag, else most common box, landmark or
+        mask class), used to stratify splits; None for unlabelled images."""
+        out: dict[int, int | None] = dict.fromkeys(self.image_ids())
+        for image_id, classes in self._c.execute("SELECT image_id, classes FROM masks"):
+            ids = json.loads(classes)
+            if ids:
+                out[image_id] = ids[0]
+        for sql in (
+            "SELECT image_id, class_id FROM landmark_sets WHERE class_id IS NOT NULL"
+            " GROUP BY image_id, class_id ORDER BY COUNT(*)",
+            "SELECT image_id, class_id FROM boxes GROUP BY image_id, class_id ORDER BY COUNT(*)",
+            "SELECT t.image_id, t.class_id FROM tags t JOIN classes c ON c.id = t.class_id"
+            " ORDER BY c.position DESC",
+        ):
+            # later rows win: most frequent / first-positioned class overrides
+            for image_id, class_id in self._c.execute(sql):
+                out[image_id] = class_id
+        return out
+
+    # -- statistics -------------------------------------------------------------
+    def stats(self) -> dict:
+        """Counts per kind, per class and per split, and missing files."""
+        c = self._c
+        per_class = {}
+        for info in self.classes():
+            per_class[info.name] = self.class_usage(info.id)
+        splits = {
+            str(s): n for s, n in c.execute("SELECT split, COUNT(*) FROM images GROUP BY split")
+        }
+        return {
+            "images": self.image_count(),
+            "kinds": {
+                "tags": c.execute("SELECT COUNT(*) FROM tags").fetchone()[0],
+                "boxes": c.execute("SELECT COUNT(*) FROM boxes").fetchone()[0],
+                "landmarks": c.execute("SELECT COUNT(*) FROM landmark_sets").fetchone()[0],
+                "masks": c.execute("SELECT COUNT(*) FROM masks").fetchone()[0],
+            },
+            "labelled_images": c.execute(
+                "SELECT COUNT(*) FROM images i WHERE EXISTS (SELECT 1 FROM tags WHERE image_id = i.id)"
+                " OR EXISTS (SELECT 1 FROM boxes WHERE image_id = i.id)"
+                " OR EXISTS (SELECT 1 FROM landmark_sets WHERE image_id = i.id)"
+                " OR EXISTS (SELECT 1 FROM masks WHERE image_id = i.id)"
+            ).fetchone()[0],
+            "classes": per_class,
+            "splits": splits,
+            "templates": [t.name for t in self.templates()],
+            "missing": [r.path for r in self.missing_images()],
+        }
+
+    # -- validation -------------------------------------------------------------
+    def _check_class(self, class_id: int | None, rec: ImageRecord, what: str) -> None:
+        if class_id is None:
+            return
+        if self._c.execute("SELECT 1 FROM classes WHERE id = ?", (class_id,)).fetchone() is None:
+            raise ValidationError(f"image {rec.path}: {what} uses unknown class id {class_id}")
+
+    def _check_box(self, rec: ImageRecord, box: Box) -> None:
+        self._check_class(box.class_id, rec, "box")
+        vals = (box.x1, box.y1, box.x2, box.y2)
+        if not all(np.isfinite(v) for v in vals):
+            raise ValidationError(f"image {rec.path}: box {vals} has a non-finite coordinate")
+        if not (box.x1 < box.x2 and box.y1 < box.y2):
+            raise ValidationError(
+                f"image {rec.path}: box {vals} is empty (needs x1 < x2 and y1 < y2)"
+            )
+        if box.x1 < 0 or box.y1 < 0 or box.x2 > rec.width or box.y2 > rec.height:
+            raise ValidationError(
+                f"image {rec.path}: box {vals} lies outside the image ({rec.width}×{rec.height} px)"
+            )
+
+    def _check_landmarks(self, rec: ImageRecord, lms: LandmarkSet) -> None:
+        template = self.template(lms.template_id)
+        self._check_class(lms.class_id, rec, "landmark set")
+        if len(lms.points) != len(template.points):
+            raise ValidationError(
+                f"image {rec.path}: template {template.name!r} has {len(template.points)} points, "
+                f"got {len(lms.points)}"
+            )
+        for name, p in zip(template.points, lms.points, strict=True):
+            if p.visibility not in (SKIPPED, OCCLUDED, VISIBLE):
+                raise ValidationError(
+                    f"image {rec.path}: point {name!r} has visibility {p.visibility}"
+                )
+            if p.visibility != SKIPPED and not (
+                np.isfinite(p.x)
+                and np.isfinite(p.y)
+                and 0 <= p.x <= rec.width
+                and 0 <= p.y <= rec.height
+            ):
+                raise ValidationError(
+                    f"image {rec.path}: point {name!r} at ({p.x}, {p.y}) lies outside the image "
+                    f"({rec.width}×{rec.height} px)"
+                )
+
+
+def _plain_box(box: Box) -> Box:
+    """The box with Python numbers: sqlite3 would store numpy scalars (e.g. float32
+    coordinates from a model) as raw bytes, and int64 class ids would never match."""
+    return Box(
+        int(box.class_id), float(box.x1), float(box.y1), float(box.x2), float(box.y2),
+        None if box.id is None else int(box.id),
+    )  # fmt: skip
+
+
+def _in_project_cache(path: Path) -> bool:
+    """True for a file inside a project's disposable ``cache/`` folder (thumbnails,
+    features), which must never be imported; other folders called ``cache`` are fine."""
+    return any(
+        d.name == "cache" and (d.parent / DB_NAME).is_file() for d in path.absolute().parents
+    )
+
+
+def _check_name(name: str) -> str:
+    name = str(name).strip()
+    if not name:
+        raise ValidationError("class name must not be empty")
+    return name
+
+
+def _check_color(color: str) -> str:
+    c = str(color)
+    if len(c) != 7 or c[0] != "#" or any(ch not in "0123456789abcdefABCDEF" for ch in c[1:]):
+        raise ValidationError(f"colour {color!r} must look like #rrggbb")
+    return c.lower()

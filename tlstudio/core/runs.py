@@ -1,0 +1,163 @@
+"""Training runs and model predictions recorded in the project database.
+
+Run files (checkpoints, exports) live under ``<project>/runs/<id>/``; paths
+stored in the database are relative to the project folder.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .annotations import decode_mask, encode_mask
+from .errors import ValidationError
+from .project import Project
+
+RUN_STATUSES = ("running", "finished", "cancelled", "failed")
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    id: int
+    created_at: float  # seconds since the epoch
+    task: str
+    backbone: str
+    config: dict[str, Any]
+    status: str
+    error: str | None
+    metric_name: str | None
+    best_metric: float | None
+    checkpoint: str | None  # relative to the project folder
+    device: str | None
+    duration_s: float | None
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """A model output for one image. ``payload`` coordinates are image pixels."""
+
+    run_id: int
+    image_id: int
+    payload: dict[str, Any]
+    mask: np.ndarray | None
+    score: float | None
+
+
+_RUN_COLS = (
+    "id, created_at, task, backbone, config, status, error, metric_name, best_metric,"
+    " checkpoint, device, duration_s"
+)
+
+
+def _run(row) -> RunRecord:
+    r = list(row)
+    r[4] = json.loads(r[4])
+    return RunRecord(*r)
+
+
+class RunStore:
+    """Runs, per-epoch metrics and predictions of one project."""
+
+    def __init__(self, project: Project):
+        self.project = project
+        self._c = project.store.conn
+
+    def run_dir(self, run_id: int) -> Path:
+        d = self.project.root / "runs" / str(run_id)
+        d.mkdir(parents=True, exist_ok=True)
+        return d
+
+    def start(
+        self, task: str, backbone: str, config: dict[str, Any], device: str | None = None
+    ) -> int:
+        with self.project.transaction():
+            cur = self._c.execute(
+                "INSERT INTO runs (created_at, task, backbone, config, status, device)"
+                " VALUES (?, ?, ?, ?, 'running', ?)",
+                (time.time(), task, backbone, json.dumps(config), device),
+            )
+        return cur.lastrowid
+
+    def update(self, run_id: int, **fields: Any) -> None:
+        """Set run columns: status, error, metric_name, best_metric, checkpoint, device, duration_s."""
+        allowed = {
+            "status",
+            "error",
+            "metric_name",
+            "best_metric",
+            "checkpoint",
+            "device",
+            "duration_s",
+        }
+        bad = set(fields) - allowed
+        if bad:
+            raise ValidationError(f"unknown run fields {sorted(bad)}")
+        if "status" in fields and fields["status"] not in RUN_STATUSES:
+            raise ValidationError(f"unknown run status {fields['status']!r}")
+        if not fields:
+            return
+        cols = ", ".join(f"{k} = ?" for k in fields)
+        with self.project.transaction():
+            self._c.execute(f"UPDATE runs SET {cols} WHERE id = ?", (*fields.values(), run_id))
+
+    def log_epoch(self, run_id: int, epoch: int, metrics: dict[str, float]) -> None:
+        with self.project.transaction():
+            self._c.execute(
+                "INSERT OR REPLACE INTO run_epochs VALUES (?, ?, ?)",
+                (run_id, epoch, json.dumps({k: float(v) for k, v in metrics.items()})),
+            )
+
+    def get(self, run_id: int) -> RunRecord:
+        row = self._c.execute(f"SELECT {_RUN_COLS} FROM runs WHERE id = ?", (run_id,)).fetchone()
+        if row is None:
+            raise ValidationError(f"no run with id {run_id}")
+        return _run(row)
+
+    def list(self) -> list[RunRecord]:
+        return [_run(r) for r in self._c.execute(f"SELECT {_RUN_COLS} FROM runs ORDER BY id")]
+
+    def epochs(self, run_id: int) -> list[tuple[int, dict[str, float]]]:
+        rows = self._c.execute(
+            "SELECT epoch, metrics FROM run_epochs WHERE run_id = ? ORDER BY epoch", (run_id,)
+        )
+        return [(e, json.loads(m)) for e, m in rows]
+
+    def delete(self, run_id: int) -> None:
+        """Forget a run, its metrics and predictions, and delete its files."""
+        with self.project.transaction():
+            self._c.execute("DELETE FROM runs WHERE id = ?", (run_id,))
+        shutil.rmtree(self.project.root / "runs" / str(run_id), ignore_errors=True)
+
+    # -- predictions ---------------------------------------------------------
+    def set_prediction(self, run_id: int, image_id: int, payload: dict[str, Any],
+                       mask: np.ndarray | None = None, score: float | None = None) -> None:  # fmt: skip
+        png = None if mask is None else encode_mask(mask)[0]
+        with self.project.transaction():
+            self._c.execute(
+                "INSERT OR REPLACE INTO predictions VALUES (?, ?, ?, ?, ?)",
+                (run_id, image_id, json.dumps(payload), png, score),
+            )
+
+    def prediction(self, run_id: int, image_id: int) -> Prediction | None:
+        row = self._c.execute(
+            "SELECT payload, mask, score FROM predictions WHERE run_id = ? AND image_id = ?",
+            (run_id, image_id),
+        ).fetchone()
+        if row is None:
+            return None
+        mask = None if row[1] is None else decode_mask(row[1])
+        return Prediction(run_id, image_id, json.loads(row[0]), mask, row[2])
+
+    def predicted_images(self, run_id: int) -> list[tuple[int, float | None]]:
+        """(image id, score) of every prediction of a run, lowest score first."""
+        rows = self._c.execute(
+            "SELECT image_id, score FROM predictions WHERE run_id = ? ORDER BY score, image_id",
+            (run_id,),
+        )
+        return [tuple(r) for r in rows]

@@ -1,0 +1,240 @@
+"""SQLite storage: connection settings, schema, versioning and migrations.
+
+One file, ``project.sqlite``, per project folder. WAL journal and foreign keys
+are on; every write happens inside :meth:`Store.transaction`, so a killed
+process loses no committed edit and never leaves a half edit behind.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from .errors import ProjectError, SchemaTooNewError
+
+SCHEMA_VERSION = 1
+
+_SCHEMA_V1 = """
+CREATE TABLE meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE images (
+    id        INTEGER PRIMARY KEY,
+    path      TEXT NOT NULL UNIQUE,      -- POSIX path relative to the project folder (or absolute)
+    sha256    TEXT NOT NULL UNIQUE,
+    width     INTEGER NOT NULL,
+    height    INTEGER NOT NULL,
+    bit_depth INTEGER NOT NULL,
+    channels  INTEGER NOT NULL,
+    format    TEXT NOT NULL,
+    added_at  REAL NOT NULL,
+    split     TEXT CHECK (split IN ('train', 'val', 'test')),
+    fold      INTEGER
+);
+CREATE TABLE classes (
+    id       INTEGER PRIMARY KEY AUTOINCREMENT,
+    name     TEXT NOT NULL UNIQUE,
+    color    TEXT NOT NULL,
+    position INTEGER NOT NULL
+);
+CREATE TABLE templates (
+    id         INTEGER PRIMARY KEY AUTOINCREMENT,
+    name       TEXT NOT NULL UNIQUE,
+    points     TEXT NOT NULL,            -- JSON list of point names, in order
+    skeleton   TEXT NOT NULL,            -- JSON list of [i, j] index pairs
+    flip_pairs TEXT NOT NULL             -- JSON list of [left, right] index pairs
+);
+CREATE TABLE tags (
+    image_id INTEGER NOT NULL REFERENCES images(id) ON DELETE CASCADE,
+    class_id INTEGER NOT NULL REFERENCES classes(id),
+    PRIMARY KEY (image_id, class_id)
+) WITHOUT ROWID;
+CREATE INDEX tags_class ON tags(class_id);
+CREATE TABLE boxes (
+    id       INTEGER PRIMARY KEY,
+    image_id INTEGER NOT NULL REFERENCES images(id) ON DELETE CASCADE,
+    class_id INTEGER NOT NULL REFERENCES classes(id),
+    x1 REAL NOT NULL, y1 REAL NOT NULL, x2 REAL NOT NULL, y2 REAL NOT NULL
+);
+CREATE INDEX boxes_image ON boxes(image_id);
+CREATE INDEX boxes_class ON boxes(class_id);
+CREATE TABLE landmark_sets (
+    id          INTEGER PRIMARY KEY,
+    image_id    INTEGER NOT NULL REFERENCES images(id) ON DELETE CASCADE,
+    template_id INTEGER NOT NULL REFERENCES templates(id),
+    class_id    INTEGER REFERENCES classes(id),
+    points      TEXT NOT NULL            -- JSON [[x, y, v], ...] in template order
+);
+CREATE INDEX landmarks_image ON landmark_sets(image_id);
+CREATE INDEX landmarks_class ON landmark_sets(class_id);
+CREATE TABLE masks (
+    image_id INTEGER PRIMARY KEY REFERENCES images(id) ON DELETE CASCADE,
+    png      BLOB NOT NULL,              -- label map, pixel value = class id, 0 = background
+    classes  TEXT NOT NULL               -- JSON list of class ids present (for counts and merges)
+);
+CREATE TABLE runs (
+    id          INTEGER PRIMARY KEY,
+    created_at  REAL NOT NULL,
+    task        TEXT NOT NULL,
+    backbone    TEXT NOT NULL,
+    config      TEXT NOT NULL,           -- JSON of the full training configuration
+    status      TEXT NOT NULL,           -- running | finished | cancelled | failed
+    error       TEXT,
+    metric_name TEXT,
+    best_metric REAL,
+    checkpoint  TEXT,                    -- path relative to the project folder
+    device      TEXT,
+    duration_s  REAL
+);
+CREATE TABLE run_epochs (
+    run_id  INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+    epoch   INTEGER NOT NULL,
+    metrics TEXT NOT NULL,               -- JSON {name: number}
+    PRIMARY KEY (run_id, epoch)
+) WITHOUT ROWID;
+CREATE TABLE predictions (
+    run_id   INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+    image_id INTEGER NOT NULL REFERENCES images(id) ON DELETE CASCADE,
+    payload  TEXT NOT NULL,              -- JSON: probabilities, boxes, points (image pixels)
+    mask     BLOB,                       -- predicted label map as PNG, if any
+    score    REAL,                       -- confidence used for sorting/filtering
+    PRIMARY KEY (run_id, image_id)
+) WITHOUT ROWID;
+"""
+
+# Migrations: MIGRATIONS[v] upgrades a database from version v to v + 1.
+MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {}
+
+DB_NAME = "project.sqlite"
+
+
+class Store:
+    """A connection to one project's SQLite file.
+
+    Writes must go through :meth:`transaction`; nested transactions join the
+    outermost one (commit happens there) but are savepoints, so a nested block
+    that fails is undone as a whole even when the caller catches the error.
+    The connection may be used from one thread at a time.
+    """
+
+    def __init__(self, conn: sqlite3.Connection, path: Path):
+        self.conn = conn
+        self.path = path
+        self._depth = 0
+        self._lock = threading.RLock()
+        # called after every rollback (full or to a savepoint): in-memory caches of rows
+        # must be dropped, since rolled-back ids get reused
+        self.rollback_listeners: list[Callable[[], None]] = []
+
+    # -- lifecycle ---------------------------------------------------------
+    @classmethod
+    def create(cls, path: Path) -> Store:
+        if path.exists():
+            raise ProjectError(f"{path}: a project database already exists here")
+        conn = _connect(path)
+        store = cls(conn, path)
+        with store.transaction():
+            for statement in _SCHEMA_V1.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            conn.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+        return store
+
+    @classmethod
+    def open(cls, path: Path) -> Store:
+        if not path.is_file():
+            raise ProjectError(f"{path.parent}: not a tlstudio project (no {path.name})")
+        # Read the version before any pragma: switching to WAL writes to the file, and a
+        # file that is refused (not a project, or too new) must be left exactly as it was.
+        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        try:
+            try:
+                row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+            except sqlite3.DatabaseError as exc:
+                raise ProjectError(f"{path}: not a readable project database ({exc})") from exc
+            if row is None:
+                raise ProjectError(f"{path}: project database has no schema version")
+            try:
+                version = int(row[0])
+            except ValueError:
+                raise ProjectError(f"{path}: bad schema version {row[0]!r}") from None
+            if version > SCHEMA_VERSION:
+                raise SchemaTooNewError(
+                    f"{path}: written by a newer tlstudio (schema {version}, this version reads "
+                    f"up to {SCHEMA_VERSION}); update tlstudio to open it. The file was not changed."
+                )
+            _configure(conn)
+            store = cls(conn, path)
+            store._migrate(version)
+        except BaseException:
+            conn.close()
+            raise
+        return store
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def _migrate(self, version: int) -> None:
+        while version < SCHEMA_VERSION:
+            with self.transaction():
+                MIGRATIONS[version](self.conn)
+                version += 1
+                self.set_meta("schema_version", str(version))
+
+    # -- transactions ------------------------------------------------------
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """Run the block in one transaction (joins an enclosing one as a savepoint)."""
+        with self._lock:
+            savepoint = f"tls_{self._depth}"
+            self.conn.execute("BEGIN IMMEDIATE" if self._depth == 0 else f"SAVEPOINT {savepoint}")
+            self._depth += 1
+            try:
+                yield self.conn
+            except BaseException:
+                self._depth -= 1
+                if not self.conn.in_transaction:
+                    pass  # SQLite already rolled back (I/O error, disk full, ...)
+                elif self._depth == 0:
+                    self.conn.execute("ROLLBACK")
+                else:
+                    self.conn.execute(f"ROLLBACK TO {savepoint}")
+                    self.conn.execute(f"RELEASE {savepoint}")
+                for fn in self.rollback_listeners:
+                    fn()
+                raise
+            self._depth -= 1
+            self.conn.execute("COMMIT" if self._depth == 0 else f"RELEASE {savepoint}")
+
+    @property
+    def in_transaction(self) -> bool:
+        return self._depth > 0
+
+    # -- meta --------------------------------------------------------------
+    def get_meta(self, key: str, default: str | None = None) -> str | None:
+        row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return default if row is None else row[0]
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self.transaction() as c:
+            c.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    try:
+        _configure(conn)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _configure(conn: sqlite3.Connection) -> None:
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA foreign_keys = ON")
+    conn.execute("PRAGMA synchronous = NORMAL")
