@@ -1,0 +1,7 @@
+"""``python -m tlstudio``: same as the ``tlstudio`` command."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

@@ -1,0 +1,357 @@
+"""The ``tlstudio`` command: the window with no subcommand, headless work with one.
+
+``main`` returns the exit status: 0 on success, 2 for user errors (a
+:class:`~tlstudio.core.errors.TlsError` or a bad command line, printed as
+``error: <message>`` on stderr without a traceback), 1 when a file system call
+fails, 130 on Ctrl+C. Heavy modules are imported inside the commands so that
+``tlstudio --help`` is instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, TextIO
+
+from . import __version__
+
+if TYPE_CHECKING:
+    from .core.formats import LabelImportReport
+    from .core.project import ImportReport, Project
+
+GUI_MISSING = "The tlstudio window is not built yet; use the subcommands (tlstudio --help)."
+COMMANDS = ("new", "import", "export", "info", "demo")
+IMPORT_FORMATS = ("coco", "yolo", "voc", "labelme", "folders", "csv", "images")
+EXPORT_FORMATS = ("coco", "yolo", "voc", "labelme", "folders", "csv")
+EXPORT_KINDS = ("detect", "pose", "segment")
+FORMAT_NAMES = {
+    "coco": "a COCO dataset",
+    "yolo": "a YOLO dataset",
+    "voc": "a Pascal VOC dataset",
+    "labelme": "a labelme folder",
+    "folders": "class folders (one sub-folder of images per class)",
+    "csv": "a folder with a CSV label file",
+}
+# label files that format detection may recognise (anything else is tried as an image)
+LABEL_SUFFIXES = (".json", ".txt", ".xml", ".csv", ".yaml", ".yml", ".tsv")
+KIND_NAMES = {  # kind: (one, several)
+    "tags": ("tag", "tags"),
+    "boxes": ("box", "boxes"),
+    "landmarks": ("landmark set", "landmark sets"),
+    "masks": ("mask", "masks"),
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line ``argv`` (default ``sys.argv[1:]``); return the exit status."""
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    try:
+        if not args_list or (
+            len(args_list) == 1
+            and args_list[0] not in COMMANDS
+            and not args_list[0].startswith("-")
+        ):
+            return _open_window(args_list[0] if args_list else None)
+        parser = _parser()
+        try:
+            args = parser.parse_args(args_list)
+        except SystemExit as exc:  # --help, --version or a usage error (already printed)
+            return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
+        return args.run(args)
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        from .core.errors import TlsError
+
+        if isinstance(exc, TlsError):
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        if isinstance(exc, OSError):
+            name = f"{exc.filename}: " if exc.filename else ""
+            print(f"error: {name}{exc.strerror or exc}", file=sys.stderr)
+            return 1
+        raise
+
+
+# -- command line ---------------------------------------------------------------------
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tlstudio",
+        usage="tlstudio [-h] [--version] [PROJECT_DIR | COMMAND ...]",
+        description="Transfer Learning Studio: label images, train and inspect models offline. "
+        "Without a command, opens the window (on PROJECT_DIR if given).",
+    )
+    parser.add_argument("--version", action="version", version=f"tlstudio {__version__}")
+    sub = parser.add_subparsers(title="commands", metavar="COMMAND", prog="tlstudio")
+
+    p = sub.add_parser("new", help="create an empty project folder")
+    p.add_argument("dir", metavar="DIR", help="folder to create the project in")
+    p.add_argument("--multi-label", action="store_true", help="allow several class tags per image")
+    p.set_defaults(run=_cmd_new)
+
+    p = sub.add_parser(
+        "import",
+        help="add images and/or label files to a project",
+        description="Add image files and folders (searched recursively) and label files. "
+        "Without --format, folders and image files are added as images (bad files are "
+        "listed and skipped) and label files (.json, .txt, .xml, .csv, .yaml) are imported "
+        "with their format recognised from their content, after the images. With --format, "
+        "every PATH is read as that format (a dataset folder or a label file); 'images' "
+        "adds them as images only. Each label import is all-or-nothing.",
+    )
+    p.add_argument("dir", metavar="DIR", help="project folder")
+    p.add_argument("paths", metavar="PATH", nargs="+", help="image file, folder or label file")
+    p.add_argument("--format", choices=IMPORT_FORMATS, help="read every PATH as this format")
+    p.add_argument("--copy", action="store_true", help="copy images into DIR/images/")
+    p.set_defaults(run=_cmd_import)
+
+    p = sub.add_parser("export", help="write the labels in an interchange format")
+    p.add_argument("dir", metavar="DIR", help="project folder")
+    p.add_argument("--format", required=True, choices=EXPORT_FORMATS, help="format to write")
+    p.add_argument("out", metavar="OUT", help="output file or folder")
+    p.add_argument(
+        "--kind", choices=EXPORT_KINDS, help="which labels, for formats with several (YOLO)"
+    )
+    p.add_argument("--template", metavar="NAME", help="landmark template of a YOLO pose export")
+    p.set_defaults(run=_cmd_export)
+
+    p = sub.add_parser("info", help="counts per class, kind and split; templates; missing files")
+    p.add_argument("dir", metavar="DIR", help="project folder")
+    p.set_defaults(run=_cmd_info)
+
+    p = sub.add_parser("demo", help="create a demo project of synthetic shapes with exact labels")
+    p.add_argument("dir", metavar="DIR", help="new or empty folder")
+    p.add_argument("--images", type=int, default=48, help="number of images (default 48)")
+    p.add_argument("--size", type=int, default=128, help="image side in pixels (default 128)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.set_defaults(run=_cmd_demo)
+    parser.set_defaults(run=lambda _args: _open_window(None))
+    return parser
+
+
+# -- commands -------------------------------------------------------------------------------
+
+
+def _open_window(project_dir: str | None) -> int:
+    if project_dir is not None:
+        from .core.project import Project
+
+        Project.open(project_dir).close()  # a clear error for a folder that is not a project
+    if importlib.util.find_spec("tlstudio.gui.app") is None:
+        print(GUI_MISSING)
+        return 0
+    app = importlib.import_module("tlstudio.gui.app")
+    run = getattr(app, "run", None)
+    if run is None:
+        print(GUI_MISSING)
+        return 0
+    return int(run(project_dir) or 0)
+
+
+def _cmd_new(args: argparse.Namespace) -> int:
+    from .core.project import Project
+
+    with Project.create(args.dir, multi_label=args.multi_label) as project:
+        kind = "multi-label" if project.multi_label else "single-label"
+        print(f"Created {kind} project in {project.root}")
+    return 0
+
+
+def _cmd_import(args: argparse.Namespace) -> int:
+    from .core.errors import FormatError, ValidationError
+    from .core.project import Project
+
+    paths = [Path(p) for p in args.paths]
+    with Project.open(args.dir) as project:
+        for p in paths:
+            if not p.exists():
+                raise ValidationError(f"{p}: no such file or folder")
+        from .core import imageio
+        from .core.formats import detect_format, import_labels
+
+        if args.format == "images":
+            _print_images(_add_images(project, paths, args.copy))
+            return 0
+        if args.format is not None:
+            for p in paths:
+                report = import_labels(project, p, args.format, copy_images=args.copy)
+                _print_labels(p, args.format, report)
+            return 0
+        images: list[Path] = []
+        labels: list[Path] = []
+        notes = []
+        for p in paths:
+            if p.is_dir():
+                images.append(p)
+                try:
+                    fmt = detect_format(p)
+                except FormatError:
+                    continue
+                notes.append(
+                    f"note: {p} looks like {FORMAT_NAMES[fmt]}; only its images were added. "
+                    f"To import its labels: tlstudio import {args.dir} {p} --format {fmt}"
+                )
+            elif p.suffix.lower() in LABEL_SUFFIXES and not imageio.is_image_file(p):
+                labels.append(p)
+            else:
+                images.append(p)
+        if images:  # first, so label files can refer to these images
+            _print_images(_add_images(project, images, args.copy))
+        for p in labels:
+            fmt = detect_format(p)
+            _print_labels(p, fmt, import_labels(project, p, fmt, copy_images=args.copy))
+        for line in notes:
+            print(line)
+    return 0
+
+
+def _add_images(project: Project, paths: list[Path], copy: bool) -> ImportReport:
+    with _progress("images", sys.stderr) as progress:
+        return project.add_images(paths, copy=copy, progress=progress)
+
+
+def _print_images(report: ImportReport) -> None:
+    print(
+        f"Images: {len(report.added)} added, "
+        f"{_count(len(report.duplicates), 'duplicate', 'duplicates')} skipped, "
+        f"{_count(len(report.failed), 'bad file', 'bad files')}"
+    )
+    for path, reason in report.failed:
+        print(f"  bad file: {path}: {reason}")
+    for path in report.duplicates:
+        print(f"  duplicate: {path}")
+    for path, message in report.warnings:
+        print(f"  warning: {path}: {message}")
+    if report.cancelled:
+        print("  (cancelled)")
+
+
+def _print_labels(path: Path, fmt: str | None, report: LabelImportReport) -> None:
+    counts = ", ".join(
+        _count(n, *KIND_NAMES.get(k, (k, k))) for k, n in report.annotations.items() if n
+    )
+    print(
+        f"Labels from {path}{f' ({fmt})' if fmt else ''}: {report.images_added} images added, "
+        f"{report.images_matched} matched; {counts or 'no annotations'}"
+    )
+    for message in report.warnings:
+        print(f"  warning: {message}")
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from .core.errors import ValidationError
+    from .core.project import Project
+
+    if args.format != "yolo" and (args.kind or args.template):
+        raise ValidationError(f"--kind and --template apply to YOLO only, not {args.format}")
+    with Project.open(args.dir) as project:
+        from .core.formats import export_labels
+
+        warnings: list[str] = []
+        try:
+            out = export_labels(
+                project, args.format, Path(args.out), kind=args.kind, template=args.template,
+                warnings=warnings,
+            )  # fmt: skip
+        except ValueError as exc:  # the exporters' word for a choice that does not fit
+            raise ValidationError(str(exc)) from None
+    for message in warnings:
+        print(f"warning: {message}", file=sys.stderr)
+    kind = f" ({args.kind})" if args.kind else ""
+    print(f"Exported {args.format}{kind} to {out}")
+    return 0
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    from .core.project import Project
+
+    with Project.open(args.dir) as project:
+        _print_info(project)
+    return 0
+
+
+def _print_info(project: Project) -> None:
+    s = project.stats()
+    mode = "multi-label" if project.multi_label else "single-label"
+    print(f"Project {project.root} ({mode})")
+    print(f"Images: {s['images']} ({s['labelled_images']} labelled, {len(s['missing'])} missing)")
+    kinds = s["kinds"]
+    print("Annotations: " + ", ".join(_count(kinds[k], *KIND_NAMES[k]) for k in KIND_NAMES))
+    if s["classes"]:
+        width = max(8, *(len(name) for name in s["classes"]))
+        heads = ("tags", "boxes", "landmarks", "mask images")
+        print("Classes:".ljust(width + 2) + "".join(f"{h:>13}" for h in heads))
+        for name, usage in s["classes"].items():
+            row = (usage["tags"], usage["boxes"], usage["landmarks"], usage["masks"])
+            print(f"  {name:<{width}}" + "".join(f"{n:>13}" for n in row))
+    else:
+        print("Classes: none")
+    splits = s["splits"]
+    parts = [f"{name} {splits.get(name, 0)}" for name in ("train", "val", "test")]
+    parts.append(f"unassigned {splits.get('None', 0)}")
+    print("Splits: " + ", ".join(parts))
+    templates = project.templates()
+    if templates:
+        print("Templates: " + ", ".join(f"{t.name} ({len(t.points)} points)" for t in templates))
+    else:
+        print("Templates: none")
+    if s["missing"]:
+        print("Missing files:")
+        for stored in s["missing"]:
+            p = Path(stored)
+            print(f"  {p if p.is_absolute() else project.root / p}")
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from .core.demo import create_demo_project
+
+    start = time.perf_counter()
+    with create_demo_project(args.dir, args.images, args.size, args.seed) as project:
+        took = time.perf_counter() - start
+        print(
+            f"Created a demo project of {project.image_count()} synthetic images "
+            f"({args.size}×{args.size} px, seed {args.seed}) in {took:.1f} s:"
+        )
+        _print_info(project)
+    print(f"Open it with: tlstudio {args.dir}")
+    return 0
+
+
+# -- helpers -------------------------------------------------------------------------------
+
+
+def _count(n: int, one: str, several: str) -> str:
+    return f"{n} {one if n == 1 else several}"
+
+
+@contextmanager
+def _progress(what: str, stream: TextIO) -> Iterator[Callable[[int, int], None] | None]:
+    """A ``progress(done, total)`` callback that rewrites one line on ``stream`` when it is
+    a terminal (at most ten times a second); None otherwise."""
+    if not (hasattr(stream, "isatty") and stream.isatty()):
+        yield None
+        return
+    last = [0.0, False]
+
+    def progress(done: int, total: int) -> None:
+        now = time.monotonic()
+        if now - last[0] >= 0.1 or done == total:
+            last[0], last[1] = now, True
+            stream.write(f"\rimporting {what}: {done}/{total}")
+            stream.flush()
+
+    try:
+        yield progress
+    finally:
+        if last[1]:
+            stream.write("\n")
+            stream.flush()

@@ -1,0 +1,653 @@
+"""Shared machinery of the importers and exporters.
+
+Coordinates follow :mod:`tlstudio.core.annotations`: image pixels, x right,
+y down, a W×H image spans [0, W] × [0, H] (pixel (i, j) covers
+[j, j+1] × [i, i+1], its centre is (j + 0.5, i + 0.5)).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from ..annotations import SKIPPED, Box, LandmarkSet, Point
+from ..errors import FormatError, TlsError, ValidationError
+from ..labelset import LandmarkTemplate
+from ..project import ImageRecord, Project
+
+log = logging.getLogger("tlstudio.core.formats")
+
+KINDS = ("tags", "boxes", "landmarks", "masks")
+
+# Coordinates this far outside the image (float noise of other tools) are clipped.
+CLIP_TOLERANCE = 0.5
+
+# JSON/text numbers larger than this are refused (no image is that large; it also
+# keeps int32 rasterisation and SQLite integers safe).
+MAX_COORD = 1e7
+
+
+@dataclass
+class LabelImportReport:
+    """Outcome of a label import.
+
+    ``annotations`` counts what was added per kind: ``tags``, ``boxes``,
+    ``landmarks`` (landmark sets) and ``masks`` (images whose label map
+    received pixels)."""
+
+    images_added: int = 0
+    images_matched: int = 0
+    annotations: dict[str, int] = field(default_factory=lambda: dict.fromkeys(KINDS, 0))
+    warnings: list[str] = field(default_factory=list)
+
+
+# -- value checks ---------------------------------------------------------------------
+
+
+def type_name(v: object) -> str:
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return "a boolean"
+    if isinstance(v, (int, float)):
+        return "a number"
+    if isinstance(v, str):
+        return "a string"
+    if isinstance(v, list):
+        return "a list"
+    if isinstance(v, dict):
+        return "an object"
+    return type(v).__name__
+
+
+def num(v: object, src: Path, where: str, what: str = "value") -> float:
+    """A finite JSON number (bools and strings are refused)."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise FormatError(src, where, f"{what}: expected a number, got {type_name(v)}")
+    try:
+        f = float(v)
+    except OverflowError:
+        raise FormatError(src, where, f"{what}: number too large") from None
+    if not math.isfinite(f):
+        raise FormatError(src, where, f"{what}: {f} is not a finite number")
+    if abs(f) > MAX_COORD:
+        raise FormatError(src, where, f"{what}: {f:g} is out of range")
+    return f
+
+
+def parse_float(token: str, src: Path, where: str, what: str = "value") -> float:
+    """A finite number written as text."""
+    try:
+        f = float(token)
+    except (ValueError, OverflowError):
+        raise FormatError(src, where, f"{what}: {token[:40]!r} is not a number") from None
+    if not math.isfinite(f):
+        raise FormatError(src, where, f"{what}: {token[:40]!r} is not a finite number")
+    if abs(f) > MAX_COORD:
+        raise FormatError(src, where, f"{what}: {f:g} is out of range")
+    return f
+
+
+def as_int(v: object, src: Path, where: str, what: str = "value") -> int:
+    """An integer (JSON int, or a float with an integral value)."""
+    f = num(v, src, where, what)
+    if f != int(f):
+        raise FormatError(src, where, f"{what}: expected an integer, got {f:g}")
+    return int(f)
+
+
+def as_str(v: object, src: Path, where: str, what: str = "value") -> str:
+    if not isinstance(v, str):
+        raise FormatError(src, where, f"{what}: expected a string, got {type_name(v)}")
+    return check_text(v, src, where, what)
+
+
+def check_text(v: str, src: Path, where: str, what: str = "value") -> str:
+    """``v`` if it can be stored (UTF-8 encodable, no NUL), else FormatError."""
+    try:
+        v.encode("utf-8")
+    except UnicodeEncodeError:
+        raise FormatError(src, where, f"{what}: invalid text (lone surrogate)") from None
+    if "\x00" in v:
+        raise FormatError(src, where, f"{what}: invalid text (NUL character)")
+    return v
+
+
+def as_list(v: object, src: Path, where: str, what: str = "value") -> list:
+    if not isinstance(v, list):
+        raise FormatError(src, where, f"{what}: expected a list, got {type_name(v)}")
+    return v
+
+
+def as_dict(v: object, src: Path, where: str, what: str = "value") -> dict:
+    if not isinstance(v, dict):
+        raise FormatError(src, where, f"{what}: expected an object, got {type_name(v)}")
+    return v
+
+
+def clip(
+    v: float, hi: float, src: Path, where: str, what: str, low_tol: float = CLIP_TOLERANCE
+) -> float:
+    """Clip ``v`` into [0, hi] if it is at most ``CLIP_TOLERANCE`` px outside; else FormatError."""
+    if v < -low_tol or v > hi + CLIP_TOLERANCE:
+        raise FormatError(src, where, f"{what} {v:g} lies outside the image (0..{hi:g} px)")
+    return min(max(v, 0.0), float(hi))
+
+
+def read_json(path: Path) -> object:
+    """Parse a UTF-8 JSON file (NaN/Infinity literals are refused)."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise FormatError(path, "", f"cannot read file ({exc.strerror or exc})") from None
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise FormatError(path, f"byte {exc.start}", "not UTF-8 text") from None
+
+    def _bad_constant(name: str) -> None:
+        raise ValueError(f"{name} is not valid JSON")
+
+    try:
+        return json.loads(text, parse_constant=_bad_constant)
+    except json.JSONDecodeError as exc:
+        raise FormatError(path, f"line {exc.lineno}", f"not valid JSON: {exc.msg}") from None
+    except (ValueError, RecursionError) as exc:
+        raise FormatError(path, "", f"not valid JSON: {exc}") from None
+
+
+def read_text(path: Path) -> str:
+    """A UTF-8 text file (a leading BOM is dropped)."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise FormatError(path, "", f"cannot read file ({exc.strerror or exc})") from None
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise FormatError(path, f"line {line}", "not UTF-8 text") from None
+
+
+def is_file(p: Path) -> bool:
+    try:
+        return p.is_file()
+    except (OSError, ValueError):
+        return False
+
+
+def find_file(name: str, bases: Sequence[Path], src: Path, where: str) -> Path:
+    """The first existing file ``base / name``; ``name`` may be absolute or use ``\\``."""
+    if not name or "\x00" in name:
+        raise FormatError(src, where, f"invalid image file name {name!r}")
+    variants = [name]
+    if "\\" in name:
+        variants.append(name.replace("\\", "/"))
+    tried = []
+    for variant in variants:
+        p = Path(variant)
+        candidates = [p] if p.is_absolute() else [b / p for b in bases]
+        if p.is_absolute():
+            candidates += [b / p.name for b in bases]
+        for c in candidates:
+            if is_file(c):
+                return c
+            tried.append(c)
+    shown = ", ".join(str(t) for t in dict.fromkeys(tried))
+    raise FormatError(src, where, f"image {name!r} not found (looked for {shown})")
+
+
+def flip_pairs_from_names(points: Sequence[str]) -> tuple[tuple[int, int], ...]:
+    """Left/right pairs inferred from ``left_``/``right_`` name prefixes (also ``-`` or space,
+    any case): ``left_eye`` pairs with ``right_eye``."""
+    index = {p: i for i, p in enumerate(points)}
+    pairs = []
+    for i, name in enumerate(points):
+        low = name.lower()
+        if low.startswith("left") and len(name) > 5 and name[4] in "_- ":
+            twin_prefix = {"left": "right", "Left": "Right", "LEFT": "RIGHT"}.get(name[:4], "right")
+            j = index.get(twin_prefix + name[4:])
+            if j is None:
+                j = next((k for p, k in index.items() if p.lower() == "right" + low[4:]), None)
+            if j is not None and j != i:
+                pairs.append((i, j))
+    return tuple(pairs)
+
+
+# -- rasterisation ------------------------------------------------------------------------
+
+_EPS = 1e-7  # float noise allowed when testing "pixel centre on the outline"
+
+
+def rasterize_polygon(points: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Boolean H×W mask of the pixels whose centre (j + 0.5, i + 0.5) lies inside the
+    polygon (even-odd rule) or on its outline.
+
+    ``points`` is N×2 (x, y) in image pixels (pixel-edge frame), so a polygon along pixel
+    edges, e.g. (2, 1) (6, 1) (6, 4) (2, 4), covers exactly the pixels it encloses."""
+    out = np.zeros((height, width), bool)
+    pts = np.asarray(points, np.float64).reshape(-1, 2)
+    if len(pts) == 0 or height <= 0 or width <= 0:
+        return out
+    x0, y0 = pts[:, 0], pts[:, 1]
+    x1, y1 = np.roll(x0, -1), np.roll(y0, -1)
+    r0 = max(0, int(np.ceil(y0.min() - 0.5 - _EPS)))
+    r1 = min(height - 1, int(np.floor(y0.max() - 0.5 + _EPS)))
+    if r1 < r0:
+        return out
+    sloped = y0 != y1
+    sx0, sy0, sx1, sy1 = x0[sloped], y0[sloped], x1[sloped], y1[sloped]
+    lo, hi = np.minimum(sy0, sy1), np.maximum(sy0, sy1)
+    dy = np.where(sloped[sloped], sy1 - sy0, 1.0)
+    chunk = max(1, 1_000_000 // max(1, len(sx0)))
+    for start in range(r0, r1 + 1, chunk):
+        rows = np.arange(start, min(r1 + 1, start + chunk))
+        yc = rows[:, None] + 0.5
+        xs = sx0 + (yc - sy0) / dy * (sx1 - sx0)
+        # interior: pair up crossings (half-open in y so vertices count once)
+        cross = (yc >= lo) & (yc < hi)
+        xc = np.sort(np.where(cross, xs, np.inf), axis=1)
+        a, b = xc[:, 0::2], xc[:, 1::2]
+        if b.shape[1] < a.shape[1]:
+            a = a[:, : b.shape[1]]
+        ok = np.isfinite(a) & np.isfinite(b)
+        ri = np.broadcast_to(np.arange(len(rows))[:, None], a.shape)[ok]
+        js = np.clip(np.ceil(a[ok] - 0.5 - _EPS), 0, width).astype(np.int64)
+        je = np.clip(np.floor(b[ok] - 0.5 + _EPS) + 1, 0, width).astype(np.int64)
+        diff = np.zeros((len(rows), width + 1), np.int32)
+        np.add.at(diff, (ri, js), 1)
+        np.add.at(diff, (ri, je), -1)
+        block = np.cumsum(diff, axis=1)[:, :width] > 0
+        # outline: centres exactly on a sloped edge (its end rows included)
+        on = (yc >= lo - _EPS) & (yc <= hi + _EPS)
+        j = xs - 0.5
+        on &= np.abs(j - np.round(j)) < _EPS
+        jr = np.round(j).astype(np.int64)
+        on &= (jr >= 0) & (jr < width)
+        rr, cc = np.nonzero(on)
+        block[rr, jr[rr, cc]] = True
+        out[rows] |= block
+    # outline: horizontal edges through a row of centres
+    for xa, xb, y in zip(x0[~sloped], x1[~sloped], y0[~sloped], strict=True):
+        r = y - 0.5
+        if abs(r - round(r)) < _EPS and 0 <= round(r) < height:
+            lo_x, hi_x = min(xa, xb), max(xa, xb)
+            c0 = max(0, int(np.ceil(lo_x - 0.5 - _EPS)))
+            c1 = min(width - 1, int(np.floor(hi_x - 0.5 + _EPS)))
+            if c0 <= c1:
+                out[round(r), c0 : c1 + 1] = True
+    return out
+
+
+def mask_polygons(region: np.ndarray) -> list[np.ndarray]:
+    """Outer contours of a boolean mask as N×2 float polygons (N ≥ 3) through the centres of
+    the boundary pixels, in image pixels; :func:`rasterize_polygon` refills them. Holes are
+    not represented."""
+    contours, _ = cv2.findContours(
+        region.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE
+    )
+    out = []
+    for c in contours:
+        pts = c[:, 0, :].astype(np.float64) + 0.5
+        if len(pts) == 1:
+            pts = np.repeat(pts, 3, axis=0)
+        elif len(pts) == 2:
+            pts = pts[[0, 1, 0]]
+        out.append(pts)
+    return out
+
+
+def bbox_of_mask(region: np.ndarray) -> tuple[int, int, int, int]:
+    """(x1, y1, x2, y2) pixel-edge box around the True pixels."""
+    ys, xs = np.nonzero(region)
+    return int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
+
+
+# -- import session -------------------------------------------------------------------------
+
+
+class ImportSession:
+    """Collects one import: resolves images, classes and templates, adds annotations and
+    translates the project's ValidationError into FormatError naming the file and record.
+
+    Tags and masks are applied in :meth:`finish` (tags: added to the image's tags in a
+    multi-label project, replacing them in a single-label one; masks: painted over the
+    image's existing label map, later regions win)."""
+
+    def __init__(self, project: Project, copy_images: bool):
+        self.project = project
+        self.copy_images = copy_images
+        self.report = LabelImportReport()
+        self._by_path: dict[Path, ImageRecord] = {}
+        self._matched: set[int] = set()
+        self._added: set[int] = set()
+        self._classes: dict[str, int] = {}
+        self._tags: dict[int, list[int]] = {}
+        self._masks: dict[int, np.ndarray] = {}
+        self._mask_where: dict[int, tuple[Path, str]] = {}
+        self._multi = project.multi_label
+        self.created_files: list[Path] = []  # written by the import; removed if it fails
+
+    def warn(self, src: Path | None, where: str, message: str) -> None:
+        loc = f" ({where})" if where else ""
+        self.report.warnings.append(f"{src}{loc}: {message}" if src else message)
+
+    # images ---------------------------------------------------------------------
+    def image(self, path: Path, src: Path, where: str) -> ImageRecord:
+        """The project image for file ``path``: matched by path or content, else added."""
+        return self.images([(path, src, where)])[0]
+
+    def images(self, refs: Sequence[tuple[Path, Path, str]]) -> list[ImageRecord]:
+        """Records for several ``(image path, label file, where)`` references at once (one
+        ``add_images`` call for all new files); the first missing or unreadable image
+        raises FormatError naming the label file and record that refers to it."""
+        project = self.project
+        resolved: list[Path] = []
+        todo: dict[Path, tuple[Path, str]] = {}
+        for path, src, where in refs:
+            try:
+                path = path.resolve()
+            except (OSError, RuntimeError, ValueError) as exc:
+                raise FormatError(src, where, f"bad image path {str(path)!r}: {exc}") from None
+            resolved.append(path)
+            if path in self._by_path or path in todo:
+                continue
+            if not is_file(path):
+                raise FormatError(src, where, f"image {path} not found")
+            rec = project.image_by_path(path)
+            if rec is None:
+                todo[path] = (src, where)
+            else:
+                self._remember(path, rec)
+        if todo:
+            try:
+                added = project.add_images(list(todo), copy=self.copy_images, recursive=False)
+            except (TlsError, OSError) as exc:  # pragma: no cover - add_images reports per file
+                raise FormatError(
+                    next(iter(todo.values()))[0], "", f"cannot add images: {exc}"
+                ) from None
+            if added.failed:
+                failed = dict(added.failed)
+                path = next(p for p in todo if p in failed)
+                src, where = todo[path]
+                raise FormatError(src, where, f"image {path}: {failed[path]}")
+            duplicates = set(added.duplicates)
+            new_paths = [p for p in todo if p not in duplicates]
+            for path, image_id in zip(new_paths, added.added, strict=True):
+                self._added.add(image_id)
+                self._remember(path, project.image(image_id))
+            for path in todo:
+                if path in duplicates:  # same content already in the project
+                    self._remember(path, self._by_content(path, *todo[path]))
+        return [self._by_path[p] for p in resolved]
+
+    def _by_content(self, path: Path, src: Path, where: str) -> ImageRecord:
+        from .. import imageio
+
+        try:
+            digest = imageio.file_sha256(path)
+        except (TlsError, OSError) as exc:
+            raise FormatError(src, where, f"image {path}: {exc}") from None
+        row = self.project.store.conn.execute(
+            "SELECT id FROM images WHERE sha256 = ?", (digest,)
+        ).fetchone()
+        if row is None:  # pragma: no cover - add_images reported it as a duplicate
+            raise FormatError(src, where, f"image {path} could not be added")
+        return self.project.image(row[0])
+
+    def _remember(self, path: Path, rec: ImageRecord) -> None:
+        if rec.id not in self._added:
+            self._matched.add(rec.id)
+        self._by_path[path] = rec
+
+    # label set --------------------------------------------------------------------
+    def class_id(self, name: object, src: Path, where: str) -> int:
+        if isinstance(name, bool) or not isinstance(name, (str, int, float)):
+            raise FormatError(src, where, f"class name: expected a string, got {type_name(name)}")
+        key = str(name).strip()
+        cid = self._classes.get(key)
+        if cid is None:
+            if not key:
+                raise FormatError(src, where, "empty class name")
+            check_text(key, src, where, "class name")
+            if len(key) > 200:
+                raise FormatError(
+                    src, where, f"class name longer than 200 characters: {key[:40]!r}..."
+                )
+            try:
+                cid = self.project.ensure_class(key).id
+            except ValidationError as exc:
+                raise FormatError(src, where, str(exc)) from None
+            self._classes[key] = cid
+        return cid
+
+    def template(
+        self, template: LandmarkTemplate, src: Path, where: str, *, rename: bool = False
+    ) -> LandmarkTemplate:
+        """The stored template equal to ``template`` (added if absent). A different template
+        with the same name is an error, or with ``rename`` the name gets a numeric suffix."""
+        project = self.project
+        for name in (template.name, *template.points):
+            check_text(name, src, where, "template")
+        base, n = template.name, 1
+        while True:
+            existing = project.template_by_name(template.name)
+            same = existing is not None and (existing.points, existing.skeleton, existing.flip_pairs) == (
+                template.points, template.skeleton, template.flip_pairs,
+            )  # fmt: skip
+            if existing is None or same or not rename:
+                break
+            n += 1
+            template = LandmarkTemplate(
+                f"{base} {n}", template.points, template.skeleton, template.flip_pairs
+            )
+        try:
+            return project.ensure_template(template)
+        except ValidationError as exc:
+            raise FormatError(src, where, str(exc)) from None
+
+    # annotations --------------------------------------------------------------------
+    def tag(self, rec: ImageRecord, class_id: int, src: Path, where: str) -> None:
+        tags = self._tags.setdefault(rec.id, [])
+        if class_id in tags:
+            return
+        if tags and not self._multi:
+            first = self.project.class_info(tags[0]).name
+            second = self.project.class_info(class_id).name
+            raise FormatError(
+                src, where,
+                f"image {rec.path} gets a second class tag {second!r} (already {first!r}) "
+                "in a single-label project",
+            )  # fmt: skip
+        tags.append(class_id)
+
+    def box(self, rec: ImageRecord, class_id: int, xyxy: Iterable[float], src: Path, where: str,
+            *, low_tol: float = CLIP_TOLERANCE) -> None:  # fmt: skip
+        """Add a box given as (x1, y1, x2, y2) image pixels, clipping float noise."""
+        x1, y1, x2, y2 = xyxy
+        x1 = clip(x1, rec.width, src, where, "x", low_tol)
+        x2 = clip(x2, rec.width, src, where, "x", low_tol)
+        y1 = clip(y1, rec.height, src, where, "y", low_tol)
+        y2 = clip(y2, rec.height, src, where, "y", low_tol)
+        if not (x1 < x2 and y1 < y2):
+            raise FormatError(src, where, f"empty box ({x1:g}, {y1:g}, {x2:g}, {y2:g})")
+        try:
+            self.project.add_box(rec.id, Box(class_id, x1, y1, x2, y2))
+        except ValidationError as exc:
+            raise FormatError(src, where, str(exc)) from None
+        self.report.annotations["boxes"] += 1
+
+    def point(self, rec: ImageRecord, x: float, y: float, v: int, src: Path, where: str) -> Point:
+        """A landmark point, clipped into the image; visibility 0 points become (0, 0, 0)."""
+        if v not in (0, 1, 2):
+            raise FormatError(src, where, f"visibility {v} must be 0, 1 or 2")
+        if v == SKIPPED:
+            return Point(0.0, 0.0, SKIPPED)
+        return Point(clip(x, rec.width, src, where, "x"), clip(y, rec.height, src, where, "y"), v)
+
+    def landmarks(self, rec: ImageRecord, template: LandmarkTemplate, points: Sequence[Point],
+                  class_id: int | None, src: Path, where: str) -> None:  # fmt: skip
+        assert template.id is not None
+        try:
+            self.project.add_landmark_set(rec.id, LandmarkSet(template.id, tuple(points), class_id))
+        except ValidationError as exc:
+            raise FormatError(src, where, str(exc)) from None
+        self.report.annotations["landmarks"] += 1
+
+    def paint(
+        self, rec: ImageRecord, class_id: int, region: np.ndarray, src: Path, where: str
+    ) -> None:
+        """Paint a boolean H×W region with ``class_id`` into the image's label map."""
+        if region.shape != (rec.height, rec.width):
+            raise FormatError(
+                src, where,
+                f"mask is {region.shape[1]}×{region.shape[0]} px, image is {rec.width}×{rec.height} px",
+            )  # fmt: skip
+        if not region.any():
+            self.warn(src, where, "region covers no pixel centre; skipped")
+            return
+        m = self._masks.get(rec.id)
+        if m is None:
+            m = self.project.mask(rec.id)
+            m = np.zeros((rec.height, rec.width), np.uint16) if m is None else m.copy()
+            self._masks[rec.id] = m
+        m[region] = class_id
+        self._mask_where[rec.id] = (src, where)
+
+    def finish(self) -> LabelImportReport:
+        project = self.project
+        for image_id, tags in self._tags.items():
+            current = [] if not self._multi else list(project.tags(image_id))
+            new = list(dict.fromkeys(current + tags))
+            try:
+                project.set_tags(image_id, new)
+            except ValidationError as exc:  # pragma: no cover - checked in tag()
+                raise FormatError("", "", str(exc)) from None
+            self.report.annotations["tags"] += len(tags)
+        for image_id, m in self._masks.items():
+            try:
+                project.set_mask(image_id, m)
+            except ValidationError as exc:  # pragma: no cover - shapes checked in paint()
+                src, where = self._mask_where[image_id]
+                raise FormatError(src, where, str(exc)) from None
+            self.report.annotations["masks"] += 1
+        self.report.images_added = len(self._added)
+        self.report.images_matched = len(self._matched)
+        return self.report
+
+
+@contextmanager
+def import_session(project: Project, copy_images: bool) -> Iterator[ImportSession]:
+    """One all-or-nothing import: a single transaction; on any error the database rolls
+    back and image files copied into the project by this import are removed."""
+    images_dir = project.root / "images"
+    before = _listing(images_dir) if copy_images else set()
+    session = ImportSession(project, copy_images)
+    try:
+        with project.transaction():
+            yield session
+            session.finish()
+    except BaseException:
+        stray = set(session.created_files)
+        if copy_images:
+            stray |= _listing(images_dir) - before
+        for p in stray:
+            try:
+                p.unlink()
+            except OSError:  # pragma: no cover - best effort
+                pass
+        raise
+
+
+def _listing(folder: Path) -> set[Path]:
+    try:
+        return {p for p in folder.iterdir() if p.is_file()}
+    except OSError:
+        return set()
+
+
+# -- export helpers ----------------------------------------------------------------------------
+
+
+def export_names(records: Iterable[ImageRecord]) -> dict[int, str]:
+    """A file name per image, unique by stem (case-insensitive), so label files named after
+    the stem never collide: ``a.png`` and ``a.jpg`` become ``a.png`` and ``a_<id>.jpg``."""
+    out: dict[int, str] = {}
+    used: set[str] = set()
+    for rec in records:
+        name = rec.name
+        stem, dot, suffix = name.rpartition(".")
+        if not dot:
+            stem, suffix = name, ""
+        candidate = name
+        if candidate.rsplit(".", 1)[0].lower() in used:
+            candidate = f"{stem}_{rec.id}{dot}{suffix}"
+            k = 1
+            while candidate.rsplit(".", 1)[0].lower() in used:
+                candidate = f"{stem}_{rec.id}_{k}{dot}{suffix}"
+                k += 1
+        used.add(candidate.rsplit(".", 1)[0].lower() if dot else candidate.lower())
+        out[rec.id] = candidate
+    return out
+
+
+def place_image(project: Project, rec: ImageRecord, dest: Path) -> None:
+    """Hard-link the image file to ``dest`` (copy where linking is impossible)."""
+    src = project.image_path(rec)
+    if not is_file(src):
+        raise FormatError(src, "", f"image {rec.path} is missing; relink it before exporting")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if dest.exists() or dest.is_symlink():
+        try:
+            if dest.samefile(src):
+                return
+        except OSError:
+            pass
+        dest.unlink()
+    try:
+        os.link(src, dest)
+    except OSError:
+        shutil.copy2(src, dest)
+
+
+def relative_ref(target: Path, base: Path) -> str:
+    """``target`` relative to folder ``base`` as a POSIX path (absolute across drives)."""
+    try:
+        return Path(os.path.relpath(target, base)).as_posix()
+    except ValueError:
+        return target.as_posix()
+
+
+def note(warnings: list[str] | None, message: str) -> None:
+    """Record an export warning (also logged)."""
+    log.info(message)
+    if warnings is not None:
+        warnings.append(message)
+
+
+def skipped_kinds(
+    project: Project, kinds: Sequence[str], fmt: str, warnings: list[str] | None
+) -> None:
+    """Warn about annotation kinds the format cannot hold."""
+    tables = {"tags": "tags", "boxes": "boxes", "landmarks": "landmark_sets", "masks": "masks"}
+    for kind in kinds:
+        n = project.store.conn.execute(f"SELECT COUNT(*) FROM {tables[kind]}").fetchone()[0]
+        if n:
+            note(warnings, f"{fmt}: {n} {kind} not exported (the format cannot hold them)")
+
+
+def fmt_num(v: float) -> str:
+    """Shortest text that reads back as the same float (integers without ``.0``)."""
+    if float(v).is_integer():
+        return str(int(v))
+    return repr(float(v))

@@ -1,0 +1,104 @@
+"""Class-per-folder datasets: ``root/<class>/<image>`` (torchvision ``ImageFolder``).
+
+Import tags every image below ``root/<class>/`` (searched recursively) with that
+class. A root whose sub-folders are all split names (``train``, ``val``,
+``valid``, ``validation``, ``test``) is read one level deeper:
+``root/<split>/<class>/<image>``. Images directly in ``root`` are skipped with a
+warning. Export hard-links (or copies) every image with exactly one tag into
+``out/<class>/``; other images are skipped and reported. Characters that cannot
+be in a folder name (``/``, ``\\``) become ``_``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import FormatError
+from ..project import Project
+from ._common import (
+    LabelImportReport,
+    export_names,
+    import_session,
+    note,
+    place_image,
+    skipped_kinds,
+)
+
+SPLIT_NAMES = {"train", "val", "valid", "validation", "test"}
+
+
+def class_dirs(root: Path) -> list[Path]:
+    """The class folders of a dataset root (one level deeper for split folders); folders
+    starting with ``.`` and tlstudio project folders are ignored."""
+    if not root.is_dir():
+        raise FormatError(root, "", "not a folder")
+
+    def subdirs(p: Path) -> list[Path]:
+        return sorted(
+            d for d in p.iterdir()
+            if d.is_dir() and not d.name.startswith(".") and not (d / "project.sqlite").exists()
+        )  # fmt: skip
+
+    top = subdirs(root)
+    if top and all(d.name.lower() in SPLIT_NAMES for d in top):
+        return [c for d in top for c in subdirs(d)]
+    return top
+
+
+def import_(project: Project, path: str | Path, copy_images: bool = False) -> LabelImportReport:
+    """Import a class-per-folder dataset; the folder name is the class name."""
+    from .. import imageio
+
+    root = Path(path)
+    dirs = class_dirs(root)
+    if not dirs:
+        raise FormatError(root, "", "no class folders here")
+    skip_root = project.root.resolve()
+    with import_session(project, copy_images) as s:
+        loose = [p for p in root.iterdir() if p.is_file() and imageio.is_image_file(p)]
+        if loose:
+            s.warn(root, "", f"{len(loose)} images outside class folders were skipped")
+        refs, classes = [], []
+        for d in dirs:
+            files = sorted(
+                p for p in d.rglob("*") if p.is_file() and not p.resolve().is_relative_to(skip_root)
+            )
+            images = [p for p in files if imageio.is_image_file(p)]
+            if len(images) < len(files):
+                s.warn(d, "", f"{len(files) - len(images)} files that are not images were skipped")
+            if images:
+                cid = s.class_id(d.name, d, "folder name")
+                refs += [(img, img, "") for img in images]
+                classes += [(cid, d.name)] * len(images)
+        for (img, _, _), rec, (cid, name) in zip(refs, s.images(refs), classes, strict=True):
+            s.tag(rec, cid, img, f"class folder {name!r}")
+    return s.report
+
+
+def folder_name(class_name: str) -> str:
+    name = class_name.replace("/", "_").replace("\\", "_")
+    return "_" if name in (".", "..") else name
+
+
+def export(project: Project, out: str | Path, *, warnings: list[str] | None = None) -> Path:
+    """Place each image with exactly one tag in ``out/<class>/``; returns ``out``."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    records = project.images()
+    names = export_names(records)
+    class_name = {c.id: c.name for c in project.classes()}
+    skipped = []
+    for rec in records:
+        tags = project.tags(rec.id)
+        if len(tags) != 1:
+            skipped.append(f"{rec.path} ({len(tags)} tags)")
+            continue
+        place_image(project, rec, out / folder_name(class_name[tags[0]]) / names[rec.id])
+    if skipped:
+        shown = ", ".join(skipped[:10]) + (" ..." if len(skipped) > 10 else "")
+        note(
+            warnings,
+            f"class folders: {len(skipped)} images without exactly one tag were skipped: {shown}",
+        )
+    skipped_kinds(project, ("boxes", "landmarks", "masks"), "class folders", warnings)
+    return out
