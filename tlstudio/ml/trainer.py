@@ -1,0 +1,1010 @@
+"""The training loop: a plain loop over a :class:`~tlstudio.ml.tasks.base.TaskModel`.
+
+It builds its own DataLoaders, optimizer and learning-rate schedule, applies the freeze
+schedule (head warm-up, freeze depth, progressive unfreezing), reports to callbacks
+with the events of :mod:`tlstudio.ml.events`, checks a :class:`CancelToken` before every
+batch, stops on a non-finite loss, halves the batch on CUDA out-of-memory, writes
+``last.pt``/``best.pt`` checkpoints that resume, and uses AMP and channels_last on CUDA.
+
+Epochs and steps are 0-based in events and attributes; messages for people count from 1.
+The number of torch threads is left alone (the caller decides).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import gc
+import inspect
+import math
+import os
+import random
+import time
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from tlstudio.core.errors import ImageError, TlsError
+from tlstudio.ml.callbacks import Callback, CancelToken
+from tlstudio.ml.events import (
+    BatchEnded,
+    BatchSizeReduced,
+    EpochEnded,
+    FitEnded,
+    FitStarted,
+    TrainingFailed,
+)
+from tlstudio.ml.tasks.base import TaskModel
+
+try:  # written alongside this module; without it the trainer trains all parameters
+    from tlstudio.ml import freezing
+except ImportError:  # pragma: no cover
+    freezing = None  # type: ignore[assignment]
+
+MetricsFn = Callable[[list[dict[str, Any]], list[dict[str, Any]]], dict[str, float]]
+
+CHECKPOINT_FORMAT = 1
+LAST_CHECKPOINT = "last.pt"
+BEST_CHECKPOINT = "best.pt"
+
+OPTIMIZERS = ("adamw", "sgd")
+SCHEDULES = ("cosine", "onecycle", "step", "none")
+_LOWER_IS_BETTER = ("loss", "err", "mse", "mae", "nme", "distance")
+
+
+class DeviceError(TlsError):
+    """The requested device (CUDA, MPS) is not available or does not exist."""
+
+
+class TrainConfigError(TlsError, ValueError):
+    """A training setting is impossible (the message names the field and the value)."""
+
+
+class CheckpointError(TlsError):
+    """A checkpoint cannot be read or does not fit the model/configuration."""
+
+
+# --------------------------------------------------------------------------- config
+
+
+@dataclass
+class TrainConfig:
+    """Training settings. ``lr`` is the head's learning rate (the peak for onecycle)."""
+
+    epochs: int = 10
+    batch_size: int = 16
+    lr: float = 1e-3
+    optimizer: str = "adamw"  # adamw | sgd
+    momentum: float = 0.9  # SGD only
+    weight_decay: float = 1e-4
+    schedule: str = "cosine"  # cosine | onecycle (per step) | step (per epoch) | none
+    step_size: int = 10  # epochs between decays of the step schedule
+    gamma: float = 0.1  # factor of the step schedule
+    freeze: int | str = "all"  # leading backbone stages kept fixed; "all" = feature extraction
+    stage_lr_decay: float = 1.0  # stage k below the head trains at lr * decay**k
+    head_warmup_epochs: int = 0  # epochs with the whole backbone frozen before `freeze` applies
+    progressive_every: int = 0  # >0: unfreeze one more stage every N epochs, down to 0
+    early_stopping_patience: int | None = None  # epochs without improvement before stopping
+    monitor: str | None = None  # metric for best checkpoint / early stopping
+    grad_clip: float | None = None  # max global gradient norm
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
+    amp: bool = True  # CUDA only: bfloat16 autocast, or float16 with a GradScaler
+    channels_last: bool = True  # CUDA only
+    num_workers: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict of every field."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        """Inverse of :meth:`to_dict`; unknown keys are ignored, missing ones get defaults."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in d.items() if k in names}
+        freeze = values.get("freeze")
+        if isinstance(freeze, str) and freeze.strip().isdigit():
+            values["freeze"] = int(freeze)
+        return cls(**values)
+
+    def validate(self) -> None:
+        """Raise :class:`TrainConfigError` naming the first impossible field."""
+
+        def bad(name: str, why: str) -> TrainConfigError:
+            return TrainConfigError(f"{name} = {getattr(self, name)!r}: {why}")
+
+        if self.epochs < 1:
+            raise bad("epochs", "must be >= 1")
+        if self.batch_size < 1:
+            raise bad("batch_size", "must be >= 1")
+        if not self.lr > 0:
+            raise bad("lr", "must be > 0")
+        if self.optimizer not in OPTIMIZERS:
+            raise bad("optimizer", f"use one of {', '.join(OPTIMIZERS)}")
+        if self.schedule not in SCHEDULES:
+            raise bad("schedule", f"use one of {', '.join(SCHEDULES)}")
+        if self.momentum < 0 or self.weight_decay < 0:
+            raise bad("momentum" if self.momentum < 0 else "weight_decay", "must be >= 0")
+        if self.step_size < 1:
+            raise bad("step_size", "must be >= 1")
+        if not self.gamma > 0:
+            raise bad("gamma", "must be > 0")
+        if self.freeze != "all" and (
+            isinstance(self.freeze, bool) or not isinstance(self.freeze, int) or self.freeze < 0
+        ):
+            raise bad("freeze", "must be 'all' or a number of stages >= 0")
+        if not self.stage_lr_decay > 0:
+            raise bad("stage_lr_decay", "must be > 0")
+        if self.head_warmup_epochs < 0 or self.progressive_every < 0:
+            name = "head_warmup_epochs" if self.head_warmup_epochs < 0 else "progressive_every"
+            raise bad(name, "must be >= 0")
+        if self.early_stopping_patience is not None and self.early_stopping_patience < 1:
+            raise bad("early_stopping_patience", "must be >= 1 or None")
+        if self.grad_clip is not None and not self.grad_clip > 0:
+            raise bad("grad_clip", "must be > 0 or None")
+        if self.num_workers < 0:
+            raise bad("num_workers", "must be >= 0")
+
+
+# --------------------------------------------------------------------------- device, seeds
+
+
+def select_device(pref: str = "auto") -> torch.device:
+    """``auto``: CUDA, then MPS, then CPU. An explicit ``cuda``/``cuda:N``/``mps`` that is not
+    available raises :class:`DeviceError` saying why."""
+    p = (pref or "auto").strip().lower()
+    mps = getattr(torch.backends, "mps", None)
+    mps_ok = bool(mps is not None and mps.is_available())
+    if p == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        return torch.device("mps") if mps_ok else torch.device("cpu")
+    if p == "cpu":
+        return torch.device("cpu")
+    if p == "cuda" or p.startswith("cuda:"):
+        if not torch.cuda.is_available():
+            why = (
+                "this torch build has no CUDA support"
+                if torch.version.cuda is None
+                else "no NVIDIA GPU or driver was found"
+            )
+            raise DeviceError(
+                f"device {pref!r} was requested but CUDA is not available ({why}); "
+                "choose device 'cpu' or 'auto'"
+            )
+        try:
+            dev = torch.device(p)
+        except RuntimeError as exc:
+            raise DeviceError(f"device {pref!r} is not a valid CUDA device name: {exc}") from None
+        count = torch.cuda.device_count()
+        if dev.index is not None and dev.index >= count:
+            raise DeviceError(
+                f"device {pref!r} does not exist: {count} CUDA device(s), numbered 0..{count - 1}"
+            )
+        return dev
+    if p == "mps":
+        if not mps_ok:
+            raise DeviceError(
+                "device 'mps' was requested but Apple Metal (MPS) is not available; "
+                "choose device 'cpu' or 'auto'"
+            )
+        return torch.device("mps")
+    raise DeviceError(f"unknown device {pref!r}; use auto, cpu, cuda, cuda:N or mps")
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's ``random``, NumPy's global generator and torch (CPU and every GPU)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)  # also seeds every CUDA device
+
+
+def _rng_state() -> dict[str, Any]:
+    """Every global RNG state as tensors and plain values (loadable with weights_only)."""
+    np_state = np.random.get_state(legacy=False)
+    py_version, py_state, py_gauss = random.getstate()
+    state: dict[str, Any] = {
+        "python": [py_version, list(py_state), py_gauss],
+        "numpy_key": torch.from_numpy(np_state["state"]["key"].astype(np.int64)),
+        "numpy_pos": int(np_state["state"]["pos"]),
+        "numpy_has_gauss": int(np_state["has_gauss"]),
+        "numpy_gauss": float(np_state["gauss"]),
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    py_version, py_state, py_gauss = state["python"]
+    random.setstate((py_version, tuple(py_state), py_gauss))
+    np.random.set_state(
+        {
+            "bit_generator": "MT19937",
+            "state": {
+                "key": state["numpy_key"].numpy().astype(np.uint32),
+                "pos": state["numpy_pos"],
+            },
+            "has_gauss": state["numpy_has_gauss"],
+            "gauss": state["numpy_gauss"],
+        }
+    )
+    torch.set_rng_state(state["torch"])
+    cuda = state.get("cuda")
+    if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(cuda)
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read a trainer checkpoint onto the CPU with ``weights_only=True``.
+
+    Keys: format, epoch, global_step, batch_size, model, optimizer, scheduler, scaler,
+    best_value, best_epoch, monitor, bad_epochs, metrics, config, rng, run_id, task."""
+    path = Path(path)
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as exc:
+        raise CheckpointError(f"{path}: not a readable checkpoint ({exc})") from exc
+    if not isinstance(ckpt, dict) or "model" not in ckpt or "epoch" not in ckpt:
+        raise CheckpointError(f"{path}: not a tlstudio trainer checkpoint")
+    return ckpt
+
+
+def _atomic_save(obj: Any, path: Path) -> None:
+    """torch.save to a temporary file in the same folder, fsync, then os.replace."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def default_collate(
+    batch: list[tuple[torch.Tensor, dict[str, Any]]],
+) -> tuple[torch.Tensor, list[dict[str, Any]]]:
+    """Stack images to N×3×H×W; keep targets as a list of dicts."""
+    return torch.stack([b[0] for b in batch]), [b[1] for b in batch]
+
+
+def _move(obj: Any, device: torch.device, non_blocking: bool) -> Any:
+    if isinstance(obj, torch.Tensor):
+        return obj.to(device, non_blocking=non_blocking)
+    if isinstance(obj, dict):
+        return {k: _move(v, device, non_blocking) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_move(v, device, non_blocking) for v in obj]
+    return obj
+
+
+def _to_cpu(obj: Any) -> Any:
+    """Detach to the CPU; half-precision floats (from autocast) become float32."""
+    if isinstance(obj, torch.Tensor):
+        t = obj.detach().cpu()
+        return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
+    if isinstance(obj, dict):
+        return {k: _to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_to_cpu(v) for v in obj)
+    return obj
+
+
+def _is_oom(exc: BaseException, device: torch.device | None) -> bool:
+    if isinstance(exc, torch.cuda.OutOfMemoryError):
+        return True
+    return (
+        device is not None
+        and device.type == "mps"
+        and isinstance(exc, RuntimeError)
+        and "out of memory" in str(exc).lower()
+    )
+
+
+def _epoch_seed(seed: int, epoch: int) -> int:
+    return (seed * 1_000_003 + epoch * 7919 + 1) % 2**63
+
+
+class _StopFit(Exception):
+    """Internal: end the fit cleanly with ``status`` (events were already sent)."""
+
+    def __init__(self, status: str):
+        super().__init__(status)
+        self.status = status
+
+
+# --------------------------------------------------------------------------- trainer
+
+
+class Trainer:
+    """Trains ``model`` on ``train_data`` (items ``(image 3×H×W, target dict)``).
+
+    ``metrics_fn(predictions, targets)`` gets every validation image's
+    ``model.predict_step`` output and its target (CPU tensors) and returns named metrics.
+    ``sampler_factory(train_data, generator)`` (or ``(train_data)``) may return a
+    Sampler for the training loader, e.g. class-balanced; it should draw from
+    ``generator``, which the trainer reseeds every epoch. ``checkpoint_dir`` (created if
+    needed) receives ``last.pt`` every epoch and ``best.pt`` when the monitored metric
+    improves; without it nothing is written.
+
+    During a fit, callbacks may read ``model``, ``config``, ``token``, ``device``,
+    ``optimizer``, ``scheduler``, ``epoch``, ``step``, ``global_step``, ``batch_size``,
+    ``steps_per_epoch``, ``freeze_depth``, ``monitor``, ``best_value``, ``best_epoch``.
+    """
+
+    def __init__(
+        self,
+        model: TaskModel,
+        train_data: Dataset,
+        val_data: Dataset | None,
+        config: TrainConfig,
+        *,
+        collate_fn: Callable[[list[Any]], Any] | None = None,
+        metrics_fn: MetricsFn | None = None,
+        callbacks: Sequence[Callback] = (),
+        token: CancelToken | None = None,
+        checkpoint_dir: Path | None = None,
+        run_id: int | None = None,
+        sampler_factory: Callable[..., Any] | None = None,
+    ) -> None:
+        self.model = model
+        self.train_data = train_data
+        self.val_data = val_data if val_data is not None and len(val_data) > 0 else None
+        self.config = config
+        self.collate_fn = collate_fn or default_collate
+        self.metrics_fn = metrics_fn
+        self.callbacks = list(callbacks)
+        self.token = token if token is not None else CancelToken()
+        self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
+        self.run_id = run_id
+        self.sampler_factory = sampler_factory
+
+        self.device: torch.device | None = None
+        self.optimizer: torch.optim.Optimizer | None = None
+        self.scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
+        self.scaler: torch.amp.GradScaler | None = None
+        self.epoch = 0
+        self.step = 0
+        self.global_step = 0
+        self.batch_size = config.batch_size
+        self.steps_per_epoch = 0
+        self.freeze_depth: int | None = None
+        self.monitor: str | None = None
+        self.best_value: float | None = None
+        self.best_epoch: int | None = None
+
+        self._train_loader: DataLoader | None = None
+        self._val_loader: DataLoader | None = None
+        self._train_gen = torch.Generator()
+        self._val_gen = torch.Generator()
+        self._amp_dtype: torch.dtype | None = None
+        self._channels_last = False
+        self._higher_better = False
+        self._monitor_explicit = False
+        self._bad_epochs = 0
+        self._epochs_done = 0
+        self._ema_step_s: float | None = None
+        self._ema_ips: float | None = None
+        self._val_s = 0.0
+
+    # ----------------------------------------------------------------- public
+
+    def fit(self, resume_from: Path | None = None) -> FitEnded:
+        """Train for ``config.epochs`` epochs (or continue after the epoch saved in
+        ``resume_from``, a ``last.pt``/``best.pt``) and return how the fit ended.
+
+        A NaN loss or out-of-memory at batch size 1 ends with status "failed" (after
+        ``on_exception``); any other exception is sent to ``on_exception`` as
+        ``kind="error"`` (``"bad_image"`` for unreadable images) and re-raised."""
+        t0 = time.perf_counter()
+        try:
+            return self._fit(resume_from, t0)
+        except Exception as exc:
+            kind = "bad_image" if isinstance(exc, ImageError) else "error"
+            event = TrainingFailed(kind, str(exc) or type(exc).__name__, self.epoch, self.step)
+            for cb in self.callbacks:
+                with contextlib.suppress(Exception):  # the original error matters more
+                    cb.on_exception(self, event)
+            raise
+
+    @property
+    def checkpoint_path(self) -> Path | None:
+        """``best.pt`` in the checkpoint folder, if that file exists."""
+        if self.checkpoint_dir is None:
+            return None
+        p = self.checkpoint_dir / BEST_CHECKPOINT
+        return p if p.exists() else None
+
+    # ----------------------------------------------------------------- setup
+
+    def _backbone_stages(self) -> tuple[nn.Module | None, nn.ModuleList | None]:
+        if freezing is None:
+            return None, None
+        backbone = getattr(self.model, "backbone", None)
+        stages = getattr(backbone, "stages", None)
+        if isinstance(stages, nn.ModuleList) and len(stages) > 0:
+            return backbone, stages
+        return None, None
+
+    def _depth_for_epoch(self, epoch: int, n_stages: int) -> int:
+        cfg = self.config
+        base = n_stages if cfg.freeze == "all" else int(cfg.freeze)
+        if base > n_stages:
+            raise TrainConfigError(
+                f"freeze = {cfg.freeze!r}: the backbone has only {n_stages} stages"
+            )
+        if epoch < cfg.head_warmup_epochs:
+            return n_stages
+        if cfg.progressive_every > 0:
+            return max(0, base - (epoch - cfg.head_warmup_epochs) // cfg.progressive_every)
+        return base
+
+    def _apply_freeze(self, epoch: int) -> None:
+        backbone, stages = self._backbone_stages()
+        if backbone is None:
+            return
+        depth = self._depth_for_epoch(epoch, len(stages))
+        if depth != self.freeze_depth:
+            freezing.set_freeze_depth(backbone, depth)
+            self.freeze_depth = depth
+
+    def _set_train_mode(self) -> None:
+        self.model.train()
+        if freezing is not None:
+            freezing.apply_frozen_bn_eval(self.model)
+
+    def _param_groups(self) -> list[dict[str, Any]]:
+        """Groups over every parameter that trains at any epoch of this fit.
+
+        Parameters still frozen in a given epoch have no gradient, so the optimizer skips
+        them (weight decay included); listing them up front keeps the optimizer, its
+        state and the schedule intact when stages unfreeze, and makes resume exact."""
+        cfg = self.config
+        backbone, stages = self._backbone_stages()
+        if backbone is None:
+            params = [p for p in self.model.parameters() if p.requires_grad]
+            groups = [{"name": "all", "params": params, "lr": cfg.lr}] if params else []
+        else:
+            stage_ids = {id(p) for p in stages.parameters()}
+            head = [
+                p for p in self.model.parameters() if p.requires_grad and id(p) not in stage_ids
+            ]
+            groups = [{"name": "head", "params": head, "lr": cfg.lr}] if head else []
+            n = len(stages)
+            min_depth = min(self._depth_for_epoch(e, n) for e in range(cfg.epochs))
+            freezing.set_freeze_depth(backbone, min_depth)
+            try:
+                if getattr(backbone, "spec", None) is not None:
+                    groups += freezing.param_groups(backbone, None, cfg.lr, cfg.stage_lr_decay)
+                else:
+                    for i in reversed(range(n)):
+                        ps = [p for p in stages[i].parameters() if p.requires_grad]
+                        if ps:
+                            lr = cfg.lr * cfg.stage_lr_decay ** (n - i)
+                            groups.append({"name": f"stage{i}", "params": ps, "lr": lr})
+            finally:
+                freezing.set_freeze_depth(backbone, self.freeze_depth)
+        if not groups:
+            raise TrainConfigError("nothing to train: every parameter of the model is frozen")
+        for g in groups:
+            g["nominal_lr"] = g["lr"]
+        return groups
+
+    def _build_optimizer(self) -> torch.optim.Optimizer:
+        cfg = self.config
+        groups = self._param_groups()
+        if cfg.optimizer == "sgd":
+            return torch.optim.SGD(
+                groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
+            )
+        return torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+    def _build_scheduler(self, total_steps: int, position: int) -> Any:
+        """A fresh schedule for the optimizer, advanced to ``position`` (steps for the
+        per-step schedules, epochs for "step")."""
+        cfg = self.config
+        opt = self.optimizer
+        for g in opt.param_groups:
+            g["lr"] = g["nominal_lr"]
+        sched: Any
+        if cfg.schedule == "cosine":
+            for g in opt.param_groups:
+                g["initial_lr"] = g["nominal_lr"]
+            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(total_steps, 1))
+        elif cfg.schedule == "onecycle":
+            sched = torch.optim.lr_scheduler.OneCycleLR(
+                opt,
+                max_lr=[g["nominal_lr"] for g in opt.param_groups],
+                total_steps=max(total_steps, 1),
+                cycle_momentum=not (cfg.optimizer == "sgd" and cfg.momentum == 0),
+            )
+        elif cfg.schedule == "step":
+            for g in opt.param_groups:
+                g["initial_lr"] = g["nominal_lr"]
+            sched = torch.optim.lr_scheduler.StepLR(opt, step_size=cfg.step_size, gamma=cfg.gamma)
+        else:
+            return None
+        with warnings.catch_warnings():
+            warnings.simplefilter(
+                "ignore", UserWarning
+            )  # "scheduler.step() before optimizer.step()"
+            for _ in range(position):
+                sched.step()
+        return sched
+
+    def _make_sampler(self) -> Any:
+        if self.sampler_factory is None:
+            return None
+        try:
+            n_args = len(inspect.signature(self.sampler_factory).parameters)
+        except (TypeError, ValueError):
+            n_args = 2
+        if n_args >= 2:
+            return self.sampler_factory(self.train_data, self._train_gen)
+        return self.sampler_factory(self.train_data)
+
+    def _build_loaders(self) -> None:
+        cfg = self.config
+        bs = self.batch_size
+        cuda = self.device is not None and self.device.type == "cuda"
+        common: dict[str, Any] = {
+            "num_workers": cfg.num_workers,
+            "pin_memory": cuda,
+            "collate_fn": self.collate_fn,
+            "persistent_workers": cfg.num_workers > 0,
+        }
+        sampler = self._make_sampler()
+        n = len(sampler) if sampler is not None else len(self.train_data)
+        # A trailing batch of one image breaks BatchNorm in train mode; drop only that.
+        drop_last = n > bs and n % bs == 1
+        self._train_loader = DataLoader(
+            self.train_data,
+            batch_size=bs,
+            shuffle=sampler is None,
+            sampler=sampler,
+            drop_last=drop_last,
+            generator=self._train_gen,
+            **common,
+        )
+        self._val_loader = None
+        if self.val_data is not None:
+            self._val_loader = DataLoader(
+                self.val_data, batch_size=bs, shuffle=False, generator=self._val_gen, **common
+            )
+        self.steps_per_epoch = len(self._train_loader)
+        if self.steps_per_epoch == 0:
+            raise TrainConfigError("the training set yields no batches")
+
+    def _resolve_monitor(self) -> None:
+        cfg = self.config
+        model = self.model
+        self._monitor_explicit = cfg.monitor is not None
+        monitor = cfg.monitor or model.main_metric or "val_loss"
+        if self.val_data is None and monitor != "train_loss":
+            if self._monitor_explicit:
+                raise TrainConfigError(
+                    f"monitor = {monitor!r} needs validation data; use 'train_loss' or add a validation split"
+                )
+            monitor = "train_loss"
+        elif self.metrics_fn is None and monitor not in ("val_loss", "train_loss"):
+            if self._monitor_explicit:
+                raise TrainConfigError(f"monitor = {monitor!r} needs a metrics_fn that computes it")
+            monitor = "val_loss"
+        self.monitor = monitor
+        if monitor == model.main_metric:
+            self._higher_better = bool(model.higher_is_better)
+        else:
+            low = monitor.lower()
+            self._higher_better = not any(k in low for k in _LOWER_IS_BETTER)
+
+    # ----------------------------------------------------------------- loop
+
+    def _emit(self, hook: str, *args: Any) -> None:
+        for cb in self.callbacks:
+            getattr(cb, hook)(self, *args)
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self._amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type="cuda", dtype=self._amp_dtype)
+
+    def _to_device(self, images: torch.Tensor, targets: Any) -> tuple[torch.Tensor, Any]:
+        nb = self.device.type == "cuda"
+        images = images.to(self.device, non_blocking=nb)
+        if self._channels_last and images.dim() == 4:
+            images = images.contiguous(memory_format=torch.channels_last)
+        return images, _move(targets, self.device, nb)
+
+    def _lr(self) -> float:
+        """The head's current learning rate (the base lr times the schedule's factor)."""
+        g = self.optimizer.param_groups[0]
+        return float(g["lr"]) * self.config.lr / g["nominal_lr"]
+
+    def _fit(self, resume_from: Path | None, t0: float) -> FitEnded:
+        cfg = self.config
+        cfg.validate()
+        if len(self.train_data) == 0:
+            raise TrainConfigError("no training images")
+        seed_everything(cfg.seed)
+        self.device = select_device(cfg.device)
+        cuda = self.device.type == "cuda"
+        self.model.to(self.device)
+        self._channels_last = cuda and cfg.channels_last
+        if self._channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        self._amp_dtype = None
+        if cuda and cfg.amp:
+            # Emulated bfloat16 (pre-Ampere GPUs) is slow: use float16 with a GradScaler there.
+            bf16 = torch.cuda.is_bf16_supported(including_emulation=False)
+            self._amp_dtype = torch.bfloat16 if bf16 else torch.float16
+        self.scaler = (
+            torch.amp.GradScaler("cuda", enabled=True) if self._amp_dtype == torch.float16 else None
+        )
+
+        ckpt = load_checkpoint(resume_from) if resume_from is not None else None
+        start_epoch = int(ckpt["epoch"]) + 1 if ckpt is not None else 0
+        self.batch_size = int(ckpt.get("batch_size", cfg.batch_size)) if ckpt else cfg.batch_size
+        self.epoch, self.step = start_epoch, 0
+        self._build_loaders()
+        self.freeze_depth = None
+        self._apply_freeze(min(start_epoch, cfg.epochs - 1))
+        self.optimizer = self._build_optimizer()
+        self.global_step = start_epoch * self.steps_per_epoch
+        self.scheduler = self._build_scheduler(cfg.epochs * self.steps_per_epoch, 0)
+        self._resolve_monitor()
+        self.best_value = self.best_epoch = None
+        self._bad_epochs = 0
+        self._epochs_done = start_epoch
+        self._ema_step_s = self._ema_ips = None
+        self._val_s = 0.0
+        if ckpt is not None:
+            self._restore(ckpt, Path(resume_from))
+
+        trainable, total = (
+            freezing.count_parameters(self.model)
+            if freezing is not None
+            else (
+                sum(p.numel() for p in self.model.parameters() if p.requires_grad),
+                sum(p.numel() for p in self.model.parameters()),
+            )
+        )
+        self._emit(
+            "on_fit_start",
+            FitStarted(
+                run_id=self.run_id,
+                epochs=cfg.epochs,
+                steps_per_epoch=self.steps_per_epoch,
+                train_images=len(self.train_data),
+                val_images=len(self.val_data) if self.val_data is not None else 0,
+                device=str(self.device),
+                trainable_params=trainable,
+                total_params=total,
+            ),
+        )
+        status = "finished"
+        try:
+            for epoch in range(start_epoch, cfg.epochs):
+                if self.token.is_cancelled:
+                    raise _StopFit("cancelled")
+                if self._run_epoch(epoch):
+                    status = "stopped_early"
+                    break
+                if self.token.is_cancelled:
+                    raise _StopFit("cancelled")
+        except _StopFit as stop:
+            status = stop.status
+        path = self.checkpoint_path
+        end = FitEnded(
+            status=status,
+            epochs_run=self._epochs_done,
+            best_epoch=self.best_epoch,
+            best_metric=self.best_value,
+            metric_name=self.monitor,
+            duration_s=time.perf_counter() - t0,
+            checkpoint=str(path) if path is not None and self.best_epoch is not None else None,
+        )
+        self._emit("on_fit_end", end)
+        return end
+
+    def _restore(self, ckpt: dict[str, Any], path: Path) -> None:
+        self.model.load_state_dict(ckpt["model"])
+        try:
+            self.optimizer.load_state_dict(ckpt["optimizer"])
+        except ValueError as exc:
+            raise CheckpointError(
+                f"{path}: the optimizer state does not fit this configuration ({exc}); "
+                "resume with the settings the run was started with"
+            ) from exc
+        if self.scheduler is not None and ckpt.get("scheduler") is not None:
+            self.scheduler.load_state_dict(ckpt["scheduler"])
+        if self.scaler is not None and ckpt.get("scaler"):
+            self.scaler.load_state_dict(ckpt["scaler"])
+        self.global_step = int(ckpt.get("global_step", self.global_step))
+        if ckpt.get("monitor") == self.monitor:
+            self.best_value = ckpt.get("best_value")
+            self.best_epoch = ckpt.get("best_epoch")
+            self._bad_epochs = int(ckpt.get("bad_epochs", 0))
+        if ckpt.get("rng") is not None:
+            _set_rng_state(ckpt["rng"])
+
+    def _retry_on_oom(
+        self, epoch: int, run: Callable[[], Any], reset: Callable[[], None], epochs_left: int
+    ) -> Any:
+        """Call ``run``; on out-of-memory call ``reset``, halve the batch and call it again.
+
+        ``epochs_left``: training epochs still to run from ``global_step`` on (for the schedule)."""
+        while True:
+            try:
+                return run()
+            except Exception as exc:
+                if not _is_oom(exc, self.device):
+                    raise
+            # Outside the except block, so the traceback (and its tensors) is gone.
+            reset()
+            self._shrink_batch(epoch, epochs_left)
+
+    def _shrink_batch(self, epoch: int, epochs_left: int) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+        gc.collect()
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+        if self.scaler is not None:  # forget a half-done unscale_/step of the failed batch
+            scaler = torch.amp.GradScaler("cuda", enabled=True)
+            scaler.load_state_dict(self.scaler.state_dict())
+            self.scaler = scaler
+        old = self.batch_size
+        if old <= 1:
+            self._emit(
+                "on_exception",
+                TrainingFailed(
+                    "out_of_memory",
+                    f"the {self.device.type.upper()} device ran out of memory at epoch {epoch + 1} "
+                    "even with 1 image per batch; use a smaller input size or backbone, "
+                    "or train on the CPU",
+                    epoch,
+                    self.step,
+                ),
+            )
+            raise _StopFit("failed")
+        new = old // 2
+        self.batch_size = new
+        self._emit("on_batch_size_reduced", BatchSizeReduced(old=old, new=new))
+        self._build_loaders()
+        if self.config.schedule in ("cosine", "onecycle"):
+            # Keep the schedule ending on the last step: the remaining epochs now have
+            # more, smaller steps.
+            step = self.global_step
+            total = step + epochs_left * self.steps_per_epoch
+            self.scheduler = self._build_scheduler(total, step)
+
+    def _run_epoch(self, epoch: int) -> bool:
+        """Train and validate one epoch; True if early stopping ends the fit."""
+        cfg = self.config
+        self.epoch = epoch
+        t_epoch = time.perf_counter()
+        self._apply_freeze(epoch)
+        self._set_train_mode()
+        self._emit("on_epoch_start", epoch)
+
+        step_start = self.global_step
+
+        def reset_train() -> None:
+            self.global_step = step_start
+
+        left = cfg.epochs - epoch
+        train_loss, lr = self._retry_on_oom(
+            epoch, lambda: self._train_batches(epoch), reset_train, left
+        )
+        if self.scheduler is not None and cfg.schedule == "step":
+            self.scheduler.step()
+
+        t_val = time.perf_counter()
+        val_loss, val_metrics = self._retry_on_oom(
+            epoch, lambda: self._validate(epoch), lambda: None, left - 1
+        )
+        self._val_s = time.perf_counter() - t_val if self.val_data is not None else 0.0
+        self._set_train_mode()
+
+        metrics: dict[str, float] = {"train_loss": train_loss}
+        if val_loss is not None:
+            metrics["val_loss"] = val_loss
+        metrics.update(val_metrics)
+        if self.monitor not in metrics:
+            raise TrainConfigError(
+                f"monitor {self.monitor!r} is not among the epoch's metrics ({', '.join(metrics)})"
+            )
+        value = metrics[self.monitor]
+        is_best = math.isfinite(value) and (
+            self.best_value is None
+            or (value > self.best_value if self._higher_better else value < self.best_value)
+        )
+        if is_best:
+            self.best_value, self.best_epoch = float(value), epoch
+            self._bad_epochs = 0
+        else:
+            self._bad_epochs += 1
+        self._epochs_done = epoch + 1
+        self._save_checkpoints(epoch, metrics, is_best)
+        self._emit(
+            "on_epoch_end",
+            EpochEnded(
+                epoch=epoch,
+                epochs=cfg.epochs,
+                train_loss=train_loss,
+                val_loss=val_loss,
+                metrics=metrics,
+                lr=lr,
+                duration_s=time.perf_counter() - t_epoch,
+                is_best=is_best,
+            ),
+        )
+        patience = cfg.early_stopping_patience
+        return patience is not None and self._bad_epochs >= patience and epoch + 1 < cfg.epochs
+
+    def _batches(self, loader: DataLoader) -> Iterator[tuple[int, Any, float]]:
+        """(step, batch, seconds spent loading it), honouring pause and cancel."""
+        t_mark = time.perf_counter()
+        for step, batch in enumerate(loader):
+            load_s = time.perf_counter() - t_mark
+            if self.token.is_paused:
+                self.token.wait_while_paused()
+            if self.token.is_cancelled:
+                raise _StopFit("cancelled")
+            yield step, batch, load_s
+            t_mark = time.perf_counter()
+
+    def _train_batches(self, epoch: int) -> tuple[float, float]:
+        """Run the epoch's training batches; (mean train loss per image, last lr)."""
+        cfg = self.config
+        model, opt = self.model, self.optimizer
+        per_step_schedule = self.scheduler is not None and cfg.schedule in ("cosine", "onecycle")
+        self._train_gen.manual_seed(_epoch_seed(cfg.seed, epoch))
+        spe = self.steps_per_epoch
+        loss_sum, seen, lr = 0.0, 0, self._lr()
+        for step, (images, targets), load_s in self._batches(self._train_loader):
+            t_start = time.perf_counter()
+            self.step = step
+            self._emit("on_batch_start", epoch, step)
+            n = int(images.shape[0])
+            images, targets = self._to_device(images, targets)
+            lr = self._lr()
+            opt.zero_grad(set_to_none=True)
+            with self._autocast():
+                out = model.training_step(images, targets)
+            loss = out["loss"]
+            loss_value = float(loss.detach())
+            if not math.isfinite(loss_value):
+                self._emit(
+                    "on_exception",
+                    TrainingFailed(
+                        "nan_loss",
+                        f"the loss became {loss_value} at epoch {epoch + 1}, batch {step + 1}; "
+                        f"training stopped. Lower the learning rate (now {cfg.lr:g}) "
+                        "or set gradient clipping.",
+                        epoch,
+                        step,
+                    ),
+                )
+                raise _StopFit("failed")
+            if self.scaler is not None:
+                self.scaler.scale(loss).backward()
+            else:
+                loss.backward()
+            del loss, out
+            if cfg.grad_clip is not None:
+                if self.scaler is not None:
+                    self.scaler.unscale_(opt)
+                params = [p for g in opt.param_groups for p in g["params"] if p.grad is not None]
+                torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+            if self.scaler is not None:
+                self.scaler.step(opt)
+                self.scaler.update()
+            else:
+                opt.step()
+            if per_step_schedule:
+                with warnings.catch_warnings():
+                    # GradScaler skips optimizer.step() on inf gradients; that is expected.
+                    warnings.simplefilter("ignore", UserWarning)
+                    self.scheduler.step()
+            self.global_step += 1
+            loss_sum += loss_value * n
+            seen += n
+
+            dt = load_s + (time.perf_counter() - t_start)
+            ips = n / dt if dt > 0 else 0.0
+            if self._ema_step_s is None:
+                self._ema_step_s, self._ema_ips = dt, ips
+            else:
+                self._ema_step_s = 0.8 * self._ema_step_s + 0.2 * dt
+                self._ema_ips = 0.8 * self._ema_ips + 0.2 * ips
+            remaining = (spe - step - 1) + (cfg.epochs - epoch - 1) * spe
+            eta = remaining * self._ema_step_s + (cfg.epochs - epoch) * self._val_s
+            self._emit(
+                "on_batch_end",
+                BatchEnded(
+                    epoch=epoch,
+                    step=step,
+                    steps_per_epoch=spe,
+                    loss=loss_value,
+                    lr=lr,
+                    images_per_s=self._ema_ips,
+                    eta_s=max(0.0, eta),
+                ),
+            )
+            if self.token.is_cancelled:
+                raise _StopFit("cancelled")
+        return loss_sum / max(seen, 1), lr
+
+    def _validate(self, epoch: int) -> tuple[float | None, dict[str, float]]:
+        """Mean validation loss per image and ``metrics_fn``'s metrics (model in eval mode)."""
+        if self._val_loader is None:
+            return None, {}
+        model = self.model
+        model.eval()
+        self._val_gen.manual_seed(self.config.seed)
+        loss_sum, seen = 0.0, 0
+        preds: list[dict[str, Any]] = []
+        targets_all: list[dict[str, Any]] = []
+        with torch.no_grad():
+            for _step, (images, targets), _ in self._batches(self._val_loader):
+                n = int(images.shape[0])
+                x, t = self._to_device(images, targets)
+                with self._autocast():
+                    losses = model.validation_loss(x, t)
+                loss_sum += float(losses["loss"].detach()) * n
+                seen += n
+                if self.metrics_fn is not None:
+                    with self._autocast():
+                        out = model.predict_step(x)
+                    preds.extend(_to_cpu(out))
+                    targets_all.extend(targets)
+        metrics: dict[str, float] = {}
+        if self.metrics_fn is not None:
+            metrics = {k: float(v) for k, v in self.metrics_fn(preds, targets_all).items()}
+        return loss_sum / max(seen, 1), metrics
+
+    def _save_checkpoints(self, epoch: int, metrics: dict[str, float], is_best: bool) -> None:
+        if self.checkpoint_dir is None:
+            return
+        self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        state = {
+            "format": CHECKPOINT_FORMAT,
+            "epoch": epoch,
+            "global_step": self.global_step,
+            "batch_size": self.batch_size,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            "best_value": self.best_value,
+            "best_epoch": self.best_epoch,
+            "monitor": self.monitor,
+            "bad_epochs": self._bad_epochs,
+            "metrics": dict(metrics),
+            "config": self.config.to_dict(),
+            "rng": _rng_state(),
+            "run_id": self.run_id,
+            "task": self.model.task,
+        }
+        _atomic_save(state, self.checkpoint_dir / LAST_CHECKPOINT)
+        if is_best:
+            _atomic_save(state, self.checkpoint_dir / BEST_CHECKPOINT)
