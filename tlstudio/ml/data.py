@@ -1,0 +1,424 @@
+"""Datasets over a project, following the batch contract of :mod:`tlstudio.ml.tasks.base`.
+
+Every image is read with :func:`tlstudio.core.imageio.read_image`, turned into uint8 RGB
+through its display window (:func:`tlstudio.core.imageio.to_display`; grey, 16-bit and
+DICOM data become 3 equal channels, alpha is dropped), resized to ``input_size`` ×
+``input_size`` (plain resize, aspect ratio not kept; cv2 area averaging when shrinking,
+bilinear when enlarging), optionally augmented (:mod:`tlstudio.ml.transforms`) and
+normalised with the backbone's mean/std for [0, 1] inputs.
+
+Annotations are read from SQLite once, in the constructor, and kept as plain numpy
+arrays already scaled to the input frame, so a dataset pickles into DataLoader workers
+without touching the database.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+from torchvision import tv_tensors
+
+from tlstudio.core import imageio
+from tlstudio.core.errors import ImageError, TlsError
+from tlstudio.core.project import Project
+from tlstudio.ml.tasks.base import TASKS
+from tlstudio.ml.transforms import AugmentConfig, build_train_transform
+
+#: Bump when the way pixels reach the network changes (invalidates cached features).
+PREPROCESS_VERSION = 1
+
+
+class ImageReadError(ImageError):
+    """An image could not be read for training. ``path`` names the file, ``reason`` says why.
+
+    Unlike :class:`ImageError` it can be rebuilt from its message alone, which is how
+    torch's DataLoader re-raises a worker's exception in the main process."""
+
+    def __init__(self, path: str | Path, reason: str | None = None):
+        if reason is None:  # rebuilt from a message (DataLoader worker)
+            TlsError.__init__(self, str(path))
+            self.path, self.reason = Path(), str(path)
+        else:
+            super().__init__(path, reason)
+
+    def __reduce__(self):
+        return (type(self), (self.path, self.reason))
+
+
+class DatasetError(TlsError):
+    """A dataset cannot be built for the task (no labelled images, unknown template, ...)."""
+
+
+# --------------------------------------------------------------------------- availability
+
+
+def available_tasks(project: Project) -> dict[str, str | None]:
+    """For each task in :data:`TASKS`: None if the project can train it, else why not."""
+    stats = project.stats()
+    kinds = stats["kinds"]
+    out: dict[str, str | None] = {}
+    if stats["images"] == 0:
+        return dict.fromkeys(TASKS, "no images in the project")
+    tagged = sum(1 for usage in stats["classes"].values() if usage["tags"] > 0)
+    if kinds["tags"] == 0:
+        out["classify"] = "no class tags labelled"
+    elif tagged < 2 and not project.multi_label:
+        out["classify"] = "only one class is tagged; classification needs at least two"
+    else:
+        out["classify"] = None
+    out["detect"] = None if kinds["boxes"] else "no boxes labelled"
+    out["landmarks"] = None if kinds["landmarks"] else "no landmarks labelled (no template is used)"
+    out["segment"] = None if kinds["masks"] else "no masks painted"
+    out["autoencode"] = None
+    return out
+
+
+def content_key(project: Project, image_id: int) -> str:
+    """The image file's SHA-256 (hex), the key of the feature cache."""
+    return project.image(image_id).sha256
+
+
+def choose_template(project: Project, image_ids: Sequence[int]) -> int | None:
+    """The landmark template used by the most of ``image_ids`` (lowest id on ties), or None."""
+    counts: Counter[int] = Counter()
+    for image_id in image_ids:
+        counts.update({s.template_id for s in project.landmark_sets(image_id)})
+    if not counts:
+        return None
+    return min(counts, key=lambda t: (-counts[t], t))
+
+
+# --------------------------------------------------------------------------- pixels
+
+
+def to_rgb_uint8(data: imageio.ImageData) -> np.ndarray:
+    """H×W×3 uint8 RGB of an image as displayed through its window (alpha dropped)."""
+    disp = np.asarray(imageio.to_display(data.array, data.window))
+    if disp.dtype != np.uint8:
+        raise ValueError(f"to_display returned {disp.dtype}, expected uint8")
+    if disp.ndim == 3 and disp.shape[2] in (1, 2):  # grey or grey + alpha
+        disp = disp[..., 0]
+    if disp.ndim == 2:
+        return np.repeat(disp[..., None], 3, axis=2)
+    if disp.ndim == 3 and disp.shape[2] >= 3:
+        return np.ascontiguousarray(disp[..., :3])
+    raise ValueError(f"unexpected display array shape {disp.shape}")
+
+
+def resize_square(rgb: np.ndarray, size: int) -> np.ndarray:
+    """Plain resize to size × size (area averaging when shrinking, bilinear otherwise)."""
+    h, w = rgb.shape[:2]
+    if (h, w) == (size, size):
+        return rgb
+    interp = cv2.INTER_AREA if size <= h and size <= w else cv2.INTER_LINEAR
+    return cv2.resize(np.ascontiguousarray(rgb), (size, size), interpolation=interp)
+
+
+def load_input_image(path: str | Path, size: int) -> tuple[np.ndarray, tuple[int, int]]:
+    """Read ``path`` as size × size × 3 uint8 RGB; also return the stored (height, width).
+
+    Raises :class:`ImageReadError` naming the file on any read failure."""
+    try:
+        data = imageio.read_image(Path(path))
+        rgb = to_rgb_uint8(data)
+    except ImageError as exc:
+        raise ImageReadError(exc.path, exc.reason) from exc
+    except (OSError, ValueError, cv2.error) as exc:
+        raise ImageReadError(path, f"cannot read image ({exc})") from exc
+    return resize_square(rgb, size), (int(rgb.shape[0]), int(rgb.shape[1]))
+
+
+# --------------------------------------------------------------------------- dataset
+
+
+@dataclass(frozen=True)
+class _Item:
+    """One sample's plain data; coordinates already in the input frame."""
+
+    image_id: int
+    path: str
+    sha256: str
+    orig_size: tuple[int, int]  # (height, width) of the stored image
+    label: int | None = None  # classify, single-label: 0..C-1
+    labels: tuple[int, ...] = ()  # classify, multi-label: indices 0..C-1
+    boxes: np.ndarray | None = None  # detect: K×4 float32 xyxy
+    box_labels: np.ndarray | None = None  # detect: K int64, 1..C
+    keypoints: np.ndarray | None = None  # landmarks: P×3 float32 (x, y, visibility)
+    mask: np.ndarray | None = None  # segment: S×S uint8/uint16, 0 = background, 1..C
+
+
+class ProjectDataset(Dataset):
+    """Samples of one task from a project: ``(image, target)`` per the batch contract.
+
+    ``image`` is float32 3×S×S (S = ``input_size``), normalised as ``(x / 255 - mean) /
+    std``. Coordinates in ``target`` are input-frame pixels. Images that carry no label
+    for the task are left out (see :attr:`excluded`): classify needs a tag, detect a box,
+    landmarks a set of the chosen template, segment a mask; autoencode takes all.
+    ``transform`` (from :func:`tlstudio.ml.transforms.build_train_transform`) runs on the
+    uint8 input-size image before normalisation.
+    """
+
+    def __init__(
+        self,
+        project: Project,
+        task: str,
+        image_ids: Sequence[int],
+        input_size: int,
+        mean: Sequence[float],
+        std: Sequence[float],
+        transform: Any = None,
+        template_id: int | None = None,
+        multi_label: bool = False,
+    ):
+        if task not in TASKS:
+            raise ValueError(f"unknown task {task!r}; use one of {', '.join(TASKS)}")
+        self.task = task
+        self.input_size = int(input_size)
+        self.mean = tuple(float(m) for m in mean)
+        self.std = tuple(float(s) for s in std)
+        self.transform = transform
+        self.multi_label = bool(multi_label)
+        classes = project.classes()
+        self.class_names: list[str] = [c.name for c in classes]
+        self._index = {c.id: i for i, c in enumerate(classes)}
+        self.template = None
+        if task == "landmarks":
+            template_id = (
+                template_id if template_id is not None else choose_template(project, image_ids)
+            )
+            if template_id is None:
+                raise DatasetError(
+                    "no landmark sets on these images; nothing to train landmarks on"
+                )
+            self.template = project.template(template_id)
+        self.template_id = template_id if task == "landmarks" else None
+        self.items: list[_Item] = []
+        self.excluded: list[int] = []
+        for image_id in image_ids:
+            item = self._item(project, int(image_id))
+            if item is None:
+                self.excluded.append(int(image_id))
+            else:
+                self.items.append(item)
+        self._mean_t = torch.tensor(self.mean, dtype=torch.float32).view(3, 1, 1)
+        self._std_t = torch.tensor(self.std, dtype=torch.float32).view(3, 1, 1)
+
+    # -- construction ------------------------------------------------------------
+    def _item(self, project: Project, image_id: int) -> _Item | None:
+        rec = project.image(image_id)
+        base = {
+            "image_id": image_id,
+            "path": str(project.image_path(rec)),
+            "sha256": rec.sha256,
+            "orig_size": (rec.height, rec.width),
+        }
+        s = self.input_size
+        sx, sy = s / rec.width, s / rec.height
+        if self.task == "autoencode":
+            return _Item(**base)
+        if self.task == "classify":
+            idx = [self._index[c] for c in project.tags(image_id) if c in self._index]
+            if not idx:
+                return None
+            if self.multi_label:
+                return _Item(**base, labels=tuple(sorted(set(idx))))
+            return _Item(**base, label=idx[0])
+        if self.task == "detect":
+            boxes = [b for b in project.boxes(image_id) if b.class_id in self._index]
+            if not boxes:
+                return None
+            xyxy = np.array([b.xyxy for b in boxes], dtype=np.float32) * [sx, sy, sx, sy]
+            labels = np.array([self._index[b.class_id] + 1 for b in boxes], dtype=np.int64)
+            return _Item(**base, boxes=xyxy.astype(np.float32), box_labels=labels)
+        if self.task == "landmarks":
+            sets = [
+                ls for ls in project.landmark_sets(image_id) if ls.template_id == self.template_id
+            ]
+            if not sets:
+                return None
+            pts = np.array([(p.x * sx, p.y * sy, p.visibility) for p in sets[0].points], np.float32)
+            pts[pts[:, 2] == 0, :2] = 0.0
+            return _Item(**base, keypoints=pts)
+        # segment
+        mask = project.mask(image_id)
+        if mask is None:
+            return None
+        lut = np.zeros(int(mask.max()) + 1, dtype=np.int64)
+        for cid, i in self._index.items():
+            if cid < len(lut):
+                lut[cid] = i + 1
+        mapped = lut[mask].astype(np.uint8 if len(self._index) < 256 else np.uint16)
+        small = cv2.resize(mapped, (s, s), interpolation=cv2.INTER_NEAREST_EXACT)
+        return _Item(**base, mask=small)
+
+    # -- facts ---------------------------------------------------------------------
+    @property
+    def num_classes(self) -> int:
+        """Number of project classes C (not counting background)."""
+        return len(self.class_names)
+
+    @property
+    def image_ids(self) -> list[int]:
+        """Ids of the images in the dataset, in sample order."""
+        return [it.image_id for it in self.items]
+
+    @property
+    def flip_perm(self) -> list[int] | None:
+        """Left/right swap of the landmark template (None for other tasks)."""
+        return self.template.flip_permutation() if self.template is not None else None
+
+    def content_key(self, index: int) -> str:
+        """SHA-256 of sample ``index``'s image file."""
+        return self.items[index].sha256
+
+    def class_labels(self) -> np.ndarray:
+        """Classification targets: N int64 (single-label) or N×C float32 multi-hot."""
+        if self.task != "classify":
+            raise ValueError(f"class labels exist for classification, not {self.task}")
+        if self.multi_label:
+            y = np.zeros((len(self.items), self.num_classes), np.float32)
+            for i, it in enumerate(self.items):
+                y[i, list(it.labels)] = 1.0
+            return y
+        return np.array([it.label for it in self.items], dtype=np.int64)
+
+    def preprocess_signature(self) -> dict[str, Any]:
+        """What decides the network input for an unaugmented image (for feature caching)."""
+        return {
+            "input_size": self.input_size,
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "window": "image-default",  # imageio's window per image (DICOM tags, data range)
+            "resize": "cv2-area-or-linear-square",
+            "version": PREPROCESS_VERSION,
+        }
+
+    # -- samples ---------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def load_uint8(self, index: int) -> np.ndarray:
+        """Sample ``index``'s image as S×S×3 uint8 RGB, unaugmented."""
+        return load_input_image(self.items[index].path, self.input_size)[0]
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, dict[str, Any]]:
+        it = self.items[index]
+        rgb = self.load_uint8(index)
+        img = torch.from_numpy(rgb).permute(2, 0, 1).contiguous()
+        target: dict[str, Any] = {"image_id": it.image_id, "orig_size": it.orig_size}
+        sample = self._sample(it, img)
+        if self.transform is not None:
+            s = self.input_size
+            sample["image"] = tv_tensors.Image(sample["image"])
+            if "boxes" in sample:
+                sample["boxes"] = tv_tensors.BoundingBoxes(
+                    sample["boxes"], format="XYXY", canvas_size=(s, s)
+                )
+            if "keypoints" in sample:
+                sample["keypoints"] = tv_tensors.KeyPoints(sample["keypoints"], canvas_size=(s, s))
+            if "mask" in sample:
+                sample["mask"] = tv_tensors.Mask(sample["mask"])
+            sample = self.transform(sample)
+        image = sample["image"].as_subclass(torch.Tensor).float().div_(255.0)
+        image = (image - self._mean_t) / self._std_t
+        if self.task == "classify":
+            if self.multi_label:
+                y = torch.zeros(self.num_classes, dtype=torch.float32)
+                y[list(it.labels)] = 1.0
+                target["labels"] = y
+            else:
+                target["label"] = torch.tensor(it.label, dtype=torch.int64)
+        elif self.task == "detect":
+            target["boxes"] = sample["boxes"].as_subclass(torch.Tensor).float().reshape(-1, 4)
+            target["labels"] = sample["labels"].long()
+        elif self.task == "landmarks":
+            kp = sample["keypoints"].as_subclass(torch.Tensor).float()
+            target["keypoints"] = torch.cat([kp, sample["visibility"].float()[:, None]], dim=1)
+        elif self.task == "segment":
+            target["mask"] = sample["mask"].as_subclass(torch.Tensor).long()
+        return image, target
+
+    @staticmethod
+    def _sample(it: _Item, img: torch.Tensor) -> dict[str, Any]:
+        sample: dict[str, Any] = {"image": img}
+        if it.boxes is not None:
+            sample["boxes"] = torch.from_numpy(it.boxes.copy())
+            sample["labels"] = torch.from_numpy(it.box_labels.copy())
+        if it.keypoints is not None:
+            sample["keypoints"] = torch.from_numpy(it.keypoints[:, :2].copy())
+            sample["visibility"] = torch.from_numpy(it.keypoints[:, 2].astype(np.int64))
+        if it.mask is not None:
+            sample["mask"] = torch.from_numpy(it.mask.astype(np.int64))
+        return sample
+
+
+# --------------------------------------------------------------------------- splits
+
+
+def train_val_ids(
+    project: Project, *, seed: int = 0, val_fraction: float = 0.2
+) -> tuple[list[int], list[int]]:
+    """Image ids of the stored train and val splits.
+
+    When no image is in train or val, a seeded stratified split of the images without a
+    split (``val_fraction`` to val) is computed in memory and not written."""
+    train = [r.id for r in project.images_in_split("train")]
+    val = [r.id for r in project.images_in_split("val")]
+    if train or val:
+        return train, val
+    from tlstudio.core.splits import random_split
+
+    assignment = random_split(
+        project, (1.0 - val_fraction, val_fraction, 0.0), seed=seed, only_unassigned=True
+    )
+    train = sorted(i for i, s in assignment.items() if s == "train")
+    val = sorted(i for i, s in assignment.items() if s == "val")
+    return train, val
+
+
+def make_datasets(
+    project: Project,
+    task: str,
+    input_size: int,
+    mean: Sequence[float],
+    std: Sequence[float],
+    augment: AugmentConfig | None,
+    *,
+    template_id: int | None = None,
+    multi_label: bool | None = None,
+    seed: int = 0,
+    val_fraction: float = 0.2,
+) -> tuple[ProjectDataset, ProjectDataset]:
+    """(train, val) datasets from the stored splits (see :func:`train_val_ids`).
+
+    Only the training set is augmented. ``multi_label`` defaults to the project's
+    setting; for landmarks the template defaults to the one most used in train + val."""
+    train_ids, val_ids = train_val_ids(project, seed=seed, val_fraction=val_fraction)
+    if multi_label is None:
+        multi_label = project.multi_label
+    if task == "landmarks" and template_id is None:
+        template_id = choose_template(project, train_ids + val_ids)
+        if template_id is None:
+            raise DatasetError("no landmark sets on the train/val images")
+    flip_perm = project.template(template_id).flip_permutation() if task == "landmarks" else None
+    transform = build_train_transform(task, augment, input_size, flip_perm)
+    common = {"template_id": template_id, "multi_label": multi_label}
+    train = ProjectDataset(project, task, train_ids, input_size, mean, std, transform, **common)
+    val = ProjectDataset(project, task, val_ids, input_size, mean, std, None, **common)
+    return train, val
+
+
+def collate(
+    batch: list[tuple[torch.Tensor, dict[str, Any]]],
+) -> tuple[torch.Tensor, list[dict[str, Any]]]:
+    """Stack images to N×3×H×W; keep targets as a list of dicts."""
+    images = torch.stack([b[0] for b in batch])
+    return images, [b[1] for b in batch]
