@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from .core.project import ImportReport, Project
 
 GUI_MISSING = "The tlstudio window is not built yet; use the subcommands (tlstudio --help)."
-COMMANDS = ("new", "import", "export", "info", "demo")
+COMMANDS = ("new", "import", "export", "info", "demo", "train", "evaluate", "predict", "experiment")
 IMPORT_FORMATS = ("coco", "yolo", "voc", "labelme", "folders", "csv", "images")
 EXPORT_FORMATS = ("coco", "yolo", "voc", "labelme", "folders", "csv")
 EXPORT_KINDS = ("detect", "pose", "segment")
@@ -134,6 +134,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=int, default=128, help="image side in pixels (default 128)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.set_defaults(run=_cmd_demo)
+    p.add_argument(
+        "--train", action="store_true", help="also train a small classifier and print its metrics"
+    )
+
+    from .cli_ml import add_commands
+
+    add_commands(sub)
     parser.set_defaults(run=lambda _args: _open_window(None))
     return parser
 
@@ -322,6 +329,12 @@ def _cmd_demo(args: argparse.Namespace) -> int:
             f"({args.size}×{args.size} px, seed {args.seed}) in {took:.1f} s:"
         )
         _print_info(project)
+        if args.train:
+            from .cli_ml import train_demo
+
+            status = train_demo(project)
+            if status:
+                return status
     print(f"Open it with: tlstudio {args.dir}")
     return 0
 

@@ -1,0 +1,462 @@
+"""End-to-end training, prediction and evaluation on a project.
+
+This is what the CLI and the GUI's training worker call: it builds the
+backbone, datasets, task model and trainer from a :class:`RunSpec`, records
+the run in the project (config, per-epoch metrics, checkpoint, timings) and
+stores predictions as predictions, never as labels.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from tlstudio.core.errors import TlsError
+from tlstudio.core.project import Project
+from tlstudio.core.runs import RunStore
+
+from . import data as data_mod
+from .backbones import build_backbone, get_spec
+from .callbacks import Callback, CancelToken
+from .events import EpochEnded, FitEnded, TrainingFailed
+from .features import FeatureCache, extract_features, weights_id
+from .metrics import metrics_fn_for
+from .tasks.base import TaskModel, to_image_frame
+from .tasks.factory import build_task_model
+from .trainer import TrainConfig, Trainer, load_checkpoint, select_device
+from .transforms import AugmentConfig, mixup_cutmix_collate
+
+MODEL_FILE = "model.pt"
+
+
+class RunError(TlsError):
+    """A run cannot be started, loaded or used (the message says why)."""
+
+
+@dataclass
+class RunSpec:
+    """Everything that defines a training run (stored as the run's config)."""
+
+    task: str
+    backbone: str = "efficientnet_lite0"
+    weights: str = "auto"  # bundled | cached | none | auto | path of a weights file
+    train: TrainConfig = field(default_factory=TrainConfig)
+    augment: AugmentConfig | None = None  # None = no augmentation
+    model_options: dict[str, Any] = field(default_factory=dict)
+    input_size: int | None = None  # default: the backbone's own input size
+    template_id: int | None = None  # landmarks: which template (default: most used)
+    use_feature_cache: bool = True  # take the fast path when it applies
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "task": self.task,
+            "backbone": self.backbone,
+            "weights": self.weights,
+            "train": self.train.to_dict(),
+            "augment": None if self.augment is None else asdict(self.augment),
+            "model_options": dict(self.model_options),
+            "input_size": self.input_size,
+            "template_id": self.template_id,
+            "use_feature_cache": self.use_feature_cache,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RunSpec:
+        aug = d.get("augment")
+        return cls(
+            task=d["task"],
+            backbone=d.get("backbone", "efficientnet_lite0"),
+            weights=d.get("weights", "auto"),
+            train=TrainConfig.from_dict(d.get("train", {})),
+            augment=None if aug is None else AugmentConfig(**aug),
+            model_options=dict(d.get("model_options", {})),
+            input_size=d.get("input_size"),
+            template_id=d.get("template_id"),
+            use_feature_cache=d.get("use_feature_cache", True),
+        )
+
+    @property
+    def resolved_input_size(self) -> int:
+        return self.input_size or get_spec(self.backbone).input_size
+
+
+def uses_feature_cache(spec: RunSpec) -> bool:
+    """True when only a classification head trains on a fully frozen backbone with no
+    augmentation: features are then computed once and cached (the fast path)."""
+    t = spec.train
+    return (
+        spec.use_feature_cache
+        and spec.task == "classify"
+        and t.freeze == "all"
+        and t.progressive_every == 0
+        and (spec.augment is None or spec.augment.is_off)
+    )
+
+
+def _weights_choice(weights: str) -> str | Path:
+    if weights in ("bundled", "cached", "none", "auto"):
+        return weights
+    path = Path(weights)
+    if not path.is_file():
+        raise RunError(
+            f"{weights}: weights must be bundled, cached, none, auto or an existing file"
+        )
+    return path
+
+
+def build_model(project: Project, spec: RunSpec, *, pretrained: bool = True) -> TaskModel:
+    """The task model of ``spec`` for ``project``'s classes/template.
+
+    ``pretrained=False`` skips loading backbone weights (a checkpoint follows)."""
+    backbone = None
+    if not (spec.task == "autoencode" and spec.model_options.get("encoder") == "small"):
+        backbone = build_backbone(
+            spec.backbone, _weights_choice(spec.weights) if pretrained else "none"
+        )
+    num_points = 0
+    if spec.task == "landmarks":
+        if spec.template_id is None:
+            raise RunError("landmark runs need a template (spec.template_id)")
+        num_points = len(project.template(spec.template_id).points)
+    options = dict(spec.model_options)
+    if spec.task in ("detect", "autoencode"):
+        options.setdefault("input_size", spec.resolved_input_size)
+    return build_task_model(
+        spec.task,
+        backbone,
+        num_classes=len(project.classes()),
+        num_points=num_points,
+        multi_label=spec.task == "classify" and project.multi_label,
+        **options,
+    )
+
+
+class _CachedHead(TaskModel):
+    """Trains only a classifier's head on cached pooled features (no backbone)."""
+
+    task = "classify"
+
+    def __init__(self, classifier: TaskModel):
+        nn.Module.__init__(self)
+        self.head = classifier.head
+        self._clf = [classifier]  # not registered: its backbone must not train or be saved here
+        self.main_metric = classifier.main_metric
+        self.higher_is_better = classifier.higher_is_better
+
+    def training_step(self, images, targets):
+        return self._clf[0].loss_from_logits(self.head(images), targets)
+
+    @torch.no_grad()
+    def predict_step(self, images):
+        return [{"probs": p} for p in self._clf[0].probabilities(self.head(images))]
+
+
+class _FeatureDataset(torch.utils.data.Dataset):
+    def __init__(self, features: np.ndarray, dataset: data_mod.ProjectDataset):
+        self.features = torch.from_numpy(features)
+        key = "labels" if dataset.multi_label else "label"
+        self.targets = [
+            {key: torch.as_tensor(y), "image_id": i}
+            for y, i in zip(dataset.class_labels(), dataset.image_ids, strict=True)
+        ]
+
+    def __len__(self) -> int:
+        return len(self.features)
+
+    def __getitem__(self, i):
+        return self.features[i], self.targets[i]
+
+
+class _RunRecorder(Callback):
+    """Writes per-epoch metrics into the project as they arrive."""
+
+    def __init__(self, runs: RunStore, run_id: int):
+        self.runs, self.run_id = runs, run_id
+        self.failure: TrainingFailed | None = None
+
+    def on_epoch_end(self, trainer, event: EpochEnded) -> None:
+        m = {"train_loss": event.train_loss, "lr": event.lr, "duration_s": event.duration_s}
+        if event.val_loss is not None:
+            m["val_loss"] = event.val_loss
+        m.update(event.metrics)
+        self.runs.log_epoch(self.run_id, event.epoch, m)
+
+    def on_exception(self, trainer, event: TrainingFailed) -> None:
+        self.failure = event
+
+
+@dataclass
+class TrainResult:
+    run_id: int
+    ended: FitEnded | None
+    metrics: dict[str, float]  # validation metrics of the saved model
+    feature_cache: bool
+    failure: TrainingFailed | None = None
+
+
+def train(
+    project: Project,
+    spec: RunSpec,
+    *,
+    callbacks: Sequence[Callback] = (),
+    token: CancelToken | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
+    image_ids: tuple[Sequence[int], Sequence[int]] | None = None,
+    experiment: dict[str, Any] | None = None,
+) -> TrainResult:
+    """Train ``spec`` on the project's train split, validate on its val split, and
+    record the run. ``progress(stage, done, total)`` reports feature extraction.
+
+    ``image_ids`` = (train ids, val ids) replaces the stored splits for this run only
+    (cross-validation, learning curves); ``experiment`` (plain JSON data, e.g.
+    ``{"kind": "cv", "fold": 2, "k": 5}``) is recorded in the run's config under
+    ``"experiment"``."""
+    if spec.task == "landmarks" and spec.template_id is None:
+        ids = (
+            [*image_ids[0], *image_ids[1]]
+            if image_ids is not None
+            else sum(data_mod.train_val_ids(project, seed=spec.train.seed), [])
+        )
+        spec.template_id = data_mod.choose_template(project, ids)
+    size = spec.resolved_input_size
+    bspec = get_spec(spec.backbone)
+    augment = spec.augment if spec.augment is not None else AugmentConfig.none()
+    train_ds, val_ds = data_mod.make_datasets(
+        project, spec.task, size, bspec.mean, bspec.std, augment,
+        template_id=spec.template_id, seed=spec.train.seed, image_ids=image_ids,
+    )  # fmt: skip
+    if len(train_ds) == 0:
+        raise RunError(f"no training images with {spec.task} labels; label some or assign splits")
+    model = build_model(project, spec)
+    classes = len(project.classes())
+    multi = spec.task == "classify" and project.multi_label
+    metrics_fn = metrics_fn_for(spec.task, classes, multi_label=multi)
+    device = select_device(spec.train.device)
+
+    runs = RunStore(project)
+    config = spec.to_dict()
+    if experiment is not None:
+        config["experiment"] = dict(experiment)
+    run_id = runs.start(spec.task, spec.backbone, config, str(device))
+    run_dir = runs.run_dir(run_id)
+    recorder = _RunRecorder(runs, run_id)
+    t0 = time.perf_counter()
+    fast = uses_feature_cache(spec)
+    try:
+        if fast:
+            cache = FeatureCache(project.cache_dir)
+            wid = weights_id(spec.backbone, _weights_choice(spec.weights))
+            feats = []
+            for name, ds in (("train", train_ds), ("val", val_ds)):
+                fn = (
+                    None
+                    if progress is None
+                    else (lambda d, t, n=name: progress(f"features {n}", d, t))
+                )
+                X, _ = extract_features(
+                    model.backbone, ds, cache, wid, device=device, progress=fn, token=token
+                )
+                feats.append(_FeatureDataset(X, ds))
+            fit_model: TaskModel = _CachedHead(model)
+            fit_train, fit_val = feats
+        else:
+            fit_model, fit_train, fit_val = model, train_ds, val_ds
+        collate = data_mod.collate
+        if spec.task == "classify" and not fast and (augment.mixup_alpha or augment.cutmix_alpha):
+            collate = mixup_cutmix_collate(classes, augment)
+        trainer = Trainer(
+            fit_model, fit_train, fit_val if len(fit_val) else None, spec.train,
+            collate_fn=collate, metrics_fn=metrics_fn, callbacks=[recorder, *callbacks],
+            token=token, checkpoint_dir=run_dir, run_id=run_id,
+        )  # fmt: skip
+        ended = trainer.fit()
+    except BaseException as exc:
+        status = "cancelled" if isinstance(exc, KeyboardInterrupt) else "failed"
+        runs.update(run_id, status=status, error=str(exc), duration_s=time.perf_counter() - t0)
+        raise
+    if ended.checkpoint:
+        fit_model.load_state_dict(load_checkpoint(Path(ended.checkpoint))["model"])
+    model_path = run_dir / MODEL_FILE
+    _save_atomic({"model": model.state_dict(), "spec": spec.to_dict()}, model_path)
+    metrics = {}
+    epochs = runs.epochs(run_id)
+    if ended.best_epoch is not None:
+        metrics = {k: v for k, v in dict(epochs).get(ended.best_epoch, {}).items()
+                   if k not in ("lr", "duration_s")}  # fmt: skip
+    status = {"finished": "finished", "stopped_early": "finished", "cancelled": "cancelled"}.get(
+        ended.status, "failed"
+    )
+    failure = recorder.failure
+    runs.update(
+        run_id,
+        status=status,
+        error=None if failure is None else failure.message,
+        metric_name=ended.metric_name,
+        best_metric=ended.best_metric,
+        checkpoint=os.path.relpath(model_path, project.root),
+        duration_s=time.perf_counter() - t0,
+    )
+    return TrainResult(run_id, ended, metrics, fast, failure)
+
+
+def _save_atomic(obj: Any, path: Path) -> None:
+    """torch.save to a temporary file, fsync, then rename: never a half-written model."""
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "wb") as f:
+        torch.save(obj, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def load_run_model(project: Project, run_id: int) -> tuple[TaskModel, RunSpec]:
+    """The trained model of a run (eval mode, CPU) and its spec."""
+    rec = RunStore(project).get(run_id)
+    if not rec.checkpoint:
+        raise RunError(f"run {run_id} has no saved model (status {rec.status})")
+    path = project.root / rec.checkpoint
+    if not path.is_file():
+        raise RunError(f"run {run_id}: model file {path} is missing")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise RunError(f"{path}: not a readable model file ({exc})") from exc
+    if not isinstance(ckpt, dict) or "model" not in ckpt or "spec" not in ckpt:
+        raise RunError(f"{path}: not a tlstudio model file (no model/spec)")
+    spec = RunSpec.from_dict(ckpt["spec"])
+    model = build_model(project, spec, pretrained=False)
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError as exc:
+        raise RunError(
+            f"run {run_id}: saved model does not fit the project's current classes/template ({exc})"
+        ) from exc
+    return model.eval(), spec
+
+
+def predict(
+    project: Project,
+    run_id: int,
+    image_ids: Sequence[int] | None = None,
+    *,
+    batch_size: int = 16,
+    device: str = "auto",
+    progress: Callable[[int, int], None] | None = None,
+    token: CancelToken | None = None,
+) -> int:
+    """Run a trained model over images (default: all) and store its predictions
+    (coordinates in image pixels). Returns the number of images predicted."""
+    model, spec = load_run_model(project, run_id)
+    dev = select_device(device)
+    model.to(dev)
+    size = spec.resolved_input_size
+    bspec = get_spec(spec.backbone)
+    mean = torch.tensor(bspec.mean).view(3, 1, 1)
+    std = torch.tensor(bspec.std).view(3, 1, 1)
+    ids = list(image_ids) if image_ids is not None else project.image_ids()
+    classes = project.classes()
+    runs = RunStore(project)
+    done = 0
+    for start in range(0, len(ids), batch_size):
+        if token is not None and token.is_cancelled:
+            break
+        chunk = ids[start : start + batch_size]
+        tensors, origs = [], []
+        for image_id in chunk:
+            rgb, orig = data_mod.load_input_image(project.image_path(image_id), size)
+            x = torch.from_numpy(rgb).permute(2, 0, 1).float() / 255.0
+            tensors.append((x - mean) / std)
+            origs.append(orig)
+        with torch.no_grad():
+            preds = model.predict_step(torch.stack(tensors).to(dev))
+        for image_id, pred, orig in zip(chunk, preds, origs, strict=True):
+            pred = to_image_frame({k: _cpu(v) for k, v in pred.items()}, (size, size), orig)
+            payload, mask, score = _payload(spec.task, pred, classes)
+            runs.set_prediction(run_id, image_id, payload, mask, score)
+        done += len(chunk)
+        if progress is not None:
+            progress(done, len(ids))
+    return done
+
+
+def _cpu(v: Any) -> Any:
+    return v.detach().cpu() if isinstance(v, torch.Tensor) else v
+
+
+def _payload(
+    task: str, pred: dict[str, Any], classes
+) -> tuple[dict, np.ndarray | None, float | None]:
+    """JSON-ready prediction (class ids are database ids), mask as label map, and a score."""
+    if task == "classify":
+        probs = pred["probs"].tolist()
+        best = int(np.argmax(probs))
+        return {"probs": {str(c.id): p for c, p in zip(classes, probs, strict=True)},
+                "class_id": classes[best].id}, None, float(max(probs))  # fmt: skip
+    if task == "detect":
+        boxes = [
+            {"class_id": classes[int(lbl)].id, "score": float(s), "xyxy": [float(v) for v in b]}
+            for b, s, lbl in zip(
+                pred["boxes"].tolist(),
+                pred["scores"].tolist(),
+                pred["labels"].tolist(),
+                strict=True,
+            )
+        ]
+        return {"boxes": boxes}, None, (max((b["score"] for b in boxes), default=0.0))
+    if task == "landmarks":
+        pts = [[float(x), float(y), float(c)] for x, y, c in pred["keypoints"].tolist()]
+        return {"points": pts}, None, float(np.mean([p[2] for p in pts])) if pts else None
+    if task == "segment":
+        lut = np.array([0] + [c.id for c in classes], dtype=np.uint16)
+        mask = lut[np.asarray(pred["mask"], dtype=np.int64)]
+        return {"classes": sorted(int(v) for v in np.unique(mask) if v)}, mask, None
+    if task == "autoencode":
+        return (
+            {"latent": [float(v) for v in pred["latent"].tolist()], "error": float(pred["error"])},
+            None,
+            float(pred["error"]),
+        )
+    raise RunError(f"unknown task {task!r}")
+
+
+def evaluate(
+    project: Project, run_id: int, split: str = "val", *, device: str = "auto"
+) -> dict[str, Any]:
+    """Full metrics of a run's model on a split (e.g. confusion matrix for classification)."""
+    from . import metrics as M
+
+    model, spec = load_run_model(project, run_id)
+    bspec = get_spec(spec.backbone)
+    ids = [r.id for r in project.images_in_split(split)]
+    if not ids:
+        raise RunError(f"the {split!r} split is empty; assign splits first")
+    ds = data_mod.ProjectDataset(
+        project, spec.task, ids, spec.resolved_input_size, bspec.mean, bspec.std,
+        template_id=spec.template_id, multi_label=spec.task == "classify" and project.multi_label,
+    )  # fmt: skip
+    dev = select_device(device)
+    model.to(dev)
+    preds, targets = [], []
+    loader = torch.utils.data.DataLoader(ds, batch_size=16, collate_fn=data_mod.collate)
+    with torch.no_grad():
+        for images, tg in loader:
+            preds += [
+                {k: _cpu(v) for k, v in p.items()} for p in model.predict_step(images.to(dev))
+            ]
+            targets += tg
+    classes = len(project.classes())
+    summary = metrics_fn_for(spec.task, classes, multi_label=ds.multi_label)(preds, targets)
+    out: dict[str, Any] = {"split": split, "images": len(ds), "summary": summary}
+    if spec.task == "classify" and not ds.multi_label:
+        probs = np.stack([np.asarray(p["probs"]) for p in preds])
+        labels = np.array([int(t["label"]) for t in targets])
+        out["detail"] = M.classification_metrics(probs, labels, [c.name for c in project.classes()])
+    return out

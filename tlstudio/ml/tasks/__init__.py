@@ -1,0 +1,1 @@
+"""Task models sharing one backbone contract (see :mod:`tlstudio.ml.tasks.base`)."""
