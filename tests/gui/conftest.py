@@ -1,0 +1,65 @@
+"""Shared GUI fixtures (pytest-qt, ``QT_QPA_PLATFORM=offscreen``).
+
+``qt_project``: an open demo project (6 images of 128 px with tags, boxes, landmarks
+and masks). ``app_state``: an AppState with ``qt_project`` open. ``demo_dir``: the
+folder of a closed demo project. ``qsettings``: QSettings in a temporary INI file,
+so no test touches the user's settings. ``main_window``: the window as ``run`` builds
+it (without exec), with ``demo_dir`` opened.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture
+def qt_project(tmp_path: Path):
+    from tlstudio.core.demo import create_demo_project
+
+    project = create_demo_project(tmp_path / "qt_demo", n_images=6, size=128)
+    yield project
+    project.close()
+
+
+@pytest.fixture
+def app_state(qtbot, qt_project):
+    from tlstudio.gui.state import AppState
+
+    state = AppState()
+    state.open_project(qt_project)
+    yield state
+    state.close_project()  # panels hear project_closed; closing the store twice is harmless
+
+
+@pytest.fixture
+def demo_dir(tmp_path: Path) -> Path:
+    from tlstudio.core.demo import create_demo_project
+
+    root = tmp_path / "demo"
+    create_demo_project(root, n_images=6, size=128).close()
+    return root
+
+
+@pytest.fixture
+def qsettings(tmp_path: Path):
+    from PySide6.QtCore import QSettings
+
+    return QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
+
+
+@pytest.fixture
+def main_window(qtbot, demo_dir: Path, qsettings):
+    from tlstudio.gui.app import create_application, create_main_window
+    from tlstudio.gui.workers.tasks import wait_for_background
+
+    create_application()
+    window = create_main_window(demo_dir, qsettings)
+    qtbot.addWidget(window)
+    window.show()
+    qtbot.waitExposed(window)
+    window.activateWindow()
+    yield window
+    window.close()
+    wait_for_background()

@@ -1,0 +1,27 @@
+"""The labelling canvas: :class:`CanvasView` with its items and tools.
+
+Scene coordinates are image pixel coordinates throughout (see :mod:`.view`)."""
+
+from ._compat import guard_none_refcount
+
+guard_none_refcount()  # before any item is drawn: see _compat (PySide6 6.12 on Python 3.11)
+
+# ruff: noqa: E402
+
+from .items import BoxItem, LandmarkSetItem, MaskOverlayItem
+from .tools import TOOL_SHORTCUTS, BoxTool, LandmarkTool, MaskTool, SelectTool, Tool
+from .view import CanvasView, Selection
+
+__all__ = [
+    "TOOL_SHORTCUTS",
+    "BoxItem",
+    "BoxTool",
+    "CanvasView",
+    "LandmarkSetItem",
+    "LandmarkTool",
+    "MaskOverlayItem",
+    "MaskTool",
+    "Selection",
+    "SelectTool",
+    "Tool",
+]

@@ -1,0 +1,168 @@
+"""Turning full-depth image arrays into display pixels, on the GUI thread or in a worker.
+
+The display buffer is an ``H×W×4`` uint8 array in the byte order of
+``QImage.Format_RGB32`` / ``Format_ARGB32_Premultiplied`` (the raster paint
+engine's native formats, so drawing never converts per paint). A QPixmap made
+from it shares its memory: whoever holds the pixmap must keep the array alive.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+from PySide6.QtCore import QObject, QRunnable, QThreadPool, Signal
+from PySide6.QtGui import QImage, QPixmap
+
+from tlstudio.core.imageio import ImageData, read_image, to_display
+
+_LITTLE = sys.byteorder == "little"
+# 0xAARRGGBB as a native uint32 is B, G, R, A in memory on little-endian machines
+OPAQUE_FORMAT = QImage.Format.Format_RGB32 if _LITTLE else QImage.Format.Format_RGBX8888
+ALPHA_FORMAT = (
+    QImage.Format.Format_ARGB32_Premultiplied
+    if _LITTLE
+    else QImage.Format.Format_RGBA8888_Premultiplied
+)
+
+
+def render_display(array: np.ndarray, window: tuple[float, float]) -> tuple[np.ndarray, bool]:
+    """Display buffer (H×W×4 uint8, see the module docstring) and whether it has alpha.
+
+    ``window = (center, width)`` in array units, applied with
+    :func:`tlstudio.core.imageio.to_display`; ``(128, 256)`` on uint8 data is the
+    identity and skips the lookup."""
+    import cv2  # heavy: imported when the first image is shown
+
+    if array.dtype == np.uint8 and tuple(window) == (128.0, 256.0):
+        d = array
+    else:
+        d = to_display(array, window)
+    if d.ndim == 3 and d.shape[2] == 1:
+        d = d[..., 0]
+    d = np.ascontiguousarray(d)
+    if d.ndim == 2:
+        code = cv2.COLOR_GRAY2BGRA if _LITTLE else cv2.COLOR_GRAY2RGBA
+        return cv2.cvtColor(d, code), False
+    if d.shape[2] == 3:
+        code = cv2.COLOR_RGB2BGRA if _LITTLE else cv2.COLOR_RGB2RGBA
+        return cv2.cvtColor(d, code), False
+    # RGBA: premultiply so the buffer can be drawn as it is
+    alpha = d[..., 3:4].astype(np.uint16)
+    rgb = ((d[..., :3].astype(np.uint16) * alpha + 127) // 255).astype(np.uint8)
+    out = np.concatenate([rgb[..., ::-1] if _LITTLE else rgb, d[..., 3:4]], axis=2)
+    return np.ascontiguousarray(out), True
+
+
+def buffer_to_pixmap(buffer: np.ndarray, has_alpha: bool) -> QPixmap:
+    """A QPixmap over ``buffer``'s memory (no copy with the raster backend): keep ``buffer`` alive."""
+    h, w = buffer.shape[:2]
+    image = QImage(
+        buffer.data, w, h, buffer.strides[0], ALPHA_FORMAT if has_alpha else OPAQUE_FORMAT
+    )
+    return QPixmap.fromImage(image)
+
+
+class PixelCache:
+    """Least-recently-used decoded images, bounded by their bytes (array + display buffer)."""
+
+    def __init__(self, max_bytes: int = 512 * 2**20):
+        self.max_bytes = max_bytes
+        self._entries: OrderedDict[object, tuple[object, int]] = OrderedDict()
+        self._bytes = 0
+
+    def get(self, key: object) -> object | None:
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        self._entries.move_to_end(key)
+        return entry[0]
+
+    def put(self, key: object, value: object, nbytes: int) -> None:
+        if key in self._entries:
+            self._bytes -= self._entries.pop(key)[1]
+        if nbytes > self.max_bytes:
+            return
+        self._entries[key] = (value, nbytes)
+        self._bytes += nbytes
+        while self._bytes > self.max_bytes:
+            _, (_, n) = self._entries.popitem(last=False)
+            self._bytes -= n
+
+    def clear(self) -> None:
+        self._entries.clear()
+        self._bytes = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+class _Sink(QObject):
+    """Lives in the GUI thread; workers emit through it (queued connections)."""
+
+    done = Signal(int, object, object, object, bool)  # token, ImageData, window, buffer, alpha
+    failed = Signal(int, str)  # token, message
+
+
+class _Job(QRunnable):
+    def __init__(
+        self,
+        sink: _Sink,
+        token: int,
+        path: Path | None,
+        data: ImageData | None,
+        window: tuple[float, float] | None,
+    ):
+        super().__init__()
+        self.sink, self.token, self.path, self.data, self.window = sink, token, path, data, window
+
+    def run(self) -> None:
+        try:
+            data = self.data if self.data is not None else read_image(self.path)
+            window = self.window if self.window is not None else data.window
+            buffer, alpha = render_display(data.array, window)
+        except Exception as exc:  # reported to the GUI, never lost in the thread
+            try:
+                self.sink.failed.emit(self.token, str(exc))
+            except RuntimeError:  # the canvas was deleted meanwhile
+                pass
+            return
+        try:
+            self.sink.done.emit(self.token, data, window, buffer, alpha)
+        except RuntimeError:
+            pass
+
+
+class BackgroundRenderer(QObject):
+    """Decodes and renders images in a worker thread; results come back as signals
+    on the GUI thread, tagged with the token that :meth:`load` / :meth:`render` returned."""
+
+    done = Signal(int, object, object, object, bool)  # token, ImageData, window, buffer, alpha
+    failed = Signal(int, str)
+
+    def __init__(self, parent: QObject | None = None):
+        super().__init__(parent)
+        self._pool = QThreadPool(self)
+        self._pool.setMaxThreadCount(2)
+        self._sink = _Sink(self)
+        self._sink.done.connect(self.done)
+        self._sink.failed.connect(self.failed)
+        self._token = 0
+
+    def load(self, path: Path, window: tuple[float, float] | None = None) -> int:
+        """Read ``path`` and render it with ``window`` (None: the image's default)."""
+        self._token += 1
+        self._pool.start(_Job(self._sink, self._token, path, None, window))
+        return self._token
+
+    def render(self, data: ImageData, window: tuple[float, float]) -> int:
+        """Render already decoded ``data`` with ``window``."""
+        self._token += 1
+        self._pool.start(_Job(self._sink, self._token, None, data, window))
+        return self._token
+
+    def wait(self, msecs: int = 10_000) -> bool:
+        """Block until the running jobs finish (tests, shutdown)."""
+        return self._pool.waitForDone(msecs)

@@ -1,0 +1,90 @@
+"""The tool contract: the canvas forwards left-button mouse events, right clicks
+and keys to the active tool, with positions in image pixel (= scene) coordinates."""
+
+from __future__ import annotations
+
+import itertools
+from typing import TYPE_CHECKING
+
+from PySide6.QtCore import QPointF, Qt
+from PySide6.QtGui import QKeyEvent, QMouseEvent
+
+if TYPE_CHECKING:
+    from tlstudio.gui.canvas.view import CanvasView
+    from tlstudio.gui.state import AppState
+
+_gestures = itertools.count(1)
+
+
+def new_gesture() -> int:
+    """A fresh gesture key: commands pushed with the same key merge into one undo step."""
+    return next(_gestures)
+
+
+class Tool:
+    """Base class: every handler is a no-op. ``pos`` is always in image pixels
+    (unclamped: it may lie outside the image; use :meth:`CanvasView.clamp`).
+
+    The canvas calls :meth:`press`/:meth:`move`/:meth:`release` for the left
+    button (``move`` also while no button is down, for hover feedback),
+    :meth:`right_click` for a right click that did not become a window/level drag,
+    and :meth:`key_press` before its own shortcuts (return True to consume the key).
+    """
+
+    name = ""
+    cursor = Qt.CursorShape.ArrowCursor
+
+    def __init__(self, view: CanvasView):
+        self.view = view
+
+    @property
+    def app_state(self) -> AppState:
+        return self.view.app_state
+
+    # -- life cycle -------------------------------------------------------------
+    def activate(self) -> None:
+        """The tool became the active one."""
+        self.view.viewport().setCursor(self.cursor)
+
+    def deactivate(self) -> None:
+        """Another tool takes over: drop unfinished work and feedback items."""
+        self.cancel()
+        self.leave()
+
+    def cancel(self) -> bool:
+        """Drop unfinished work (a drag, a half-placed set). True if there was some."""
+        return False
+
+    def busy(self) -> bool:
+        """True while the tool holds unfinished work that Esc would cancel."""
+        return False
+
+    def image_changed(self) -> None:
+        """A different image (or none) is shown."""
+        self.cancel()
+
+    def annotations_reloaded(self) -> None:
+        """The canvas re-read the annotations from the store (after any push, undo or redo)."""
+
+    def leave(self) -> None:
+        """The mouse left the canvas: hide hover feedback."""
+
+    # -- events ------------------------------------------------------------------
+    def press(self, pos: QPointF, event: QMouseEvent) -> None:
+        pass
+
+    def move(self, pos: QPointF, event: QMouseEvent) -> None:
+        pass
+
+    def release(self, pos: QPointF, event: QMouseEvent) -> None:
+        pass
+
+    def double_click(self, pos: QPointF, event: QMouseEvent) -> None:
+        """Second press of a double click; by default an ordinary press."""
+        self.press(pos, event)
+
+    def right_click(self, pos: QPointF) -> None:
+        pass
+
+    def key_press(self, event: QKeyEvent) -> bool:
+        return False

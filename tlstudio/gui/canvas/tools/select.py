@@ -1,0 +1,208 @@
+"""Select tool: pick, move and resize boxes; pick, drag and toggle landmark points."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from PySide6.QtCore import QPointF, QRectF, Qt
+from PySide6.QtGui import QKeyEvent, QMouseEvent
+
+from tlstudio.core.annotations import OCCLUDED, VISIBLE, Box, LandmarkSet, Point
+from tlstudio.core.commands import EditBox, EditLandmarkSet, move_point
+
+from .base import Tool, new_gesture
+from .box import MIN_BOX_PX
+
+# which box edges each handle moves (left, top, right, bottom); see BoxItem
+_HANDLE_EDGES = {
+    0: (True, True, False, False),
+    1: (False, True, False, False),
+    2: (False, True, True, False),
+    3: (False, False, True, False),
+    4: (False, False, True, True),
+    5: (False, False, False, True),
+    6: (True, False, False, True),
+    7: (True, False, False, False),
+}
+_HANDLE_CURSORS = {
+    0: Qt.CursorShape.SizeFDiagCursor,
+    4: Qt.CursorShape.SizeFDiagCursor,
+    2: Qt.CursorShape.SizeBDiagCursor,
+    6: Qt.CursorShape.SizeBDiagCursor,
+    1: Qt.CursorShape.SizeVerCursor,
+    5: Qt.CursorShape.SizeVerCursor,
+    3: Qt.CursorShape.SizeHorCursor,
+    7: Qt.CursorShape.SizeHorCursor,
+}
+
+
+@dataclass
+class _Drag:
+    kind: str  # "move", "resize" or "point"
+    start: QPointF  # press position, image px
+    gesture: int
+    box: Box | None = None  # box as stored at the press
+    handle: int | None = None
+    landmarks: LandmarkSet | None = None  # set as stored at the press
+    point: int | None = None
+    new_box: Box | None = None
+    new_landmarks: LandmarkSet | None = None
+
+
+def moved_box(box: Box, dx: float, dy: float, width: int, height: int) -> Box:
+    """``box`` shifted by whole pixels (dx, dy rounded), kept inside a width×height image."""
+    w, h = box.x2 - box.x1, box.y2 - box.y1
+    x1 = min(max(box.x1 + round(dx), 0.0), max(width - w, 0.0))
+    y1 = min(max(box.y1 + round(dy), 0.0), max(height - h, 0.0))
+    return replace(box, x1=x1, y1=y1, x2=x1 + w, y2=y1 + h)
+
+
+def resized_box(box: Box, handle: int, pos: QPointF, width: int, height: int) -> Box:
+    """``box`` with the edges of ``handle`` moved to ``pos`` (rounded to pixel edges),
+    inside the image and at least MIN_BOX_PX wide and high (edges never cross)."""
+    left, top, right, bottom = _HANDLE_EDGES[handle]
+    x = min(max(round(pos.x()), 0), width)
+    y = min(max(round(pos.y()), 0), height)
+    x1, y1, x2, y2 = box.xyxy
+    if left:
+        x1 = min(x, x2 - MIN_BOX_PX)
+    if right:
+        x2 = max(x, x1 + MIN_BOX_PX)
+    if top:
+        y1 = min(y, y2 - MIN_BOX_PX)
+    if bottom:
+        y2 = max(y, y1 + MIN_BOX_PX)
+    return replace(box, x1=float(x1), y1=float(y1), x2=float(x2), y2=float(y2))
+
+
+class SelectTool(Tool):
+    """Click selects a box or a landmark point; dragging moves it, dragging one of
+    the selected box's handles resizes it. Shift+click on a point toggles it between
+    visible and occluded. Every drag is pushed as one command at release (its own
+    gesture key, so it is one undo step); Esc during a drag puts things back."""
+
+    name = "select"
+    cursor = Qt.CursorShape.ArrowCursor
+    POINT_PX = 8  # pick radius around a landmark point, screen px
+    HANDLE_PX = 7  # pick half-size around a handle, screen px
+
+    def __init__(self, view):
+        super().__init__(view)
+        self._drag: _Drag | None = None
+
+    def busy(self) -> bool:
+        return self._drag is not None
+
+    # -- events -------------------------------------------------------------------
+    def press(self, pos: QPointF, event: QMouseEvent) -> None:
+        view = self.view
+        sel = view.selection
+        if sel is not None and sel.kind == "box":
+            item = view.box_item(sel.id)
+            if item is not None and item.box is not None:
+                handle = item.handle_at(pos, view.screen_to_image(self.HANDLE_PX))
+                if handle is not None:
+                    self._drag = _Drag("resize", pos, new_gesture(), box=item.box, handle=handle)
+                    return
+        hit = view.landmark_point_at(pos, view.screen_to_image(self.POINT_PX))
+        if hit is not None:
+            set_id, index = hit
+            landmarks = view.landmark_item(set_id).landmarks
+            if event.modifiers() & Qt.KeyboardModifier.ShiftModifier:
+                view.select_landmarks(set_id, index)
+                self._toggle_occluded(landmarks, index)
+                return
+            view.select_landmarks(set_id, index)
+            self._drag = _Drag("point", pos, new_gesture(), landmarks=landmarks, point=index)
+            return
+        box_id = view.box_at(pos)
+        if box_id is not None:
+            view.select_box(box_id)
+            box = view.box_item(box_id).box
+            self._drag = _Drag("move", pos, new_gesture(), box=box)
+            return
+        view.clear_selection()
+
+    def move(self, pos: QPointF, event: QMouseEvent) -> None:
+        drag = self._drag
+        if drag is None:
+            self._hover(pos)
+            return
+        w, h = self.view.image_size()
+        if drag.kind == "move":
+            d = pos - drag.start
+            drag.new_box = moved_box(drag.box, d.x(), d.y(), w, h)
+            self._preview_box(drag.new_box)
+        elif drag.kind == "resize":
+            drag.new_box = resized_box(drag.box, drag.handle, pos, w, h)
+            self._preview_box(drag.new_box)
+        elif drag.kind == "point":
+            p = self.view.clamp(pos)
+            old = drag.landmarks.points[drag.point]
+            drag.new_landmarks = move_point(
+                drag.landmarks, drag.point, Point(p.x(), p.y(), old.visibility)
+            )
+            item = self.view.landmark_item(drag.landmarks.id)
+            if item is not None:
+                item.set_points(drag.new_landmarks.points)
+
+    def release(self, pos: QPointF, event: QMouseEvent) -> None:
+        drag, self._drag = self._drag, None
+        if drag is None:
+            return
+        if drag.new_box is not None and drag.new_box != drag.box:
+            self.view.push(EditBox(drag.new_box, gesture=drag.gesture))
+        elif drag.new_landmarks is not None and drag.new_landmarks != drag.landmarks:
+            self.view.push(
+                EditLandmarkSet(drag.new_landmarks, gesture=drag.gesture, text="Move landmark")
+            )
+        else:
+            self.view.refresh_items()  # a drag that changed nothing: drop its feedback
+
+    def key_press(self, event: QKeyEvent) -> bool:
+        if event.key() == Qt.Key.Key_Escape and self._drag is not None:
+            self.cancel()
+            return True
+        return False
+
+    def cancel(self) -> bool:
+        if self._drag is None:
+            return False
+        self._drag = None
+        self.view.refresh_items()
+        return True
+
+    def annotations_reloaded(self) -> None:
+        # the store changed under a drag (an undo from the menu): the drag's start is stale
+        self._drag = None
+
+    # -- helpers -----------------------------------------------------------------
+    def _toggle_occluded(self, landmarks: LandmarkSet, index: int) -> None:
+        p = landmarks.points[index]
+        vis = OCCLUDED if p.visibility == VISIBLE else VISIBLE
+        new = move_point(landmarks, index, Point(p.x, p.y, vis))
+        text = "Mark landmark occluded" if vis == OCCLUDED else "Mark landmark visible"
+        self.view.push(EditLandmarkSet(new, gesture=new_gesture(), text=text))
+
+    def _preview_box(self, box: Box) -> None:
+        item = self.view.box_item(box.id)
+        if item is not None:
+            item.set_preview_rect(QRectF(QPointF(box.x1, box.y1), QPointF(box.x2, box.y2)))
+
+    def _hover(self, pos: QPointF) -> None:
+        view = self.view
+        shape = Qt.CursorShape.ArrowCursor
+        sel = view.selection
+        handle = None
+        if sel is not None and sel.kind == "box":
+            item = view.box_item(sel.id)
+            if item is not None:
+                handle = item.handle_at(pos, view.screen_to_image(self.HANDLE_PX))
+        if handle is not None:
+            shape = _HANDLE_CURSORS[handle]
+        elif view.landmark_point_at(pos, view.screen_to_image(self.POINT_PX)) is not None:
+            shape = Qt.CursorShape.PointingHandCursor
+        elif view.box_at(pos) is not None:
+            shape = Qt.CursorShape.SizeAllCursor
+        if view.viewport().cursor().shape() != shape:
+            view.viewport().setCursor(shape)

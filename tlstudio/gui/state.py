@@ -1,0 +1,84 @@
+"""Shared GUI state: the open project, its undo stack and the current selection.
+
+Panels, tools and the canvas read and change the selection only through this
+object and listen to its signals, so they never need references to each other.
+"""
+
+from __future__ import annotations
+
+from PySide6.QtCore import QObject, Signal
+
+from tlstudio.core.commands import Command, UndoStack
+from tlstudio.core.project import Project
+
+
+class AppState(QObject):
+    """Current project, image, class, template and tool, with change signals."""
+
+    project_opened = Signal(object)  # Project
+    project_closed = Signal()
+    image_changed = Signal(object)  # image id (int) or None
+    class_changed = Signal(object)  # class id (int) or None
+    template_changed = Signal(object)  # template id (int) or None
+    tool_changed = Signal(str)  # tool name, e.g. "select", "box", "landmarks", "mask"
+    data_changed = Signal()  # after any push, undo or redo: annotations, classes, templates or splits changed
+
+    def __init__(self, parent: QObject | None = None):
+        super().__init__(parent)
+        self.project: Project | None = None
+        self.undo_stack: UndoStack | None = None
+        self.image_id: int | None = None
+        self.class_id: int | None = None
+        self.template_id: int | None = None
+        self.tool: str = "select"
+
+    # -- project -----------------------------------------------------------
+    def open_project(self, project: Project) -> None:
+        self.close_project()
+        self.project = project
+        self.undo_stack = UndoStack(project)
+        self.undo_stack.add_listener(self.data_changed.emit)
+        classes = project.classes()
+        self.class_id = classes[0].id if classes else None
+        templates = project.templates()
+        self.template_id = templates[0].id if templates else None
+        self.image_id = None
+        self.project_opened.emit(project)
+        self.class_changed.emit(self.class_id)
+        self.template_changed.emit(self.template_id)
+
+    def close_project(self) -> None:
+        if self.project is None:
+            return
+        self.set_image(None)
+        self.project.close()
+        self.project = None
+        self.undo_stack = None
+        self.project_closed.emit()
+
+    def push(self, command: Command) -> None:
+        """Do a command through the undo stack (one transaction, one undo step)."""
+        if self.undo_stack is None:
+            raise RuntimeError("no project is open")
+        self.undo_stack.push(command)
+
+    # -- selection -----------------------------------------------------------
+    def set_image(self, image_id: int | None) -> None:
+        if image_id != self.image_id:
+            self.image_id = image_id
+            self.image_changed.emit(image_id)
+
+    def set_class(self, class_id: int | None) -> None:
+        if class_id != self.class_id:
+            self.class_id = class_id
+            self.class_changed.emit(class_id)
+
+    def set_template(self, template_id: int | None) -> None:
+        if template_id != self.template_id:
+            self.template_id = template_id
+            self.template_changed.emit(template_id)
+
+    def set_tool(self, name: str) -> None:
+        if name != self.tool:
+            self.tool = name
+            self.tool_changed.emit(name)
