@@ -92,15 +92,22 @@ class ImageAnnotations:
         return not (self.tags or self.boxes or self.landmarks or self.mask is not None)
 
 
-def encode_mask(mask: np.ndarray) -> tuple[bytes, list[int]]:
-    """Compress a label map to PNG bytes (8-bit when ids < 256, else 16-bit).
-
-    Returns the bytes and the sorted class ids present (0 excluded)."""
-    if mask.ndim != 2:
-        raise ValidationError(f"mask must be a 2-D label map, got shape {mask.shape}")
+def mask_class_ids(mask: np.ndarray) -> list[int]:
+    """Sorted non-zero values (class ids) of a label map."""
     if mask.size and (mask.min() < 0 or mask.max() > 65535):
         raise ValidationError("mask values must be class ids in 0..65535")
-    present = [int(v) for v in np.unique(mask) if v != 0]
+    return [int(v) for v in np.unique(mask) if v != 0]
+
+
+def encode_mask(mask: np.ndarray, present: list[int] | None = None) -> tuple[bytes, list[int]]:
+    """Compress a label map to PNG bytes (8-bit when ids < 256, else 16-bit).
+
+    Returns the bytes and the sorted class ids present (0 excluded); pass
+    ``present`` when already known to skip recounting."""
+    if mask.ndim != 2:
+        raise ValidationError(f"mask must be a 2-D label map, got shape {mask.shape}")
+    if present is None:
+        present = mask_class_ids(mask)
     dtype = np.uint8 if (not present or present[-1] < 256) else np.uint16
     ok, buf = cv2.imencode(".png", mask.astype(dtype), [cv2.IMWRITE_PNG_COMPRESSION, 3])
     if not ok:  # pragma: no cover - cv2 only fails on invalid input checked above

@@ -28,6 +28,7 @@ from .annotations import (
     LandmarkSet,
     decode_mask,
     encode_mask,
+    mask_class_ids,
 )
 from .errors import ImageError, ProjectError, ValidationError
 from .labelset import PALETTE, ClassInfo, LandmarkTemplate
@@ -679,17 +680,20 @@ class Project:
                 f"image is {rec.width}×{rec.height} px"
             )
         known = {c.id for c in self.classes()}
-        unknown = sorted(set(np.unique(mask).tolist()) - known - {0})
+        present = mask_class_ids(mask)
+        unknown = sorted(set(present) - known)
         if unknown:
             raise ValidationError(f"image {rec.path}: mask uses unknown class ids {unknown[:5]}")
-        self._write_mask(image_id, mask)
+        self._write_mask(image_id, mask, present)
 
-    def _write_mask(self, image_id: int, mask: np.ndarray) -> None:
+    def _write_mask(
+        self, image_id: int, mask: np.ndarray, present: list[int] | None = None
+    ) -> None:
         if not mask.any():
             with self.transaction():
                 self._c.execute("DELETE FROM masks WHERE image_id = ?", (image_id,))
             return
-        png, present = encode_mask(mask)
+        png, present = encode_mask(mask, present)
         with self.transaction():
             self._c.execute(
                 "INSERT OR REPLACE INTO masks VALUES (?, ?, ?)",
