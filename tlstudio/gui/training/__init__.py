@@ -1,0 +1,1 @@
+"""The Train panel: configuration, the training worker, live monitor and run history."""
