@@ -590,23 +590,23 @@ def test_every_canvas_key_is_listed():
     assert all(d for _, d in TOOL_SHORTCUTS)
 
 
-def test_none_and_bools_survive_many_qt_calls():
-    """PySide6 6.12 on Python 3.11 drops a reference to None per void call and to
-    True per signal emit; the canvas package guards against the abort that would
-    follow (see _compat). 20 000 of each would exhaust the unguarded counts."""
+def test_qt_calls_do_not_leak_references_to_none_or_true():
+    """PySide6 6.12.0 on CPython 3.11 drops a reference to None per void call and to
+    True per signal emit, so the app aborts ("none_dealloc") after a few thousand;
+    pyproject excludes that release. This fails on any PySide6 with the bug."""
     import sys
 
     from PySide6.QtWidgets import QGraphicsRectItem
 
-    from tlstudio.gui.canvas._compat import void_calls_leak_none
     from tlstudio.gui.state import AppState
 
     item, state = QGraphicsRectItem(), AppState()
-    for _ in range(20_000):
+    before = sys.getrefcount(None), sys.getrefcount(True)
+    for _ in range(2_000):
         item.setVisible(True)
         state.data_changed.emit()
-    if void_calls_leak_none():
-        assert min(sys.getrefcount(x) for x in (None, True, False)) > 10**9
+    after = sys.getrefcount(None), sys.getrefcount(True)
+    assert after[0] > before[0] - 100 and after[1] > before[1] - 100, (before, after)
 
 
 def test_screenshot_script_renders_every_label_kind(qtbot, tmp_path):

@@ -2,12 +2,6 @@
 
 Scene coordinates are image pixel coordinates throughout (see :mod:`.view`)."""
 
-from ._compat import guard_none_refcount
-
-guard_none_refcount()  # before any item is drawn: see _compat (PySide6 6.12 on Python 3.11)
-
-# ruff: noqa: E402
-
 from .items import BoxItem, LandmarkSetItem, MaskOverlayItem
 from .tools import TOOL_SHORTCUTS, BoxTool, LandmarkTool, MaskTool, SelectTool, Tool
 from .view import CanvasView, Selection

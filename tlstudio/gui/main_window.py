@@ -1,0 +1,218 @@
+"""The main window: a composition root only. It builds the canvas, docks, menus and
+toolbar and connects them; what they do lives in :mod:`tlstudio.gui.actions`,
+:mod:`tlstudio.gui.panels` and :mod:`tlstudio.gui.workers`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PySide6.QtCore import QByteArray, QSettings, QSize, Qt
+from PySide6.QtGui import QCloseEvent, QDragEnterEvent, QDragMoveEvent, QDropEvent
+from PySide6.QtWidgets import QDockWidget, QMainWindow, QMessageBox, QToolBar, QVBoxLayout, QWidget
+
+from tlstudio import __version__
+from tlstudio.core.store import DB_NAME
+from tlstudio.gui.actions import Actions, ProjectActions
+from tlstudio.gui.panels.browser import BROWSER_KEYS, BrowserPanel
+from tlstudio.gui.panels.canvas_host import create_canvas, tool_shortcuts
+from tlstudio.gui.panels.classes import ClassPanel
+from tlstudio.gui.panels.dialogs import show_message
+from tlstudio.gui.panels.display import DisplayPanel
+from tlstudio.gui.panels.missing import MissingFilesBanner
+from tlstudio.gui.panels.readout import CanvasReadout
+from tlstudio.gui.panels.shortcuts import ShortcutsDialog
+from tlstudio.gui.state import AppState
+from tlstudio.gui.workers.importer import ImportController
+from tlstudio.gui.workers.tasks import wait_for_background
+
+APP_TITLE = "tlstudio"
+
+
+class MainWindow(QMainWindow):
+    """Canvas in the centre, image browser left, classes and display right."""
+
+    def __init__(self, app_state: AppState | None = None, settings: QSettings | None = None):
+        super().__init__()
+        self.setObjectName("mainWindow")
+        self.app_state = app_state or AppState(self)
+        self.settings = settings if settings is not None else QSettings()
+        self.actions = Actions(self)
+        self.shortcuts_dialog: ShortcutsDialog | None = None
+
+        self.canvas = create_canvas(self.app_state)
+        self.banner = MissingFilesBanner(self.app_state)
+        central = QWidget()
+        lay = QVBoxLayout(central)
+        lay.setContentsMargins(0, 0, 0, 0)
+        lay.setSpacing(2)
+        lay.addWidget(self.banner)
+        lay.addWidget(self.canvas, 1)
+        self.setCentralWidget(central)
+
+        self.browser = BrowserPanel(self.app_state)
+        self.classes = ClassPanel(self.app_state)
+        self.display = DisplayPanel(self.app_state, self.canvas, self.actions["show_mask"])
+        left, right = Qt.DockWidgetArea.LeftDockWidgetArea, Qt.DockWidgetArea.RightDockWidgetArea
+        self.browser_dock = self._dock("Images", "browserDock", self.browser, left)
+        self.classes_dock = self._dock("Classes", "classesDock", self.classes, right)
+        self.display_dock = self._dock("Display", "displayDock", self.display, right)
+
+        self.importer = ImportController(self.app_state, self)
+        self.project_actions = ProjectActions(
+            self, self.app_state, self.settings, self.importer, self.actions
+        )
+        self._build_menus()
+        self._build_toolbar()
+        self._wire()
+        self.setAcceptDrops(True)
+        for w in (self.canvas, getattr(self.canvas, "viewport", lambda: None)()):
+            if w is not None:  # drops over the canvas reach the window (a scene accepts them)
+                w.setAcceptDrops(False)
+        self.readout = CanvasReadout(self.canvas)
+        self.statusBar().addPermanentWidget(self.readout)
+        self.statusBar().showMessage("Ready")
+        self._restore()
+        self._update_title()
+
+    # -- building ---------------------------------------------------------------------------
+    def _dock(self, title: str, name: str, widget: QWidget, area) -> QDockWidget:
+        dock = QDockWidget(title, self)
+        dock.setObjectName(name)  # restoreState finds docks by name
+        dock.setWidget(widget)
+        self.addDockWidget(area, dock)
+        return dock
+
+    def _build_menus(self) -> None:
+        a, bar = self.actions, self.menuBar()
+        file = bar.addMenu("&File")
+        file.addActions([a["new_project"], a["open_project"]])
+        self.recent_menu = file.addMenu("Open &Recent")
+        self.recent_menu.aboutToShow.connect(
+            lambda: self.project_actions.fill_recent_menu(self.recent_menu)
+        )
+        file.addSeparator()
+        file.addActions([a["import_images"], a["import_folder"], a["import_labels"]])
+        file.addActions([a["export_labels"], a["copy_images"]])
+        file.addSeparator()
+        file.addActions([a["close_project"], a["quit"]])
+        self.edit_menu = bar.addMenu("&Edit")
+        self.edit_menu.addActions([a["undo"], a["redo"]])
+        self.edit_menu.addSeparator()
+        self.edit_menu.addAction(a["tag_image"])
+        bar.addMenu("&Go").addActions(a.section("Go"))
+        view = bar.addMenu("&View")
+        view.addActions([a["fit"], a["zoom_1to1"], a["show_mask"], a["grid"]])
+        view.addSeparator()
+        for dock in (self.browser_dock, self.classes_dock, self.display_dock):
+            view.addAction(dock.toggleViewAction())
+        bar.addMenu("&Tools").addActions(a.section("Tools"))
+        bar.addMenu("&Help").addActions(a.section("Help"))
+
+    def _build_toolbar(self) -> None:
+        self.tool_bar = QToolBar("Tools", self)
+        self.tool_bar.setObjectName("toolsToolBar")
+        self.tool_bar.setIconSize(QSize(20, 20))
+        self.tool_bar.addActions(self.actions.section("Tools"))
+        self.tool_bar.addSeparator()
+        self.tool_bar.addActions([self.actions["fit"], self.actions["zoom_1to1"]])
+        self.addToolBar(Qt.ToolBarArea.TopToolBarArea, self.tool_bar)
+
+    def _wire(self) -> None:
+        a, s, status = self.actions, self.app_state, self.statusBar()
+        a.bind(s)
+        a["fit"].triggered.connect(self.canvas.fit_to_window)
+        a["zoom_1to1"].triggered.connect(self.canvas.zoom_1to1)
+        a["grid"].toggled.connect(self.browser.set_grid)
+        self.browser.grid_button.toggled.connect(a["grid"].setChecked)
+        a["next_image"].triggered.connect(self.browser.next_image)
+        a["previous_image"].triggered.connect(self.browser.previous_image)
+        a["next_unlabelled"].triggered.connect(self._next_unlabelled)
+        a["tag_image"].triggered.connect(self.classes.tag_current_image)
+        a["quit"].triggered.connect(self.close)
+        a["shortcuts"].triggered.connect(self.show_shortcuts)
+        a["about"].triggered.connect(self.show_about)
+        self.importer.finished.connect(self._import_finished)
+        for source in (self.browser, self.classes, self.project_actions, self.canvas):
+            source.message.connect(lambda text: status.showMessage(text, 8000))
+        s.project_opened.connect(lambda _p: self._update_title())
+        s.project_closed.connect(self._update_title)
+
+    # -- behaviour that only joins parts ------------------------------------------------------
+    def open_project(self, path: str | Path) -> bool:
+        return self.project_actions.open_project(path)
+
+    def _update_title(self) -> None:
+        project = self.app_state.project
+        self.setWindowTitle(f"{project.root.name} — {APP_TITLE}" if project else APP_TITLE)
+
+    def _next_unlabelled(self) -> None:
+        if not self.browser.next_unlabelled():
+            self.statusBar().showMessage("No unlabelled image left", 5000)
+
+    def _import_finished(self, result) -> None:
+        self.browser.reload()
+        self.classes.refresh()
+        self.statusBar().showMessage(f"Import: {result.summary()}", 10000)
+
+    def shortcut_entries(self) -> list[tuple[str, str, str]]:
+        """Every key: menu actions, the canvas tools and the browser."""
+        entries = self.actions.shortcut_entries()
+        entries += [("Canvas tools", k, d) for k, d in tool_shortcuts()]
+        entries += [("Image browser", k, d) for k, d in BROWSER_KEYS]
+        return entries
+
+    def show_shortcuts(self) -> ShortcutsDialog:
+        self.shortcuts_dialog = ShortcutsDialog(self.shortcut_entries(), self)
+        self.shortcuts_dialog.show()
+        return self.shortcuts_dialog
+
+    def show_about(self) -> None:
+        show_message(
+            self, "About tlstudio",
+            f"tlstudio {__version__} — Transfer Learning Studio\n\nLabel images, train on "
+            "pretrained backbones and look inside the model, offline.",
+            QMessageBox.Icon.Information,
+        )  # fmt: skip
+
+    # -- drag and drop ------------------------------------------------------------------------
+    def dragEnterEvent(self, event: QDragEnterEvent) -> None:
+        urls = event.mimeData().urls()
+        if urls and all(u.isLocalFile() for u in urls):
+            event.acceptProposedAction()
+
+    def dragMoveEvent(self, event: QDragMoveEvent) -> None:
+        if event.mimeData().hasUrls():
+            event.acceptProposedAction()
+
+    def dropEvent(self, event: QDropEvent) -> None:
+        paths = [Path(u.toLocalFile()) for u in event.mimeData().urls() if u.isLocalFile()]
+        if not paths:
+            return
+        event.acceptProposedAction()
+        if len(paths) == 1 and (paths[0] / DB_NAME).is_file():  # a project folder: open it
+            self.open_project(paths[0])
+        elif self.app_state.project is None:
+            self.statusBar().showMessage("Open or create a project first, then drop images", 8000)
+        else:
+            self.project_actions.import_paths(paths)
+
+    # -- persistence ------------------------------------------------------------------------------
+    def _restore(self) -> None:
+        geometry = self.settings.value("window/geometry")
+        if isinstance(geometry, QByteArray) and not geometry.isEmpty():
+            self.restoreGeometry(geometry)
+        else:
+            self.resize(1280, 800)
+        state = self.settings.value("window/state")
+        if isinstance(state, QByteArray) and not state.isEmpty():
+            self.restoreState(state)
+
+    def closeEvent(self, event: QCloseEvent) -> None:
+        self.settings.setValue("window/geometry", self.saveGeometry())
+        self.settings.setValue("window/state", self.saveState())
+        self.settings.sync()
+        self.importer.shutdown()
+        self.browser.shutdown()
+        self.app_state.close_project()
+        wait_for_background(5000)  # missing-file checks and exports hold their own connection
+        super().closeEvent(event)

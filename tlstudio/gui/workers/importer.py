@@ -1,0 +1,277 @@
+"""Importing images and label files in a QThread, with progress and Cancel.
+
+:class:`ImportWorker` runs in its own thread with its *own* :class:`Project`
+opened on the same folder (SQLite connections are per thread) and reports plain
+data. :class:`ImportController` owns the thread, the progress dialog and the
+result dialog, and refreshes the GUI when the worker is done. Dropped files and
+File → Import use the same path.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from PySide6.QtCore import QObject, Qt, QThread, Signal, Slot
+from PySide6.QtWidgets import QProgressBar, QProgressDialog, QWidget
+
+from tlstudio.core import imageio
+from tlstudio.core.errors import FormatError, TlsError
+from tlstudio.core.formats import LabelImportReport, detect_format, import_labels
+from tlstudio.core.project import Project
+from tlstudio.gui.state import AppState
+
+# Files that format detection may recognise as labels; anything else is tried as an
+# image (as the command line does, so both import a mixed selection alike).
+LABEL_SUFFIXES = (".json", ".txt", ".xml", ".csv", ".yaml", ".yml", ".tsv")
+MODES = ("auto", "images", "labels")
+
+
+@dataclass(frozen=True)
+class ImportJob:
+    """What to import. ``mode``: 'auto' (image files and folders are added as images,
+    label files by content), 'images' or 'labels' (each path is a label file or dataset
+    folder, in ``label_format`` or detected). ``copy``: copy new images into the project."""
+
+    paths: tuple[Path, ...]
+    mode: str = "auto"
+    label_format: str | None = None
+    copy: bool = False
+
+
+@dataclass
+class ImportResult:
+    """Plain outcome of an import; ``failed`` lists (file, reason) of every bad input."""
+
+    images_added: int = 0
+    duplicates: list[str] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    warnings: list[tuple[str, str]] = field(default_factory=list)
+    labels: list[tuple[str, str, LabelImportReport]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    cancelled: bool = False
+
+    @property
+    def changed_labels(self) -> bool:
+        return bool(self.labels)
+
+    def summary(self) -> str:
+        parts = [f"{self.images_added} image{'s' if self.images_added != 1 else ''} added"]
+        for path, fmt, rep in self.labels:
+            n = sum(rep.annotations.values())
+            parts.append(f"{Path(path).name} ({fmt}): {n} annotations, {rep.images_added} images")
+        if self.duplicates:
+            n = len(self.duplicates)
+            parts.append(f"{n} duplicate{'s' if n != 1 else ''} skipped")
+        if self.failed:
+            parts.append(f"{len(self.failed)} bad file{'s' if len(self.failed) != 1 else ''}")
+        if self.cancelled:
+            parts.append("cancelled")
+        return "; ".join(parts)
+
+
+def split_paths(job: ImportJob) -> tuple[list[Path], list[Path]]:
+    """(image paths, label sources) of a job. Only suffixes are looked at."""
+    if job.mode == "images":
+        return list(job.paths), []
+    if job.mode == "labels":
+        return [], list(job.paths)
+    images, labels = [], []
+    for p in job.paths:
+        if p.is_file() and p.suffix.lower() in LABEL_SUFFIXES and not imageio.is_image_file(p):
+            labels.append(p)
+        else:
+            images.append(p)
+    return images, labels
+
+
+class ImportWorker(QObject):
+    """Does one :class:`ImportJob` in the thread it was moved to."""
+
+    progressed = Signal(int, int, str)  # done, total (0 = unknown), what is happening
+    finished = Signal(object)  # ImportResult
+
+    def __init__(self, project_root: Path, job: ImportJob, min_interval_s: float = 0.05):
+        super().__init__()
+        self.project_root = Path(project_root)
+        self.job = job
+        self._cancel = threading.Event()
+        self._min_interval = min_interval_s
+        self._last_emit = 0.0
+
+    def cancel(self) -> None:
+        """Ask the worker to stop after the current file (any thread)."""
+        self._cancel.set()
+
+    def is_cancelled(self) -> bool:
+        return self._cancel.is_set()
+
+    def _progress(self, done: int, total: int) -> None:
+        now = time.monotonic()  # at most ~20 signals a second, plus the last one
+        if done == total or now - self._last_emit >= self._min_interval:
+            self._last_emit = now
+            self.progressed.emit(done, total, f"Adding images: {done} of {total}")
+
+    @Slot()
+    def run(self) -> None:
+        result = ImportResult()
+        try:
+            project = Project.open(self.project_root)
+        except Exception as exc:
+            result.failed.append((str(self.project_root), f"cannot open the project: {exc}"))
+            self.finished.emit(result)
+            return
+        try:
+            self._run(project, result)
+        except Exception as exc:  # reported in the result dialog, never a crash
+            result.failed.append(("(import)", f"{type(exc).__name__}: {exc}"))
+        finally:
+            project.close()
+            self.finished.emit(result)
+
+    def _run(self, project: Project, result: ImportResult) -> None:
+        job = self.job
+        self.progressed.emit(0, 0, "Looking at the files…")
+        images, labels = split_paths(job)
+        if job.mode == "auto":
+            for p in images:
+                if p.is_dir():
+                    try:
+                        fmt = detect_format(p)
+                    except (FormatError, OSError):
+                        continue
+                    result.notes.append(
+                        f"{p} looks like a {fmt} dataset; only its images were added. "
+                        "Use File → Import labels… to import its labels."
+                    )
+        if images:  # first, so label files can refer to these images
+            report = project.add_images(
+                images, copy=job.copy, progress=self._progress, should_cancel=self.is_cancelled
+            )
+            result.images_added = len(report.added)
+            result.duplicates = [str(p) for p in report.duplicates]
+            result.failed += [(str(p), reason) for p, reason in report.failed]
+            result.warnings += [(str(p), msg) for p, msg in report.warnings]
+            result.cancelled = report.cancelled
+        for i, p in enumerate(labels):
+            if self.is_cancelled():
+                result.cancelled = True
+                break
+            self.progressed.emit(i, len(labels), f"Importing labels from {p.name}…")
+            try:
+                fmt = job.label_format or detect_format(p)
+                report = import_labels(project, p, fmt, copy_images=job.copy)
+            except (TlsError, ValueError, OSError) as exc:
+                result.failed.append((str(p), str(exc)))
+                continue
+            result.labels.append((str(p), fmt, report))
+            result.warnings += [(str(p), msg) for msg in report.warnings]
+        self.progressed.emit(1, 1, "Done")
+
+
+class ImportController(QObject):
+    """Starts imports (one at a time), shows progress with Cancel, refreshes the GUI.
+
+    ``finished(result)`` is emitted after ``app_state.data_changed`` went out."""
+
+    started = Signal()
+    finished = Signal(object)  # ImportResult
+
+    def __init__(self, app_state: AppState, parent_widget: QWidget):
+        super().__init__(parent_widget)
+        self.app_state = app_state
+        self.parent_widget = parent_widget
+        self.thread: QThread | None = None
+        self.worker: ImportWorker | None = None
+        self.progress: QProgressDialog | None = None
+        self.result_dialog: QWidget | None = None
+        self.last_result: ImportResult | None = None
+
+    @property
+    def busy(self) -> bool:
+        return self.worker is not None
+
+    def start(self, job: ImportJob) -> bool:
+        """Start ``job`` on the open project; False if none is open or one is running."""
+        project = self.app_state.project
+        if project is None or self.busy or not job.paths:
+            return False
+        self.worker = worker = ImportWorker(project.root, job)
+        self.thread = thread = QThread(self)
+        worker.moveToThread(thread)
+        thread.started.connect(worker.run)
+        worker.progressed.connect(self._on_progress)
+        worker.finished.connect(thread.quit)
+        worker.finished.connect(self._on_finished)
+        thread.finished.connect(worker.deleteLater)
+        thread.finished.connect(thread.deleteLater)
+        self._show_progress()
+        thread.start()
+        self.started.emit()
+        return True
+
+    def cancel(self) -> None:
+        if self.worker is not None:
+            self.worker.cancel()
+            if self.progress is not None:
+                self.progress.setLabelText("Cancelling after the current file…")
+
+    def shutdown(self) -> None:
+        """Cancel a running import and wait for its thread (window closing)."""
+        thread = self.thread
+        if self.worker is not None:
+            self.worker.cancel()
+        if thread is not None:
+            thread.quit()
+            thread.wait()
+
+    def _show_progress(self) -> None:
+        dlg = QProgressDialog("Importing…", "Cancel", 0, 0, self.parent_widget)
+        dlg.setWindowTitle("Import")
+        # Window-modal so nothing edits the project meanwhile. The bar is driven directly:
+        # QProgressDialog.setValue on a modal dialog would call processEvents().
+        dlg.setWindowModality(Qt.WindowModality.WindowModal)
+        dlg.setAutoClose(False)
+        dlg.setAutoReset(False)
+        dlg.setMinimumDuration(300)
+        self._bar = QProgressBar(dlg)
+        dlg.setBar(self._bar)
+        dlg.setValue(0)  # not shown yet: only starts the show-after-300-ms timer
+        dlg.canceled.connect(self.cancel)
+        self.progress = dlg
+
+    def _on_progress(self, done: int, total: int, text: str) -> None:
+        if self.progress is None:
+            return
+        self._bar.setRange(0, total)
+        self._bar.setValue(done)
+        if not (self.worker and self.worker.is_cancelled()):
+            self.progress.setLabelText(text)
+
+    def _on_finished(self, result: ImportResult) -> None:
+        if self.progress is not None:
+            self.progress.canceled.disconnect(self.cancel)
+            self.progress.close()
+            self.progress.deleteLater()
+            self.progress = None
+        if self.thread is not None:
+            self.thread.quit()
+            self.thread.wait()  # run() has returned: this only joins the idle thread
+        self.worker = None
+        self.thread = None
+        self.last_result = result
+        stack = self.app_state.undo_stack
+        if result.changed_labels and stack is not None:
+            # Undoing an earlier AddClass would now also delete the imported annotations
+            # that use that class, so the history before a label import is dropped.
+            stack.clear()  # emits data_changed
+        else:
+            self.app_state.data_changed.emit()
+        if result.failed or result.warnings or result.notes:
+            from tlstudio.gui.panels.dialogs import ImportResultDialog
+
+            self.result_dialog = ImportResultDialog(result, self.parent_widget)
+            self.result_dialog.show()
+        self.finished.emit(result)
