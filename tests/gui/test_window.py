@@ -400,3 +400,32 @@ def test_run_shows_the_window_and_returns_the_exit_status(qtbot, demo_dir, tmp_p
     assert QApplication.organizationName() == "tlstudio"
     stored = QSettings().value("recent/projects")
     assert str(demo_dir.resolve()) in (stored if isinstance(stored, list) else [stored])
+
+
+def test_f3_opens_the_train_panel_and_a_run_started_there_is_recorded(
+    qtbot, main_window, demo_dir, monkeypatch
+):
+    from PySide6.QtWidgets import QMessageBox
+
+    from tlstudio.core.runs import RunStore
+    from tlstudio.ml.runner import RunSpec
+    from tlstudio.ml.trainer import TrainConfig
+
+    qtbot.keyClick(main_window, Qt.Key.Key_F3)
+    assert main_window.modes.currentWidget() is main_window.train_panel
+    assert main_window.actions["mode_train"].isChecked()
+    dock = main_window.train_panel
+    spec = RunSpec(task="classify", backbone="resnet18", weights="none", input_size=32,
+                   train=TrainConfig(epochs=30, batch_size=4, freeze=3))  # fmt: skip
+    with qtbot.waitSignal(dock.controller.fit_started, timeout=120_000):
+        assert dock.start(spec)
+    # closing during training asks first; "No" keeps the window and the run
+    monkeypatch.setattr(QMessageBox, "question", lambda *a, **k: QMessageBox.StandardButton.No)
+    assert not main_window.close()
+    assert dock.controller.is_running
+    monkeypatch.setattr(QMessageBox, "question", lambda *a, **k: QMessageBox.StandardButton.Yes)
+    assert main_window.close()
+    assert dock.controller.thread.isFinished()
+    with Project.open(demo_dir) as project:
+        (run,) = RunStore(project).list()
+        assert run.status == "cancelled" and run.task == "classify"

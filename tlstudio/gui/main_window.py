@@ -7,8 +7,16 @@ from __future__ import annotations
 from pathlib import Path
 
 from PySide6.QtCore import QByteArray, QSettings, QSize, Qt
-from PySide6.QtGui import QCloseEvent, QDragEnterEvent, QDragMoveEvent, QDropEvent
-from PySide6.QtWidgets import QDockWidget, QMainWindow, QMessageBox, QToolBar, QVBoxLayout, QWidget
+from PySide6.QtGui import QActionGroup, QCloseEvent, QDragEnterEvent, QDragMoveEvent, QDropEvent
+from PySide6.QtWidgets import (
+    QDockWidget,
+    QMainWindow,
+    QMessageBox,
+    QTabWidget,
+    QToolBar,
+    QVBoxLayout,
+    QWidget,
+)
 
 from tlstudio import __version__
 from tlstudio.core.store import DB_NAME
@@ -22,6 +30,7 @@ from tlstudio.gui.panels.missing import MissingFilesBanner
 from tlstudio.gui.panels.readout import CanvasReadout
 from tlstudio.gui.panels.shortcuts import ShortcutsDialog
 from tlstudio.gui.state import AppState
+from tlstudio.gui.training.train_dock import TrainDock
 from tlstudio.gui.workers.importer import ImportController
 from tlstudio.gui.workers.tasks import wait_for_background
 
@@ -47,7 +56,12 @@ class MainWindow(QMainWindow):
         lay.setSpacing(2)
         lay.addWidget(self.banner)
         lay.addWidget(self.canvas, 1)
-        self.setCentralWidget(central)
+        self.train_panel = TrainDock(self.app_state)
+        self.modes = QTabWidget()  # Label | Train: the two workspaces share the side docks
+        self.modes.setDocumentMode(True)
+        self.modes.addTab(central, "Label")
+        self.modes.addTab(self.train_panel, "Train")
+        self.setCentralWidget(self.modes)
 
         self.browser = BrowserPanel(self.app_state)
         self.classes = ClassPanel(self.app_state)
@@ -101,6 +115,8 @@ class MainWindow(QMainWindow):
         self.edit_menu.addAction(a["tag_image"])
         bar.addMenu("&Go").addActions(a.section("Go"))
         view = bar.addMenu("&View")
+        view.addActions([a["mode_label"], a["mode_train"]])
+        view.addSeparator()
         view.addActions([a["fit"], a["zoom_1to1"], a["show_mask"], a["grid"]])
         view.addSeparator()
         for dock in (self.browser_dock, self.classes_dock, self.display_dock):
@@ -120,6 +136,12 @@ class MainWindow(QMainWindow):
     def _wire(self) -> None:
         a, s, status = self.actions, self.app_state, self.statusBar()
         a.bind(s)
+        modes = QActionGroup(self)
+        for i, name in enumerate(("mode_label", "mode_train")):
+            modes.addAction(a[name])
+            a[name].triggered.connect(lambda _=False, i=i: self.modes.setCurrentIndex(i))
+        a["mode_label"].setChecked(True)
+        self.modes.currentChanged.connect(self._mode_changed)
         a["fit"].triggered.connect(self.canvas.fit_to_window)
         a["zoom_1to1"].triggered.connect(self.canvas.zoom_1to1)
         a["grid"].toggled.connect(self.browser.set_grid)
@@ -207,7 +229,15 @@ class MainWindow(QMainWindow):
         if isinstance(state, QByteArray) and not state.isEmpty():
             self.restoreState(state)
 
+    def _mode_changed(self, index: int) -> None:
+        self.actions["mode_train" if index else "mode_label"].setChecked(True)
+        if index:
+            self.train_panel.config.preload()  # ML modules load in the background
+
     def closeEvent(self, event: QCloseEvent) -> None:
+        if not self.train_panel.confirm_close():
+            event.ignore()
+            return
         self.settings.setValue("window/geometry", self.saveGeometry())
         self.settings.setValue("window/state", self.saveState())
         self.settings.sync()

@@ -1,0 +1,121 @@
+"""The Train panel: the run configuration on the left, the live monitor and the run
+history in tabs on the right, and the training controller that connects them.
+
+Put it in a dock: ``dock.setWidget(TrainDock(app_state))``; in the window's
+``closeEvent`` call ``train_dock.confirm_close()`` and ignore the event when it
+returns False.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import TYPE_CHECKING, Any
+
+from PySide6.QtCore import Qt, Slot
+from PySide6.QtWidgets import (
+    QMessageBox,
+    QSplitter,
+    QTabWidget,
+    QVBoxLayout,
+    QWidget,
+)
+
+from .config_panel import TrainConfigPanel
+from .history import RunHistoryPanel
+from .monitor import TrainingMonitor
+from .worker import TrainingController
+
+if TYPE_CHECKING:  # pragma: no cover
+    from tlstudio.gui.state import AppState
+    from tlstudio.ml.runner import RunSpec
+
+
+class TrainDock(QWidget):
+    """Configuration | (Monitor, History) with the :class:`TrainingController`.
+
+    ``threads``: torch threads for training (None: one core fewer than the machine has)."""
+
+    def __init__(
+        self, app_state: AppState, parent: QWidget | None = None, *, threads: int | None = None
+    ):
+        super().__init__(parent)
+        self.setObjectName("trainPanel")
+        self.app_state = app_state
+        self.controller = TrainingController(app_state, self, threads=threads)
+        self.config = TrainConfigPanel(app_state)
+        self.monitor = TrainingMonitor()
+        self.history = RunHistoryPanel(app_state)
+        self.tabs = QTabWidget()
+        self.tabs.addTab(self.monitor, "Monitor")
+        self.tabs.addTab(self.history, "History")
+        self.splitter = QSplitter(Qt.Orientation.Horizontal)
+        self.splitter.addWidget(self.config)
+        self.splitter.addWidget(self.tabs)
+        self.splitter.setStretchFactor(0, 0)
+        self.splitter.setStretchFactor(1, 1)
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(0, 0, 0, 0)
+        lay.addWidget(self.splitter)
+
+        self.monitor.bind(self.controller)
+        self.config.start_requested.connect(self.start)
+        self.history.reuse_requested.connect(self.config.set_spec)
+        c = self.controller
+        c.running_changed.connect(self._on_running_changed)
+        c.fit_started.connect(self._on_fit_started)
+        c.finished.connect(self._on_finished)
+        c.failed.connect(lambda *_: self.history.refresh())
+
+    # -- public -------------------------------------------------------------------------------
+    @Slot(object)
+    def start(self, spec: RunSpec) -> bool:
+        """Start training ``spec`` (the monitor's device choice replaces the spec's unless
+        it is "As configured"). False when a run is going or no project is open."""
+        if self.controller.is_running:
+            return False
+        if self.app_state.project is None:
+            self.monitor.on_failed("config", "Open a project before training.")
+            return False
+        device = self.monitor.device()
+        if device != "auto":
+            spec = copy.deepcopy(spec)
+            spec.train.device = device
+        if not self.controller.start(spec):
+            return False
+        self.tabs.setCurrentWidget(self.monitor)
+        return True
+
+    def confirm_close(self) -> bool:
+        """For the window's closeEvent: True when it may close. While a run is going, asks
+        "Training is running. Stop it and close?" and, if yes, cancels it and waits."""
+        if not self.controller.is_running:
+            return True
+        answer = QMessageBox.question(
+            self,
+            "Training is running",
+            "Training is running. Stop it and close?",
+            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+            QMessageBox.StandardButton.No,
+        )
+        if answer != QMessageBox.StandardButton.Yes:
+            return False
+        return self.shutdown()
+
+    def shutdown(self, ms: int = 30_000) -> bool:
+        """Cancel a run and wait for its thread (no question asked)."""
+        return self.controller.shutdown(ms)
+
+    # -- internals ------------------------------------------------------------------------------
+    def _on_running_changed(self, running: bool) -> None:
+        setter = getattr(self.config, "set_running", None)
+        if setter is not None:
+            setter(running)
+        if not running:
+            self.history.set_active_run(None)
+
+    def _on_fit_started(self, ev: Any) -> None:
+        self.history.set_active_run(ev.run_id)
+        self.history.refresh()
+
+    def _on_finished(self, run_id: int) -> None:
+        self.history.refresh()
