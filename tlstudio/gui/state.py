@@ -21,7 +21,9 @@ class AppState(QObject):
     class_changed = Signal(object)  # class id (int) or None
     template_changed = Signal(object)  # template id (int) or None
     tool_changed = Signal(str)  # tool name, e.g. "select", "box", "landmarks", "mask"
-    data_changed = Signal()  # after any push, undo or redo: annotations, classes, templates or splits changed
+    data_changed = (
+        Signal()
+    )  # after any push, undo or redo: annotations, classes, templates or splits changed
 
     def __init__(self, parent: QObject | None = None):
         super().__init__(parent)

@@ -396,12 +396,18 @@ def make_datasets(
     multi_label: bool | None = None,
     seed: int = 0,
     val_fraction: float = 0.2,
+    image_ids: tuple[Sequence[int], Sequence[int]] | None = None,
 ) -> tuple[ProjectDataset, ProjectDataset]:
-    """(train, val) datasets from the stored splits (see :func:`train_val_ids`).
+    """(train, val) datasets from the stored splits (see :func:`train_val_ids`), or from
+    ``image_ids`` = (train ids, val ids) when given (cross-validation folds, learning-curve
+    subsets; the stored splits are then not read).
 
     Only the training set is augmented. ``multi_label`` defaults to the project's
     setting; for landmarks the template defaults to the one most used in train + val."""
-    train_ids, val_ids = train_val_ids(project, seed=seed, val_fraction=val_fraction)
+    if image_ids is not None:
+        train_ids, val_ids = [int(i) for i in image_ids[0]], [int(i) for i in image_ids[1]]
+    else:
+        train_ids, val_ids = train_val_ids(project, seed=seed, val_fraction=val_fraction)
     if multi_label is None:
         multi_label = project.multi_label
     if task == "landmarks" and template_id is None:
