@@ -230,9 +230,18 @@ class MainWindow(QMainWindow):
             self.restoreState(state)
 
     def _mode_changed(self, index: int) -> None:
+        """Train mode makes room for the panel by hiding the labelling docks on the right;
+        Label mode shows again the ones that were open."""
         self.actions["mode_train" if index else "mode_label"].setChecked(True)
+        labelling_docks = (self.classes_dock, self.display_dock)
         if index:
+            self._docks_open = [d for d in labelling_docks if d.isVisible()]
+            for d in self._docks_open:
+                d.hide()
             self.train_panel.config.preload()  # ML modules load in the background
+        else:
+            for d in getattr(self, "_docks_open", []):
+                d.show()
 
     def closeEvent(self, event: QCloseEvent) -> None:
         if not self.train_panel.confirm_close():
