@@ -1,0 +1,430 @@
+"""Experiments built on :func:`tlstudio.ml.runner.train`: k-fold cross-validation,
+pretrained vs from-scratch, learning curves, and instant scikit-learn heads on cached
+features.
+
+Every model trained here is recorded in the project as an ordinary run; its config
+carries an ``"experiment"`` entry (e.g. ``{"kind": "cv", "k": 5, "fold": 2}``) saying
+which experiment it belongs to. The user's stored train/val/test splits are never
+changed: folds and subsets are handed to the runner as explicit image ids.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+import os
+import tempfile
+import time
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+
+from tlstudio.core.project import Project
+from tlstudio.core.runs import RunStore
+from tlstudio.core.splits import kfold
+
+from . import data as data_mod
+from . import runner
+from .backbones import build_backbone, get_spec
+from .callbacks import Callback, CancelToken
+from .features import HEAD_KINDS, FeatureCache, FittedHead, extract_features, fit_sklearn_head
+from .features import weights_id as make_weights_id
+from .metrics import cross_validation_summary, metrics_fn_for
+from .runner import RunError, RunSpec
+from .trainer import TrainConfig, select_device
+
+#: File in ``runs/<id>/`` holding a scikit-learn run's training features and labels.
+SKLEARN_HEAD_FILE = "sklearn_head.npz"
+
+
+def _cancelled(token: CancelToken | None) -> bool:
+    return token is not None and token.is_cancelled
+
+
+# --------------------------------------------------------------------------- cross-validation
+
+
+@dataclass
+class CVResult:
+    """Outcome of :func:`cross_validate`.
+
+    ``per_fold[i]`` holds the validation metrics of fold i's best epoch (as
+    :attr:`runner.TrainResult.metrics`); ``summary[name]`` = (mean, sample std) over
+    the folds; ``fold_sizes[i]`` = (train images, val images) handed to the runner."""
+
+    k: int
+    per_fold: list[dict[str, float]]
+    summary: dict[str, tuple[float, float]]
+    run_ids: list[int]
+    fold_sizes: list[tuple[int, int]] = field(default_factory=list)
+    cancelled: bool = False
+
+
+def cross_validate(
+    project: Project,
+    spec: RunSpec,
+    k: int = 5,
+    seed: int = 0,
+    callbacks: Sequence[Callback] = (),
+    token: CancelToken | None = None,
+    *,
+    include_test: bool = False,
+    on_fold: Callable[[int, int], None] | None = None,
+) -> CVResult:
+    """k-fold cross-validation of ``spec``.
+
+    Folds come from :func:`tlstudio.core.splits.kfold` (stratified, seeded) and are
+    stored on the images with ``project.set_folds``. Images in the test split stay
+    held out (their fold is cleared) unless ``include_test``. Fold i trains on the
+    other folds and validates on fold i; the stored splits are not touched.
+    ``on_fold(i, k)`` is called before each fold. A cancelled token stops after the
+    current fold; the result then covers the folds that finished."""
+    assignment = kfold(project, k, seed=seed)
+    held_out = set() if include_test else {r.id for r in project.images_in_split("test")}
+    folds = {i: f for i, f in assignment.items() if i not in held_out}
+    project.set_folds({i: folds.get(i) for i in project.image_ids()})
+    members: dict[int, list[int]] = defaultdict(list)
+    for image_id, f in sorted(folds.items()):
+        members[f].append(image_id)
+    empty = [f for f in range(k) if not members[f]]
+    if empty:
+        raise RunError(
+            f"{k}-fold cross-validation: fold {empty[0] + 1} has no images "
+            f"({len(folds)} images take part); choose a smaller k"
+        )
+    result = CVResult(k=k, per_fold=[], summary={}, run_ids=[])
+    for f in range(k):
+        if _cancelled(token):
+            result.cancelled = True
+            break
+        if on_fold is not None:
+            on_fold(f, k)
+        val_ids = members[f]
+        train_ids = [i for g in range(k) if g != f for i in members[g]]
+        tr = runner.train(
+            project, copy.deepcopy(spec), callbacks=callbacks, token=token,
+            image_ids=(train_ids, val_ids),
+            experiment={"kind": "cv", "k": k, "fold": f, "seed": seed},
+        )  # fmt: skip
+        if tr.ended is not None and tr.ended.status == "cancelled":
+            result.cancelled = True
+            break
+        result.run_ids.append(tr.run_id)
+        result.per_fold.append(dict(tr.metrics))
+        result.fold_sizes.append((len(train_ids), len(val_ids)))
+    result.summary = cross_validation_summary(result.per_fold)
+    return result
+
+
+# --------------------------------------------------------------------------- pretrained vs scratch
+
+
+def scratch_spec(spec: RunSpec) -> RunSpec:
+    """``spec`` trained from random weights: weights "none" and the whole network
+    trainable (freeze 0, no warm-up or progressive unfreezing), same epochs and lr."""
+    out = copy.deepcopy(spec)
+    out.weights = "none"
+    out.train = dataclasses.replace(spec.train, freeze=0, head_warmup_epochs=0, progressive_every=0)
+    return out
+
+
+def compare_pretrained_vs_scratch(
+    project: Project,
+    spec: RunSpec,
+    callbacks: Sequence[Callback] = (),
+    token: CancelToken | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Train ``spec`` as given and again from scratch (:func:`scratch_spec`) on the same
+    splits. Returns ``{"pretrained": info, "scratch": info}``, info = ``{"run_id",
+    "weights", "freeze", "epochs", "metrics"}`` (validation metrics of the best epoch)."""
+    if spec.weights == "none":
+        raise RunError(
+            "the spec already trains from scratch (weights none); pick pretrained weights"
+        )
+    out: dict[str, dict[str, Any]] = {}
+    for name, s in (("pretrained", copy.deepcopy(spec)), ("scratch", scratch_spec(spec))):
+        if _cancelled(token):
+            break
+        tr = runner.train(
+            project, s, callbacks=callbacks, token=token,
+            experiment={"kind": "scratch", "arm": name},
+        )  # fmt: skip
+        out[name] = {
+            "run_id": tr.run_id,
+            "weights": s.weights,
+            "freeze": s.train.freeze,
+            "epochs": 0 if tr.ended is None else tr.ended.epochs_run,
+            "feature_cache": tr.feature_cache,
+            "metrics": dict(tr.metrics),
+        }
+    return out
+
+
+# --------------------------------------------------------------------------- learning curve
+
+
+class CurvePoint(NamedTuple):
+    fraction: float
+    n_train: int  # training images actually used (labelled for the task)
+    metrics: dict[str, float]  # validation metrics of the best epoch
+
+
+def _usable_ids(project: Project, spec: RunSpec, ids: Sequence[int]) -> list[int]:
+    """The images of ``ids`` that carry a label for the spec's task (dataset order)."""
+    bspec = get_spec(spec.backbone)
+    template_id = spec.template_id
+    if spec.task == "landmarks" and template_id is None:
+        template_id = data_mod.choose_template(project, ids)
+    ds = data_mod.ProjectDataset(
+        project, spec.task, ids, spec.resolved_input_size, bspec.mean, bspec.std,
+        template_id=template_id,
+        multi_label=spec.task == "classify" and project.multi_label,
+    )  # fmt: skip
+    return ds.image_ids
+
+
+def nested_subsets(
+    project: Project, ids: Sequence[int], fractions: Sequence[float], seed: int = 0
+) -> list[list[int]]:
+    """Seeded subsets of ``ids`` stratified by primary class, one per fraction: each class
+    contributes round(fraction × its count) images (at least one), and a larger fraction's
+    subset contains every smaller one's."""
+    labels = project.primary_labels()
+    groups: dict[Any, list[int]] = defaultdict(list)
+    for i in sorted(ids):
+        groups[labels.get(i)].append(i)
+    rng = np.random.default_rng(seed)
+    order: list[np.ndarray] = []
+    for key in sorted(groups, key=lambda c: (c is None, c)):
+        members = np.array(groups[key])
+        rng.shuffle(members)
+        order.append(members)
+    subsets = []
+    for fr in fractions:
+        take = [m[: max(1, min(len(m), round(fr * len(m))))] for m in order]
+        subsets.append(sorted(int(i) for part in take for i in part))
+    return subsets
+
+
+def learning_curve(
+    project: Project,
+    spec: RunSpec,
+    fractions: Sequence[float] = (0.1, 0.25, 0.5, 1.0),
+    seed: int = 0,
+    callbacks: Sequence[Callback] = (),
+    token: CancelToken | None = None,
+) -> list[CurvePoint]:
+    """Train ``spec`` on growing, nested, stratified subsets of the train split (see
+    :func:`nested_subsets`) and validate each on the full val split. Returns one
+    :class:`CurvePoint` per fraction, in the given order (fewer if cancelled)."""
+    if not fractions or any(not (0.0 < f <= 1.0) for f in fractions):
+        raise RunError(f"fractions must lie in (0, 1], got {list(fractions)}")
+    train_ids, val_ids = data_mod.train_val_ids(project, seed=spec.train.seed)
+    if not val_ids:
+        raise RunError("the val split is empty; a learning curve validates on it")
+    usable = _usable_ids(project, spec, train_ids)
+    if not usable:
+        raise RunError(f"no training images with {spec.task} labels; label some or assign splits")
+    points: list[CurvePoint] = []
+    for fr, subset in zip(fractions, nested_subsets(project, usable, fractions, seed), strict=True):
+        if _cancelled(token):
+            break
+        tr = runner.train(
+            project, copy.deepcopy(spec), callbacks=callbacks, token=token,
+            image_ids=(subset, val_ids),
+            experiment={"kind": "curve", "fraction": float(fr), "n_train": len(subset),
+                        "seed": seed},
+        )  # fmt: skip
+        if tr.ended is not None and tr.ended.status == "cancelled":
+            break
+        points.append(CurvePoint(float(fr), len(subset), dict(tr.metrics)))
+    return points
+
+
+# --------------------------------------------------------------------------- sklearn heads
+
+
+def _log_loss(probs: np.ndarray, y: np.ndarray) -> float:
+    if len(y) == 0:
+        return math.nan
+    p = probs[np.arange(len(y)), y]
+    return float(-np.mean(np.log(np.clip(p, 1e-12, 1.0))))
+
+
+def _build_frozen_backbone(name: str, weights: str, seed: int):
+    """The backbone with ``weights``; random weights ("none") are drawn from ``seed`` so
+    that a later prediction rebuilds the very same network."""
+    choice = runner._weights_choice(weights)
+    if choice != "none":
+        return build_backbone(name, choice)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build_backbone(name, choice)
+
+
+def _save_npz_atomic(path: Path, **arrays: np.ndarray) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".npz")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def fit_sklearn_run(
+    project: Project,
+    backbone: str,
+    weights: str,
+    kind: str,
+    input_size: int | None = None,
+    *,
+    seed: int = 0,
+    device: str = "auto",
+    progress: Callable[[str, int, int], None] | None = None,
+    token: CancelToken | None = None,
+) -> tuple[int, dict[str, float]]:
+    """A few-shot classifier in seconds: frozen ``backbone`` features (cached under
+    ``project.cache_dir``) and a scikit-learn head (``kind``: logreg, linear_svm, knn,
+    prototype; see :func:`~tlstudio.ml.features.fit_sklearn_head`) fitted on the train
+    split, scored on the val split. Single-label classification only.
+
+    The run is recorded like any other (config = a classify :class:`RunSpec` with
+    ``"experiment": {"kind": "sklearn", "head": kind, ...}``, one epoch row of metrics,
+    status, best metric). ``runs/<id>/sklearn_head.npz`` holds the training features,
+    labels and head settings; the heads are deterministic, so :func:`load_sklearn_head`
+    refits the identical head from it (no pickles). Returns (run id, metrics):
+    the classify metrics of :func:`~tlstudio.ml.metrics.metrics_fn_for` on val, plus
+    ``train_loss``/``val_loss`` (log loss) and ``train_accuracy``."""
+    if kind not in HEAD_KINDS:
+        raise RunError(f"unknown head {kind!r}; use one of {', '.join(HEAD_KINDS)}")
+    if project.multi_label:
+        raise RunError("scikit-learn heads handle single-label classification only")
+    spec = RunSpec(
+        task="classify", backbone=backbone, weights=weights,
+        train=TrainConfig(epochs=1, freeze="all", seed=seed, device=device),
+        input_size=input_size,
+    )  # fmt: skip
+    bspec = get_spec(backbone)
+    size = spec.resolved_input_size
+    train_ds, val_ds = data_mod.make_datasets(
+        project, "classify", size, bspec.mean, bspec.std, None, multi_label=False, seed=seed
+    )
+    if len(train_ds) == 0:
+        raise RunError("no training images with class tags; label some or assign splits")
+    model = _build_frozen_backbone(backbone, weights, seed)
+    wid = make_weights_id(backbone, runner._weights_choice(weights))
+    dev = select_device(device)
+    model.to(dev)
+    classes = project.classes()
+    config = spec.to_dict()
+    config["experiment"] = {"kind": "sklearn", "head": kind, "file": SKLEARN_HEAD_FILE}
+    runs = RunStore(project)
+    run_id = runs.start("classify", backbone, config, str(dev))
+    t0 = time.perf_counter()
+    try:
+        cache = FeatureCache(project.cache_dir)
+        feats = []
+        for name, ds in (("train", train_ds), ("val", val_ds)):
+            fn = (
+                None if progress is None else (lambda d, t, n=name: progress(f"features {n}", d, t))
+            )
+            X, _ = extract_features(model, ds, cache, wid, device=dev, progress=fn, token=token)
+            feats.append(X)
+        (X_train, X_val), y_train, y_val = feats, train_ds.class_labels(), val_ds.class_labels()
+        head = fit_sklearn_head(kind, X_train, y_train, len(classes), seed=seed)  # type: ignore[arg-type]
+        p_train = head.predict_proba(X_train)
+        metrics: dict[str, float] = {"train_loss": _log_loss(p_train, y_train)}
+        if len(val_ds):
+            p_val = head.predict_proba(X_val)
+            metrics["val_loss"] = _log_loss(p_val, y_val)
+            fn_metrics = metrics_fn_for("classify", len(classes))
+            metrics.update(
+                fn_metrics([{"probs": p} for p in p_val], [{"label": int(y)} for y in y_val])
+            )
+        metrics["train_accuracy"] = float(np.mean(p_train.argmax(1) == y_train))
+        _save_npz_atomic(
+            runs.run_dir(run_id) / SKLEARN_HEAD_FILE,
+            kind=np.array(kind), seed=np.array(seed), num_classes=np.array(len(classes)),
+            class_ids=np.array([c.id for c in classes], np.int64),
+            X_train=X_train, y_train=y_train,
+            image_ids=np.array(train_ds.image_ids, np.int64),
+        )  # fmt: skip
+    except BaseException as exc:
+        status = "cancelled" if isinstance(exc, KeyboardInterrupt) else "failed"
+        runs.update(run_id, status=status, error=str(exc), duration_s=time.perf_counter() - t0)
+        raise
+    duration = time.perf_counter() - t0
+    runs.log_epoch(run_id, 0, {**metrics, "duration_s": duration})
+    main = metrics.get("accuracy")
+    runs.update(
+        run_id,
+        status="finished",
+        metric_name="accuracy" if main is not None else None,
+        best_metric=main if main is not None and math.isfinite(main) else None,
+        duration_s=duration,
+    )
+    return run_id, metrics
+
+
+def load_sklearn_head(project: Project, run_id: int) -> tuple[FittedHead, RunSpec]:
+    """The head of a :func:`fit_sklearn_run` run, refitted (deterministically) from its
+    stored features and labels, and the spec of its backbone/weights/input size."""
+    rec = RunStore(project).get(run_id)
+    exp = rec.config.get("experiment") or {}
+    if exp.get("kind") != "sklearn":
+        raise RunError(f"run {run_id} is not a scikit-learn head run")
+    path = project.root / "runs" / str(run_id) / exp.get("file", SKLEARN_HEAD_FILE)
+    if not path.is_file():
+        raise RunError(f"run {run_id}: head file {path} is missing")
+    with np.load(path, allow_pickle=False) as z:
+        kind, seed = str(z["kind"]), int(z["seed"])
+        class_ids = z["class_ids"].tolist()
+        X, y = z["X_train"], z["y_train"]
+    if class_ids != [c.id for c in project.classes()]:
+        raise RunError(f"run {run_id}: the project's classes changed since the head was fitted")
+    head = fit_sklearn_head(kind, X, y, len(class_ids), seed=seed)  # type: ignore[arg-type]
+    return head, RunSpec.from_dict(rec.config)
+
+
+def predict_sklearn_run(
+    project: Project,
+    run_id: int,
+    image_ids: Sequence[int] | None = None,
+    *,
+    device: str = "auto",
+    token: CancelToken | None = None,
+) -> int:
+    """Store a scikit-learn run's predictions (as predictions, like
+    :func:`runner.predict`) for ``image_ids`` (default: all images); returns the count."""
+    head, spec = load_sklearn_head(project, run_id)
+    bspec = get_spec(spec.backbone)
+    ids = list(image_ids) if image_ids is not None else project.image_ids()
+    # autoencode takes every image, labelled or not; pixels are identical to classify's
+    ds = data_mod.ProjectDataset(
+        project, "autoencode", ids, spec.resolved_input_size, bspec.mean, bspec.std
+    )
+    model = _build_frozen_backbone(spec.backbone, spec.weights, spec.train.seed)
+    dev = select_device(device)
+    model.to(dev)
+    wid = make_weights_id(spec.backbone, runner._weights_choice(spec.weights))
+    X, _ = extract_features(
+        model, ds, FeatureCache(project.cache_dir), wid,
+        device=dev, token=token,
+    )  # fmt: skip
+    probs = head.predict_proba(X) if len(X) else np.zeros((0, head.num_classes))
+    classes = project.classes()
+    runs = RunStore(project)
+    for image_id, p in zip(ds.image_ids, probs, strict=True):
+        payload, mask, score = runner._payload("classify", {"probs": p}, classes)
+        runs.set_prediction(run_id, image_id, payload, mask, score)
+    return len(ds)
