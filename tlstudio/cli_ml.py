@@ -98,23 +98,28 @@ def _augment(choice: str):
     return AugmentConfig(rotate_deg=20, color_jitter=0.4, random_erasing=0.25, vflip=0.0)
 
 
-def cmd_train(args: argparse.Namespace) -> int:
-    from .core.project import Project
+def spec_from_args(args: argparse.Namespace):
+    """The RunSpec described by the train options shared by ``train`` and ``experiment``."""
     from .ml.runner import RunSpec
-
-    freeze: int | str = args.freeze if args.freeze == "all" else int(args.freeze)
     from .ml.trainer import TrainConfig
 
+    freeze: int | str = args.freeze if args.freeze == "all" else int(args.freeze)
     cfg = TrainConfig(
         epochs=args.epochs, batch_size=args.batch, lr=args.lr, optimizer=args.optimizer,
         schedule=args.schedule, freeze=freeze, early_stopping_patience=args.patience,
         seed=args.seed, device=args.device,
     )  # fmt: skip
-    spec = RunSpec(
+    return RunSpec(
         task=args.task, backbone=args.backbone, weights=args.weights, train=cfg,
         augment=_augment(args.augment), input_size=args.input_size,
         use_feature_cache=not args.no_feature_cache,
     )  # fmt: skip
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .core.project import Project
+
+    spec = spec_from_args(args)
     with Project.open(args.dir) as project:
         return train_and_report(project, spec)
 
@@ -299,20 +304,8 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     from .core.project import Project
     from .ml import experiments as X
     from .ml.callbacks import ConsoleProgress
-    from .ml.runner import RunSpec
-    from .ml.trainer import TrainConfig
 
-    freeze: int | str = args.freeze if args.freeze == "all" else int(args.freeze)
-    cfg = TrainConfig(
-        epochs=args.epochs, batch_size=args.batch, lr=args.lr, optimizer=args.optimizer,
-        schedule=args.schedule, freeze=freeze, early_stopping_patience=args.patience,
-        seed=args.seed, device=args.device,
-    )  # fmt: skip
-    spec = RunSpec(
-        task=args.task, backbone=args.backbone, weights=args.weights, train=cfg,
-        augment=_augment(args.augment), input_size=args.input_size,
-        use_feature_cache=not args.no_feature_cache,
-    )  # fmt: skip
+    spec = spec_from_args(args)
     cbs = [ConsoleProgress(sys.stderr)]
     with Project.open(args.dir) as project:
         if args.kind == "cv":
