@@ -98,6 +98,11 @@ CASES: dict[str, Callable[[Ctx], C.Command]] = {
         LandmarkTemplate("Pair", ("l", "r"), ((0, 1),), ((0, 1),))
     ),
     "SetSplits": lambda x: C.SetSplits({x.ids[0]: "test", x.ids[1]: None, x.ids[5]: "val"}),
+    "CommandGroup": lambda x: C.CommandGroup(
+        [C.AddBox(x.ids[3], Box(x.c["dog"], 3, 4, 20, 21)), C.SetTags(x.ids[0], [x.c["bird"]]),
+         C.RemoveBox(x.dog_box.id)],
+        "Accept predictions",
+    ),
 }
 
 # Variants that reach other branches of the same classes.
@@ -396,3 +401,21 @@ def test_failed_command_changes_nothing(project: Project, db_state) -> None:
     assert db_state(project.store.conn) == before
     assert stack.count == 1 and stack.undo_text == "Add box"
     assert not project.store.conn.in_transaction
+
+
+def test_command_group_is_one_undo_step(project):
+    from tlstudio.core.annotations import Box
+
+    a, b = project.image_ids()[:2]
+    cid = project.classes()[0].id
+    stack = C.UndoStack(project)
+    group = C.CommandGroup(
+        [C.AddBox(a, Box(cid, 1, 1, 5, 5)), C.SetTags(b, [cid])], "Accept 2 predictions"
+    )
+    stack.push(group)
+    assert len(project.annotations(a).boxes) == 1 and project.annotations(b).tags == (cid,)
+    assert stack.undo_text == "Accept 2 predictions"
+    stack.undo()
+    assert project.annotations(a).is_empty and project.annotations(b).is_empty
+    stack.redo()
+    assert len(project.annotations(a).boxes) == 1 and project.annotations(b).tags == (cid,)

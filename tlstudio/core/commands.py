@@ -134,6 +134,23 @@ class UndoStack:
         return self._clean == self._index
 
 
+class CommandGroup(Command):
+    """Several commands as one undo step (e.g. accept predictions on many images);
+    undone in reverse order."""
+
+    def __init__(self, commands: Iterable[Command], text: str):
+        self.commands = list(commands)
+        self.text = text
+
+    def do(self, project: Project) -> None:
+        for cmd in self.commands:
+            cmd.do(project)
+
+    def undo(self, project: Project) -> None:
+        for cmd in reversed(self.commands):
+            cmd.undo(project)
+
+
 # -- annotation commands -------------------------------------------------------
 
 

@@ -21,6 +21,8 @@ class AppState(QObject):
     class_changed = Signal(object)  # class id (int) or None
     template_changed = Signal(object)  # template id (int) or None
     tool_changed = Signal(str)  # tool name, e.g. "select", "box", "landmarks", "mask"
+    run_changed = Signal(object)  # run id (int) whose predictions are shown, or None
+    predictions_changed = Signal()  # predictions of some run were added or replaced
     data_changed = (
         Signal()
     )  # after any push, undo or redo: annotations, classes, templates or splits changed
@@ -33,6 +35,7 @@ class AppState(QObject):
         self.class_id: int | None = None
         self.template_id: int | None = None
         self.tool: str = "select"
+        self.run_id: int | None = None  # the run being inspected (predictions, metrics)
 
     # -- project -----------------------------------------------------------
     def open_project(self, project: Project) -> None:
@@ -45,6 +48,7 @@ class AppState(QObject):
         templates = project.templates()
         self.template_id = templates[0].id if templates else None
         self.image_id = None
+        self.run_id = None
         self.project_opened.emit(project)
         self.class_changed.emit(self.class_id)
         self.template_changed.emit(self.template_id)
@@ -53,6 +57,7 @@ class AppState(QObject):
         if self.project is None:
             return
         self.set_image(None)
+        self.set_run(None)
         self.project.close()
         self.project = None
         self.undo_stack = None
@@ -79,6 +84,11 @@ class AppState(QObject):
         if template_id != self.template_id:
             self.template_id = template_id
             self.template_changed.emit(template_id)
+
+    def set_run(self, run_id: int | None) -> None:
+        if run_id != self.run_id:
+            self.run_id = run_id
+            self.run_changed.emit(run_id)
 
     def set_tool(self, name: str) -> None:
         if name != self.tool:
