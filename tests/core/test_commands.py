@@ -99,8 +99,11 @@ CASES: dict[str, Callable[[Ctx], C.Command]] = {
     ),
     "SetSplits": lambda x: C.SetSplits({x.ids[0]: "test", x.ids[1]: None, x.ids[5]: "val"}),
     "CommandGroup": lambda x: C.CommandGroup(
-        [C.AddBox(x.ids[3], Box(x.c["dog"], 3, 4, 20, 21)), C.SetTags(x.ids[0], [x.c["bird"]]),
-         C.RemoveBox(x.dog_box.id)],
+        [
+            C.AddBox(x.ids[3], Box(x.c["dog"], 3, 4, 20, 21)),
+            C.SetTags(x.ids[0], [x.c["bird"]]),
+            C.RemoveBox(x.dog_box.id),
+        ],
         "Accept predictions",
     ),
 }
