@@ -71,6 +71,8 @@ SPECS: tuple[ActionSpec, ...] = (
     ActionSpec("mode_label", "View", "&Label images", ("F2",), "Show the labelling canvas", True),
     ActionSpec("mode_train", "View", "&Train models", ("F3",),
                "Show the Train panel: backbone, freeze depth, live curves, run history", True),
+    ActionSpec("mode_inspect", "View", "&Inspect models", ("F4",),
+               "Show the Inspect panel: metrics, latent space, explanations, export", True),
     ActionSpec("grid", "View", "Thumbnail &grid", ("Ctrl+G",),
                "Browser as a thumbnail grid (checked) or a list", True),
     ActionSpec("tool_select", "Tools", "&Select", ("V",), "Select and move annotations", True),

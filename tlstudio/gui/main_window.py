@@ -21,12 +21,14 @@ from PySide6.QtWidgets import (
 from tlstudio import __version__
 from tlstudio.core.store import DB_NAME
 from tlstudio.gui.actions import Actions, ProjectActions
+from tlstudio.gui.inspect.panel import InspectPanel
 from tlstudio.gui.panels.browser import BROWSER_KEYS, BrowserPanel
 from tlstudio.gui.panels.canvas_host import create_canvas, tool_shortcuts
 from tlstudio.gui.panels.classes import ClassPanel
 from tlstudio.gui.panels.dialogs import show_message
 from tlstudio.gui.panels.display import DisplayPanel
 from tlstudio.gui.panels.missing import MissingFilesBanner
+from tlstudio.gui.panels.predictions import ACCEPT_SHORTCUT, PredictionsPanel
 from tlstudio.gui.panels.readout import CanvasReadout
 from tlstudio.gui.panels.shortcuts import ShortcutsDialog
 from tlstudio.gui.state import AppState
@@ -35,6 +37,7 @@ from tlstudio.gui.workers.importer import ImportController
 from tlstudio.gui.workers.tasks import wait_for_background
 
 APP_TITLE = "tlstudio"
+MODES = ("mode_label", "mode_train", "mode_inspect")  # actions of the tabs, in tab order
 
 
 class MainWindow(QMainWindow):
@@ -61,6 +64,8 @@ class MainWindow(QMainWindow):
         self.modes.setDocumentMode(True)
         self.modes.addTab(central, "Label")
         self.modes.addTab(self.train_panel, "Train")
+        self.inspect_panel = InspectPanel(self.app_state)
+        self.modes.addTab(self.inspect_panel, "Inspect")
         self.setCentralWidget(self.modes)
 
         self.browser = BrowserPanel(self.app_state)
@@ -70,6 +75,10 @@ class MainWindow(QMainWindow):
         self.browser_dock = self._dock("Images", "browserDock", self.browser, left)
         self.classes_dock = self._dock("Classes", "classesDock", self.classes, right)
         self.display_dock = self._dock("Display", "displayDock", self.display, right)
+        self.predictions = PredictionsPanel(self.app_state, self.canvas)
+        self.predictions_dock = self._dock(
+            "Predictions", "predictionsDock", self.predictions, right
+        )
 
         self.importer = ImportController(self.app_state, self)
         self.project_actions = ProjectActions(
@@ -115,11 +124,12 @@ class MainWindow(QMainWindow):
         self.edit_menu.addAction(a["tag_image"])
         bar.addMenu("&Go").addActions(a.section("Go"))
         view = bar.addMenu("&View")
-        view.addActions([a["mode_label"], a["mode_train"]])
+        view.addActions([a["mode_label"], a["mode_train"], a["mode_inspect"]])
         view.addSeparator()
         view.addActions([a["fit"], a["zoom_1to1"], a["show_mask"], a["grid"]])
         view.addSeparator()
-        for dock in (self.browser_dock, self.classes_dock, self.display_dock):
+        for dock in (self.browser_dock, self.classes_dock, self.display_dock,
+                     self.predictions_dock):  # fmt: skip
             view.addAction(dock.toggleViewAction())
         bar.addMenu("&Tools").addActions(a.section("Tools"))
         bar.addMenu("&Help").addActions(a.section("Help"))
@@ -137,7 +147,7 @@ class MainWindow(QMainWindow):
         a, s, status = self.actions, self.app_state, self.statusBar()
         a.bind(s)
         modes = QActionGroup(self)
-        for i, name in enumerate(("mode_label", "mode_train")):
+        for i, name in enumerate(MODES):
             modes.addAction(a[name])
             a[name].triggered.connect(lambda _=False, i=i: self.modes.setCurrentIndex(i))
         a["mode_label"].setChecked(True)
@@ -154,7 +164,9 @@ class MainWindow(QMainWindow):
         a["shortcuts"].triggered.connect(self.show_shortcuts)
         a["about"].triggered.connect(self.show_about)
         self.importer.finished.connect(self._import_finished)
-        for source in (self.browser, self.classes, self.project_actions, self.canvas):
+        self.inspect_panel.open_image.connect(self.show_image)
+        for source in (self.browser, self.classes, self.project_actions, self.canvas,
+                       self.inspect_panel, self.predictions):  # fmt: skip
             source.message.connect(lambda text: status.showMessage(text, 8000))
         s.project_opened.connect(lambda _p: self._update_title())
         s.project_closed.connect(self._update_title)
@@ -162,6 +174,11 @@ class MainWindow(QMainWindow):
     # -- behaviour that only joins parts ------------------------------------------------------
     def open_project(self, path: str | Path) -> bool:
         return self.project_actions.open_project(path)
+
+    def show_image(self, image_id: int) -> None:
+        """Show an image in the Label canvas (from the Inspect views)."""
+        self.app_state.set_image(image_id)
+        self.modes.setCurrentIndex(0)
 
     def _update_title(self) -> None:
         project = self.app_state.project
@@ -181,6 +198,7 @@ class MainWindow(QMainWindow):
         entries = self.actions.shortcut_entries()
         entries += [("Canvas tools", k, d) for k, d in tool_shortcuts()]
         entries += [("Image browser", k, d) for k, d in BROWSER_KEYS]
+        entries += [("Predictions", ACCEPT_SHORTCUT, self.predictions.accept_action.text())]
         return entries
 
     def show_shortcuts(self) -> ShortcutsDialog:
@@ -230,12 +248,13 @@ class MainWindow(QMainWindow):
             self.restoreState(state)
 
     def _mode_changed(self, index: int) -> None:
-        """Train mode makes room for the panel by hiding the labelling docks on the right;
-        Label mode shows again the ones that were open."""
-        self.actions["mode_train" if index else "mode_label"].setChecked(True)
-        labelling_docks = (self.classes_dock, self.display_dock)
+        """Train and Inspect make room for their panels by hiding the labelling docks on
+        the right; Label mode shows again the ones that were open."""
+        self.actions[MODES[index]].setChecked(True)
+        labelling_docks = (self.classes_dock, self.display_dock, self.predictions_dock)
         if index:
-            self._docks_open = [d for d in labelling_docks if d.isVisible()]
+            if not hasattr(self, "_docks_open") or any(d.isVisible() for d in labelling_docks):
+                self._docks_open = [d for d in labelling_docks if d.isVisible()]
             for d in self._docks_open:
                 d.hide()
             self.train_panel.config.preload()  # ML modules load in the background
@@ -252,6 +271,8 @@ class MainWindow(QMainWindow):
         self.settings.sync()
         self.importer.shutdown()
         self.browser.shutdown()
+        self.inspect_panel.shutdown()
+        self.predictions.shutdown()
         self.app_state.close_project()
         wait_for_background(5000)  # missing-file checks and exports hold their own connection
         super().closeEvent(event)

@@ -39,7 +39,9 @@ from PySide6.QtWidgets import (
 from tlstudio.core.commands import Command, RemoveBox, RemoveLandmarkSet, SetMask, SetTags
 from tlstudio.core.errors import TlsError
 from tlstudio.core.imageio import ImageData, read_image
+from tlstudio.core.labelset import LandmarkTemplate
 from tlstudio.core.project import ImageRecord
+from tlstudio.core.runs import Prediction
 from tlstudio.gui.state import AppState
 
 from .items import (
@@ -50,6 +52,7 @@ from .items import (
     MaskOverlayItem,
 )
 from .loader import BackgroundRenderer, PixelCache, buffer_to_pixmap, render_display
+from .prediction_items import PredictionLayer
 from .tools import MASK_MODES, TOOL_CLASSES, TOOL_SHORTCUTS, Tool
 from .tools.mask import MAX_BRUSH, MIN_BRUSH
 
@@ -136,6 +139,10 @@ class CanvasView(QGraphicsView):
 
         self._tags_label = self._overlay_label()
         self._status_label = self._overlay_label()
+        # a model's prediction over the image (see set_prediction); never edited by tools
+        self.prediction_layer = PredictionLayer(scene, self)
+        self._labels_visible = True
+        self._mask_wanted = True  # set_mask_visible's choice; shown only with the labels
 
         # image and display
         self._image_id: int | None = None
@@ -416,6 +423,8 @@ class CanvasView(QGraphicsView):
         self._clear_annotation_items()
         self.mask_item.set_size(0, 0)
         self._mask, self._mask_png = None, _UNSET
+        if self.prediction_layer.image_id != image_id:  # another image's prediction
+            self.prediction_layer.clear()
         project = self.app_state.project
         if image_id is None or project is None:
             self._update_scene_rect()
@@ -521,6 +530,7 @@ class CanvasView(QGraphicsView):
         classes = project.classes()
         self._class_colors = {c.id: QColor(c.color) for c in classes}
         self._class_names = {c.id: c.name for c in classes}
+        self.prediction_layer.set_classes(self._class_colors, self._class_names)
         scene = self.scene()
 
         seen: set[int] = set()
@@ -532,7 +542,7 @@ class CanvasView(QGraphicsView):
             item.set_box(
                 box, self.class_color(box.class_id), self._class_names.get(box.class_id, "?")
             )
-            item.setVisible(self._boxes_visible)
+            item.setVisible(self._boxes_visible and self._labels_visible)
             seen.add(box.id)
         for box_id in [b for b in self._box_items if b not in seen]:
             scene.removeItem(self._box_items.pop(box_id))
@@ -548,7 +558,7 @@ class CanvasView(QGraphicsView):
                 item = self._landmark_items[lms.id] = LandmarkSetItem()
                 scene.addItem(item)
             item.set_landmarks(lms.points, template, self.class_color(lms.class_id), lms)
-            item.setVisible(self._landmarks_visible)
+            item.setVisible(self._landmarks_visible and self._labels_visible)
             seen.add(lms.id)
         for set_id in [s for s in self._landmark_items if s not in seen]:
             scene.removeItem(self._landmark_items.pop(set_id))
@@ -637,7 +647,7 @@ class CanvasView(QGraphicsView):
     def box_at(self, pos: QPointF, tolerance_px: float = 3.0) -> int | None:
         """Id of the smallest shown box containing ``pos`` (image px; edges get
         ``tolerance_px`` screen px of slack), or None."""
-        if not self._boxes_visible:
+        if not (self._boxes_visible and self._labels_visible):
             return None
         tol = self.screen_to_image(tolerance_px)
         best, best_area = None, float("inf")
@@ -654,7 +664,7 @@ class CanvasView(QGraphicsView):
     def landmark_point_at(self, pos: QPointF, tolerance: float) -> tuple[int, int] | None:
         """(set id, point index) of the drawn landmark point nearest ``pos`` within
         ``tolerance`` image px, or None."""
-        if not self._landmarks_visible:
+        if not (self._landmarks_visible and self._labels_visible):
             return None
         best, best_d = None, float("inf")
         for set_id, item in self._landmark_items.items():
@@ -768,20 +778,81 @@ class CanvasView(QGraphicsView):
         return self.mask_item.opacity()
 
     def set_mask_visible(self, visible: bool) -> None:
-        self.mask_item.setVisible(bool(visible))
+        self._mask_wanted = bool(visible)
+        self.mask_item.setVisible(self._mask_wanted and self._labels_visible)
 
     def mask_visible(self) -> bool:
-        return self.mask_item.isVisible()
+        return self._mask_wanted
 
     def set_boxes_visible(self, visible: bool) -> None:
         self._boxes_visible = bool(visible)
         for item in self._box_items.values():
-            item.setVisible(self._boxes_visible)
+            item.setVisible(self._boxes_visible and self._labels_visible)
 
     def set_landmarks_visible(self, visible: bool) -> None:
         self._landmarks_visible = bool(visible)
         for item in self._landmark_items.values():
-            item.setVisible(self._landmarks_visible)
+            item.setVisible(self._landmarks_visible and self._labels_visible)
+
+    # ------------------------------------------------------------------ predictions
+    def set_prediction(
+        self, prediction: Prediction | None, task: str | None = None,
+        template: LandmarkTemplate | None = None,
+    ) -> None:  # fmt: skip
+        """Draw ``prediction`` (payload in image pixels) of a ``task`` run over its image
+        (landmark runs pass their ``template``); None removes it. A prediction of another
+        image than the one shown is kept until that image is shown, and dropped when a
+        different image loads. The overlay takes no mouse input: tools edit labels."""
+        project = self.app_state.project
+        if prediction is None or project is None:
+            self.prediction_layer.clear()
+            return
+        try:
+            rec = project.image(prediction.image_id)
+        except TlsError:
+            self.prediction_layer.clear()
+            return
+        if not self._class_colors:
+            self._class_colors = {c.id: QColor(c.color) for c in project.classes()}
+            self._class_names = {c.id: c.name for c in project.classes()}
+        self.prediction_layer.set_classes(self._class_colors, self._class_names)
+        self.prediction_layer.set_prediction(prediction, task, template, (rec.width, rec.height))
+        self._place_overlays()
+
+    def prediction(self) -> Prediction | None:
+        """The prediction drawn (or kept for its image), None when none."""
+        return self.prediction_layer.prediction
+
+    def set_predictions_visible(self, visible: bool) -> None:
+        """Show or hide the whole prediction overlay."""
+        self.prediction_layer.set_visible(visible)
+        self._place_overlays()
+
+    def predictions_visible(self) -> bool:
+        return self.prediction_layer.visible
+
+    def set_score_threshold(self, threshold: float) -> None:
+        """Hide predicted boxes and landmark points scoring below ``threshold`` (0–1)."""
+        self.prediction_layer.set_threshold(threshold)
+
+    def score_threshold(self) -> float:
+        return self.prediction_layer.threshold
+
+    def set_labels_visible(self, visible: bool) -> None:
+        """Show or hide every label of the image (tag overlay, boxes, landmarks, mask),
+        keeping each kind's own visibility setting for when they come back. Hidden
+        labels cannot be selected."""
+        self._labels_visible = bool(visible)
+        if not self._labels_visible:
+            self._set_selection(None)
+        self.set_boxes_visible(self._boxes_visible)
+        self.set_landmarks_visible(self._landmarks_visible)
+        self.set_mask_visible(self._mask_wanted)
+        project, iid = self.app_state.project, self.image_id
+        self._update_tags_label(project.tags(iid) if project and iid is not None else ())
+
+    def labels_visible(self) -> bool:
+        return self._labels_visible
 
     def brush_size(self) -> int:
         """Mask brush diameter in image pixels."""
@@ -838,7 +909,7 @@ class CanvasView(QGraphicsView):
         return label
 
     def _update_tags_label(self, tags: tuple[int, ...]) -> None:
-        if not tags:
+        if not tags or not self._labels_visible:
             self._tags_label.hide()
             return
         parts = [
@@ -861,6 +932,8 @@ class CanvasView(QGraphicsView):
     def _place_overlays(self) -> None:
         vp = self.viewport().geometry()
         self._tags_label.move(vp.left() + 8, vp.top() + 8)
+        probs = self.prediction_layer.probabilities
+        probs.move(vp.right() - probs.width() - 8, vp.top() + 8)
         s = self._status_label
         s.move(vp.center().x() - s.width() // 2, vp.center().y() - s.height() // 2)
 
