@@ -10,10 +10,11 @@ They only read; every change still goes through :mod:`tlstudio.core.commands`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from tlstudio.core.prediction_query import UNCERTAIN, PredictionStatus
 from tlstudio.core.project import Project
 
 STATUSES = ("all", "unlabelled", "labelled", "boxes", "landmarks", "mask")
@@ -25,8 +26,19 @@ STATUS_NAMES = {
     "landmarks": "Has landmarks",
     "mask": "Has mask",
 }
-ANY = "any"  # split / class filter value meaning "do not filter"
+ANY = "any"  # split / class / prediction filter value meaning "do not filter"
 NO_SPLIT = "none"  # split filter value for images without a split
+# Filters on the chosen run's stored predictions (see tlstudio.core.prediction_query).
+PREDICTIONS = (ANY, "wrong", "right", "uncertain", "unpredicted")
+PREDICTION_NAMES = {
+    ANY: "Prediction: any",
+    "wrong": "Prediction: wrong",
+    "right": "Prediction: right",
+    "uncertain": "Prediction: low confidence",
+    "unpredicted": "Prediction: not predicted",
+}
+ORDERS = ("id", "uncertainty")
+ORDER_NAMES = {"id": "File order", "uncertainty": "Most uncertain first (label these next)"}
 
 _HAS = {
     "tags": "EXISTS (SELECT 1 FROM tags t WHERE t.image_id = i.id)",
@@ -41,16 +53,26 @@ _LABELLED = "(" + " OR ".join(_HAS.values()) + ")"
 class ImageFilter:
     """What the browser shows. ``split``: 'train', 'val', 'test', NO_SPLIT or ANY;
     ``class_id``: images using that class in any annotation (None = any);
-    ``text``: case-insensitive substring of the stored path (file name and folders)."""
+    ``text``: case-insensitive substring of the stored path (file name and folders);
+    ``prediction``: one of :data:`PREDICTIONS`, judged on the chosen run's stored
+    predictions ('uncertain' = uncertainty ≥ :data:`UNCERTAIN`); ``order``: 'id'
+    (ascending) or 'uncertainty' (most uncertain first)."""
 
     status: str = "all"
     split: str = ANY
     class_id: int | None = None
     text: str = ""
+    prediction: str = ANY
+    order: str = "id"
 
     @property
     def is_empty(self) -> bool:
         return self == ImageFilter()
+
+    @property
+    def uses_predictions(self) -> bool:
+        """True when the result depends on a run's prediction statuses."""
+        return self.prediction != ANY or self.order != "id"
 
     def where(self) -> tuple[str, list]:
         """SQL condition on ``images i`` and its parameters."""
@@ -149,13 +171,60 @@ def _plural(n: int, one: str, many: str) -> str:
     return f"{n} {one if n == 1 else many}"
 
 
-def filtered_ids(project: Project, flt: ImageFilter) -> list[int]:
-    """Ids of the images that pass ``flt``, ascending."""
+def filtered_ids(
+    project: Project,
+    flt: ImageFilter,
+    statuses: Mapping[int, PredictionStatus] | None = None,
+) -> list[int]:
+    """Ids of the images that pass ``flt``, ascending or in ``flt.order``.
+
+    ``statuses``: the chosen run's prediction statuses by image id (from
+    :func:`~tlstudio.core.prediction_query.prediction_status`); None = no run, and
+    then the prediction part of ``flt`` is ignored."""
     where, params = flt.where()
     rows = project.store.conn.execute(
         f"SELECT i.id FROM images i WHERE {where} ORDER BY i.id", params
     )
-    return [r[0] for r in rows]
+    ids = [r[0] for r in rows]
+    if statuses is None or not flt.uses_predictions:
+        return ids
+    return apply_predictions(ids, flt.prediction, flt.order, statuses)
+
+
+def apply_predictions(
+    ids: Sequence[int], prediction: str, order: str, statuses: Mapping[int, PredictionStatus]
+) -> list[int]:
+    """Keep the ``ids`` (ascending) that pass the ``prediction`` filter, in ``order``:
+    'uncertainty' = most uncertain first, then unknown uncertainty, then not
+    predicted, ties by id."""
+    if prediction == "wrong":
+        ids = [i for i in ids if i in statuses and statuses[i].correct is False]
+    elif prediction == "right":
+        ids = [i for i in ids if i in statuses and statuses[i].correct is True]
+    elif prediction == "uncertain":
+        ids = [i for i in ids if _uncertainty(statuses.get(i)) >= UNCERTAIN]
+    elif prediction == "unpredicted":
+        ids = [i for i in ids if i not in statuses]
+    elif prediction != ANY:
+        raise ValueError(f"unknown prediction filter {prediction!r}")
+    if order == "uncertainty":
+        # stable sort of ascending ids: ties stay in id order
+        ids = sorted(ids, key=lambda i: _sort_key(statuses.get(i)))
+    elif order != "id":
+        raise ValueError(f"unknown order {order!r}")
+    return list(ids)
+
+
+def _uncertainty(st: PredictionStatus | None) -> float:
+    return -1.0 if st is None or st.uncertainty is None else st.uncertainty
+
+
+def _sort_key(st: PredictionStatus | None) -> tuple[int, float]:
+    if st is None:
+        return (2, 0.0)
+    if st.uncertainty is None:
+        return (1, 0.0)
+    return (0, -st.uncertainty)
 
 
 def next_matching(project: Project, flt: ImageFilter, after_id: int | None) -> int | None:
