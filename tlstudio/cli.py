@@ -26,7 +26,10 @@ if TYPE_CHECKING:
     from .core.project import ImportReport, Project
 
 GUI_MISSING = "The tlstudio window is not built yet; use the subcommands (tlstudio --help)."
-COMMANDS = ("new", "import", "export", "info", "demo", "train", "evaluate", "predict", "experiment")
+COMMANDS = (
+    "new", "import", "export", "info", "demo", "train", "evaluate", "predict", "experiment",
+    "export-model", "report",
+)  # fmt: skip
 IMPORT_FORMATS = ("coco", "yolo", "voc", "labelme", "folders", "csv", "images")
 EXPORT_FORMATS = ("coco", "yolo", "voc", "labelme", "folders", "csv")
 EXPORT_KINDS = ("detect", "pose", "segment")

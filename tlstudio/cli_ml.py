@@ -1,5 +1,5 @@
-"""Headless training commands: ``train``, ``evaluate``, ``predict``, ``experiment`` (and
-``demo --train``).
+"""Headless training commands: ``train``, ``evaluate``, ``predict``, ``experiment``,
+``export-model``, ``report`` (and ``demo --train``).
 
 torch is imported inside the commands, so ``tlstudio --help`` stays instant.
 """
@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 TASKS = ("classify", "detect", "landmarks", "segment", "autoencode")
@@ -75,15 +76,79 @@ def add_commands(sub: Any) -> None:
 
     p = sub.add_parser(
         "predict",
-        help="store a run's predictions for images (as predictions, not labels)",
+        help="store a run's predictions in a project, or run an exported model over image files",
+        usage="tlstudio predict DIR RUN [--images ID_OR_PATH ...] [--device DEVICE]\n"
+        "       tlstudio predict --model FILE [--csv] [--batch N] [--masks DIR] PATH [PATH ...]",
+        description="With a project: run a trained run's model over its images (default: all) "
+        "and store the outputs as predictions (never as labels). With --model: run a model "
+        "written by 'tlstudio export-model' (.onnx or .pt, its .json sidecar next to it) over "
+        "image files and folders (searched recursively), no project needed, and print one "
+        "JSON line per image (coordinates in image pixels, classes by name), or CSV with --csv.",
     )
-    p.add_argument("dir", metavar="DIR")
-    p.add_argument("run_id", metavar="RUN", type=int)
+    p.add_argument(
+        "items",
+        metavar="ARG",
+        nargs="*",
+        help="DIR RUN (project folder and run id); with --model: image files and folders",
+    )
+    p.add_argument(
+        "--run",
+        dest="run_id",
+        metavar="N",
+        type=int,
+        default=None,
+        help="run id (instead of the second ARG)",
+    )
     p.add_argument(
         "--images", nargs="*", default=None, help="image ids or paths (default: all images)"
     )
     p.add_argument("--device", default="auto")
+    p.add_argument("--model", metavar="FILE", help="an exported model file (.onnx or .pt)")
+    p.add_argument("--csv", action="store_true", help="with --model: CSV instead of JSON lines")
+    p.add_argument("--batch", type=int, default=16, help="with --model: images per batch")
+    p.add_argument(
+        "--masks",
+        metavar="DIR",
+        help="with --model, segmentation: also write each predicted mask as DIR/<name>.png "
+        "(0 = background, k = k-th class of the sidecar)",
+    )
     p.set_defaults(run=cmd_predict)
+
+    p = sub.add_parser(
+        "export-model",
+        help="export a run's model as ONNX or TorchScript with a JSON sidecar",
+        description="Write a run's trained model as a standalone file: input N×3×S×S float32 "
+        "(RGB, resized to S×S, scaled to 0..1, normalised with the backbone's mean/std; "
+        "see the sidecar FILE.json), outputs the task's raw outputs. The file is run on a "
+        "few project images and compared with PyTorch before it is kept (--no-check skips).",
+    )
+    p.add_argument("dir", metavar="DIR", help="project folder")
+    p.add_argument("--run", dest="run_id", metavar="N", type=int, required=True, help="run id")
+    p.add_argument(
+        "--format",
+        choices=("onnx", "torchscript"),
+        default=None,
+        help="default: from --out's suffix (.onnx = onnx, .pt/.ts = torchscript), else onnx",
+    )
+    p.add_argument("--out", required=True, metavar="FILE", help="model file to write")
+    p.add_argument("--opset", type=int, default=None, help="ONNX opset (default: recommended)")
+    p.add_argument("--no-check", action="store_true", help="skip the comparison with PyTorch")
+    p.set_defaults(run=cmd_export_model)
+
+    p = sub.add_parser(
+        "report",
+        help="write a self-contained HTML report of a run",
+        description="One HTML file with embedded figures: run configuration, dataset counts, "
+        "training curves, metrics on a split, sample predictions and (when available) "
+        "Grad-CAM heatmaps.",
+    )
+    p.add_argument("dir", metavar="DIR", help="project folder")
+    p.add_argument("--run", dest="run_id", metavar="N", type=int, required=True, help="run id")
+    p.add_argument("--out", required=True, metavar="FILE", help="HTML file to write")
+    p.add_argument("--split", choices=("train", "val", "test"), default="val")
+    p.add_argument("--samples", type=int, default=8, help="sample images shown (default 8)")
+    p.add_argument("--no-heatmaps", action="store_true", help="leave out the Grad-CAM section")
+    p.set_defaults(run=cmd_report)
 
     add_experiment_command(sub)
 
@@ -178,10 +243,28 @@ def _jsonable(v: Any) -> Any:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from .core.errors import ValidationError
+
+    if args.model is not None:
+        if args.run_id is not None or args.images is not None:
+            raise ValidationError(
+                "--model runs an exported file; --run and --images need a project"
+            )
+        return predict_exported(args)
+    if args.csv or args.masks:
+        raise ValidationError("--csv and --masks apply to --model only")
+    items = list(args.items)
+    if args.run_id is not None:
+        items.append(str(args.run_id))
+    if len(items) != 2 or not items[1].isdigit():
+        raise ValidationError(
+            "give a project folder and a run id (tlstudio predict DIR RUN), "
+            "or an exported model (tlstudio predict --model FILE PATH ...)"
+        )
     from .core.project import Project
     from .ml.runner import predict
 
-    with Project.open(args.dir) as project:
+    run_id = int(items[1])
+    with Project.open(items[0]) as project:
         ids = None
         if args.images:
             ids = []
@@ -193,8 +276,167 @@ def cmd_predict(args: argparse.Namespace) -> int:
                     if rec is None:
                         raise ValidationError(f"{item}: not an image of this project")
                     ids.append(rec.id)
-        n = predict(project, args.run_id, ids, device=args.device)
-    print(f"stored predictions of run {args.run_id} for {n} images")
+        n = predict(project, run_id, ids, device=args.device)
+    print(f"stored predictions of run {run_id} for {n} images")
+    return 0
+
+
+def _image_files(items: list[str]) -> list[Path]:
+    """Image files named, and those in folders (recursively, sorted)."""
+    from .core.errors import ValidationError
+    from .core.imageio import is_image_file
+
+    files: list[Path] = []
+    for item in items:
+        p = Path(item)
+        if p.is_dir():
+            files += sorted(f for f in p.rglob("*") if f.is_file() and is_image_file(f))
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise ValidationError(f"{p}: no such file or folder")
+    return files
+
+
+def predict_exported(args: argparse.Namespace) -> int:
+    """``tlstudio predict --model FILE PATH ...``: one JSON line (or CSV row) per image on
+    stdout; unreadable images are reported on stderr (exit status 2 if any)."""
+    import csv
+
+    import cv2
+    import numpy as np
+
+    from .core.errors import TlsError, ValidationError
+    from .ml.export import ExportedModel, read_rgb
+
+    if not args.items:
+        raise ValidationError("give image files or folders to predict")
+    if args.batch < 1:
+        raise ValidationError(f"--batch must be at least 1, got {args.batch}")
+    files = _image_files(args.items)
+    if not files:
+        raise ValidationError("no image files found in " + ", ".join(args.items))
+    model = ExportedModel.load(args.model)
+    if args.masks and model.task != "segment":
+        raise ValidationError(f"--masks applies to segmentation models, not {model.task}")
+    mask_dir = Path(args.masks) if args.masks else None
+    if mask_dir is not None:
+        mask_dir.mkdir(parents=True, exist_ok=True)
+    writer = csv.writer(sys.stdout, lineterminator="\n") if args.csv else None
+    if writer is not None:
+        writer.writerow(_csv_header(model))
+    failed = 0
+    for start in range(0, len(files), args.batch):
+        paths, images = [], []
+        for path in files[start : start + args.batch]:
+            try:
+                images.append(read_rgb(path))
+                paths.append(path)
+            except TlsError as exc:
+                failed += 1
+                print(f"error: {exc}", file=sys.stderr)
+        for path, pred in zip(paths, model.predict(images, batch_size=args.batch), strict=True):
+            if model.task == "segment":
+                mask = pred.pop("mask")
+                counts = np.bincount(mask.ravel(), minlength=len(model.class_names) + 1)
+                pred["pixels"] = {
+                    n: int(c) for n, c in zip(model.class_names, counts[1:], strict=True)
+                }
+                if mask_dir is not None:
+                    out = mask_dir / f"{path.stem}.png"
+                    cv2.imwrite(str(out), mask.astype(np.uint8 if mask.max() < 256 else np.uint16))
+            if writer is not None:
+                for row in _csv_rows(model, str(path), pred):
+                    writer.writerow(row)
+            else:
+                print(json.dumps({"file": str(path), **pred}))
+        sys.stdout.flush()
+    if failed:
+        print(f"{failed} of {len(files)} images could not be read", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _csv_header(model) -> list[str]:
+    names = model.class_names
+    if model.task == "classify":
+        return ["file", "class", "score", *[f"p_{n}" for n in names]]
+    if model.task == "detect":
+        return ["file", "class", "score", "x1", "y1", "x2", "y2"]
+    if model.task == "landmarks":
+        pts = (model.info.get("template") or {}).get("points", [])
+        return ["file", "score", *[f"{p}_{a}" for p in pts for a in ("x", "y", "confidence")]]
+    if model.task == "segment":
+        return ["file", "classes", *[f"pixels_{n}" for n in names]]
+    return ["file", "error", *[f"latent_{i}" for i in range(_latent_dim(model))]]
+
+
+def _latent_dim(model) -> int:
+    opts = (model.info.get("run", {}).get("config") or {}).get("model_options") or {}
+    return int(opts.get("latent_dim", 32))
+
+
+def _csv_rows(model, file: str, pred: dict) -> list[list]:
+    def f(v: float) -> str:
+        return f"{v:.6g}"
+
+    if model.task == "classify":
+        return [
+            [
+                file,
+                pred["class"],
+                f(pred["score"]),
+                *[f(pred["probs"][n]) for n in model.class_names],
+            ]
+        ]
+    if model.task == "detect":
+        if not pred["boxes"]:
+            return [[file, "", "", "", "", "", ""]]
+        return [
+            [file, b["class"], f(b["score"]), *[f(v) for v in b["xyxy"]]] for b in pred["boxes"]
+        ]
+    if model.task == "landmarks":
+        return [[file, f(pred["score"]), *[f(v) for p in pred["points"] for v in p]]]
+    if model.task == "segment":
+        return [[file, ";".join(pred["classes"]), *[pred["pixels"][n] for n in model.class_names]]]
+    return [[file, f(pred["error"]), *[f(v) for v in pred["latent"]]]]
+
+
+def cmd_export_model(args: argparse.Namespace) -> int:
+    from .core.project import Project
+    from .ml.export import export_model
+
+    out = Path(args.out)
+    fmt = args.format
+    if fmt is None:
+        fmt = "torchscript" if out.suffix.lower() in (".pt", ".ts", ".pth") else "onnx"
+    with Project.open(args.dir) as project:
+        res = export_model(
+            project, args.run_id, out, fmt, opset=args.opset, check=not args.no_check
+        )
+    size_mb = res.path.stat().st_size / 1e6
+    print(
+        f"Exported run {args.run_id} as {fmt} to {res.path} ({size_mb:.1f} MB, {res.export_s:.1f} s)"
+    )
+    print(f"Sidecar: {res.sidecar_path}")
+    if res.max_abs_diff is not None:
+        print(
+            f"Check: max |exported - PyTorch| = {res.max_abs_diff:.2g} "
+            f"on {res.checked_images} project images"
+        )
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from .core.project import Project
+    from .ml.report import write_report
+
+    with Project.open(args.dir) as project:
+        res = write_report(
+            project, args.run_id, args.out, split=args.split, samples=args.samples,
+            heatmaps=not args.no_heatmaps,
+        )  # fmt: skip
+    print(f"Wrote the report of run {args.run_id} to {res}")
     return 0
 
 
