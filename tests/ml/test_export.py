@@ -283,6 +283,7 @@ def test_cli_export_model_writes_file_and_sidecar_and_reports_the_check(trained,
     text = capsys.readouterr().out
     assert code == 0, text
     assert out.is_file() and sidecar_path(out).is_file()
+    assert out.stat().st_mode & 0o044 == 0o044  # readable by others: it is meant to be shared
     assert json.loads(sidecar_path(out).read_text())["model_format"] == "torchscript"
     assert "max |exported - PyTorch|" in text and str(sidecar_path(out)) in text
 

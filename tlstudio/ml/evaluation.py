@@ -605,11 +605,17 @@ def cv_group(project: Project, run_id: int) -> list[int]:
     included, in fold order), or [] if it is not a fold of one.
 
     :func:`tlstudio.ml.experiments.cross_validate` records ``{"kind": "cv", "k", "fold",
-    "seed"}`` and trains fold 0..k-1 one after the other, so an experiment is a run of
+    "seed", "group"}``; runs with a "group" id are grouped by it. Older runs have none:
+    folds 0..k-1 were trained one after the other, so an experiment is a run of
     consecutive "cv" runs (by id) with the same k, seed and training config and rising
     fold numbers; a fold number that does not rise starts a new experiment."""
     runs = [r for r in RunStore(project).list() if _experiment(r).get("kind") == "cv"]
     runs.sort(key=lambda r: r.id)
+    this = next((r for r in runs if r.id == run_id), None)
+    if this is not None and _experiment(this).get("group") is not None:  # recorded since v0.1
+        group = _experiment(this)["group"]
+        return [r.id for r in sorted(runs, key=lambda r: _experiment(r).get("fold", 0))
+                if _experiment(r).get("group") == group]  # fmt: skip
 
     def key(r: RunRecord) -> tuple:
         exp = _experiment(r)

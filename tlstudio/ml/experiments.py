@@ -16,6 +16,7 @@ import math
 import os
 import tempfile
 import time
+import uuid
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -99,6 +100,7 @@ def cross_validate(
             f"({len(folds)} images take part); choose a smaller k"
         )
     result = CVResult(k=k, per_fold=[], summary={}, run_ids=[])
+    group = uuid.uuid4().hex[:12]  # names this experiment in every fold's run config
     for f in range(k):
         if _cancelled(token):
             result.cancelled = True
@@ -110,7 +112,7 @@ def cross_validate(
         tr = runner.train(
             project, copy.deepcopy(spec), callbacks=callbacks, token=token,
             image_ids=(train_ids, val_ids),
-            experiment={"kind": "cv", "k": k, "fold": f, "seed": seed},
+            experiment={"kind": "cv", "k": k, "fold": f, "seed": seed, "group": group},
         )  # fmt: skip
         if tr.ended is not None and tr.ended.status == "cancelled":
             result.cancelled = True

@@ -299,6 +299,7 @@ def export_model(
 def _temp_path(path: Path) -> Path:
     fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
+    os.chmod(name, 0o644)  # mkstemp makes 0600; an exported model is meant to be shared
     return Path(name)
 
 

@@ -685,6 +685,7 @@ def _heatmap_section(project: Project, run_id: int, spec: RunSpec, ids: list[int
 
 def _write_atomic(path: Path, text: str) -> None:
     fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.chmod(name, 0o644)  # mkstemp makes 0600; a report is meant to be shared
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
