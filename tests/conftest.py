@@ -105,3 +105,15 @@ def project(tmp_path: Path):
     proj.image_files = files
     yield proj
     proj.close()
+
+
+@pytest.fixture
+def torch_one_thread():
+    """One intra-op torch thread for the test (CI has 2 cores; tiny models gain nothing
+    from more), restored afterwards. Use with ``pytest.mark.usefixtures``."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

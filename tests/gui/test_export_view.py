@@ -17,13 +17,7 @@ from tlstudio.core.project import Project
 from tlstudio.gui.inspect.export_view import ExportView
 from tlstudio.gui.state import AppState
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 @pytest.fixture(scope="module")

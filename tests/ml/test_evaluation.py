@@ -26,13 +26,7 @@ from tlstudio.ml.experiments import cross_validate
 from tlstudio.ml.runner import RunSpec
 from tlstudio.ml.trainer import TrainConfig
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def small_spec(task: str, epochs: int = 1) -> RunSpec:

@@ -7,7 +7,6 @@ import math
 
 import numpy as np
 import pytest
-import torch
 
 from tlstudio.cli import main
 from tlstudio.core.demo import create_demo_project
@@ -17,13 +16,7 @@ from tlstudio.ml import runner
 from tlstudio.ml.runner import RunError, RunSpec
 from tlstudio.ml.trainer import TrainConfig
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -32,12 +32,7 @@ from tlstudio.ml.trainer import TrainConfig
 SIZE = 160  # demo images and network input, pixels
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 @pytest.fixture(scope="module")

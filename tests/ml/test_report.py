@@ -24,12 +24,7 @@ from tlstudio.ml.trainer import TrainConfig
 VOID = {"meta", "img", "br", "hr", "link", "input"}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 @pytest.fixture(scope="module")
