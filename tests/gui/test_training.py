@@ -144,6 +144,7 @@ def test_train_button_runs_records_and_plots(qtbot, dock, state):
     runs = RunStore(state.project)
     run = runs.get(run_id)
     assert run.status == "finished" and run.error is None
+    assert state.run_id == run_id  # the new model is the one the Predictions/Inspect views show
     assert run.config["backbone"] == "efficientnet_lite0" and run.config["train"]["freeze"] == "all"
     losses = [m["train_loss"] for _, m in runs.epochs(run_id)]
     assert len(losses) == 3

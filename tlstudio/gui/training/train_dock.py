@@ -20,6 +20,9 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from tlstudio.core.errors import TlsError
+from tlstudio.core.runs import RunStore
+
 from .config_panel import TrainConfigPanel
 from .history import RunHistoryPanel
 from .monitor import TrainingMonitor
@@ -118,4 +121,14 @@ class TrainDock(QWidget):
         self.history.refresh()
 
     def _on_finished(self, run_id: int) -> None:
+        """Refresh the history; a run that saved a model becomes the run being inspected
+        (Predictions dock and Inspect mode follow ``AppState.run_id``)."""
         self.history.refresh()
+        project = self.app_state.project
+        if run_id >= 0 and project is not None:
+            try:
+                saved = RunStore(project).get(run_id).checkpoint is not None
+            except TlsError:
+                return  # the run was deleted meanwhile
+            if saved:
+                self.app_state.set_run(run_id)
