@@ -81,3 +81,32 @@ def test_f4_opens_inspect_and_a_view_can_open_an_image_in_the_label_canvas(qtbot
     assert main_window.modes.currentIndex() == 0 and main_window.actions["mode_label"].isChecked()
     assert main_window.app_state.image_id == image_id
     assert main_window.classes_dock.isVisible()
+
+
+def test_predict_on_the_images_selected_in_the_browser(qtbot, main_window):
+    from tlstudio.ml import runner
+    from tlstudio.ml.runner import RunSpec
+    from tlstudio.ml.trainer import TrainConfig
+
+    state = main_window.app_state
+    spec = RunSpec(task="classify", backbone="resnet18", weights="none", input_size=32,
+                   train=TrainConfig(epochs=1, batch_size=4, freeze=3))  # fmt: skip
+    run_id = runner.train(state.project, spec).run_id
+    state.set_run(run_id)  # as the Train tab does when a run finishes
+    panel = main_window.predictions
+    assert panel.run_combo.currentData() == run_id
+
+    browser = main_window.browser
+    view = browser.view
+    ids = [browser.model.id_at(r) for r in (1, 3)]
+    for row, modifier in ((1, Qt.KeyboardModifier.NoModifier),
+                          (3, Qt.KeyboardModifier.ControlModifier)):  # fmt: skip
+        rect = view.visualRect(browser.model.index(row, 0))
+        qtbot.mouseClick(view.viewport(), Qt.MouseButton.LeftButton, modifier, rect.center())
+    assert sorted(browser.selected_ids()) == sorted(ids)
+
+    panel.target_combo.setCurrentIndex(panel.target_combo.findData("selected"))
+    with qtbot.waitSignal(panel.controller.finished, timeout=120_000):
+        qtbot.mouseClick(panel.predict_button, Qt.MouseButton.LeftButton)
+    predicted = [i for i, _score in RunStore(state.project).predicted_images(run_id)]
+    assert sorted(predicted) == sorted(ids)

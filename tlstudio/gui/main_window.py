@@ -75,7 +75,9 @@ class MainWindow(QMainWindow):
         self.browser_dock = self._dock("Images", "browserDock", self.browser, left)
         self.classes_dock = self._dock("Classes", "classesDock", self.classes, right)
         self.display_dock = self._dock("Display", "displayDock", self.display, right)
-        self.predictions = PredictionsPanel(self.app_state, self.canvas)
+        self.predictions = PredictionsPanel(
+            self.app_state, self.canvas, selected_ids=self.browser.selected_ids
+        )
         self.predictions_dock = self._dock(
             "Predictions", "predictionsDock", self.predictions, right
         )

@@ -11,6 +11,8 @@ undoable command (:func:`tlstudio.core.predictions.accept_command`).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import (
@@ -52,6 +54,7 @@ TARGETS = (
     ("test", "test split"),
     ("unlabelled", "unlabelled images"),
     ("current", "current image"),
+    ("selected", "images selected in the browser"),
     ("all", "all images"),
 )
 MODES = (("replace", "Replace labels of that kind"), ("add", "Add to the labels"))
@@ -94,11 +97,15 @@ class PredictionsPanel(QWidget):
 
     message = Signal(str)  # status-bar text
 
-    def __init__(self, app_state: AppState, canvas: QWidget, parent: QWidget | None = None):
+    def __init__(self, app_state: AppState, canvas: QWidget, parent: QWidget | None = None,
+                 selected_ids: Callable[[], list[int]] | None = None):  # fmt: skip
+        """``selected_ids()`` gives the images selected in the browser (the "images
+        selected in the browser" choice; without it that choice means the current image)."""
         super().__init__(parent)
         self.setObjectName("predictionsPanel")
         self.app_state = app_state
         self.canvas = canvas
+        self._selected_ids = selected_ids
         self.controller = PredictController(app_state, self)
         self.confirm_box: QMessageBox | None = None  # the open "Accept all" question
         self._record: RunRecord | None = None
@@ -347,7 +354,9 @@ class PredictionsPanel(QWidget):
             return None
         if target in ("val", "test"):
             return [r.id for r in project.images_in_split(target)]
-        if target == "current":
+        if target == "selected" and self._selected_ids is not None:
+            return list(self._selected_ids())
+        if target in ("current", "selected"):
             return [] if self.app_state.image_id is None else [self.app_state.image_id]
         task = rec.task if rec is not None else ""
         tid = run_template_id(rec) if rec is not None else None
