@@ -13,8 +13,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
-import os
-import tempfile
 import time
 import uuid
 from collections import defaultdict
@@ -26,6 +24,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
+from tlstudio.core.atomic import replacing
 from tlstudio.core.project import Project
 from tlstudio.core.runs import RunStore
 from tlstudio.core.splits import kfold
@@ -271,16 +270,8 @@ def _build_frozen_backbone(name: str, weights: str, seed: int):
 
 
 def _save_npz_atomic(path: Path, **arrays: np.ndarray) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".npz")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with replacing(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, **arrays)
 
 
 def fit_sklearn_run(

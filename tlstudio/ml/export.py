@@ -30,8 +30,6 @@ from __future__ import annotations
 import contextlib
 import datetime
 import json
-import os
-import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -44,6 +42,7 @@ import torch
 from torch import Tensor, nn
 
 from tlstudio import __version__
+from tlstudio.core.atomic import replacing, write_text_atomic
 from tlstudio.core.errors import ImageError, TlsError
 from tlstudio.core.project import Project
 from tlstudio.core.runs import RunStore
@@ -257,8 +256,7 @@ def export_model(
     example = batch[:1] if spec.task == "detect" else _pad_batch(batch[:2], 2)
     outputs = [o["name"] for o in OUTPUTS[spec.task]]
 
-    tmp = _temp_path(path)
-    try:
+    with replacing(path) as tmp:
         t0 = time.perf_counter()
         if format == "onnx":
             _export_onnx(graph, example, tmp, outputs, opset, detect=spec.task == "detect")
@@ -279,12 +277,7 @@ def export_model(
             else None
         )
         side = sidecar_path(path)
-        _write_text_atomic(side, json.dumps(info, indent=1, ensure_ascii=False))
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
+        write_text_atomic(side, json.dumps(info, indent=1, ensure_ascii=False))
     return ExportResult(
         path=path,
         sidecar_path=side,
@@ -294,27 +287,6 @@ def export_model(
         checked_images=checked,
         export_s=export_s,
     )
-
-
-def _temp_path(path: Path) -> Path:
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    os.chmod(name, 0o644)  # mkstemp makes 0600; an exported model is meant to be shared
-    return Path(name)
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    tmp = _temp_path(path)
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
 
 
 @contextlib.contextmanager

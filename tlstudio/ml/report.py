@@ -19,8 +19,6 @@ import datetime
 import html
 import importlib
 import json
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -30,6 +28,7 @@ import numpy as np
 import torch
 
 from tlstudio import __version__
+from tlstudio.core.atomic import write_text_atomic
 from tlstudio.core.errors import ImageError, TlsError
 from tlstudio.core.project import Project
 from tlstudio.core.runs import RunRecord, RunStore
@@ -149,7 +148,7 @@ def write_report(
         + "\n".join(parts)
         + "\n</body>\n</html>\n"
     )
-    _write_atomic(path, doc)
+    write_text_atomic(path, doc)
     return path
 
 
@@ -681,18 +680,3 @@ def _heatmap_section(project: Project, run_id: int, spec: RunSpec, ids: list[int
 
 
 # --------------------------------------------------------------------------- output
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.chmod(name, 0o644)  # mkstemp makes 0600; a report is meant to be shared
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(name, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(name)
-        raise

@@ -31,7 +31,7 @@ from .features import FeatureCache, extract_features, weights_id
 from .metrics import metrics_fn_for
 from .tasks.base import TaskModel, to_image_frame
 from .tasks.factory import build_task_model
-from .trainer import TrainConfig, Trainer, load_checkpoint, select_device
+from .trainer import TrainConfig, Trainer, load_checkpoint, save_atomic, select_device
 from .transforms import AugmentConfig, mixup_cutmix_collate
 
 MODEL_FILE = "model.pt"
@@ -285,7 +285,7 @@ def train(
     if ended.checkpoint:
         fit_model.load_state_dict(load_checkpoint(Path(ended.checkpoint))["model"])
     model_path = run_dir / MODEL_FILE
-    _save_atomic({"model": model.state_dict(), "spec": spec.to_dict()}, model_path)
+    save_atomic({"model": model.state_dict(), "spec": spec.to_dict()}, model_path)
     metrics = {}
     epochs = runs.epochs(run_id)
     if ended.best_epoch is not None:
@@ -305,16 +305,6 @@ def train(
         duration_s=time.perf_counter() - t0,
     )
     return TrainResult(run_id, ended, metrics, fast, failure)
-
-
-def _save_atomic(obj: Any, path: Path) -> None:
-    """torch.save to a temporary file, fsync, then rename: never a half-written model."""
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "wb") as f:
-        torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def load_run_model(project: Project, run_id: int) -> tuple[TaskModel, RunSpec]:

@@ -17,7 +17,6 @@ import dataclasses
 import gc
 import inspect
 import math
-import os
 import random
 import time
 import warnings
@@ -31,6 +30,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from tlstudio.core.atomic import replacing
 from tlstudio.core.errors import ImageError, TlsError
 from tlstudio.ml.callbacks import Callback, CancelToken
 from tlstudio.ml.events import (
@@ -263,18 +263,10 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return ckpt
 
 
-def _atomic_save(obj: Any, path: Path) -> None:
-    """torch.save to a temporary file in the same folder, fsync, then os.replace."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+def save_atomic(obj: Any, path: Path) -> None:
+    """torch.save, atomically (never a half-written checkpoint or model)."""
+    with replacing(path) as tmp, open(tmp, "wb") as f:
+        torch.save(obj, f)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -1005,6 +997,6 @@ class Trainer:
             "run_id": self.run_id,
             "task": self.model.task,
         }
-        _atomic_save(state, self.checkpoint_dir / LAST_CHECKPOINT)
+        save_atomic(state, self.checkpoint_dir / LAST_CHECKPOINT)
         if is_best:
-            _atomic_save(state, self.checkpoint_dir / BEST_CHECKPOINT)
+            save_atomic(state, self.checkpoint_dir / BEST_CHECKPOINT)
