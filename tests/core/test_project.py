@@ -636,3 +636,14 @@ def test_set_annotations_and_clear(project: Project) -> None:
             ImageAnnotations(ids[3], (c["cat"],), (Box(c["cat"], 0, 0, 99, 99),))
         )
     assert project.annotations(ids[3]) == before
+
+
+def test_runs_with_a_model_are_listed_newest_first(project):
+    from tlstudio.core.runs import RunStore
+
+    runs = RunStore(project)
+    first, failed, cancelled = (runs.start("classify", "resnet18", {}) for _ in range(3))
+    runs.update(first, status="finished", checkpoint=f"runs/{first}/model.pt")
+    runs.update(failed, status="failed", error="boom")
+    runs.update(cancelled, status="cancelled", checkpoint=f"runs/{cancelled}/model.pt")
+    assert [r.id for r in runs.with_model()] == [cancelled, first]

@@ -122,6 +122,15 @@ class RunStore:
     def list(self) -> list[RunRecord]:
         return [_run(r) for r in self._c.execute(f"SELECT {_RUN_COLS} FROM runs ORDER BY id")]
 
+    def with_model(self) -> list[RunRecord]:
+        """Runs that saved a model (finished, or cancelled after an epoch), newest first."""
+        return [
+            _run(r)
+            for r in self._c.execute(
+                f"SELECT {_RUN_COLS} FROM runs WHERE checkpoint IS NOT NULL ORDER BY id DESC"
+            )
+        ]
+
     def epochs(self, run_id: int) -> list[tuple[int, dict[str, float]]]:
         rows = self._c.execute(
             "SELECT epoch, metrics FROM run_epochs WHERE run_id = ? ORDER BY epoch", (run_id,)

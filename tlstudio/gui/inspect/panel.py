@@ -64,20 +64,16 @@ VIEWS: tuple[tuple[str, ViewFactory], ...] = (
 )
 
 
-def run_title(run: RunRecord) -> str:
-    """One line naming a run: ``#12 classify · resnet18 · accuracy 0.913 · 25 Nov 09:41``."""
-    when = datetime.datetime.fromtimestamp(run.created_at).strftime("%d %b %H:%M")
+def run_title(run: RunRecord, *, when: bool = True) -> str:
+    """One line naming a run: ``#12 classify · resnet18 · accuracy 0.913 · 25 Nov 09:41``
+    (no metric when there is none; no date with ``when=False``)."""
     metric = (
         f" · {run.metric_name} {run.best_metric:.3f}"
         if run.metric_name and run.best_metric is not None
         else ""
     )
-    return f"#{run.id} {run.task} · {run.backbone}{metric} · {when}"
-
-
-def usable_runs(project) -> list[RunRecord]:
-    """Runs with a saved model, newest first."""
-    return [r for r in reversed(RunStore(project).list()) if r.checkpoint]
+    date = datetime.datetime.fromtimestamp(run.created_at).strftime(" · %d %b %H:%M")
+    return f"#{run.id} {run.task} · {run.backbone}{metric}{date if when else ''}"
 
 
 class InspectPanel(QWidget):
@@ -128,7 +124,7 @@ class InspectPanel(QWidget):
     def refresh_runs(self) -> None:
         """Fill the picker with the project's runs; keep or pick ``AppState.run_id``."""
         project = self.app_state.project
-        runs = usable_runs(project) if project is not None else []
+        runs = RunStore(project).with_model() if project is not None else []
         self.run_combo.blockSignals(True)
         self.run_combo.clear()
         for run in runs:

@@ -44,6 +44,7 @@ from tlstudio.core.predictions import (
     unlabelled_image_ids,
 )
 from tlstudio.core.runs import RunRecord, RunStore
+from tlstudio.gui.inspect.panel import run_title
 from tlstudio.gui.state import AppState
 from tlstudio.gui.workers.predict import PredictController
 from tlstudio.gui.workers.tasks import run_in_background
@@ -59,23 +60,6 @@ TARGETS = (
 )
 MODES = (("replace", "Replace labels of that kind"), ("add", "Add to the labels"))
 ACCEPT_SHORTCUT = "Shift+A"
-
-
-def run_title(run: RunRecord) -> str:
-    """``#12 classify resnet18 accuracy 0.913`` (metric left out when there is none)."""
-    metric = (
-        f" {run.metric_name} {run.best_metric:.3f}"
-        if run.metric_name and run.best_metric is not None
-        else ""
-    )
-    return f"#{run.id} {run.task} {run.backbone}{metric}"
-
-
-def predictable_runs(project) -> list[RunRecord]:
-    """Finished runs with a saved model, newest first."""
-    return [
-        r for r in reversed(RunStore(project).list()) if r.status == "finished" and r.checkpoint
-    ]
 
 
 class _RunCombo(QComboBox):
@@ -265,12 +249,12 @@ class PredictionsPanel(QWidget):
     def refresh_runs(self) -> None:
         """Re-read the finished runs; keep ``app_state.run_id`` (or choose the newest)."""
         project = self.app_state.project
-        runs = predictable_runs(project) if project is not None else []
+        runs = RunStore(project).with_model() if project is not None else []
         current = self.app_state.run_id
         self.run_combo.blockSignals(True)
         self.run_combo.clear()
         for run in runs:
-            self.run_combo.addItem(run_title(run), run.id)
+            self.run_combo.addItem(run_title(run, when=False), run.id)
         index = self.run_combo.findData(current) if current is not None else -1
         if index < 0 and current is None and runs:
             index = 0
