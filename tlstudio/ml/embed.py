@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from tlstudio.core.errors import TlsError
+from tlstudio.core.prediction_query import prediction_status
 from tlstudio.core.project import Project
 from tlstudio.core.runs import RunStore
 
@@ -308,9 +309,9 @@ class PointFacts:
     landmark or mask class), -1 if unlabelled. ``split``: "train"/"val"/"test" or "".
     ``predicted``: class id the run predicts (classify: top class; detect: best box;
     segment: the class covering most pixels), -1 if none. ``outcome``: "right", "wrong"
-    or "" (no prediction or no label to compare with); for autoencoders "high error"
-    (top 10 % reconstruction error) or "normal"; for landmarks "wrong" when the mean
-    point distance exceeds 5 % of the image diagonal."""
+    or "" (no prediction or no label to compare with), judged as the image browser does
+    (:func:`tlstudio.core.prediction_query.prediction_status`); for autoencoders "high
+    error" (top 10 % reconstruction error) or "normal"."""
 
     image_ids: list[int]
     label: np.ndarray  # int64
@@ -319,19 +320,21 @@ class PointFacts:
     outcome: np.ndarray  # object (str)
 
 
-def _landmark_outcome(project: Project, image_id: int, pts: list, template_id: int | None) -> str:
-    sets = [s for s in project.landmark_sets(image_id) if s.template_id == template_id]
-    if not sets or not pts:
-        return ""
-    rec = project.image(image_id)
-    d = [
-        np.hypot(p.x - q[0], p.y - q[1])
-        for p, q in zip(sets[0].points, pts, strict=False)
-        if p.visibility > 0
-    ]
-    if not d:
-        return ""
-    return "wrong" if float(np.mean(d)) > 0.05 * np.hypot(rec.width, rec.height) else "right"
+def _predicted_class(task: str, pred) -> int:
+    """The class id a prediction stands for (colour by prediction), -1 if none: the
+    class (classify), the best box's class (detect), the largest region's (segment)."""
+    if pred is None:
+        return -1
+    p = pred.payload
+    if task == "classify":
+        return int(p["class_id"])
+    if task == "detect" and p.get("boxes"):
+        return int(max(p["boxes"], key=lambda b: b["score"])["class_id"])
+    if task == "segment" and pred.mask is not None:
+        values, counts = np.unique(pred.mask[pred.mask > 0], return_counts=True)
+        if len(values):
+            return int(values[np.argmax(counts)])
+    return -1
 
 
 def point_facts(project: Project, run_id: int | None, image_ids: Sequence[int]) -> PointFacts:
@@ -348,38 +351,22 @@ def point_facts(project: Project, run_id: int | None, image_ids: Sequence[int]) 
     if run_id is None:
         return PointFacts(ids, label, split, predicted, outcome)
     runs = RunStore(project)
-    spec = _run_spec(project, run_id)
-    task = spec.task
-    multi = project.multi_label
-    errors: dict[int, float] = {}
+    task = _run_spec(project, run_id).task
+    if task == "autoencode":  # no ground truth: flag the top 10 % reconstruction errors
+        errors = {i: s for i, s in runs.predicted_images(run_id) if s is not None}
+        if errors:
+            cut = float(np.quantile(list(errors.values()), 0.9))
+            for k, image_id in enumerate(ids):
+                if image_id in errors:
+                    e = errors[image_id]
+                    outcome[k] = "high error" if e >= cut and e > 0 else "normal"
+        return PointFacts(ids, label, split, predicted, outcome)
+    # right/wrong as the image browser judges it (one definition per task)
+    status = prediction_status(project, run_id)
     for k, image_id in enumerate(ids):
-        pred = runs.prediction(run_id, image_id)
-        if pred is None:
-            continue
-        p = pred.payload
-        if task == "classify":
-            predicted[k] = int(p["class_id"])
-        elif task == "detect" and p.get("boxes"):
-            predicted[k] = int(max(p["boxes"], key=lambda b: b["score"])["class_id"])
-        elif task == "segment" and pred.mask is not None:
-            values, counts = np.unique(pred.mask[pred.mask > 0], return_counts=True)
-            if len(values):
-                predicted[k] = int(values[np.argmax(counts)])
-        elif task == "autoencode":
-            errors[k] = float(p.get("error", pred.score or 0.0))
-            continue
-        elif task == "landmarks":
-            outcome[k] = _landmark_outcome(project, image_id, p.get("points", []), spec.template_id)
-            continue
-        if predicted[k] < 0 or label[k] < 0:
-            continue
-        if task == "classify" and multi:
-            right = predicted[k] in project.tags(image_id)
-        else:
-            right = predicted[k] == label[k]
-        outcome[k] = "right" if right else "wrong"
-    if errors:
-        cut = float(np.quantile(list(errors.values()), 0.9))
-        for k, e in errors.items():
-            outcome[k] = "high error" if e >= cut and e > 0 else "normal"
+        st = status.get(image_id)
+        if st is not None and st.correct is not None:
+            outcome[k] = "right" if st.correct else "wrong"
+        if task in ("classify", "detect", "segment") and st is not None:
+            predicted[k] = _predicted_class(task, runs.prediction(run_id, image_id))
     return PointFacts(ids, label, split, predicted, outcome)
