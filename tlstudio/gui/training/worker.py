@@ -19,8 +19,9 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from PySide6.QtCore import QCoreApplication, QObject, Qt, QThread, Signal, Slot
+from PySide6.QtCore import QObject, Signal, Slot
 
+from tlstudio.gui.workers.controller import ThreadController
 from tlstudio.ml.callbacks import Callback, CancelToken
 from tlstudio.ml.events import (
     BatchEnded,
@@ -313,7 +314,7 @@ class TrainingWorker(QObject):
             return -1
 
 
-class TrainingController(QObject):
+class TrainingController(ThreadController):
     """Owns the training thread: one run at a time.
 
     Every worker signal is relayed under the same name (delivered on the GUI thread);
@@ -322,7 +323,6 @@ class TrainingController(QObject):
     both. ``thread`` stays the last run's QThread until the next start."""
 
     started = Signal(object)  # RunSpec
-    running_changed = Signal(bool)
     main_metric_named = Signal(str)
     fit_started = Signal(object)
     batch_ended = Signal(object)
@@ -333,7 +333,6 @@ class TrainingController(QObject):
     batch_size_reduced = Signal(int, int)
     extraction_progress = Signal(str, int, int)
     pause_changed = Signal(bool)
-    finished = Signal(int)
 
     _RELAYED = (
         "main_metric_named",
@@ -356,21 +355,11 @@ class TrainingController(QObject):
         threads: int | None = None,
         batch_interval_s: float = 0.1,
     ):
-        super().__init__(parent)
-        self.app_state = app_state
+        super().__init__(app_state, parent)
         self.threads = threads
         self.batch_interval_s = batch_interval_s
-        self.thread: QThread | None = None
-        self.worker: TrainingWorker | None = None
         self.last_run_id: int | None = None
         self.last_used_threads: int | None = None  # torch threads the last run trained with
-        app = QCoreApplication.instance()
-        if app is not None:
-            app.aboutToQuit.connect(self.shutdown)
-
-    @property
-    def is_running(self) -> bool:
-        return self.worker is not None
 
     @property
     def is_paused(self) -> bool:
@@ -379,30 +368,15 @@ class TrainingController(QObject):
     def start(self, spec: RunSpec, project_root: str | Path | None = None) -> bool:
         """Train ``spec`` on ``project_root`` (default: the open project). False if a run is
         already going or no project is open."""
-        if self.is_running:
+        root = self._project_root(project_root)
+        if self.is_running or root is None:
             return False
-        if project_root is None:
-            project = self.app_state.project if self.app_state is not None else None
-            if project is None:
-                return False
-            project_root = project.root
-        if self.thread is not None:  # the previous run's finished thread
-            self.thread.deleteLater()
-        self.worker = worker = TrainingWorker(
-            project_root, spec, threads=self.threads, batch_interval_s=self.batch_interval_s
+        worker = TrainingWorker(
+            root, spec, threads=self.threads, batch_interval_s=self.batch_interval_s
         )
-        self.thread = thread = QThread(self)
-        thread.setObjectName("training")
-        worker.moveToThread(thread)
-        thread.started.connect(worker.run)
         for name in self._RELAYED:
             getattr(worker, name).connect(getattr(self, name))
-        # Direct: the thread ends as soon as run() returns, even while the GUI thread is
-        # blocked in wait() and cannot handle queued signals.
-        worker.finished.connect(thread.quit, Qt.ConnectionType.DirectConnection)
-        worker.finished.connect(self._on_worker_finished)
-        thread.start()
-        self.running_changed.emit(True)
+        self._launch(worker, "training")
         self.started.emit(spec)
         return True
 
@@ -414,43 +388,7 @@ class TrainingController(QObject):
         if self.worker is not None:
             self.worker.resume()
 
-    def cancel(self) -> None:
-        """Ask the run to stop after the current batch (returns at once)."""
-        if self.worker is not None:
-            self.worker.cancel()
-
-    def wait(self, ms: int = -1) -> bool:
-        """Block until the run's thread has ended (at most ``ms`` ms; -1: no limit).
-        True if no run is left. Meant for shutdown and tests; the GUI thread is blocked."""
-        thread = self.thread
-        if self.worker is None or thread is None:
-            return True
-        done = thread.wait() if ms < 0 else thread.wait(ms)
-        if done:
-            self._finalize()
-        return done
-
-    def shutdown(self, ms: int = 30_000) -> bool:
-        """Cancel a running run and wait for its thread (window closing)."""
-        self.cancel()
-        return self.wait(ms)
-
-    @Slot(int)
-    def _on_worker_finished(self, run_id: int) -> None:
-        # A late signal of a run already finalized by wait() must not end the next run.
-        if self.worker is None or not self.worker.done:
-            return
-        self._finalize()
-
-    def _finalize(self) -> None:
-        worker, thread = self.worker, self.thread
-        if worker is None:
-            return
-        if thread is not None:
-            thread.quit()  # run() has returned: this only ends the idle event loop
-            thread.wait()
-        self.worker = None  # the thread has ended, so dropping the worker here is safe
+    def _worker_ended(self, worker: TrainingWorker) -> int:
         self.last_run_id = worker.run_id
         self.last_used_threads = worker.used_threads
-        self.running_changed.emit(False)
-        self.finished.emit(worker.run_id)
+        return worker.run_id

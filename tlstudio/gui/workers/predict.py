@@ -14,8 +14,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from PySide6.QtCore import QCoreApplication, QObject, Qt, QThread, Signal, Slot
+from PySide6.QtCore import QObject, Signal, Slot
 
+from tlstudio.gui.workers.controller import ThreadController
 from tlstudio.ml.callbacks import CancelToken
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -122,7 +123,7 @@ class PredictWorker(QObject):
             project.close()
 
 
-class PredictController(QObject):
+class PredictController(ThreadController):
     """Owns the prediction thread: one prediction at a time.
 
     ``started(run_id, total)`` follows :meth:`start`; ``progress(done, total)`` relays
@@ -133,8 +134,6 @@ class PredictController(QObject):
     started = Signal(int, int)  # run id, images to predict
     progress = Signal(int, int)  # done, total (images)
     failed = Signal(str)
-    finished = Signal(int)  # images predicted
-    running_changed = Signal(bool)
 
     def __init__(
         self,
@@ -144,21 +143,11 @@ class PredictController(QObject):
         threads: int | None = None,
         batch_size: int = 16,
     ):
-        super().__init__(parent)
-        self.app_state = app_state
+        super().__init__(app_state, parent)
         self.threads = threads
         self.batch_size = batch_size
-        self.thread: QThread | None = None
-        self.worker: PredictWorker | None = None
         self.last_count: int | None = None
         self.last_error: str | None = None
-        app = QCoreApplication.instance()
-        if app is not None:
-            app.aboutToQuit.connect(self.shutdown)
-
-    @property
-    def is_running(self) -> bool:
-        return self.worker is not None
 
     def start(
         self,
@@ -168,55 +157,19 @@ class PredictController(QObject):
     ) -> bool:
         """Predict ``run_id`` on ``image_ids`` (None: every image) of ``project_root``
         (default: the open project). False if one is already running or no project is open."""
-        if self.is_running:
+        root = self._project_root(project_root)
+        if self.is_running or root is None:
             return False
-        if project_root is None:
-            project = self.app_state.project if self.app_state is not None else None
-            if project is None:
-                return False
-            project_root = project.root
-        if self.thread is not None:
-            self.thread.deleteLater()
         self.last_error = None
-        self.worker = worker = PredictWorker(
-            project_root, run_id, image_ids, threads=self.threads, batch_size=self.batch_size
+        worker = PredictWorker(
+            root, run_id, image_ids, threads=self.threads, batch_size=self.batch_size
         )
-        self.thread = thread = QThread(self)
-        thread.setObjectName("predict")
-        worker.moveToThread(thread)
-        thread.started.connect(worker.run)
         worker.progress.connect(self.progress)
         worker.failed.connect(self._on_failed)
-        # Direct: the thread ends as soon as run() returns, even while the GUI thread
-        # blocks in wait() and cannot handle queued signals.
-        worker.finished.connect(thread.quit, Qt.ConnectionType.DirectConnection)
-        worker.finished.connect(self._on_worker_finished)
-        thread.start()
-        self.running_changed.emit(True)
+        self._launch(worker, "predict")
         total = len(image_ids) if image_ids is not None else -1
         self.started.emit(int(run_id), total)
         return True
-
-    def cancel(self) -> None:
-        """Ask the prediction to stop after the current batch (returns at once)."""
-        if self.worker is not None:
-            self.worker.cancel()
-
-    def wait(self, ms: int = -1) -> bool:
-        """Block until the thread has ended (at most ``ms`` ms; -1: no limit) and
-        deliver ``finished``. True if nothing is left running. For shutdown and tests."""
-        thread = self.thread
-        if self.worker is None or thread is None:
-            return True
-        done = thread.wait() if ms < 0 else thread.wait(ms)
-        if done:
-            self._finalize()
-        return done
-
-    def shutdown(self, ms: int = 30_000) -> bool:
-        """Cancel and wait (window closing)."""
-        self.cancel()
-        return self.wait(ms)
 
     @Slot(str)
     def _on_failed(self, message: str) -> None:
@@ -225,25 +178,11 @@ class PredictController(QObject):
         self.last_error = message
         self.failed.emit(message)
 
-    @Slot(int)
-    def _on_worker_finished(self, n: int) -> None:
-        if self.worker is None or not self.worker.done:
-            return  # already finalized by wait()
-        self._finalize()
-
-    def _finalize(self) -> None:
-        worker, thread = self.worker, self.thread
-        if worker is None:
-            return
-        if thread is not None:
-            thread.quit()
-            thread.wait()
-        self.worker = None
+    def _worker_ended(self, worker: PredictWorker) -> int:
         self.last_count = worker.count
         if worker.error is not None and self.last_error is None:  # wait() ran first
             self.last_error = worker.error
             self.failed.emit(worker.error)
         if worker.count and self.app_state is not None and self.app_state.project is not None:
             self.app_state.predictions_changed.emit()
-        self.running_changed.emit(False)
-        self.finished.emit(worker.count)
+        return worker.count
