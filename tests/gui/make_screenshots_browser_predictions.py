@@ -13,21 +13,12 @@ from __future__ import annotations
 
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 from PySide6.QtWidgets import QApplication
+from screenshot_support import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _wait(app: QApplication, done, timeout: float = 60.0) -> None:
-    end = time.monotonic() + timeout
-    while not done():
-        if time.monotonic() > end:
-            raise TimeoutError("the browser did not settle")
-        app.processEvents()
-        time.sleep(0.01)
 
 
 def make_screenshots(out_dir: str | Path, n_images: int = 24) -> list[Path]:
@@ -63,9 +54,9 @@ def make_screenshots(out_dir: str | Path, n_images: int = 24) -> list[Path]:
         browser.resize(1200, 800)
         browser.show()
         state.set_run(run_id)
-        _wait(app, lambda: browser.prediction_statuses() is not None)
+        wait_for(lambda: browser.prediction_statuses() is not None)
         browser.order.setCurrentIndex(browser.order.findData("uncertainty"))
-        _wait(app, lambda: browser.model.filter.order == "uncertainty")
+        wait_for(lambda: browser.model.filter.order == "uncertainty")
         state.set_image(browser.model.id_at(0))
         app.processEvents()
         path = out / "browser_predictions.png"
@@ -75,7 +66,7 @@ def make_screenshots(out_dir: str | Path, n_images: int = 24) -> list[Path]:
         browser.set_grid(False)
         browser.order.setCurrentIndex(browser.order.findData("id"))
         browser.prediction.setCurrentIndex(browser.prediction.findData("wrong"))
-        _wait(app, lambda: browser.model.filter.prediction == "wrong")
+        wait_for(lambda: browser.model.filter.prediction == "wrong")
         if browser.model.rowCount():
             state.set_image(browser.model.id_at(0))
         app.processEvents()

@@ -13,21 +13,12 @@ from __future__ import annotations
 
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 from PySide6.QtWidgets import QApplication
+from screenshot_support import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _wait(app: QApplication, done, timeout: float = 120.0) -> None:
-    end = time.monotonic() + timeout
-    while not done():
-        if time.monotonic() > end:
-            raise TimeoutError("the view did not settle")
-        app.processEvents()
-        time.sleep(0.01)
 
 
 def make_screenshots(out_dir: str | Path) -> list[Path]:
@@ -59,7 +50,7 @@ def make_screenshots(out_dir: str | Path) -> list[Path]:
         view.explained.connect(lambda: shown.append(1))
         state.set_run(run_id)
         state.set_image(project.image_ids()[3])
-        _wait(app, lambda: view.result is not None and not view._busy and shown)
+        wait_for(lambda: view.result is not None and not view._busy and shown)
         view.opacity_slider.setValue(55)
         app.processEvents()
         paths = [out / "explain.png", out / "explain_activations.png"]

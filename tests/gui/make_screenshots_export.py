@@ -15,21 +15,12 @@ from __future__ import annotations
 import shutil
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 from PySide6.QtWidgets import QApplication, QFileDialog
+from screenshot_support import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _wait(app: QApplication, done, timeout: float = 300.0) -> None:
-    end = time.monotonic() + timeout
-    while not done():
-        if time.monotonic() > end:
-            raise TimeoutError("the view did not finish")
-        app.processEvents()
-        time.sleep(0.02)
 
 
 def make_screenshots(out_dir: str | Path, keep_report: bool = False) -> list[Path]:
@@ -63,9 +54,9 @@ def make_screenshots(out_dir: str | Path, keep_report: bool = False) -> list[Pat
         view.report_finished.connect(lambda _p: done.append("report"))
         view.failed.connect(lambda m: done.append("failed: " + m))
         view.export_button.click()
-        _wait(app, lambda: done)
+        wait_for(lambda: done)
         view.report_button.click()
-        _wait(app, lambda: len(done) == 2)
+        wait_for(lambda: len(done) == 2)
         if any(d.startswith("failed") for d in done):
             raise RuntimeError(done)
         app.processEvents()

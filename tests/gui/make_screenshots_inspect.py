@@ -17,17 +17,9 @@ from pathlib import Path
 
 from PySide6.QtCore import QSettings
 from PySide6.QtWidgets import QApplication
+from screenshot_support import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _wait(app: QApplication, done, timeout: float = 300.0) -> None:
-    end = time.monotonic() + timeout
-    while not done():
-        if time.monotonic() > end:
-            raise TimeoutError("the window did not settle")
-        app.processEvents()
-        time.sleep(0.02)
 
 
 def make_screenshots(out_dir: str | Path) -> list[Path]:
@@ -62,7 +54,7 @@ def make_screenshots(out_dir: str | Path) -> list[Path]:
         metrics = window.inspect_panel.view("Metrics")
         metrics.set_split("test")
         metrics.evaluate()
-        _wait(app, lambda: not metrics.is_busy() and metrics.evaluation is not None)
+        wait_for(lambda: not metrics.is_busy() and metrics.evaluation is not None)
         app.processEvents()
         path = out / "window_inspect_metrics.png"
         window.grab().save(str(path))
@@ -70,7 +62,7 @@ def make_screenshots(out_dir: str | Path) -> list[Path]:
 
         latent = window.inspect_panel.view("Latent space")
         latent.compute()
-        _wait(app, lambda: len(latent.coordinates) > 0)
+        wait_for(lambda: len(latent.coordinates) > 0)
         for _ in range(20):
             app.processEvents()
             time.sleep(0.02)

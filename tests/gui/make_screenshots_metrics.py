@@ -20,35 +20,14 @@ from __future__ import annotations
 import shutil
 import sys
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 
-from PySide6.QtCore import QEventLoop, Qt, QTimer
+from PySide6.QtCore import Qt
 from PySide6.QtTest import QTest
+from screenshot_support import settle, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
-
-
-def wait_until(condition: Callable[[], bool], timeout_s: float = 300.0) -> bool:
-    """Run the event loop until ``condition()`` holds (polled every 20 ms)."""
-    loop = QEventLoop()
-    deadline = time.monotonic() + timeout_s
-    timer = QTimer()
-    timer.setInterval(20)
-    timer.timeout.connect(lambda: (condition() or time.monotonic() > deadline) and loop.quit())
-    timer.start()
-    if not condition():
-        loop.exec()
-    timer.stop()
-    return condition()
-
-
-def settle(ms: int = 300) -> None:
-    loop = QEventLoop()
-    QTimer.singleShot(ms, loop.quit)
-    loop.exec()
 
 
 def main(out_dir: Path) -> None:

@@ -12,22 +12,13 @@ from __future__ import annotations
 
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 from PySide6.QtCore import QSettings
 from PySide6.QtWidgets import QApplication
+from screenshot_support import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _wait(app: QApplication, done, timeout: float = 60.0) -> None:
-    end = time.monotonic() + timeout
-    while not done():
-        if time.monotonic() > end:
-            raise TimeoutError("the panel did not settle")
-        app.processEvents()
-        time.sleep(0.01)
 
 
 def _settled(panel) -> bool:
@@ -59,14 +50,14 @@ def make_screenshots(out_dir: str | Path, n_images: int = 24) -> list[Path]:
         panel.resize(900, 800)
         panel.show()
         panel.wait_ready()
-        _wait(app, panel.has_facts)
+        wait_for(panel.has_facts)
 
         spec = panel.spec()
         spec.task = "detect"
         panel.set_spec(spec)
         panel.preset_combo.setCurrentIndex(panel.preset_combo.findData("fine_tune_top"))
         panel.preview.shuffle(seed=7)
-        _wait(app, lambda: _settled(panel))
+        wait_for(lambda: _settled(panel))
         path = out / "train_config.png"
         panel.grab().save(str(path))
         written.append(path)
@@ -76,7 +67,7 @@ def make_screenshots(out_dir: str | Path, n_images: int = 24) -> list[Path]:
         panel.set_spec(spec)
         panel.advanced_button.setChecked(True)
         panel.resize(900, 1000)
-        _wait(app, lambda: _settled(panel) and panel.preview.result().task == "landmarks")
+        wait_for(lambda: _settled(panel) and panel.preview.result().task == "landmarks")
         path = out / "train_config_advanced.png"
         panel.grab().save(str(path))
         written.append(path)
