@@ -55,7 +55,7 @@ TARGETS = (
     ("test", "test split"),
     ("unlabelled", "unlabelled images"),
     ("current", "current image"),
-    ("selected", "images selected in the browser"),
+    ("selected", "selected images"),
     ("all", "all images"),
 )
 MODES = (("replace", "Replace labels of that kind"), ("add", "Add to the labels"))
@@ -108,9 +108,14 @@ class PredictionsPanel(QWidget):
         for key, text in TARGETS:
             self.target_combo.addItem(text, key)
         self.target_combo.setCurrentIndex(self.target_combo.findData("all"))
+        self.target_combo.setSizeAdjustPolicy(
+            QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon
+        )
+        self.target_combo.setMinimumContentsLength(12)
         self.target_combo.setToolTip(
             "Unlabelled images: those without labels of the kind the run predicts "
-            "(no class tag for a classifier, no box for a detector, ...)"
+            "(no class tag for a classifier, no box for a detector, ...). Selected images: "
+            "those selected in the image browser (Ctrl/Shift-click)."
         )
         self.predict_button = QPushButton("Predict")
         self.predict_button.setToolTip("Run the model on these images and store its predictions")
