@@ -307,7 +307,8 @@ def predict_exported(args: argparse.Namespace) -> int:
     import numpy as np
 
     from .core.errors import TlsError, ValidationError
-    from .ml.export import ExportedModel, read_rgb
+    from .ml.data import read_rgb
+    from .ml.export import ExportedModel
 
     if not args.items:
         raise ValidationError("give image files or folders to predict")

@@ -32,7 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from tlstudio.core.demo import create_demo_project  # noqa: E402
 from tlstudio.ml.backbones import build_backbone  # noqa: E402
-from tlstudio.ml.explain import METHODS, Explainer, load_image_rgb  # noqa: E402
+from tlstudio.ml.data import read_rgb  # noqa: E402
+from tlstudio.ml.explain import METHODS, Explainer  # noqa: E402
 from tlstudio.ml.runner import RunSpec  # noqa: E402
 from tlstudio.ml.tasks.factory import build_task_model  # noqa: E402
 
@@ -68,7 +69,7 @@ def main() -> None:
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as tmp:
         project = create_demo_project(Path(tmp) / "demo", n_images=args.images, size=256)
-        images = [load_image_rgb(project.image_path(i)) for i in project.image_ids()]
+        images = [read_rgb(project.image_path(i)) for i in project.image_ids()]
         project.close()
     print(f"{len(images)} images 256×256 × {args.repeats} repeats, input {args.size} px, {args.threads} thread(s), "
           f"device {args.device}, torch {torch.__version__}")  # fmt: skip

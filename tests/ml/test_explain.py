@@ -17,13 +17,13 @@ from torch import nn
 from tlstudio.core.demo import create_demo_project
 from tlstudio.ml import runner
 from tlstudio.ml.backbones import build_backbone
+from tlstudio.ml.data import read_rgb
 from tlstudio.ml.explain import (
     METHODS,
     Explainer,
     ExplainError,
     Heatmap,
     load_explainer,
-    load_image_rgb,
 )
 from tlstudio.ml.runner import RunSpec
 from tlstudio.ml.tasks.factory import build_task_model
@@ -58,7 +58,7 @@ def trained(tmp_path_factory):
     for image_id in project.image_ids():
         ann = project.annotations(image_id)
         (tag,) = ann.tags
-        samples.append((load_image_rgb(project.image_path(image_id)), ann.mask == tag, index[tag]))
+        samples.append((read_rgb(project.image_path(image_id)), ann.mask == tag, index[tag]))
     yield project, explainer, samples
     project.close()
 

@@ -122,17 +122,24 @@ def resize_square(rgb: np.ndarray, size: int) -> np.ndarray:
     return cv2.resize(np.ascontiguousarray(rgb), (size, size), interpolation=interp)
 
 
-def load_input_image(path: str | Path, size: int) -> tuple[np.ndarray, tuple[int, int]]:
-    """Read ``path`` as size × size × 3 uint8 RGB; also return the stored (height, width).
+def read_rgb(path: str | Path) -> np.ndarray:
+    """The image at ``path`` as stored, H×W×3 uint8 RGB, the way training reads it (grey,
+    16-bit and DICOM data through their display window; alpha dropped).
 
     Raises :class:`ImageReadError` naming the file on any read failure."""
     try:
-        data = imageio.read_image(Path(path))
-        rgb = to_rgb_uint8(data)
+        return to_rgb_uint8(imageio.read_image(Path(path)))
     except ImageError as exc:
         raise ImageReadError(exc.path, exc.reason) from exc
     except (OSError, ValueError, cv2.error) as exc:
         raise ImageReadError(path, f"cannot read image ({exc})") from exc
+
+
+def load_input_image(path: str | Path, size: int) -> tuple[np.ndarray, tuple[int, int]]:
+    """Read ``path`` as size × size × 3 uint8 RGB; also return the stored (height, width).
+
+    Raises :class:`ImageReadError` naming the file on any read failure."""
+    rgb = read_rgb(path)
     return resize_square(rgb, size), (int(rgb.shape[0]), int(rgb.shape[1]))
 
 

@@ -39,7 +39,6 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import cv2
@@ -81,14 +80,6 @@ class Heatmap:
     target: int | None
     score: float | None
     probability: float | None = None
-
-
-def load_image_rgb(path: str | Path) -> np.ndarray:
-    """The image at ``path`` as stored: H×W×3 uint8 RGB through its display window."""
-    from tlstudio.core import imageio
-    from tlstudio.ml.data import to_rgb_uint8
-
-    return to_rgb_uint8(imageio.read_image(Path(path)))
 
 
 def colorize(values: np.ndarray, cmap: str = "turbo") -> np.ndarray:

@@ -49,6 +49,7 @@ from tlstudio.core.runs import RunStore
 
 from . import data as data_mod
 from .backbones import get_spec
+from .data import read_rgb
 from .runner import RunSpec, load_run_model
 from .tasks.base import TaskModel, to_image_frame
 from .tasks.landmarks import decode_heatmaps
@@ -766,17 +767,3 @@ class ExportedModel:
             return {"latent": [float(v) for v in raw["latent"][k].tolist()], "error": err,
                     "score": err}  # fmt: skip
         raise ExportError(f"unknown task {self.task!r}")
-
-
-def read_rgb(path: str | Path) -> np.ndarray:
-    """An image file as H×W×3 uint8 RGB, the way training reads it (any format tlstudio
-    reads; grey, 16-bit and DICOM data through their display window; alpha dropped).
-    Raises :class:`~tlstudio.core.errors.ImageError` naming the file."""
-    from tlstudio.core import imageio
-
-    try:
-        return data_mod.to_rgb_uint8(imageio.read_image(Path(path)))
-    except ImageError:
-        raise
-    except (OSError, ValueError) as exc:
-        raise ImageError(path, f"cannot read image ({exc})") from exc

@@ -483,7 +483,7 @@ def _samples(project, model, spec: RunSpec, ids: list[int], classes) -> str:
     notes = []
     for image_id in ids:
         try:
-            rgb = _read_rgb(project, image_id)
+            rgb = data_mod.read_rgb(project.image_path(image_id))
         except ImageError as exc:
             notes.append(f"image {image_id}: {exc}")
             continue
@@ -522,17 +522,6 @@ def _legend(task: str) -> str:
         "autoencode": "Left: the network input; right: its reconstruction. The caption "
         "gives the reconstruction error (mean squared, normalised units).",
     }.get(task, "")
-
-
-def _read_rgb(project: Project, image_id: int) -> np.ndarray:
-    from tlstudio.core import imageio
-
-    try:
-        return data_mod.to_rgb_uint8(imageio.read_image(project.image_path(image_id)))
-    except ImageError:
-        raise
-    except (OSError, ValueError) as exc:
-        raise ImageError(project.image_path(image_id), f"cannot read image ({exc})") from exc
 
 
 def _draw(spec, rgb, pred, ann, classes, by_id, project) -> tuple[list[np.ndarray], str]:
@@ -647,7 +636,7 @@ def _heatmap_section(project: Project, run_id: int, spec: RunSpec, ids: list[int
         method = "gradcam" if "gradcam" in methods else "eigencam"
         figures = []
         for image_id in ids:
-            rgb = _read_rgb(project, image_id)
+            rgb = data_mod.read_rgb(project.image_path(image_id))
             hm = explainer.heatmap(rgb, method)
             values = np.asarray(hm.values, np.float32)
             if values.shape != rgb.shape[:2]:

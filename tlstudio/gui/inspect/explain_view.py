@@ -120,11 +120,12 @@ def _mosaic(tiles: np.ndarray, tile_px: int, cols: int) -> np.ndarray:
 
 def _compute(req: _Request, cache: _ExplainerCache) -> dict[str, Any]:
     """Worker thread: heatmap, coloured overlay, activation and filter mosaics."""
-    from tlstudio.ml.explain import colorize, load_image_rgb
+    from tlstudio.ml.data import read_rgb
+    from tlstudio.ml.explain import colorize
 
     t0 = time.perf_counter()
     explainer, filters = cache.get(req.root, req.run_id)
-    rgb = load_image_rgb(req.path)
+    rgb = read_rgb(req.path)
     method = req.method if req.method in explainer.methods else explainer.methods[0]
     hm = explainer.heatmap(rgb, method, target=req.target, layer=req.layer)
     acts = explainer.activations(rgb, hm.layer, max_maps=ACTIVATION_MAPS)
