@@ -289,19 +289,15 @@ def _run_model(
     return spec, ds, preds, targets, list(ds.excluded)
 
 
-def _np(x: Any) -> np.ndarray:
-    return x.numpy() if hasattr(x, "numpy") else np.asarray(x)
-
-
 # --------------------------------------------------------------------------- per task
 
 
 def _classify(ds, preds, targets, names, ev: dict[str, Any]) -> None:
-    probs = np.stack([_np(p["probs"]).astype(np.float64).reshape(-1) for p in preds])
+    probs = np.stack([M._np(p["probs"]).astype(np.float64).reshape(-1) for p in preds])
     ids = ds.image_ids
     c = len(names)
     if ds.multi_label:
-        truth = np.stack([_np(t["labels"]).reshape(-1) >= 0.5 for t in targets])
+        truth = np.stack([M._np(t["labels"]).reshape(-1) >= 0.5 for t in targets])
         r = M.multilabel_metrics(probs, truth.astype(np.float64), class_names=names)
         keys = ("f1_macro", "f1_micro", "precision_macro", "recall_macro",
                 "subset_accuracy", "hamming_accuracy", "roc_auc")  # fmt: skip
@@ -323,7 +319,7 @@ def _classify(ds, preds, targets, names, ev: dict[str, Any]) -> None:
         ev["notes"].append(f"a class is predicted when its probability ≥ {r['threshold']:g}")
         positives = truth
     else:
-        labels = np.array([int(_np(t["label"]).reshape(())) for t in targets], dtype=np.int64)
+        labels = np.array([int(M._np(t["label"]).reshape(())) for t in targets], dtype=np.int64)
         r = M.classification_metrics(probs, labels, names)
         keys = ("accuracy", "balanced_accuracy", "f1_macro", "precision_macro",
                 "recall_macro", "roc_auc")  # fmt: skip
@@ -367,18 +363,8 @@ def _classify(ds, preds, targets, names, ev: dict[str, Any]) -> None:
 
 def _greedy_match(ious: np.ndarray, thr: float) -> np.ndarray:
     """For score-sorted detections (rows) and ground truth (columns): True where a
-    detection takes the still-free ground-truth box of highest IoU ≥ ``thr``."""
-    matched = np.zeros(ious.shape[0], dtype=bool)
-    if ious.size == 0:
-        return matched
-    taken = np.zeros(ious.shape[1], dtype=bool)
-    for d in range(ious.shape[0]):
-        row = np.where(taken, -1.0, ious[d])
-        g = int(np.argmax(row))
-        if row[g] >= thr:
-            taken[g] = True
-            matched[d] = True
-    return matched
+    detection is matched at IoU ≥ ``thr`` (COCO greedy matching, as mAP counts it)."""
+    return M._match(ious, np.array([thr]))[0][0]
 
 
 def _detect(ds, preds, targets, names, ev: dict[str, Any]) -> None:
@@ -390,11 +376,11 @@ def _detect(ds, preds, targets, names, ev: dict[str, Any]) -> None:
     n_gt = np.zeros(c, dtype=np.int64)
     records = []
     for image_id, p, t in zip(ds.image_ids, preds, targets, strict=True):
-        gb = _np(t["boxes"]).astype(np.float64).reshape(-1, 4)
-        gl = _np(t["labels"]).astype(np.int64).reshape(-1) - 1
-        db = _np(p["boxes"]).astype(np.float64).reshape(-1, 4)
-        dsc = _np(p["scores"]).astype(np.float64).reshape(-1)
-        dl = _np(p["labels"]).astype(np.int64).reshape(-1)
+        gb = M._np(t["boxes"]).astype(np.float64).reshape(-1, 4)
+        gl = M._np(t["labels"]).astype(np.int64).reshape(-1) - 1
+        db = M._np(p["boxes"]).astype(np.float64).reshape(-1, 4)
+        dsc = M._np(p["scores"]).astype(np.float64).reshape(-1)
+        dl = M._np(p["labels"]).astype(np.int64).reshape(-1)
         misses = spurious = 0
         for k in range(c):
             g = gb[gl == k]
@@ -434,8 +420,8 @@ def _detect(ds, preds, targets, names, ev: dict[str, Any]) -> None:
 
 
 def _landmarks(ds, preds, targets, point_names, ev: dict[str, Any]) -> None:
-    pk = [_np(p["keypoints"]).astype(np.float64) for p in preds]
-    tk = [_np(t["keypoints"]).astype(np.float64) for t in targets]
+    pk = [M._np(p["keypoints"]).astype(np.float64) for p in preds]
+    tk = [M._np(t["keypoints"]).astype(np.float64) for t in targets]
     r = M.landmark_metrics(pk, tk, norm="bbox", pck_thresholds=(0.05, 0.1), point_names=point_names)
     ev["summary"] = {k: _flt(r[k]) for k in ("nme", "pck@0.05", "pck@0.1", "mean_error_px")}
     ev["notes"].append(
@@ -472,7 +458,7 @@ def _segment(project, ds, preds, names, ev: dict[str, Any]) -> None:
     pm_list, tm_list, records = [], [], []
     for image_id, p in zip(ds.image_ids, preds, strict=True):
         mask = project.mask(image_id)
-        pm = _np(p["mask"]).astype(np.int64)
+        pm = M._np(p["mask"]).astype(np.int64)
         if mask is None:  # the mask was removed since the dataset was built
             tm = np.zeros_like(pm)
         else:
@@ -508,7 +494,7 @@ def _segment(project, ds, preds, names, ev: dict[str, Any]) -> None:
 
 
 def _autoencode(project, ds, preds, names, ev: dict[str, Any]) -> None:
-    errors = np.array([float(_np(p["error"])) for p in preds], dtype=np.float64)
+    errors = np.array([float(M._np(p["error"])) for p in preds], dtype=np.float64)
     r = M.reconstruction_metrics(errors)
     ev["summary"] = {
         "recon_error_mean": _flt(r["mean"]),
