@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from . import __version__
+from .core.formats import EXPORT_KINDS, FORMATS, LABEL_FORMATS, LABEL_SUFFIXES, label_format
 
 if TYPE_CHECKING:
     from .core.formats import LabelImportReport
@@ -30,19 +31,7 @@ COMMANDS = (
     "new", "import", "export", "info", "demo", "train", "evaluate", "predict", "experiment",
     "export-model", "report",
 )  # fmt: skip
-IMPORT_FORMATS = ("coco", "yolo", "voc", "labelme", "folders", "csv", "images")
-EXPORT_FORMATS = ("coco", "yolo", "voc", "labelme", "folders", "csv")
-EXPORT_KINDS = ("detect", "pose", "segment")
-FORMAT_NAMES = {
-    "coco": "a COCO dataset",
-    "yolo": "a YOLO dataset",
-    "voc": "a Pascal VOC dataset",
-    "labelme": "a labelme folder",
-    "folders": "class folders (one sub-folder of images per class)",
-    "csv": "a folder with a CSV label file",
-}
-# label files that format detection may recognise (anything else is tried as an image)
-LABEL_SUFFIXES = (".json", ".txt", ".xml", ".csv", ".yaml", ".yml", ".tsv")
+IMPORT_FORMATS = (*FORMATS, "images")  # "images": add the paths as images only
 KIND_NAMES = {  # kind: (one, several)
     "tags": ("tag", "tags"),
     "boxes": ("box", "boxes"),
@@ -113,17 +102,21 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("dir", metavar="DIR", help="project folder")
     p.add_argument("paths", metavar="PATH", nargs="+", help="image file, folder or label file")
-    p.add_argument("--format", choices=IMPORT_FORMATS, help="read every PATH as this format")
+    p.add_argument(
+        "--format",
+        choices=IMPORT_FORMATS,
+        help=f"read every PATH as this format ({_formats_help()}; images: add them as images only)",
+    )
     p.add_argument("--copy", action="store_true", help="copy images into DIR/images/")
     p.set_defaults(run=_cmd_import)
 
     p = sub.add_parser("export", help="write the labels in an interchange format")
     p.add_argument("dir", metavar="DIR", help="project folder")
-    p.add_argument("--format", required=True, choices=EXPORT_FORMATS, help="format to write")
-    p.add_argument("out", metavar="OUT", help="output file or folder")
     p.add_argument(
-        "--kind", choices=EXPORT_KINDS, help="which labels, for formats with several (YOLO)"
+        "--format", required=True, choices=FORMATS, help=f"format to write ({_formats_help()})"
     )
+    p.add_argument("out", metavar="OUT", help="output file or folder")
+    p.add_argument("--kind", choices=EXPORT_KINDS, help=f"which labels: {_kinds_help()}")
     p.add_argument("--template", metavar="NAME", help="landmark template of a YOLO pose export")
     p.set_defaults(run=_cmd_export)
 
@@ -207,7 +200,8 @@ def _cmd_import(args: argparse.Namespace) -> int:
                 except FormatError:
                     continue
                 notes.append(
-                    f"note: {p} looks like {FORMAT_NAMES[fmt]}; only its images were added. "
+                    f"note: {p} looks like {label_format(fmt).description}; only its images "
+                    "were added. "
                     f"To import its labels: tlstudio import {args.dir} {p} --format {fmt}"
                 )
             elif p.suffix.lower() in LABEL_SUFFIXES and not imageio.is_image_file(p):
@@ -261,8 +255,10 @@ def _cmd_export(args: argparse.Namespace) -> int:
     from .core.errors import ValidationError
     from .core.project import Project
 
-    if args.format != "yolo" and (args.kind or args.template):
-        raise ValidationError(f"--kind and --template apply to YOLO only, not {args.format}")
+    if not label_format(args.format).export_kinds and (args.kind or args.template):
+        raise ValidationError(
+            f"--kind and --template apply to {_kinds_formats()} only, not {args.format}"
+        )
     with Project.open(args.dir) as project:
         from .core.formats import export_labels
 
@@ -343,6 +339,26 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 # -- helpers -------------------------------------------------------------------------------
+
+
+def _formats_help() -> str:
+    """``coco: a COCO dataset; yolo: a YOLO dataset; …`` from the format registry."""
+    return "; ".join(f"{f.name}: {f.description}" for f in LABEL_FORMATS)
+
+
+def _kinds_formats() -> str:
+    """Titles of the formats whose export takes a kind (``YOLO``)."""
+    return ", ".join(f.title for f in LABEL_FORMATS if f.export_kinds)
+
+
+def _kinds_help() -> str:
+    """``for YOLO: detect (default), pose, segment`` from the format registry."""
+    parts = [
+        f"for {f.title}: {f.export_kinds[0]} (default), {', '.join(f.export_kinds[1:])}"
+        for f in LABEL_FORMATS
+        if f.export_kinds
+    ]
+    return "; ".join(parts)
 
 
 def _count(n: int, one: str, several: str) -> str:

@@ -14,7 +14,6 @@ import os
 import shutil
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
@@ -24,10 +23,9 @@ from ..annotations import SKIPPED, Box, LandmarkSet, Point
 from ..errors import FormatError, TlsError, ValidationError
 from ..labelset import LandmarkTemplate
 from ..project import ImageRecord, Project
+from .report import LabelImportReport
 
 log = logging.getLogger("tlstudio.core.formats")
-
-KINDS = ("tags", "boxes", "landmarks", "masks")
 
 # Coordinates this far outside the image (float noise of other tools) are clipped.
 CLIP_TOLERANCE = 0.5
@@ -35,20 +33,6 @@ CLIP_TOLERANCE = 0.5
 # JSON/text numbers larger than this are refused (no image is that large; it also
 # keeps int32 rasterisation and SQLite integers safe).
 MAX_COORD = 1e7
-
-
-@dataclass
-class LabelImportReport:
-    """Outcome of a label import.
-
-    ``annotations`` counts what was added per kind: ``tags``, ``boxes``,
-    ``landmarks`` (landmark sets) and ``masks`` (images whose label map
-    received pixels)."""
-
-    images_added: int = 0
-    images_matched: int = 0
-    annotations: dict[str, int] = field(default_factory=lambda: dict.fromkeys(KINDS, 0))
-    warnings: list[str] = field(default_factory=list)
 
 
 # -- value checks ---------------------------------------------------------------------

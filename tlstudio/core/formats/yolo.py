@@ -36,6 +36,7 @@ from ..annotations import SKIPPED, Box, LandmarkSet, Point
 from ..errors import FormatError, ValidationError
 from ..labelset import LandmarkTemplate
 from ..project import ImageRecord, Project
+from . import label_format
 from ._common import (
     CLIP_TOLERANCE,
     ImportSession,
@@ -56,7 +57,7 @@ from ._common import (
     type_name,
 )
 
-KINDS = ("detect", "pose", "segment")
+KINDS = label_format("yolo").export_kinds
 DEFAULT_TEMPLATE = "yolo pose"
 _YAML_NAMES = ("data.yaml", "dataset.yaml", "data.yml", "dataset.yml")
 

@@ -24,11 +24,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from tlstudio.cli import FORMAT_NAMES
-from tlstudio.core.formats import FORMATS
+from tlstudio.core.formats import LABEL_FORMATS, label_format
 from tlstudio.gui.workers.importer import ImportJob, ImportResult
-
-YOLO_KINDS = ("detect", "pose", "segment")
 
 
 def show_message(
@@ -88,8 +85,8 @@ class LabelImportDialog(QDialog):
         self.start_dir = start_dir
         self.format = QComboBox()
         self.format.addItem("Detect from the content", None)
-        for f in FORMATS:
-            self.format.addItem(f"{f} — {FORMAT_NAMES.get(f, f)}", f)
+        for f in LABEL_FORMATS:
+            self.format.addItem(f"{f.name} — {f.description}", f.name)
         self.source = QLineEdit()
         self.source.setPlaceholderText("label file or dataset folder")
         file_btn, dir_btn = QPushButton("File…"), QPushButton("Folder…")
@@ -138,10 +135,10 @@ class ExportDialog(QDialog):
         self.setWindowTitle("Export labels")
         self.start_dir = start_dir
         self.format = QComboBox()
-        for f in FORMATS:
-            self.format.addItem(f"{f} — {FORMAT_NAMES.get(f, f)}", f)
+        for f in LABEL_FORMATS:
+            self.format.addItem(f"{f.name} — {f.description}", f.name)
         self.kind = QComboBox()
-        self.kind.addItems(YOLO_KINDS)
+        self.kind.addItems(label_format("yolo").export_kinds)
         self.template = QComboBox()
         self.template.addItems(templates)
         self.out = QLineEdit()

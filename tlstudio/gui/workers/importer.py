@@ -19,13 +19,15 @@ from PySide6.QtWidgets import QProgressBar, QProgressDialog, QWidget
 
 from tlstudio.core import imageio
 from tlstudio.core.errors import FormatError, TlsError
-from tlstudio.core.formats import LabelImportReport, detect_format, import_labels
+from tlstudio.core.formats import (
+    LABEL_SUFFIXES,
+    LabelImportReport,
+    detect_format,
+    import_labels,
+)
 from tlstudio.core.project import Project
 from tlstudio.gui.state import AppState
 
-# Files that format detection may recognise as labels; anything else is tried as an
-# image (as the command line does, so both import a mixed selection alike).
-LABEL_SUFFIXES = (".json", ".txt", ".xml", ".csv", ".yaml", ".yml", ".tsv")
 MODES = ("auto", "images", "labels")
 
 
