@@ -1,4 +1,5 @@
-"""tlstudio.core.imageio on tiny real files written into tmp_path (and pydicom's bundled files)."""
+"""tlstudio.core.imageio (with its decoders, windowing and thumbnails) on tiny real files
+written into tmp_path (and pydicom's bundled files)."""
 
 from __future__ import annotations
 
@@ -26,13 +27,13 @@ from tlstudio.core.errors import (
 )
 from tlstudio.core.imageio import (
     ImageInfo,
-    ThumbnailCache,
     file_sha256,
     is_image_file,
     probe_image,
     read_image,
-    to_display,
 )
+from tlstudio.core.thumbnails import ThumbnailCache
+from tlstudio.core.windowing import default_window, to_display
 
 RNG = np.random.default_rng(7)
 
@@ -431,7 +432,7 @@ def test_to_display_keeps_alpha_and_default_window_spans_16_bit_data():
     out = to_display(rgba)
     assert out.dtype == np.uint8 and out.shape == (6, 6, 4)
     np.testing.assert_array_equal(out[..., 3], np.rint(rgba[..., 3] / 257.0))
-    c, w = imageio.default_window(rgba)
+    c, w = default_window(rgba)
     assert rgba[..., :3].min() <= c - w / 2 and c + w / 2 <= rgba[..., :3].max()
     assert out[..., :3].min() == 0 and out[..., :3].max() == 255
 

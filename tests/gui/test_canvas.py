@@ -17,7 +17,8 @@ from PySide6.QtGui import QMouseEvent, QWheelEvent
 from PySide6.QtWidgets import QApplication
 
 from tlstudio.core.annotations import OCCLUDED, SKIPPED, VISIBLE
-from tlstudio.core.imageio import file_sha256, read_image, to_display
+from tlstudio.core.imageio import file_sha256, read_image
+from tlstudio.core.windowing import to_display
 from tlstudio.gui.canvas import TOOL_SHORTCUTS, CanvasView
 
 L, R, M = Qt.MouseButton.LeftButton, Qt.MouseButton.RightButton, Qt.MouseButton.MiddleButton

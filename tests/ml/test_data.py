@@ -16,6 +16,7 @@ from tlstudio.core.annotations import OCCLUDED, SKIPPED, VISIBLE, Box, LandmarkS
 from tlstudio.core.errors import ImageError
 from tlstudio.core.labelset import LandmarkTemplate
 from tlstudio.core.project import Project
+from tlstudio.core.windowing import to_display
 from tlstudio.ml.data import (
     ProjectDataset,
     available_tasks,
@@ -194,7 +195,7 @@ def test_16_bit_grey_goes_through_the_window_to_three_channels(tmp_path: Path) -
         image, _ = ds[0]
     assert data.array.dtype == np.uint16 and data.array.max() == 3000
     bands = np.array([[1000, 2000, 3000]], np.uint16)
-    expected = np.asarray(imageio.to_display(bands, data.window)).reshape(-1) / 255.0
+    expected = np.asarray(to_display(bands, data.window)).reshape(-1) / 255.0
     assert expected[0] < expected[1] < expected[2] and 0.3 < expected[1] < 0.7
     torch.testing.assert_close(image[0], image[1])
     torch.testing.assert_close(image[0], image[2])

@@ -1,7 +1,7 @@
 """Datasets over a project, following the batch contract of :mod:`tlstudio.ml.tasks.base`.
 
 Every image is read with :func:`tlstudio.core.imageio.read_image`, turned into uint8 RGB
-through its display window (:func:`tlstudio.core.imageio.to_display`; grey, 16-bit and
+through its display window (:func:`tlstudio.core.windowing.to_display`; grey, 16-bit and
 DICOM data become 3 equal channels, alpha is dropped), resized to ``input_size`` ×
 ``input_size`` (plain resize, aspect ratio not kept; cv2 area averaging when shrinking,
 bilinear when enlarging), optionally augmented (:mod:`tlstudio.ml.transforms`) and
@@ -29,6 +29,7 @@ from torchvision import tv_tensors
 from tlstudio.core import imageio
 from tlstudio.core.errors import ImageError, TlsError
 from tlstudio.core.project import Project
+from tlstudio.core.windowing import to_display
 from tlstudio.ml.tasks.base import TASKS
 from tlstudio.ml.transforms import AugmentConfig, build_train_transform
 
@@ -101,7 +102,7 @@ def choose_template(project: Project, image_ids: Sequence[int]) -> int | None:
 
 def to_rgb_uint8(data: imageio.ImageData) -> np.ndarray:
     """H×W×3 uint8 RGB of an image as displayed through its window (alpha dropped)."""
-    disp = np.asarray(imageio.to_display(data.array, data.window))
+    disp = np.asarray(to_display(data.array, data.window))
     if disp.dtype != np.uint8:
         raise ValueError(f"to_display returned {disp.dtype}, expected uint8")
     if disp.ndim == 3 and disp.shape[2] in (1, 2):  # grey or grey + alpha

@@ -16,7 +16,8 @@ import numpy as np
 from PySide6.QtCore import QObject, QRunnable, QThreadPool, Signal
 from PySide6.QtGui import QImage, QPixmap
 
-from tlstudio.core.imageio import ImageData, read_image, to_display
+from tlstudio.core.imageio import ImageData, read_image
+from tlstudio.core.windowing import to_display
 
 _LITTLE = sys.byteorder == "little"
 # 0xAARRGGBB as a native uint32 is B, G, R, A in memory on little-endian machines
@@ -32,7 +33,7 @@ def render_display(array: np.ndarray, window: tuple[float, float]) -> tuple[np.n
     """Display buffer (H×W×4 uint8, see the module docstring) and whether it has alpha.
 
     ``window = (center, width)`` in array units, applied with
-    :func:`tlstudio.core.imageio.to_display`; ``(128, 256)`` on uint8 data is the
+    :func:`tlstudio.core.windowing.to_display`; ``(128, 256)`` on uint8 data is the
     identity and skips the lookup."""
     import cv2  # heavy: imported when the first image is shown
 

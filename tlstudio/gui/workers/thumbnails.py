@@ -5,7 +5,7 @@ scrolled to most recently are the ones on screen, so they are served first,
 and when the stack grows past ``max_queued`` the oldest requests are dropped
 (the view asks again if those rows come back into sight). At most ``threads``
 pool tasks drain the stack. Each produces the cache PNG through
-:class:`~tlstudio.core.imageio.ThumbnailCache`, loads and scales it into a
+:class:`~tlstudio.core.thumbnails.ThumbnailCache`, loads and scales it into a
 QImage in the worker, and the GUI thread only turns that into a QPixmap.
 """
 
@@ -20,7 +20,7 @@ from PySide6.QtCore import QObject, QRect, Qt, QThreadPool, Signal
 from PySide6.QtGui import QColor, QIcon, QImage, QPainter, QPixmap
 
 from tlstudio.core.errors import ImageError
-from tlstudio.core.imageio import ThumbnailCache
+from tlstudio.core.thumbnails import ThumbnailCache
 
 
 class _Relay(QObject):
