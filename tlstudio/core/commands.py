@@ -9,12 +9,22 @@ from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Iterable
 from dataclasses import replace
+from typing import TypeVar
 
 import numpy as np
 
 from .annotations import Box, ImageAnnotations, LandmarkSet, Point
 from .labelset import ClassInfo, LandmarkTemplate
 from .project import Project
+
+_T = TypeVar("_T")
+
+
+def _known(value: _T | None) -> _T:
+    """``value``, set by :meth:`Command.do` (an id the store gave, the state before the
+    edit); undo and redo only run after do."""
+    assert value is not None, "undo before do"
+    return value
 
 
 class Command:
@@ -163,7 +173,7 @@ class AddBox(Command):
         self.box = project.add_box(self.image_id, self.box)  # keeps the id on redo
 
     def undo(self, project: Project) -> None:
-        project.remove_box(self.box.id)
+        project.remove_box(_known(self.box.id))
 
 
 class EditBox(Command):
@@ -181,9 +191,11 @@ class EditBox(Command):
         project.update_box(self.new)
 
     def undo(self, project: Project) -> None:
-        project.update_box(self.old)
+        project.update_box(_known(self.old))
 
     def merge(self, other: Command) -> bool:
+        if not isinstance(other, EditBox):  # the same merge_key means the same kind of edit
+            return False
         self.new = other.new
         return True
 
@@ -210,7 +222,7 @@ class AddLandmarkSet(Command):
         self.landmarks = project.add_landmark_set(self.image_id, self.landmarks)
 
     def undo(self, project: Project) -> None:
-        project.remove_landmark_set(self.landmarks.id)
+        project.remove_landmark_set(_known(self.landmarks.id))
 
 
 class EditLandmarkSet(Command):
@@ -230,9 +242,11 @@ class EditLandmarkSet(Command):
         project.update_landmark_set(self.new)
 
     def undo(self, project: Project) -> None:
-        project.update_landmark_set(self.old)
+        project.update_landmark_set(_known(self.old))
 
     def merge(self, other: Command) -> bool:
+        if not isinstance(other, EditLandmarkSet):
+            return False
         self.new = other.new
         return True
 
@@ -270,7 +284,7 @@ class SetTags(Command):
         project.set_tags(self.image_id, self.new)
 
     def undo(self, project: Project) -> None:
-        project.set_tags(self.image_id, self.old)
+        project.set_tags(self.image_id, _known(self.old))
 
 
 class SetMask(Command):
@@ -294,6 +308,8 @@ class SetMask(Command):
         project.set_mask(self.image_id, self.old)
 
     def merge(self, other: Command) -> bool:
+        if not isinstance(other, SetMask):
+            return False
         self.new = other.new
         return True
 
@@ -312,7 +328,7 @@ class SetAnnotations(Command):
         project.set_annotations(self.new)
 
     def undo(self, project: Project) -> None:
-        project.set_annotations(self.old)
+        project.set_annotations(_known(self.old))
 
 
 # -- label-set commands ----------------------------------------------------------
@@ -332,7 +348,7 @@ class AddClass(Command):
                               position=self.info.position)  # fmt: skip
 
     def undo(self, project: Project) -> None:
-        project.delete_class(self.info.id)
+        project.delete_class(_known(self.info).id)
 
 
 class RenameClass(Command):
@@ -430,7 +446,7 @@ class AddTemplate(Command):
         self.template = project.add_template(self.template)
 
     def undo(self, project: Project) -> None:
-        project.delete_template(self.template.id)
+        project.delete_template(_known(self.template.id))
 
 
 class SetSplits(Command):

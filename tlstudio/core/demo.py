@@ -111,7 +111,8 @@ def _background(rng: np.random.Generator, size: int) -> np.ndarray:
     gradient = 25 * (np.cos(angle) * ramp[None, :] + np.sin(angle) * ramp[:, None])
     noise = rng.normal(0, 12, (size, size, 3))
     img = base + texture + gradient[..., None] + noise
-    return np.clip(img, 0, 255).astype(np.uint8)
+    out: np.ndarray = np.clip(img, 0, 255).astype(np.uint8)
+    return out
 
 
 def _shape_color(rng: np.random.Generator) -> tuple[int, int, int]:
@@ -135,7 +136,8 @@ def _outline(rng: np.random.Generator, kind: str, area: float) -> np.ndarray | f
         a = np.array([0, 2 * math.pi / 3, 4 * math.pi / 3])
         corners = radius * np.stack([np.cos(a), np.sin(a)], axis=1)
     c, s = math.cos(angle), math.sin(angle)
-    return corners @ np.array([[c, s], [-s, c]])
+    turned: np.ndarray = corners @ np.array([[c, s], [-s, c]])
+    return turned
 
 
 def _place(
@@ -225,6 +227,7 @@ def _fill(project: Project, n_images: int, size: int, seed: int) -> None:
         for template in builtin_templates():
             project.ensure_template(template)
         shape_template = project.ensure_template(SHAPE_TEMPLATE)
+        assert shape_template.id is not None  # a stored template
         for path, shapes in scenes:
             rec = project.image_by_path(path)
             assert rec is not None  # just added

@@ -6,6 +6,7 @@ import json
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from .errors import ValidationError
 
@@ -52,7 +53,7 @@ class LandmarkTemplate:
                         f"points among 0..{n - 1}"
                     )
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return {
             "name": self.name,
             "points": list(self.points),
@@ -61,7 +62,7 @@ class LandmarkTemplate:
         }
 
     @classmethod
-    def from_json(cls, data: dict, id: int | None = None) -> LandmarkTemplate:
+    def from_json(cls, data: dict[str, Any], id: int | None = None) -> LandmarkTemplate:
         try:
             return cls(
                 name=str(data["name"]),

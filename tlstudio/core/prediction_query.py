@@ -58,6 +58,7 @@ import json
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any, cast
 
 import cv2
 import numpy as np
@@ -115,7 +116,9 @@ _PREDICTED = "SELECT image_id FROM predictions WHERE run_id = ?"
 _UNREADABLE = PredictionStatus(None, None, "unreadable stored prediction")
 
 
-def _payloads(project: Project, run_id: int) -> Iterable[tuple[int, dict | None]]:
+def _payloads(project: Project, run_id: int) -> Iterable[tuple[int, dict[str, Any]]]:
+    """(image id, stored payload) of a run's predictions; an unreadable payload comes as
+    ``{}``, so reading any field of it fails with KeyError like a missing field."""
     for image_id, text in project.store.conn.execute(
         "SELECT image_id, payload FROM predictions WHERE run_id = ?", (run_id,)
     ):
@@ -123,7 +126,7 @@ def _payloads(project: Project, run_id: int) -> Iterable[tuple[int, dict | None]
             payload = json.loads(text)
         except ValueError:
             payload = None
-        yield image_id, payload if isinstance(payload, dict) else None
+        yield image_id, payload if isinstance(payload, dict) else {}
 
 
 def _class_names(project: Project) -> dict[int, str]:
@@ -236,7 +239,8 @@ def _detect(
             best, best_iou = None, iou
             for j in free:
                 if labelled[j][0] == class_id:
-                    v = box_iou(xyxy, labelled[j][1])
+                    # xyxy is not checked to hold 4 numbers (a stored payload could hold more)
+                    v = box_iou(cast(tuple[float, float, float, float], xyxy), labelled[j][1])
                     if v >= best_iou:
                         best, best_iou = j, v
             if best is None:
@@ -256,7 +260,7 @@ def _landmarks(
     project: Project, run_id: int, template_id: int | None
 ) -> dict[int, PredictionStatus]:
     conn = project.store.conn
-    sets: dict[int, list[list]] = {}
+    sets: dict[int, list[list[Any]]] = {}
     sql = (
         f"SELECT image_id, template_id, points FROM landmark_sets WHERE image_id IN ({_PREDICTED})"
     )

@@ -106,7 +106,7 @@ def prediction_annotations(
             order = {c.id: c.position for c in project.classes()}
             tags = sorted((c for c, v in probs.items() if v >= t), key=lambda c: order[c])
         else:
-            best = max(probs, key=probs.get)
+            best = max(probs, key=probs.__getitem__)
             tags = [best] if probs[best] >= t else []
         return replace(out, tags=tuple(tags))
     if task == "detect":
@@ -293,7 +293,7 @@ def describe_prediction(
         probs = {int(k): float(v) for k, v in p.get("probs", {}).items()}
         if not probs:
             return "Empty prediction."
-        best = max(probs, key=probs.get)
+        best = max(probs, key=probs.__getitem__)
         text = f"{name(best)} {probs[best]:.0%}"
         if project.multi_label:
             above = [name(c) for c, v in probs.items() if v >= score_threshold]
@@ -319,9 +319,9 @@ def describe_prediction(
         return text
     if task == "landmarks":
         pts = p.get("points", [])
-        kept = sum(1 for pt in pts if float(pt[2]) >= score_threshold)
+        n_kept = sum(1 for pt in pts if float(pt[2]) >= score_threshold)
         mean = float(np.mean([pt[2] for pt in pts])) if pts else 0.0
-        text = f"{kept} of {len(pts)} points ≥ {score_threshold:.2f}, mean confidence {mean:.2f}"
+        text = f"{n_kept} of {len(pts)} points ≥ {score_threshold:.2f}, mean confidence {mean:.2f}"
         if labels is not None:
             n = len(labels.landmarks)
             text += f" — labels: {n} landmark set{'s' if n != 1 else ''}"

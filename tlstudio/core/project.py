@@ -10,11 +10,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sqlite3
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -32,7 +34,7 @@ from .annotations import (
 )
 from .errors import ImageError, ProjectError, ValidationError
 from .labelset import PALETTE, ClassInfo, LandmarkTemplate
-from .store import DB_NAME, Store
+from .store import DB_NAME, Store, inserted_id
 
 SPLITS = ("train", "val", "test")
 ProgressFn = Callable[[int, int], None]  # (done, total)
@@ -85,7 +87,7 @@ class ImportReport:
 _IMAGE_COLS = "id, path, sha256, width, height, bit_depth, channels, format, split, fold"
 
 
-def _image(row: Sequence) -> ImageRecord:
+def _image(row: Sequence[Any]) -> ImageRecord:
     return ImageRecord(*row)
 
 
@@ -139,7 +141,7 @@ class Project:
             yield
 
     @property
-    def _c(self):
+    def _c(self) -> sqlite3.Connection:
         return self.store.conn
 
     # -- settings ----------------------------------------------------------
@@ -179,7 +181,7 @@ class Project:
         report = ImportReport()
         known = {row[0] for row in self._c.execute("SELECT sha256 FROM images")}
         known_paths = {row[0] for row in self._c.execute("SELECT path FROM images")}
-        pending: list[tuple] = []
+        pending: list[tuple[Path, str, imageio.ImageInfo]] = []
         for done, path in enumerate(files, 1):
             if should_cancel is not None and should_cancel():
                 report.cancelled = True
@@ -238,7 +240,7 @@ class Project:
     def _insert_images(
         self, items: list[tuple[Path, str, imageio.ImageInfo]], copy: bool
     ) -> list[int]:
-        ids = []
+        ids: list[int] = []
         with self.transaction():
             for path, digest, info in items:
                 if copy and not path.is_relative_to(self.root):
@@ -249,7 +251,7 @@ class Project:
                     (self._stored_path(path), digest, info.width, info.height, info.bit_depth,
                      info.channels, info.format, time.time()),
                 )  # fmt: skip
-                ids.append(cur.lastrowid)
+                ids.append(inserted_id(cur))
         return ids
 
     def _copy_in(self, path: Path) -> Path:
@@ -270,7 +272,8 @@ class Project:
             return path.as_posix()
 
     def image_count(self) -> int:
-        return self._c.execute("SELECT COUNT(*) FROM images").fetchone()[0]
+        count: int = self._c.execute("SELECT COUNT(*) FROM images").fetchone()[0]
+        return count
 
     def image(self, image_id: int) -> ImageRecord:
         row = self._c.execute(
@@ -401,7 +404,7 @@ class Project:
                 "INSERT INTO classes (id, name, color, position) VALUES (?, ?, ?, ?)",
                 (class_id, name, _check_color(color), position),
             )
-        return ClassInfo(cur.lastrowid, name, color, position)
+        return ClassInfo(inserted_id(cur), name, color, position)
 
     def rename_class(self, class_id: int, name: str) -> None:
         name = _check_name(name)
@@ -483,6 +486,7 @@ class Project:
     def _remap_masks(self, old: int, new: int) -> None:
         for image_id in self._mask_images_with(old):
             m = self.mask(image_id)
+            assert m is not None  # the image was listed for its mask
             m[m == old] = new
             self._write_mask(image_id, m)
 
@@ -544,7 +548,7 @@ class Project:
         self._template_cache.pop(template_id, None)
 
     @staticmethod
-    def _template_row(r: Sequence) -> LandmarkTemplate:
+    def _template_row(r: Sequence[Any]) -> LandmarkTemplate:
         return LandmarkTemplate.from_json(
             {"name": r[1], "points": json.loads(r[2]), "skeleton": json.loads(r[3]),
              "flip_pairs": json.loads(r[4])}, id=r[0],
@@ -594,8 +598,9 @@ class Project:
             )
         return Box(box.class_id, box.x1, box.y1, box.x2, box.y2, cur.lastrowid)
 
-    def box(self, box_id: int) -> tuple[int, Box]:
-        """(image id, box) for a box id."""
+    def box(self, box_id: int | None) -> tuple[int, Box]:
+        """(image id, box) for a box id; ValidationError if there is none (as for None,
+        the id of a box not added yet)."""
         row = self._c.execute(
             "SELECT image_id, class_id, x1, y1, x2, y2, id FROM boxes WHERE id = ?", (box_id,)
         ).fetchone()
@@ -627,7 +632,9 @@ class Project:
             LandmarkSet(r[0], LandmarkSet.points_from_json(r[1]), r[2], r[3]) for r in rows
         )
 
-    def landmark_set(self, set_id: int) -> tuple[int, LandmarkSet]:
+    def landmark_set(self, set_id: int | None) -> tuple[int, LandmarkSet]:
+        """(image id, landmark set) for a set id; ValidationError if there is none (as for
+        None, the id of a set not added yet)."""
         row = self._c.execute(
             "SELECT image_id, template_id, points, class_id, id FROM landmark_sets WHERE id = ?",
             (set_id,),
@@ -729,7 +736,7 @@ class Project:
             yield rec, self.annotations(rec.id)
 
     # -- splits -----------------------------------------------------------------
-    def set_splits(self, assignment: dict[int, str | None]) -> None:
+    def set_splits(self, assignment: Mapping[int, str | None]) -> None:
         """Set the split ('train', 'val', 'test' or None) of several images."""
         for split in set(assignment.values()):
             if split is not None and split not in SPLITS:
@@ -777,7 +784,7 @@ class Project:
         return out
 
     # -- statistics -------------------------------------------------------------
-    def stats(self) -> dict:
+    def stats(self) -> dict[str, Any]:
         """Counts per kind, per class and per split, and missing files."""
         c = self._c
         per_class = {}

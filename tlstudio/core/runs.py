@@ -6,9 +6,11 @@ stored in the database are relative to the project folder.
 
 from __future__ import annotations
 
+import builtins
 import json
 import shutil
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,7 @@ import numpy as np
 from .annotations import decode_mask, encode_mask
 from .errors import ValidationError
 from .project import Project
+from .store import inserted_id
 
 RUN_STATUSES = ("running", "finished", "cancelled", "failed")
 
@@ -55,7 +58,7 @@ _RUN_COLS = (
 )
 
 
-def _run(row) -> RunRecord:
+def _run(row: Sequence[Any]) -> RunRecord:
     r = list(row)
     r[4] = json.loads(r[4])
     return RunRecord(*r)
@@ -82,7 +85,7 @@ class RunStore:
                 " VALUES (?, ?, ?, ?, 'running', ?)",
                 (time.time(), task, backbone, json.dumps(config), device),
             )
-        return cur.lastrowid
+        return inserted_id(cur)
 
     def update(self, run_id: int, **fields: Any) -> None:
         """Set run columns: status, error, metric_name, best_metric, checkpoint, device, duration_s."""
@@ -122,7 +125,7 @@ class RunStore:
     def list(self) -> list[RunRecord]:
         return [_run(r) for r in self._c.execute(f"SELECT {_RUN_COLS} FROM runs ORDER BY id")]
 
-    def with_model(self) -> list[RunRecord]:
+    def with_model(self) -> builtins.list[RunRecord]:
         """Runs that saved a model (finished, or cancelled after an epoch), newest first."""
         return [
             _run(r)
@@ -131,7 +134,7 @@ class RunStore:
             )
         ]
 
-    def epochs(self, run_id: int) -> list[tuple[int, dict[str, float]]]:
+    def epochs(self, run_id: int) -> builtins.list[tuple[int, dict[str, float]]]:
         rows = self._c.execute(
             "SELECT epoch, metrics FROM run_epochs WHERE run_id = ? ORDER BY epoch", (run_id,)
         )
@@ -163,7 +166,7 @@ class RunStore:
         mask = None if row[1] is None else decode_mask(row[1])
         return Prediction(run_id, image_id, json.loads(row[0]), mask, row[2])
 
-    def predicted_images(self, run_id: int) -> list[tuple[int, float | None]]:
+    def predicted_images(self, run_id: int) -> builtins.list[tuple[int, float | None]]:
         """(image id, score) of every prediction of a run, lowest score first."""
         rows = self._c.execute(
             "SELECT image_id, score FROM predictions WHERE run_id = ? ORDER BY score, image_id",

@@ -62,12 +62,12 @@ def kfold(project: Project, k: int = 5, *, seed: int = 0, stratify: bool = True)
     return out
 
 
-def _groups(project: Project, stratify: bool, only_unassigned: bool) -> dict:
+def _groups(project: Project, stratify: bool, only_unassigned: bool) -> dict[int | None, list[int]]:
     labels = project.primary_labels()
     if only_unassigned:
         assigned = {r.id for r in project.images() if r.split is not None}
         labels = {i: c for i, c in labels.items() if i not in assigned}
-    groups: dict = defaultdict(list)
+    groups: dict[int | None, list[int]] = defaultdict(list)
     for image_id, cls in labels.items():
         groups[cls if stratify else None].append(image_id)
     return groups
@@ -86,4 +86,5 @@ def _apportion(n: int, fractions: np.ndarray) -> list[int]:
             if counts[donor] > 1:
                 counts[donor] -= 1
                 counts[i] += 1
-    return counts.tolist()
+    result: list[int] = counts.tolist()
+    return result

@@ -238,3 +238,10 @@ def _configure(conn: sqlite3.Connection) -> None:
     conn.execute("PRAGMA journal_mode = WAL")
     conn.execute("PRAGMA foreign_keys = ON")
     conn.execute("PRAGMA synchronous = NORMAL")
+
+
+def inserted_id(cur: sqlite3.Cursor) -> int:
+    """The id (rowid) SQLite gave the row that ``cur`` has just inserted."""
+    row_id = cur.lastrowid
+    assert row_id is not None, "the cursor inserted no row"
+    return row_id

@@ -98,7 +98,8 @@ def _apply_window(a: np.ndarray, window: tuple[float, float]) -> np.ndarray:
     # 8/16-bit integers go through a lookup table: one small computation, then an index.
     if a.dtype in (np.uint8, np.uint16):
         lut = _window_values(np.arange(np.iinfo(a.dtype).max + 1), window)
-        return lut[a]
+        out: np.ndarray = lut[a]
+        return out
     if a.dtype == np.int16:
         lut = _window_values(np.arange(65536, dtype=np.uint16).view(np.int16), window)
         return lut[a.view(np.uint16)]
@@ -112,7 +113,8 @@ def _apply_window(a: np.ndarray, window: tuple[float, float]) -> np.ndarray:
     with np.errstate(invalid="ignore", over="ignore"):
         y = np.floor((v - np.float32(center - width / 2.0)) * np.float32(256.0 / width))
         y = np.nan_to_num(y, nan=0.0, posinf=255.0, neginf=0.0)
-    return np.clip(y, 0, 255).astype(np.uint8)
+    result: np.ndarray = np.clip(y, 0, 255).astype(np.uint8)
+    return result
 
 
 def _alpha_to_uint8(alpha: np.ndarray) -> np.ndarray:

@@ -5,7 +5,7 @@ as the default display window."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
@@ -216,7 +216,9 @@ def _decode_dicom(
             else:
                 arr = (arr.astype(np.float64) * s + b).astype(np.float32)
             if srange is not None:
-                srange = tuple(sorted((srange[0] * s + b, srange[1] * s + b)))
+                srange = cast(
+                    tuple[float, float], tuple(sorted((srange[0] * s + b, srange[1] * s + b)))
+                )
     elif "ModalityLUTSequence" in ds:
         from pydicom.pixels import apply_modality_lut
 

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Container
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -43,7 +44,7 @@ def open_pil(path: Path, fmt: str, head: bytes, max_pixels: int) -> Source:
 
 
 def _pil_open(path: Path, max_pixels: int) -> Image:
-    from PIL import Image
+    from PIL import Image, UnidentifiedImageError
 
     # Pillow refuses "decompression bombs" above its own, lower limit; ours is the
     # one that applies, so lift Pillow's up to it (never down).
@@ -56,12 +57,13 @@ def _pil_open(path: Path, max_pixels: int) -> Image:
             return Image.open(path)
     except Image.DecompressionBombError as exc:
         raise ImageTooLargeError(path, str(exc)) from exc
-    except Image.UnidentifiedImageError as exc:
+    except UnidentifiedImageError as exc:
         raise CorruptImageError(path, "the header cannot be parsed") from exc
 
 
-def pil_target(mode: str, info: dict[str, Any]) -> tuple[str | None, int, int]:
-    """Pillow mode -> (mode to convert to or None, channels, bit depth)."""
+def pil_target(mode: str, info: Container[object]) -> tuple[str | None, int, int]:
+    """Pillow mode (and its ``info`` keys) -> (mode to convert to or None, channels, bit
+    depth)."""
     if mode in ("1", "L"):
         return ("L" if mode == "1" else None, 1, 8)
     if mode == "P":

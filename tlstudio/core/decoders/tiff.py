@@ -4,7 +4,7 @@ applied), with Pillow as the fallback for compressions tifffile needs imagecodec
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 
@@ -37,7 +37,7 @@ def open_tiff(path: Path, fmt: str, head: bytes, max_pixels: int) -> Source:
         pages = len(tif.pages)
         if pages == 0:
             raise CorruptImageError(path, "TIFF without any image page")
-        page = tif.pages[0]
+        page = cast("TiffPage", tif.pages[0])  # the first page is never a TiffFrame
         width, height = int(page.imagewidth), int(page.imagelength)
         check_size(path, width, height, max_pixels)
         orientation = _tiff_orientation(page)
@@ -115,7 +115,7 @@ def _tiff_decode(path: Path) -> np.ndarray:
     from tifffile import PHOTOMETRIC
 
     with tifffile.TiffFile(path) as tif:
-        page = tif.pages[0]
+        page = cast("TiffPage", tif.pages[0])  # the first page is never a TiffFrame
         arr = page.asarray()
         photometric = page.photometric
         spp = int(page.samplesperpixel)

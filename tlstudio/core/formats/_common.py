@@ -15,6 +15,7 @@ import shutil
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -107,13 +108,13 @@ def check_text(v: str, src: Path, where: str, what: str = "value") -> str:
     return v
 
 
-def as_list(v: object, src: Path, where: str, what: str = "value") -> list:
+def as_list(v: object, src: Path, where: str, what: str = "value") -> list[Any]:
     if not isinstance(v, list):
         raise FormatError(src, where, f"{what}: expected a list, got {type_name(v)}")
     return v
 
 
-def as_dict(v: object, src: Path, where: str, what: str = "value") -> dict:
+def as_dict(v: object, src: Path, where: str, what: str = "value") -> dict[str, Any]:
     if not isinstance(v, dict):
         raise FormatError(src, where, f"{what}: expected an object, got {type_name(v)}")
     return v

@@ -35,17 +35,17 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from ..annotations import SKIPPED, Box, LandmarkSet
 from ..errors import FormatError, ValidationError
 from ..labelset import LandmarkTemplate
-from ..project import Project
+from ..project import ImageRecord, Project
 from ._common import (
     CLIP_TOLERANCE,
     ImportSession,
-    LabelImportReport,
     as_dict,
     as_int,
     as_list,
@@ -62,6 +62,7 @@ from ._common import (
     relative_ref,
     type_name,
 )
+from .report import LabelImportReport
 
 # -- RLE codec (pycocotools' maskApi.c, re-implemented) ----------------------------------
 
@@ -241,9 +242,10 @@ def _import(s: ImportSession, src: Path, data: object) -> None:
         where = f"annotations[{k}]"
         a = as_dict(a, src, where)
         iid = _key(a.get("image_id"), src, f"{where}.image_id", "image_id")
-        rec = by_id.get(iid)
-        if rec is None:
+        found = by_id.get(iid)
+        if found is None:
             raise FormatError(src, f"{where}.image_id", f"no image with id {iid}")
+        rec = found
         cid = _key(a.get("category_id"), src, f"{where}.category_id", "category_id")
         cat = categories.get(cid)
         if cat is None:
@@ -251,7 +253,7 @@ def _import(s: ImportSession, src: Path, data: object) -> None:
         _annotation(s, src, where, a, rec, cat)
 
 
-def _category(s: ImportSession, src: Path, where: str, c: dict) -> _Category:
+def _category(s: ImportSession, src: Path, where: str, c: dict[str, Any]) -> _Category:
     name = as_str(c.get("name"), src, f"{where}.name", "name").strip()
     if not name:
         raise FormatError(src, f"{where}.name", "empty category name")
@@ -287,7 +289,8 @@ def _category(s: ImportSession, src: Path, where: str, c: dict) -> _Category:
             pair = as_list(pair, src, pw)
             if len(pair) != 2:
                 raise FormatError(src, pw, f"expected 2 point indices, got {len(pair)}")
-            flips.append(tuple(as_int(e, src, pw, "point index") for e in pair))
+            left, right = (as_int(e, src, pw, "point index") for e in pair)
+            flips.append((left, right))
     else:
         flips = list(flip_pairs_from_names(points))
     tname = ext.get("template", name)
@@ -303,7 +306,9 @@ def _present(v: object) -> bool:
     return v not in (None, [], {})
 
 
-def _annotation(s: ImportSession, src: Path, where: str, a: dict, rec, cat: _Category) -> None:
+def _annotation(
+    s: ImportSession, src: Path, where: str, a: dict[str, Any], rec: ImageRecord, cat: _Category
+) -> None:
     ext = as_dict(a.get("tlstudio", {}), src, f"{where}.tlstudio")
     box_flag = ext.get("box", True)
     if not isinstance(box_flag, bool):
@@ -353,7 +358,7 @@ def _annotation(s: ImportSession, src: Path, where: str, a: dict, rec, cat: _Cat
             s.landmarks(rec, cat.template, points, cat.class_id, src, kw)
 
 
-def _segmentation(src: Path, where: str, seg: object, rec) -> np.ndarray:
+def _segmentation(src: Path, where: str, seg: object, rec: ImageRecord) -> np.ndarray:
     h, w = rec.height, rec.width
     if isinstance(seg, list):
         region = np.zeros((h, w), bool)
@@ -430,7 +435,7 @@ def export(project: Project, out: str | Path, *, warnings: list[str] | None = No
 
     classes = project.classes()
     class_cat = {c.id: i + 1 for i, c in enumerate(classes)}
-    categories: list[dict] = [
+    categories: list[dict[str, Any]] = [
         {"id": class_cat[c.id], "name": c.name, "supercategory": ""} for c in classes
     ]
     class_name = {c.id: c.name for c in classes}
@@ -444,7 +449,7 @@ def export(project: Project, out: str | Path, *, warnings: list[str] | None = No
     kp_cat: dict[tuple[int | None, int], int] = {}
     used_names = {c.name for c in classes}
 
-    def keypoint_fields(t: LandmarkTemplate) -> dict:
+    def keypoint_fields(t: LandmarkTemplate) -> dict[str, Any]:
         return {
             "keypoints": list(t.points),
             "skeleton": [[a + 1, b + 1] for a, b in t.skeleton],
@@ -471,9 +476,10 @@ def export(project: Project, out: str | Path, *, warnings: list[str] | None = No
             categories.append(cat)
             kp_cat[(cls_id, tpl_id)] = cat["id"]
 
-    images, anns = [], []
+    images: list[dict[str, Any]] = []
+    anns: list[dict[str, Any]] = []
 
-    def add(ann: dict) -> None:
+    def add(ann: dict[str, Any]) -> None:
         anns.append({"id": len(anns) + 1, **ann})
 
     for n_img, rec in enumerate(records, 1):
@@ -518,19 +524,19 @@ def export(project: Project, out: str | Path, *, warnings: list[str] | None = No
     return json_path
 
 
-def _bbox_fields(b: Box) -> dict:
+def _bbox_fields(b: Box) -> dict[str, Any]:
     w, h = b.x2 - b.x1, b.y2 - b.y1
     return {"bbox": [b.x1, b.y1, w, h], "area": w * h, "iscrowd": 0}
 
 
-def _keypoint_ann(image_no: int, lms: LandmarkSet, cat_id: int, boxes: list[Box]) -> dict:
+def _keypoint_ann(image_no: int, lms: LandmarkSet, cat_id: int, boxes: list[Box]) -> dict[str, Any]:
     """A keypoint annotation; it takes over the first box of the same class enclosing all
     labelled points (removed from ``boxes``), else gets a derived bbox flagged as such."""
     flat: list[float] = []
     labelled = [p for p in lms.points if p.visibility != SKIPPED]
     for p in lms.points:
         flat += [0, 0, 0] if p.visibility == SKIPPED else [p.x, p.y, p.visibility]
-    ann: dict = {"image_id": image_no, "category_id": cat_id, "keypoints": flat,
+    ann: dict[str, Any] = {"image_id": image_no, "category_id": cat_id, "keypoints": flat,
                  "num_keypoints": len(labelled), "iscrowd": 0}  # fmt: skip
     if lms.class_id is not None:
         for i, b in enumerate(boxes):

@@ -13,7 +13,6 @@ from pathlib import Path
 from ..errors import FormatError
 from ..project import Project
 from ._common import (
-    LabelImportReport,
     export_names,
     find_file,
     import_session,
@@ -23,6 +22,7 @@ from ._common import (
     relative_ref,
     skipped_kinds,
 )
+from .report import LabelImportReport
 
 IMAGE_COLUMNS = ("image", "filename", "file", "path")
 LABEL_COLUMNS = ("label", "class", "labels", "classes")

@@ -16,13 +16,13 @@ from pathlib import Path
 from ..errors import FormatError
 from ..project import Project
 from ._common import (
-    LabelImportReport,
     export_names,
     import_session,
     note,
     place_image,
     skipped_kinds,
 )
+from .report import LabelImportReport
 
 SPLIT_NAMES = {"train", "val", "valid", "validation", "test"}
 

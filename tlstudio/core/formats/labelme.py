@@ -33,6 +33,7 @@ import binascii
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -43,7 +44,6 @@ from ..labelset import LandmarkTemplate
 from ..project import ImageRecord, Project
 from ._common import (
     ImportSession,
-    LabelImportReport,
     as_dict,
     as_int,
     as_list,
@@ -59,11 +59,12 @@ from ._common import (
     read_json,
     type_name,
 )
+from .report import LabelImportReport
 
 TEMPLATE = "labelme points"
 
 
-def json_files(path: Path) -> list[tuple[Path, dict]]:
+def json_files(path: Path) -> list[tuple[Path, dict[str, Any]]]:
     """The labelme documents of an import: the file itself (it must be one), or every
     ``*.json`` below the folder that is a labelme document (others are ignored)."""
     if path.is_file():
@@ -107,7 +108,7 @@ def import_(project: Project, path: str | Path, copy_images: bool = False) -> La
     return s.report
 
 
-def _parse(s: ImportSession, src: Path, data: dict, rec: ImageRecord) -> dict:
+def _parse(s: ImportSession, src: Path, data: dict[str, Any], rec: ImageRecord) -> dict[str, Any]:
     """Validate one document and add its tags, boxes and mask regions; points are
     returned grouped for :func:`_apply` (the template needs every file's labels)."""
     if "shapes" not in data:
@@ -128,7 +129,7 @@ def _parse(s: ImportSession, src: Path, data: dict, rec: ImageRecord) -> dict:
     ext = as_dict(data.get("tlstudio") or {}, src, "tlstudio")
     ext_groups = as_dict(ext.get("groups") or {}, src, "tlstudio.groups")
     ext_templates = as_dict(ext.get("templates") or {}, src, "tlstudio.templates")
-    groups: dict[object, dict] = {}
+    groups: dict[object, dict[str, Any]] = {}
     for i, shape in enumerate(as_list(data["shapes"], src, "shapes")):
         where = f"shapes[{i}]"
         shape = as_dict(shape, src, where)
@@ -174,16 +175,16 @@ def _parse(s: ImportSession, src: Path, data: dict, rec: ImageRecord) -> dict:
         elif kind == "point":
             if len(xy) != 1:
                 raise FormatError(src, f"{where}.points", f"a point needs 1 point, got {len(xy)}")
-            key = None if gid is None else str(gid)
-            group = groups.setdefault(key, {"points": {}, "where": where, "ext": None})
+            group_key = None if gid is None else str(gid)
+            group = groups.setdefault(group_key, {"points": {}, "where": where, "ext": None})
             if label in group["points"]:
                 raise FormatError(src, where, f"point {label!r} appears twice in group {gid}")
             x, y = xy[0]
             v = OCCLUDED if sflags.get("occluded") is True else VISIBLE
             group["points"][label] = s.point(rec, x, y, v, src, where)
-            if key is not None and key in ext_groups:
+            if group_key is not None and group_key in ext_groups:
                 group["ext"] = _group_ext(
-                    s, src, f"tlstudio.groups.{key}", ext_groups[key], ext_templates
+                    s, src, f"tlstudio.groups.{group_key}", ext_groups[group_key], ext_templates
                 )
         elif kind in ("line", "linestrip"):
             s.warn(src, where, f"{kind} shapes are not imported")
@@ -192,7 +193,7 @@ def _parse(s: ImportSession, src: Path, data: dict, rec: ImageRecord) -> dict:
     return {"src": src, "rec": rec, "groups": groups}
 
 
-def _image_path(s: ImportSession, src: Path, data: dict) -> Path:
+def _image_path(s: ImportSession, src: Path, data: dict[str, Any]) -> Path:
     name = as_str(data.get("imagePath"), src, "imagePath", "imagePath")
     try:
         return find_file(name, [src.parent], src, "imagePath")
@@ -231,7 +232,8 @@ def _region(
         (cx, cy), (px, py) = pts
         r = float(np.hypot(px - cx, py - cy))
         yy, xx = np.mgrid[0:h, 0:w]
-        return (xx + 0.5 - cx) ** 2 + (yy + 0.5 - cy) ** 2 <= r * r
+        inside: np.ndarray = (xx + 0.5 - cx) ** 2 + (yy + 0.5 - cy) ** 2 <= r * r
+        return inside
     if len(pts) < 3:
         raise FormatError(
             src, f"{where}.points", f"a polygon needs at least 3 points, got {len(pts)}"
@@ -277,7 +279,9 @@ def _b64(blob: object, src: Path, where: str) -> bytes:
         raise FormatError(src, where, "not valid base64") from None
 
 
-def _group_ext(s: ImportSession, src: Path, where: str, g: object, templates: dict) -> dict:
+def _group_ext(
+    s: ImportSession, src: Path, where: str, g: object, templates: dict[str, Any]
+) -> dict[str, Any]:
     g = as_dict(g, src, where)
     tname = as_str(g.get("template"), src, f"{where}.template", "template")
     tdef = templates.get(tname)
@@ -298,7 +302,9 @@ def _group_ext(s: ImportSession, src: Path, where: str, g: object, templates: di
     }
 
 
-def _default_template(s: ImportSession, labels: list[str], parsed: list[dict]) -> LandmarkTemplate:
+def _default_template(
+    s: ImportSession, labels: list[str], parsed: list[dict[str, Any]]
+) -> LandmarkTemplate:
     existing = s.project.template_by_name(TEMPLATE)
     if existing is not None and set(labels) <= set(existing.points):
         return existing
@@ -310,7 +316,7 @@ def _default_template(s: ImportSession, labels: list[str], parsed: list[dict]) -
     return s.template(template, first["src"], "shapes", rename=True)
 
 
-def _apply(s: ImportSession, doc: dict, default: LandmarkTemplate | None) -> None:
+def _apply(s: ImportSession, doc: dict[str, Any], default: LandmarkTemplate | None) -> None:
     src, rec = doc["src"], doc["rec"]
     for group in doc["groups"].values():
         ext = group["ext"]
@@ -343,7 +349,7 @@ def export(project: Project, out: str | Path, *, warnings: list[str] | None = No
         name = names[rec.id]
         place_image(project, rec, out / name)
         ann = project.annotations(rec.id)
-        shapes: list[dict] = []
+        shapes: list[dict[str, Any]] = []
         for b in ann.boxes:
             shapes.append(_shape(class_name[b.class_id], [[b.x1, b.y1], [b.x2, b.y2]], "rectangle"))
         groups, templates = {}, {}
@@ -361,7 +367,7 @@ def export(project: Project, out: str | Path, *, warnings: list[str] | None = No
             for cid in sorted(set(np.unique(ann.mask).tolist()) - {0}):
                 for poly in mask_polygons(ann.mask == cid):
                     shapes.append(_shape(class_name[cid], poly.tolist(), "polygon"))
-        doc = {
+        doc: dict[str, Any] = {
             "version": "5.4.1",
             "flags": {c.name: c.id in ann.tags for c in classes},
             "shapes": shapes,
@@ -380,7 +386,11 @@ def export(project: Project, out: str | Path, *, warnings: list[str] | None = No
 
 
 def _shape(
-    label: str, points: list, kind: str, group_id: int | None = None, flags: dict | None = None
-) -> dict:
+    label: str,
+    points: list[Any],
+    kind: str,
+    group_id: int | None = None,
+    flags: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     return {"label": label, "points": points, "group_id": group_id, "description": "",
             "shape_type": kind, "flags": flags or {}, "mask": None}  # fmt: skip

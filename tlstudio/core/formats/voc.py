@@ -22,7 +22,6 @@ from ..errors import FormatError
 from ..project import ImageRecord, Project
 from ._common import (
     ImportSession,
-    LabelImportReport,
     export_names,
     find_file,
     fmt_num,
@@ -31,6 +30,7 @@ from ._common import (
     place_image,
     skipped_kinds,
 )
+from .report import LabelImportReport
 
 
 def xml_files(path: Path) -> list[Path]:

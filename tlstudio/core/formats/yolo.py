@@ -28,6 +28,7 @@ without a split go to ``train``); import does not read splits.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import yaml
@@ -40,7 +41,6 @@ from . import label_format
 from ._common import (
     CLIP_TOLERANCE,
     ImportSession,
-    LabelImportReport,
     as_int,
     as_list,
     as_str,
@@ -56,6 +56,7 @@ from ._common import (
     skipped_kinds,
     type_name,
 )
+from .report import LabelImportReport
 
 KINDS = label_format("yolo").export_kinds
 DEFAULT_TEMPLATE = "yolo pose"
@@ -69,7 +70,7 @@ class _Config:
     def __init__(self) -> None:
         self.root: Path = Path()
         self.source: Path = Path()  # the yaml (or classes.txt)
-        self.data: dict = {}
+        self.data: dict[str, Any] = {}
         self.names: dict[int, str] = {}
         self.kpt: tuple[int, int] | None = None
         self.flip_idx: list[int] | None = None
@@ -205,7 +206,8 @@ def _template(s: ImportSession, cfg: _Config) -> LandmarkTemplate:
         e = as_list(e, src, f"tlstudio.skeleton[{j}]")
         if len(e) != 2:
             raise FormatError(src, f"tlstudio.skeleton[{j}]", "expected 2 point indices")
-        skeleton.append(tuple(as_int(v, src, f"tlstudio.skeleton[{j}]") for v in e))
+        a, b = (as_int(v, src, f"tlstudio.skeleton[{j}]") for v in e)
+        skeleton.append((a, b))
     flips = tuple((i, j) for i, j in enumerate(cfg.flip_idx or []) if i < j)
     name = ext.get("template", DEFAULT_TEMPLATE)
     name = as_str(name, src, "tlstudio.template", "template")
@@ -241,7 +243,7 @@ def _image_dirs(cfg: _Config) -> list[Path]:
     if not dirs and cfg.source.name == "classes.txt":
         dirs = [cfg.root.resolve()]
     # drop duplicates and folders nested in another
-    unique = []
+    unique: list[Path] = []
     for d in sorted(set(dirs)):
         if not any(d.is_relative_to(u) for u in unique):
             unique.append(d)
@@ -425,7 +427,7 @@ def export(project: Project, out: str | Path, *, kind: str = "detect", template:
         lbl.parent.mkdir(parents=True, exist_ok=True)
         lbl.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
 
-    data: dict = {}
+    data: dict[str, Any] = {}
     if split_dirs:
         for key in ("train", "val", "test"):
             if key in used_splits:
