@@ -49,7 +49,7 @@ def test_the_api_refuses_an_unknown_format_naming_the_registered_ones() -> None:
     assert all(name in str(info.value) for name in FORMATS)
 
 
-def test_every_format_module_loads_and_reads_and_writes() -> None:
+def test_every_registered_format_names_a_module_with_import_and_export() -> None:
     for f in LABEL_FORMATS:
         module = f.load()
         assert callable(module.import_) and callable(module.export), f.name
@@ -70,5 +70,5 @@ def test_registry_is_light_to_import() -> None:
     assert out.strip() == "[]"
 
 
-def test_label_suffixes_are_the_union_of_the_formats_suffixes() -> None:
+def test_label_suffixes_are_those_the_importers_used_before_the_registry() -> None:
     assert LABEL_SUFFIXES == {".json", ".txt", ".xml", ".csv", ".yaml", ".yml", ".tsv"}
