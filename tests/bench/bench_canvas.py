@@ -218,7 +218,7 @@ def main() -> None:
             rows = []
             for label, sync in (("GUI thread", True), ("background", False)):
                 view.sync_max_pixels = 10**12 if sync else 0
-                view._cache.clear()
+                view.image_layer.cache.clear()
                 rows.append((label, *time_display(view, state, iid)))
             rows.append(("cached", *time_display(view, state, iid)))
             print(
@@ -239,7 +239,7 @@ def main() -> None:
 
         print(
             f"\n== brush stroke, {args.moves} moves every {args.interval} ms, brush 60 px, "
-            f"zoom {view.fit_scale():.2f} (whole image on screen)"
+            f"zoom {view.navigator.fit_scale():.2f} (whole image on screen)"
         )
         state.set_image(ids[0])
         wait_until(lambda: view.image_ready)

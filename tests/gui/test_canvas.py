@@ -361,11 +361,11 @@ def test_brush_size_keys_and_overlay_controls(qtbot, view, app_state):
     key(qtbot, view, Qt.Key.Key_BracketLeft)
     assert view.brush_size() == 16
     view.set_mask_opacity(0.8)
-    assert view.mask_opacity() == pytest.approx(0.8)
+    assert view.mask_item.opacity() == pytest.approx(0.8)
     view.set_mask_opacity(3)
-    assert view.mask_opacity() == 1.0
-    view.set_mask_visible(False)
-    assert not view.mask_visible()
+    assert view.mask_item.opacity() == 1.0
+    view.annotations.set_mask_visible(False)
+    assert not view.mask_item.isVisible()
     # the overlay shows the class colours of the stored map
     mask = app_state.project.mask(view.image_id)
     ys, xs = np.nonzero(mask)
@@ -454,7 +454,7 @@ def test_wheel_zoom_keeps_the_point_under_the_cursor(qtbot, view):
 
 def test_pan_fit_and_one_to_one(qtbot, view):
     fit = view.zoom()
-    assert fit == pytest.approx(view.fit_scale())
+    assert fit == pytest.approx(view.navigator.fit_scale())
     p0 = view.image_to_view(64, 64)
     start = QPoint(300, 200)
     qtbot.mousePress(view.viewport(), M, NOMOD, start)
@@ -549,7 +549,7 @@ def test_right_drag_on_an_8_bit_image_is_not_window_level(qtbot, view):
 
 def test_large_images_load_in_the_background(qtbot, view, app_state):
     view.sync_max_pixels = 0  # every image counts as large
-    view._cache.clear()
+    view.image_layer.cache.clear()
     second = app_state.project.image_ids()[1]
     with qtbot.waitSignal(view.image_loaded, timeout=10_000) as sig:
         app_state.set_image(second)
@@ -559,8 +559,8 @@ def test_large_images_load_in_the_background(qtbot, view, app_state):
     assert view.image_ready
     assert view.display_pixmap().width() == 128
     # a background window/level render during a drag, latest request wins
-    view._request_window(100, 50)
-    view._request_window(90, 40)
+    view.window_level.request_window(100, 50)
+    view.window_level.request_window(90, 40)
     assert view.wait_for_image()
     expect = to_display(view.image_data.array, (90, 40))
     img = view.display_pixmap().toImage()

@@ -17,6 +17,7 @@ from PySide6.QtWidgets import (
 )
 
 from tlstudio.core.errors import TlsError
+from tlstudio.gui.canvas import CanvasView
 from tlstudio.gui.state import AppState
 
 SPIN_RANGE = 1e9
@@ -35,7 +36,7 @@ class DisplayPanel(QWidget):
     def __init__(
         self,
         app_state: AppState,
-        canvas: QWidget,
+        canvas: CanvasView,
         show_mask_action: QAction | None = None,
         parent: QWidget | None = None,
     ):
@@ -55,7 +56,7 @@ class DisplayPanel(QWidget):
             self.show_mask.setChecked(show_mask_action.isChecked())
             self.show_mask.toggled.connect(show_mask_action.setChecked)
             show_mask_action.toggled.connect(self.show_mask.setChecked)
-        self.show_mask.toggled.connect(canvas.set_mask_visible)
+        self.show_mask.toggled.connect(canvas.annotations.set_mask_visible)
 
         self.center = QDoubleSpinBox()
         self.width_ = QDoubleSpinBox()
@@ -73,13 +74,13 @@ class DisplayPanel(QWidget):
         self.full_button.clicked.connect(self.full_window)
 
         self.layer_boxes: list[QCheckBox] = []
-        for text, method in (("Show boxes", "set_boxes_visible"),
-                             ("Show landmarks", "set_landmarks_visible")):  # fmt: skip
-            if callable(getattr(canvas, method, None)):  # optional canvas layers
-                box = QCheckBox(text)
-                box.setChecked(True)
-                box.toggled.connect(getattr(canvas, method))
-                self.layer_boxes.append(box)
+        layers = canvas.annotations
+        for text, slot in (("Show boxes", layers.set_boxes_visible),
+                           ("Show landmarks", layers.set_landmarks_visible)):  # fmt: skip
+            box = QCheckBox(text)
+            box.setChecked(True)
+            box.toggled.connect(slot)
+            self.layer_boxes.append(box)
 
         row = QHBoxLayout()
         row.addWidget(self.opacity, 1)
@@ -97,23 +98,19 @@ class DisplayPanel(QWidget):
         form.addRow("Presets:", presets)
 
         canvas.window_changed.connect(self.show_window)
-        loaded = getattr(canvas, "image_loaded", None)
-        if loaded is not None:  # until the pixels are there, there is nothing to window
-            loaded.connect(self._sync_window_controls)
-            app_state.image_changed.connect(self._sync_window_controls)
-            self._sync_window_controls()
+        # until the pixels are there, there is nothing to window
+        canvas.image_loaded.connect(self._sync_window_controls)
+        app_state.image_changed.connect(self._sync_window_controls)
+        self._sync_window_controls()
         canvas.set_mask_opacity(self.opacity.value() / 100)
 
     def _sync_window_controls(self, _image_id: object = None) -> None:
         """Show the canvas's window; enabled once pixels are shown and only beyond 8 bits
         (the canvas may load before or after this hears of the new image)."""
-        canvas = self.canvas
-        current = canvas.display_window() if hasattr(canvas, "display_window") else None
+        current = self.canvas.display_window()
         if current is not None:
             self.show_window(*current)
-        ready = bool(getattr(canvas, "image_ready", True))
-        can = canvas.can_window() if hasattr(canvas, "can_window") else True
-        self._enable_window(ready and bool(can))
+        self._enable_window(self.canvas.image_ready and self.canvas.can_window())
 
     def _enable_window(self, enabled: bool) -> None:
         for w in (self.center, self.width_, self.default_button, self.full_button):
@@ -144,8 +141,7 @@ class DisplayPanel(QWidget):
             rec = project.image(image_id)
         except TlsError:
             return
-        lo_hi = getattr(self.canvas, "data_range", None)  # the canvas knows the real values
-        rng = lo_hi() if callable(lo_hi) else None
+        rng = self.canvas.data_range()  # the canvas knows the real values
         if rng is not None:
             lo, hi = rng
             center, width = (lo + hi) / 2, max(hi - lo, 1.0)

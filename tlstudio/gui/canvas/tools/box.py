@@ -10,7 +10,7 @@ from tlstudio.core.annotations import Box
 from tlstudio.core.commands import AddBox
 
 from ..items import Z_TOOL, cosmetic_pen
-from .base import Tool
+from .base import Tool, ToolHost
 
 MIN_BOX_PX = 2  # boxes narrower or lower than this (image px) are not drawn
 
@@ -29,7 +29,7 @@ class BoxTool(Tool):
     name = "box"
     cursor = Qt.CursorShape.CrossCursor
 
-    def __init__(self, view):
+    def __init__(self, view: ToolHost):
         super().__init__(view)
         self._start: QPointF | None = None
         self._preview: QGraphicsRectItem | None = None
@@ -46,7 +46,7 @@ class BoxTool(Tool):
             self._preview = QGraphicsRectItem()
             self._preview.setZValue(Z_TOOL)
             self.view.scene().addItem(self._preview)
-        color = self.view.class_color(self.app_state.class_id)
+        color = self.view.annotations.class_color(self.app_state.class_id)
         self._preview.setPen(cosmetic_pen(color, 2, Qt.PenStyle.DashLine))
         self._preview.setRect(QRectF(self._start, self._start))
         self._preview.setVisible(True)

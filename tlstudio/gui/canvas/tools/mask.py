@@ -8,7 +8,7 @@ from PySide6.QtGui import QKeyEvent, QMouseEvent
 
 from ..items import BrushCursorItem, PolygonPreviewItem
 from ..raster import fill_polygon, paint_segment
-from .base import Tool, new_gesture
+from .base import Tool, ToolHost, new_gesture
 
 MASK_MODES = ("brush", "eraser", "polygon")
 MIN_BRUSH, MAX_BRUSH = 1, 1000
@@ -28,7 +28,7 @@ class MaskTool(Tool):
     name = "mask"
     cursor = Qt.CursorShape.CrossCursor
 
-    def __init__(self, view):
+    def __init__(self, view: ToolHost):
         super().__init__(view)
         self.mode = "brush"
         self.brush_size = 20
@@ -66,7 +66,7 @@ class MaskTool(Tool):
         if self._label is not None:
             self._label = None
             self._last = None
-            self.view.refresh_mask()  # put back the stored map
+            self.view.annotations.refresh_mask()  # put back the stored map
         self._vertices.clear()
         self._update_polygon()
         return was
@@ -92,7 +92,7 @@ class MaskTool(Tool):
             self._vertices.append(self.view.clamp(pos))
             self._update_polygon()
             return
-        self._label = self.view.editable_mask()
+        self._label = self.view.annotations.editable_mask()
         self._value = 0 if self.mode == "eraser" else int(self.app_state.class_id)
         self._last = pos
         self._paint(pos, pos)
@@ -144,11 +144,11 @@ class MaskTool(Tool):
             if vertices:
                 self.view.message.emit("A polygon needs at least 3 points.")
             return
-        label = self.view.editable_mask()
+        label = self.view.annotations.editable_mask()
         rect = fill_polygon(label, [(v.x(), v.y()) for v in vertices], int(class_id))
         if rect is None:
             return
-        self.view.mask_item.update_region(label, rect)
+        self.view.annotations.mask_item.update_region(label, rect)
         self.view.push_mask(label, gesture=new_gesture(), text="Fill polygon")
 
     def _paint(self, a: QPointF, b: QPointF) -> None:
@@ -156,7 +156,7 @@ class MaskTool(Tool):
             self._label, (a.x(), a.y()), (b.x(), b.y()), self.brush_size / 2, self._value
         )
         if rect is not None:
-            self.view.mask_item.update_region(self._label, rect)
+            self.view.annotations.mask_item.update_region(self._label, rect)
 
     def _update_cursor(self) -> None:
         if self._cursor_item is None:
@@ -179,6 +179,6 @@ class MaskTool(Tool):
         if not self._vertices:
             self._polygon_item.setVisible(False)
             return
-        color = self.view.class_color(self.app_state.class_id)
+        color = self.view.annotations.class_color(self.app_state.class_id)
         self._polygon_item.set_polygon(self._vertices, self._cursor, color)
         self._polygon_item.setVisible(True)

@@ -1,0 +1,190 @@
+"""The image's pixels on the canvas: decoding, the decoded-image cache and rendering
+through a display window.
+
+The pixmap item sits at scene (0, 0) with one item pixel per image pixel, so scene
+coordinates are image pixels. Images up to :attr:`ImageLayer.sync_max_pixels` are
+decoded on the GUI thread; larger ones (and their re-renders during a window/level
+drag) in a worker thread.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PySide6.QtCore import QCoreApplication, QDeadlineTimer, QObject, Qt, Signal
+from PySide6.QtGui import QPixmap
+from PySide6.QtWidgets import QGraphicsPixmapItem, QGraphicsScene
+
+from tlstudio.core.errors import TlsError
+from tlstudio.core.imageio import ImageData, read_image
+from tlstudio.core.project import ImageRecord
+
+from .items import Z_IMAGE
+from .loader import BackgroundRenderer, PixelCache, buffer_to_pixmap, render_display
+
+Window = tuple[float, float]  # (center, width) in array units
+
+
+class ImageLayer(QObject):
+    """Shows one image through a window; :attr:`data` is the decoded image at full
+    depth (None until its pixels arrive). ``loaded`` carries (data, window) once
+    the full image is on screen, ``failed`` a plain-words reason."""
+
+    loaded = Signal(object, object)  # ImageData, window it is shown through
+    failed = Signal(str)
+    render_failed = Signal(str)
+
+    def __init__(self, scene: QGraphicsScene, parent: QObject | None = None):
+        super().__init__(parent)
+        self.sync_max_pixels = 4_000_000
+        self.cache_bytes = 512 * 2**20
+        self.item = QGraphicsPixmapItem()
+        self.item.setZValue(Z_IMAGE)
+        self.item.setShapeMode(QGraphicsPixmapItem.ShapeMode.BoundingRectShape)
+        self.item.setAcceptedMouseButtons(Qt.MouseButton.NoButton)
+        scene.addItem(self.item)
+        self.record: ImageRecord | None = None
+        self.data: ImageData | None = None
+        self._buffer: np.ndarray | None = None  # the pixmap shares this memory
+        self.cache = PixelCache(self.cache_bytes)
+        self._renderer = BackgroundRenderer(self)
+        self._renderer.done.connect(self._on_rendered)
+        self._renderer.failed.connect(self._on_render_failed)
+        self._load_token: int | None = None
+        self._render_token: int | None = None
+        self._wanted: Window | None = None  # latest window asked of a background render
+
+    # -- state -------------------------------------------------------------------------
+    @property
+    def busy(self) -> bool:
+        """True while a decode or a background render is on its way."""
+        return self._load_token is not None or self._render_token is not None
+
+    def pixmap(self) -> QPixmap:
+        return self.item.pixmap()
+
+    def pixel_value(self, x: float, y: float) -> object:
+        """Full-depth value of the pixel containing image point (x, y): a number, a
+        tuple per channel, or None outside the image or before it is decoded."""
+        if self.data is None:
+            return None
+        a = self.data.array
+        col, row = int(np.floor(x)), int(np.floor(y))
+        if not (0 <= row < a.shape[0] and 0 <= col < a.shape[1]):
+            return None
+        v = a[row, col]
+        return tuple(v.tolist()) if np.ndim(v) else v.item()
+
+    # -- loading -------------------------------------------------------------------------
+    def clear(self) -> None:
+        """Show nothing; results of earlier loads and renders are dropped when they come."""
+        self._load_token = self._render_token = None
+        self.record = None
+        self.data = None
+        self._show(None)
+
+    def load(self, record: ImageRecord, path: Path, window: Window | None = None) -> None:
+        """Decode ``path`` (the file of ``record``) and show it through ``window``
+        (None: the image's default). Emits ``loaded`` or ``failed``; from the cache
+        or for small images before returning."""
+        self.clear()
+        self.record = record
+        cached = self.cache.get(self._cache_key())
+        if cached is not None:
+            data, cached_window, buffer, alpha = cached
+            if window is None or tuple(window) == cached_window:
+                self._arrived(data, cached_window, buffer, alpha, cache=False)
+            else:
+                buffer, alpha = render_display(data.array, window)
+                self._arrived(data, tuple(window), buffer, alpha, cache=False)
+            return
+        if record.width * record.height > self.sync_max_pixels:
+            self._load_token = self._renderer.load(path, window)
+            return
+        try:
+            data = read_image(path)
+            shown = data.window if window is None else tuple(window)
+            buffer, alpha = render_display(data.array, shown)
+        except (TlsError, OSError, ValueError) as exc:
+            self.failed.emit(str(exc))
+            return
+        self._arrived(data, shown, buffer, alpha)
+
+    def wait(self, msecs: int = 10_000) -> bool:
+        """Block until background decoding and rendering are done and shown (tests, scripts)."""
+        deadline = QDeadlineTimer(msecs)
+        while self.busy:
+            self._renderer.wait(max(1, int(deadline.remainingTime())))
+            QCoreApplication.sendPostedEvents(self._renderer)
+            QCoreApplication.sendPostedEvents()
+            if deadline.hasExpired():
+                return False
+        return True
+
+    # -- rendering -----------------------------------------------------------------------
+    def render(self, window: Window) -> None:
+        """Re-render the decoded image through ``window`` now, on this thread."""
+        if self.data is None:
+            return
+        self._render_token = None  # a pending background render is outdated
+        cached = self.cache.get(self._cache_key())
+        if cached is not None and cached[0] is self.data and cached[1] == tuple(window):
+            self._show(cached[2], cached[3])
+            return
+        buffer, alpha = render_display(self.data.array, window)
+        self._show(buffer, alpha)
+
+    def request(self, window: Window) -> None:
+        """Re-render through ``window``: at once for small images, else in the worker
+        (the latest request wins; intermediate ones are skipped)."""
+        if self.data is None:
+            return
+        h, w = self.data.array.shape[:2]
+        if h * w <= self.sync_max_pixels:
+            self.render(window)
+            return
+        self._wanted = tuple(window)
+        if self._render_token is None:
+            self._render_token = self._renderer.render(self.data, self._wanted)
+
+    # -- internals -----------------------------------------------------------------------
+    def _cache_key(self) -> tuple[int, str] | None:
+        return None if self.record is None else (self.record.id, self.record.sha256)
+
+    def _show(self, buffer: np.ndarray | None, alpha: bool = False) -> None:
+        pixmap = QPixmap() if buffer is None else buffer_to_pixmap(buffer, alpha)
+        self.item.setPixmap(pixmap)
+        self._buffer = buffer  # after setPixmap: the old pixmap is gone
+
+    def _arrived(
+        self, data: ImageData, window: Window, buffer: np.ndarray, alpha: bool, cache: bool = True
+    ) -> None:
+        if cache:
+            self.cache.max_bytes = self.cache_bytes
+            nbytes = data.array.nbytes + buffer.nbytes
+            self.cache.put(self._cache_key(), (data, window, buffer, alpha), nbytes)
+        self.data = data
+        self._show(buffer, alpha)
+        self.loaded.emit(data, window)
+
+    def _on_rendered(
+        self, token: int, data: ImageData, window: Window, buffer: np.ndarray, alpha: bool
+    ) -> None:
+        if token == self._load_token:
+            self._load_token = None
+            self._arrived(data, window, buffer, alpha)
+        elif token == self._render_token and data is self.data:
+            self._render_token = None
+            self._show(buffer, alpha)
+            if self._wanted is not None and self._wanted != window:
+                # the drag went on meanwhile: render the latest
+                self._render_token = self._renderer.render(self.data, self._wanted)
+
+    def _on_render_failed(self, token: int, text: str) -> None:
+        if token == self._load_token:
+            self._load_token = None
+            self.failed.emit(text)
+        elif token == self._render_token:
+            self._render_token = None
+            self.render_failed.emit(text)
