@@ -50,7 +50,10 @@ class CanvasInput:
     def __init__(self, view: CanvasView):
         self.view = view
         self.space_down = False
-        self.mode: str | None = None  # "pan", "tool", "right" or "window"
+        # the next press is the click that focused the canvas: tools ignore it
+        self.focus_click = False
+        self.mode: str | None = None  # "pan", "tool", "right", "window" or "focus"
+        self._right_click_ok = True  # a right click (not a drag) reaches the tool
         self._button = _B.NoButton  # the button that started the gesture
         self._pan_last = QPointF()
         self._right_start = QPointF()
@@ -68,6 +71,7 @@ class CanvasInput:
     # -- mouse ---------------------------------------------------------------------------
     def press(self, event: QMouseEvent) -> bool:
         button, tool = event.button(), self.view.tool
+        focusing, self.focus_click = self.focus_click, False
         if self.mode is not None:
             if button != self._button and event.buttons() & self._button:
                 return True  # a second button during a gesture: ignore it
@@ -80,10 +84,14 @@ class CanvasInput:
         elif button == _B.RightButton:
             self.mode = "right"
             self._right_start = event.position()
+            self._right_click_ok = not focusing
             self.view.window_level.begin_drag()
         elif button == _B.LeftButton and self._has_image:
-            self.mode = "tool"
-            tool.press(self._pos(event), event)
+            # a click that only brings the focus here (from the browser, a panel) must
+            # not draw: the user looked at the image, they did not label it yet
+            self.mode = "focus" if focusing else "tool"
+            if not focusing:
+                tool.press(self._pos(event), event)
         else:
             return False
         return True
@@ -109,6 +117,8 @@ class CanvasInput:
             d = event.position() - self._pan_last
             self._pan_last = event.position()
             view.navigator.pan_by(d.x(), d.y())
+        elif mode == "focus":
+            return
         elif mode in ("right", "window"):
             d = event.position() - self._right_start
             far = d.manhattanLength() >= self.WINDOW_DRAG_PX
@@ -128,11 +138,12 @@ class CanvasInput:
             self.mode = None
             if mode == "window":
                 self.view.window_level.end_drag()
-            elif self._has_image:
+            elif self._has_image and self._right_click_ok:
                 tool.right_click(self._pos(event))
-        elif mode == "tool" and button == _B.LeftButton:
+        elif mode in ("tool", "focus") and button == _B.LeftButton:
             self.mode = None
-            tool.release(self._pos(event), event)
+            if mode == "tool":
+                tool.release(self._pos(event), event)
         else:
             return False
         return True
@@ -217,5 +228,9 @@ class CanvasInput:
             return True
         return False
 
+    def focus_gained(self, reason: Qt.FocusReason) -> None:
+        self.focus_click = reason == Qt.FocusReason.MouseFocusReason
+
     def focus_lost(self) -> None:
         self.space_down = False
+        self.focus_click = False

@@ -70,6 +70,7 @@ class CanvasView(QGraphicsView):
     message = Signal(str)  # a short note for the status bar (refused edit, missing class)
     selection_changed = Signal(object)  # Selection or None
     cursor_moved = Signal(float, float)  # image px under the mouse
+    cursor_left = Signal()  # the mouse left the canvas, or the image under it changed
     brush_size_changed = Signal(int)  # mask brush diameter, image px
     mask_mode_changed = Signal(str)  # "brush", "eraser" or "polygon"
 
@@ -171,6 +172,7 @@ class CanvasView(QGraphicsView):
     def load_image(self, image_id: int | None) -> None:
         """Show image ``image_id`` of the open project (None: nothing), fitted to the window."""
         self._tool.image_changed()
+        self.cursor_left.emit()  # whatever the mouse pointed at is gone
         self._image_id, self._record = image_id, None
         self.image_layer.clear()
         self.window_level.clear()
@@ -492,6 +494,7 @@ class CanvasView(QGraphicsView):
     def viewportEvent(self, event: QEvent) -> bool:
         if event.type() == QEvent.Type.Leave:
             self._tool.leave()
+            self.cursor_left.emit()
         return super().viewportEvent(event)
 
     def event(self, event: QEvent) -> bool:
@@ -508,6 +511,10 @@ class CanvasView(QGraphicsView):
     def keyReleaseEvent(self, event: QKeyEvent) -> None:
         if not self.input.key_release(event):
             super().keyReleaseEvent(event)
+
+    def focusInEvent(self, event: QFocusEvent) -> None:
+        self.input.focus_gained(event.reason())
+        super().focusInEvent(event)
 
     def focusOutEvent(self, event: QFocusEvent) -> None:
         self.input.focus_lost()
