@@ -4,7 +4,9 @@ through a display window.
 The pixmap item sits at scene (0, 0) with one item pixel per image pixel, so scene
 coordinates are image pixels. Images up to :attr:`ImageLayer.sync_max_pixels` are
 decoded on the GUI thread; larger ones (and their re-renders during a window/level
-drag) in a worker thread.
+drag) in a worker thread. A big JPEG is first shown from a reduced decode (the
+preview), scaled up to cover the same W×H image pixels, so scene coordinates stay
+full-image pixels while the full decode runs.
 """
 
 from __future__ import annotations
@@ -13,24 +15,34 @@ from pathlib import Path
 
 import numpy as np
 from PySide6.QtCore import QCoreApplication, QDeadlineTimer, QObject, Qt, Signal
-from PySide6.QtGui import QPixmap
+from PySide6.QtGui import QPixmap, QTransform
 from PySide6.QtWidgets import QGraphicsPixmapItem, QGraphicsScene
 
 from tlstudio.core.errors import TlsError
-from tlstudio.core.imageio import ImageData, read_image
+from tlstudio.core.imageio import ImageData
 from tlstudio.core.project import ImageRecord
+from tlstudio.core.windowing import NO_FACTS, DisplayFacts
 
 from .items import Z_IMAGE
-from .loader import BackgroundRenderer, PixelCache, buffer_to_pixmap, render_display
+from .loader import (
+    BackgroundRenderer,
+    Decoded,
+    PixelCache,
+    buffer_to_pixmap,
+    decode,
+    render_display,
+)
 
 Window = tuple[float, float]  # (center, width) in array units
 
 
 class ImageLayer(QObject):
     """Shows one image through a window; :attr:`data` is the decoded image at full
-    depth (None until its pixels arrive). ``loaded`` carries (data, window) once
-    the full image is on screen, ``failed`` a plain-words reason."""
+    depth (None until its pixels arrive). ``preview_shown`` when a reduced decode is
+    on screen, ``loaded`` (data, window) once the full image is, ``failed`` with a
+    plain-words reason."""
 
+    preview_shown = Signal()
     loaded = Signal(object, object)  # ImageData, window it is shown through
     failed = Signal(str)
     render_failed = Signal(str)
@@ -45,17 +57,29 @@ class ImageLayer(QObject):
         self.item.setAcceptedMouseButtons(Qt.MouseButton.NoButton)
         scene.addItem(self.item)
         self.record: ImageRecord | None = None
-        self.data: ImageData | None = None
+        self.decoded: Decoded | None = None
+        self.previewing = False  # a reduced decode is on screen
         self._buffer: np.ndarray | None = None  # the pixmap shares this memory
         self.cache = PixelCache(self.cache_bytes)
         self._renderer = BackgroundRenderer(self)
         self._renderer.done.connect(self._on_rendered)
+        self._renderer.preview.connect(self._on_preview)
         self._renderer.failed.connect(self._on_render_failed)
         self._load_token: int | None = None
         self._render_token: int | None = None
         self._wanted: Window | None = None  # latest window asked of a background render
 
     # -- state -------------------------------------------------------------------------
+    @property
+    def data(self) -> ImageData | None:
+        """The shown image at full depth, None until it is decoded."""
+        return None if self.decoded is None else self.decoded.data
+
+    @property
+    def facts(self) -> DisplayFacts:
+        """What the image's header says about its display (empty until decoded)."""
+        return NO_FACTS if self.decoded is None else self.decoded.facts
+
     @property
     def busy(self) -> bool:
         """True while a decode or a background render is on its way."""
@@ -81,7 +105,7 @@ class ImageLayer(QObject):
         """Show nothing; results of earlier loads and renders are dropped when they come."""
         self._load_token = self._render_token = None
         self.record = None
-        self.data = None
+        self.decoded = None
         self._show(None)
 
     def load(self, record: ImageRecord, path: Path, window: Window | None = None) -> None:
@@ -92,24 +116,24 @@ class ImageLayer(QObject):
         self.record = record
         cached = self.cache.get(self._cache_key())
         if cached is not None:
-            data, cached_window, buffer, alpha = cached
+            decoded, cached_window, buffer, alpha = cached
             if window is None or tuple(window) == cached_window:
-                self._arrived(data, cached_window, buffer, alpha, cache=False)
+                self._arrived(decoded, cached_window, buffer, alpha, cache=False)
             else:
-                buffer, alpha = render_display(data.array, window)
-                self._arrived(data, tuple(window), buffer, alpha, cache=False)
+                buffer, alpha = render_display(decoded.data.array, window)
+                self._arrived(decoded, tuple(window), buffer, alpha, cache=False)
             return
         if record.width * record.height > self.sync_max_pixels:
             self._load_token = self._renderer.load(path, window)
             return
         try:
-            data = read_image(path)
-            shown = data.window if window is None else tuple(window)
-            buffer, alpha = render_display(data.array, shown)
+            decoded = decode(path)
+            shown = decoded.data.window if window is None else tuple(window)
+            buffer, alpha = render_display(decoded.data.array, shown)
         except (TlsError, OSError, ValueError) as exc:
             self.failed.emit(str(exc))
             return
-        self._arrived(data, shown, buffer, alpha)
+        self._arrived(decoded, shown, buffer, alpha)
 
     def wait(self, msecs: int = 10_000) -> bool:
         """Block until background decoding and rendering are done and shown (tests, scripts)."""
@@ -129,7 +153,7 @@ class ImageLayer(QObject):
             return
         self._render_token = None  # a pending background render is outdated
         cached = self.cache.get(self._cache_key())
-        if cached is not None and cached[0] is self.data and cached[1] == tuple(window):
+        if cached is not None and cached[0] is self.decoded and cached[1] == tuple(window):
             self._show(cached[2], cached[3])
             return
         buffer, alpha = render_display(self.data.array, window)
@@ -145,41 +169,54 @@ class ImageLayer(QObject):
             self.render(window)
             return
         self._wanted = tuple(window)
-        if self._render_token is None:
-            self._render_token = self._renderer.render(self.data, self._wanted)
+        if self._render_token is None and self.decoded is not None:
+            self._render_token = self._renderer.render(self.decoded, self._wanted)
 
     # -- internals -----------------------------------------------------------------------
     def _cache_key(self) -> tuple[int, str] | None:
         return None if self.record is None else (self.record.id, self.record.sha256)
 
     def _show(self, buffer: np.ndarray | None, alpha: bool = False) -> None:
+        """Show a full-size display buffer (None: nothing)."""
         pixmap = QPixmap() if buffer is None else buffer_to_pixmap(buffer, alpha)
+        self.item.setTransform(QTransform())
+        self.previewing = False
         self.item.setPixmap(pixmap)
         self._buffer = buffer  # after setPixmap: the old pixmap is gone
 
     def _arrived(
-        self, data: ImageData, window: Window, buffer: np.ndarray, alpha: bool, cache: bool = True
+        self, decoded: Decoded, window: Window, buffer: np.ndarray, alpha: bool, cache: bool = True
     ) -> None:
         if cache:
             self.cache.max_bytes = self.cache_bytes
-            nbytes = data.array.nbytes + buffer.nbytes
-            self.cache.put(self._cache_key(), (data, window, buffer, alpha), nbytes)
-        self.data = data
+            nbytes = decoded.data.array.nbytes + buffer.nbytes
+            self.cache.put(self._cache_key(), (decoded, window, buffer, alpha), nbytes)
+        self.decoded = decoded
         self._show(buffer, alpha)
-        self.loaded.emit(data, window)
+        self.loaded.emit(decoded.data, window)
+
+    def _on_preview(self, token: int, buffer: np.ndarray, alpha: bool) -> None:
+        if token != self._load_token or self.record is None:
+            return  # another image's, or the full image is there already
+        self._show(buffer, alpha)
+        h, w = buffer.shape[:2]
+        # stretch the reduced pixels over the full W×H: scene stays in full-image pixels
+        self.item.setTransform(QTransform.fromScale(self.record.width / w, self.record.height / h))
+        self.previewing = True
+        self.preview_shown.emit()
 
     def _on_rendered(
-        self, token: int, data: ImageData, window: Window, buffer: np.ndarray, alpha: bool
+        self, token: int, decoded: Decoded, window: Window, buffer: np.ndarray, alpha: bool
     ) -> None:
         if token == self._load_token:
             self._load_token = None
-            self._arrived(data, window, buffer, alpha)
-        elif token == self._render_token and data is self.data:
+            self._arrived(decoded, window, buffer, alpha)
+        elif token == self._render_token and decoded is self.decoded:
             self._render_token = None
             self._show(buffer, alpha)
             if self._wanted is not None and self._wanted != window:
                 # the drag went on meanwhile: render the latest
-                self._render_token = self._renderer.render(self.data, self._wanted)
+                self._render_token = self._renderer.render(decoded, self._wanted)
 
     def _on_render_failed(self, token: int, text: str) -> None:
         if token == self._load_token:

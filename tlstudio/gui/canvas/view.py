@@ -20,6 +20,8 @@ undo and redo (``AppState.data_changed``), keeping the zoom and pan.
 
 from __future__ import annotations
 
+import sqlite3
+
 import numpy as np
 from PySide6.QtCore import QEvent, QPoint, QPointF, QRectF, Qt, Signal
 from PySide6.QtGui import (
@@ -98,8 +100,10 @@ class CanvasView(QGraphicsView):
         self.image_layer.render_failed.connect(
             lambda text: self.message.emit(f"Cannot render the image: {text}")
         )
+        self.image_layer.preview_shown.connect(lambda: self._set_status(""))
         self.window_level = WindowLevel(self.image_layer, self)
         self.window_level.window_changed.connect(self.window_changed)
+        self.window_level.window_chosen.connect(self._keep_window)
         self.navigator = Viewport(self, self.image_layer.item)
         self.navigator.zoom_changed.connect(self.zoom_changed)
         self.annotations = AnnotationLayer(scene, self)
@@ -198,7 +202,8 @@ class CanvasView(QGraphicsView):
         self._reload_annotations()
         if rec.width * rec.height > self.image_layer.sync_max_pixels:
             self._set_status("Loading …")
-        self.image_layer.load(rec, project.image_path(rec))
+        # the window chosen for this image last time (any session), else its default
+        self.image_layer.load(rec, project.image_path(rec), project.display_window(rec.id))
 
     def wait_for_image(self, msecs: int = 10_000) -> bool:
         """Block until background decoding is done and its result shown (tests, scripts)."""
@@ -273,6 +278,15 @@ class CanvasView(QGraphicsView):
     def reset_window(self) -> None:
         """Back to the image's default window."""
         self.window_level.reset_window()
+
+    def _keep_window(self, window: tuple[float, float] | None) -> None:
+        project, iid = self.app_state.project, self.image_id
+        if project is None or iid is None:
+            return
+        try:
+            project.set_display_window(iid, window)
+        except (TlsError, sqlite3.Error) as exc:  # the display still shows it
+            self.message.emit(f"Cannot keep the window for this image: {exc}")
 
     # ------------------------------------------------------------------ annotations
     def _reload_annotations(self) -> None:
