@@ -65,11 +65,12 @@ def test_pre_encoded_mask_write_checks_classes(project: Project) -> None:
     label[2:5, 3:6] = cid
     png, present = encode_mask(label)
     project.write_encoded_mask(iid, png, present)
-    assert np.array_equal(project.mask(iid), label) and project.mask_png(iid) == png
+    assert np.array_equal(project.mask(iid), label)
+    assert project.encoded_mask(iid) == (png, [cid])
     with pytest.raises(ValidationError, match="unknown class ids"):
         project.write_encoded_mask(iid, png, [cid + 7])
     project.write_encoded_mask(iid, None, [])
-    assert project.mask(iid) is None and project.mask_png(iid) is None
+    assert project.mask(iid) is None and project.encoded_mask(iid) is None
 
 
 def test_write_barriers_run_before_other_writes_and_close(project: Project) -> None:

@@ -121,6 +121,13 @@ def stack(app_state):
     return app_state.undo_stack
 
 
+def stored_mask(qtbot, view, project, iid):
+    """The image's mask in the store once the canvas's writer stored what it was given
+    (a stroke is encoded off the GUI thread)."""
+    qtbot.waitUntil(lambda: not view.mask_writer.busy, timeout=10_000)
+    return project.mask(iid)
+
+
 # ----------------------------------------------------------------------------- boxes
 
 
@@ -326,7 +333,7 @@ def test_brush_stroke_and_eraser_are_one_undo_step_each(qtbot, view, app_state):
     view.set_brush_size(10)
     a, b = (15.0, 20.0), (110.0, 24.0)
     drag(qtbot, view, [a, b], steps=20)
-    painted = project.mask(iid)
+    painted = stored_mask(qtbot, view, project, iid)
     dist = _distance_to_segment(128, 128, a, b)
     assert (painted[dist <= 4] == cid).all()  # well inside the brush
     assert (painted[dist > 6] == before[dist > 6]).all()  # well outside: untouched
@@ -336,19 +343,19 @@ def test_brush_stroke_and_eraser_are_one_undo_step_each(qtbot, view, app_state):
     assert view.mask_mode() == "eraser"
     c, d = (50.0, 21.0), (70.0, 22.0)
     drag(qtbot, view, [c, d], steps=8)
-    erased = project.mask(iid)
+    erased = stored_mask(qtbot, view, project, iid)
     dist_e = _distance_to_segment(128, 128, c, d)
     assert (erased[dist_e <= 4] == 0).all()
     assert (erased[dist_e > 6] == painted[dist_e > 6]).all()
     assert stack(app_state).count == 2
 
     stack(app_state).undo()
-    assert np.array_equal(project.mask(iid), painted)
+    assert np.array_equal(stored_mask(qtbot, view, project, iid), painted)
     stack(app_state).undo()
-    assert np.array_equal(project.mask(iid), before)
+    assert np.array_equal(stored_mask(qtbot, view, project, iid), before)
     stack(app_state).redo()
     stack(app_state).redo()
-    assert np.array_equal(project.mask(iid), erased)
+    assert np.array_equal(stored_mask(qtbot, view, project, iid), erased)
     assert np.array_equal(view.label_map(), erased)  # the canvas shows what is stored
 
 
@@ -384,7 +391,7 @@ def test_polygon_fill(qtbot, blank, app_state):
         click(qtbot, view, x, y)
     assert project.mask(iid) is None  # nothing stored before the polygon is closed
     qtbot.mouseDClick(view.viewport(), L, NOMOD, vp(view, 20, 50))
-    mask = project.mask(iid)
+    mask = stored_mask(qtbot, view, project, iid)
     expected = np.zeros((128, 128), np.uint16)
     expected[20:50, 20:60] = cid
     assert np.array_equal(mask, expected)
@@ -396,12 +403,12 @@ def test_polygon_fill(qtbot, blank, app_state):
     for x, y in [(80, 80), (120, 80), (80, 120)]:
         click(qtbot, view, x, y)
     key(qtbot, view, Qt.Key.Key_Return)
-    mask2 = project.mask(iid)
+    mask2 = stored_mask(qtbot, view, project, iid)
     assert mask2[85, 85] == second and mask2[115, 115] == 0 and mask2[81, 116] == second
     assert np.array_equal(mask2[:70], expected[:70])
     assert stack(app_state).count == 2
     stack(app_state).undo()
-    assert np.array_equal(project.mask(iid), expected)
+    assert np.array_equal(stored_mask(qtbot, view, project, iid), expected)
 
 
 # ----------------------------------------------------------------------------- tags

@@ -3,6 +3,7 @@ focus clicks, the status-bar pixel readout."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from PySide6.QtCore import QPoint, QPointF, Qt
 from PySide6.QtTest import QTest
@@ -82,3 +83,141 @@ def test_pixel_readout_is_cleared_on_image_change_and_when_the_mouse_leaves(qtbo
     # out of the canvas, onto the image list
     QTest.mouseMove(main_window.browser.view.viewport(), QPoint(5, 5))
     assert not readout.text().startswith("x ")
+
+
+# -- brush strokes are stored off the GUI thread ------------------------------------------------
+
+
+@pytest.fixture
+def slow_encode(monkeypatch):
+    """Mask encoding that takes 0.4 s (as a big image's does), so writes are pending."""
+    import time
+
+    from tlstudio.gui.canvas import mask_writer
+
+    real = mask_writer.encode_label
+
+    def slow(label):
+        time.sleep(0.4)
+        return real(label)
+
+    monkeypatch.setattr(mask_writer, "encode_label", slow)
+
+
+def _stroke(qtbot, canvas, points) -> None:
+    qtbot.mousePress(canvas.viewport(), L, NOMOD, vp(canvas, *points[0]))
+    for p in points[1:]:
+        QTest.mouseMove(canvas.viewport(), vp(canvas, *p))
+    qtbot.mouseRelease(canvas.viewport(), L, NOMOD, vp(canvas, *points[-1]))
+
+
+def _brush(qtbot, window):
+    canvas = _ready(qtbot, window)
+    canvas.setFocus()
+    qtbot.keyClick(canvas, Qt.Key.Key_M)  # mask tool, brush
+    canvas.set_brush_size(8)
+    return canvas
+
+
+def test_a_stroke_pending_when_the_window_closes_is_stored(
+    qtbot, main_window, demo_dir, slow_encode
+):
+    from tlstudio.core.project import Project
+
+    canvas = _brush(qtbot, main_window)
+    iid, cid = canvas.image_id, main_window.app_state.class_id
+    _stroke(qtbot, canvas, [(10, 100), (60, 100), (110, 100)])
+    assert canvas.mask_writer.busy  # still encoding
+    assert main_window.app_state.undo_stack.count == 1  # undoable at once
+    assert (canvas.label_map()[100, 10:110] == cid).all()  # and on screen
+    main_window.close()
+    with Project.open(demo_dir) as project:
+        assert (project.mask(iid)[100, 10:110] == cid).all()
+
+
+def test_undo_and_redo_while_a_stroke_is_being_stored(qtbot, main_window, slow_encode):
+    canvas = _brush(qtbot, main_window)
+    state = main_window.app_state
+    project, iid, cid = state.project, canvas.image_id, state.class_id
+    before = project.mask(iid)
+    _stroke(qtbot, canvas, [(10, 90), (110, 90)])
+    assert canvas.mask_writer.busy and np.array_equal(project.mask(iid), before)
+    qtbot.keyClick(canvas, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)  # undo at once
+    assert np.array_equal(canvas.label_map(), before)  # the screen follows at once
+    qtbot.waitUntil(lambda: not canvas.mask_writer.busy, timeout=10_000)
+    assert np.array_equal(project.mask(iid), before)
+    qtbot.keyClick(canvas, Qt.Key.Key_Y, Qt.KeyboardModifier.ControlModifier)  # redo
+    qtbot.waitUntil(lambda: not canvas.mask_writer.busy, timeout=10_000)
+    painted = project.mask(iid)
+    assert (painted[90, 10:110] == cid).all()
+
+    # two strokes in a row, then two undos: the store ends at the first stroke
+    _stroke(qtbot, canvas, [(10, 110), (110, 110)])
+    _stroke(qtbot, canvas, [(10, 120), (110, 120)])
+    qtbot.keyClick(canvas, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)
+    qtbot.waitUntil(lambda: not canvas.mask_writer.busy, timeout=10_000)
+    stored = project.mask(iid)
+    assert (stored[110, 10:110] == cid).all() and not (stored[120, 10:110] == cid).all()
+    assert np.array_equal(canvas.label_map(), stored)
+    # another edit (a class tag) first stores any pending stroke, so it sees it
+    _stroke(qtbot, canvas, [(10, 126), (110, 126)])
+    assert canvas.mask_writer.busy
+    qtbot.keyClick(canvas, Qt.Key.Key_2)
+    assert not canvas.mask_writer.busy and (project.mask(iid)[126, 10:110] == cid).all()
+
+
+# -- a big image shows a reduced decode first ----------------------------------------------------
+
+
+def test_boxes_drawn_on_the_preview_are_in_full_image_pixels(
+    qtbot, tmp_path, qsettings, monkeypatch
+):
+    import threading
+
+    import cv2
+
+    from tlstudio.core.project import Project
+    from tlstudio.gui.app import create_application, create_main_window
+    from tlstudio.gui.canvas import loader
+
+    rng = np.random.default_rng(2)
+    pixels = cv2.resize(rng.integers(0, 255, (12, 16, 3), dtype=np.uint8), (800, 600))
+    (tmp_path / "src").mkdir()
+    cv2.imwrite(str(tmp_path / "src" / "photo.jpg"), pixels)
+    with Project.create(tmp_path / "p") as p:
+        p.add_images([tmp_path / "src" / "photo.jpg"])
+        p.add_class("part")
+    gate = threading.Event()  # holds the full decode until the test has drawn its box
+    real_decode = loader.decode
+    monkeypatch.setattr(loader, "decode", lambda path: gate.wait(10) and real_decode(path))
+
+    create_application()
+    window = create_main_window(None, qsettings)
+    qtbot.addWidget(window)
+    window.show()
+    qtbot.waitExposed(window)
+    canvas = window.canvas
+    canvas.sync_max_pixels = 0  # every image counts as big: decoded in the background
+    with qtbot.waitSignal(canvas.image_layer.preview_shown, timeout=10_000):
+        window.open_project(tmp_path / "p")
+        window.app_state.set_image(window.app_state.project.image_ids()[0])
+    assert canvas.image_layer.previewing and not canvas.image_ready
+    assert canvas.display_pixmap().width() == 200  # a quarter of the width, stretched
+    assert canvas.image_layer.item.sceneBoundingRect().width() == 800
+
+    window.app_state.set_tool("box")
+    canvas.setFocus()
+    qtbot.mousePress(canvas.viewport(), L, NOMOD, vp(canvas, 100, 120))
+    QTest.mouseMove(canvas.viewport(), vp(canvas, 300, 250))
+    qtbot.mouseRelease(canvas.viewport(), L, NOMOD, vp(canvas, 640, 480))
+    project = window.app_state.project
+    (box,) = project.boxes(canvas.image_id)
+    assert box.xyxy == pytest.approx((100, 120, 640, 480), abs=1)  # full-resolution pixels
+
+    with qtbot.waitSignal(canvas.image_loaded, timeout=10_000):
+        gate.set()
+    assert canvas.image_ready and not canvas.image_layer.previewing
+    assert canvas.display_pixmap().width() == 800
+    assert canvas.image_layer.item.sceneBoundingRect().width() == 800
+    assert canvas.box_item(box.id).rect().right() == pytest.approx(640, abs=1)
+    window.close()

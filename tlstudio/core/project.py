@@ -716,11 +716,13 @@ class Project:
                 (image_id, png, json.dumps(present)),
             )
 
-    def mask_png(self, image_id: int) -> bytes | None:
-        """The stored label map's PNG bytes (None: no mask): tells cheaply whether it
-        changed, without decoding it."""
-        row = self._c.execute("SELECT png FROM masks WHERE image_id = ?", (image_id,)).fetchone()
-        return None if row is None else bytes(row[0])
+    def encoded_mask(self, image_id: int) -> tuple[bytes, list[int]] | None:
+        """The stored label map as written: its PNG bytes and the class ids in it (None:
+        no mask). Tells cheaply whether the mask changed, without decoding it."""
+        row = self._c.execute(
+            "SELECT png, classes FROM masks WHERE image_id = ?", (image_id,)
+        ).fetchone()
+        return None if row is None else (bytes(row[0]), [int(c) for c in json.loads(row[1])])
 
     # -- display windows --------------------------------------------------------------
     def display_window(self, image_id: int) -> tuple[float, float] | None:

@@ -20,8 +20,7 @@ from tlstudio.core.errors import TlsError
 from tlstudio.core.project import Project
 
 from .items import NO_CLASS_COLOR, BoxItem, LandmarkSetItem, MaskOverlayItem
-
-_UNSET = object()
+from .mask_writer import MaskState
 
 
 @dataclass(frozen=True)
@@ -61,9 +60,8 @@ class AnnotationLayer(QObject):
         self.class_names: dict[int, str] = {}
         self._boxes: dict[int, BoxItem] = {}
         self._landmarks: dict[int, LandmarkSetItem] = {}
-        self._mask: np.ndarray | None = None
-        self._mask_png: object = _UNSET  # stored PNG bytes the overlay shows, to skip decodes
-        self.expected_mask: np.ndarray | None = None  # set around our own mask push
+        # the label map shown: as stored, or as asked of the MaskWriter and not stored yet
+        self._mask = MaskState(None, None, [])
         self.selection: Selection | None = None
         self.labels_visible = True
         self.boxes_visible = True
@@ -76,15 +74,16 @@ class AnnotationLayer(QObject):
         self.clear()
         self.size = size
         self.mask_item.set_size(*size)
-        self._mask, self._mask_png = None, _UNSET
+        self._mask = MaskState(None, None, [])
 
     def load_classes(self, project: Project) -> None:
         classes = project.classes()
         self.class_colors = {c.id: QColor(c.color) for c in classes}
         self.class_names = {c.id: c.name for c in classes}
 
-    def reload(self, project: Project, image_id: int) -> None:
-        """Draw the image's labels as stored, keeping items (and the selection) that remain."""
+    def reload(self, project: Project, image_id: int, pending: MaskState | None = None) -> None:
+        """Draw the image's labels as stored, keeping items (and the selection) that remain;
+        ``pending``: the label map on its way to the store, shown instead of the stored one."""
         self.load_classes(project)
         seen: set[int] = set()
         for box in project.boxes(image_id):
@@ -116,7 +115,7 @@ class AnnotationLayer(QObject):
         for set_id in [s for s in self._landmarks if s not in seen]:
             self.scene.removeItem(self._landmarks.pop(set_id))
 
-        self._sync_mask(project, image_id)
+        self._sync_mask(project, image_id, pending)
         self.show_tags(project.tags(image_id))
         sel = self.selection
         if sel is not None and (
@@ -127,22 +126,21 @@ class AnnotationLayer(QObject):
         else:
             self._apply_selection()
 
-    def _sync_mask(self, project: Project, image_id: int) -> None:
+    def _sync_mask(self, project: Project, image_id: int, pending: MaskState | None) -> None:
         colors_changed = self.mask_item.set_colors(self.class_colors)
-        png = project.mask_png(image_id)
-        expected, self.expected_mask = self.expected_mask, None
-        if expected is not None:
-            # our own push: the store holds exactly this map, the overlay shows it already
-            self._mask = expected if png is not None else None
-            self._mask_png = png
-            if colors_changed:
-                self.mask_item.set_label_map(self._mask)
-            return
-        if png == self._mask_png and not colors_changed:
-            return  # unchanged: skip decoding and re-rendering a big map
-        self._mask = project.mask(image_id)
-        self._mask_png = png
-        self.mask_item.set_label_map(self._mask)
+        shown = self._mask
+        if pending is None:
+            stored = project.encoded_mask(image_id)
+            if stored is None and shown.encoded and shown.png is None:
+                pending = shown  # no mask, none shown
+            elif stored is not None and shown.png == stored[0]:
+                pending = shown  # the bytes shown (our own write, or unchanged)
+            else:  # changed in the store: decode once
+                label = None if stored is None else project.mask(image_id)
+                pending = MaskState(label, *stored) if stored else MaskState(None, None, [])
+        if pending is not shown or colors_changed:
+            self._mask = pending
+            self.mask_item.set_label_map(pending.label)
 
     def clear(self) -> None:
         for item in (*self._boxes.values(), *self._landmarks.values()):
@@ -164,25 +162,33 @@ class AnnotationLayer(QObject):
 
     def refresh_mask(self) -> None:
         """Redraw the whole mask overlay from the stored label map (drops stroke feedback)."""
-        self.mask_item.set_label_map(self._mask)
+        self.mask_item.set_label_map(self._mask.label)
 
     # -- the mask ----------------------------------------------------------------------
     def label_map(self) -> np.ndarray | None:
-        """The label map as last read from the store (do not modify)."""
+        """The label map shown, as stored or about to be (do not modify); None: none."""
+        return self._mask.label
+
+    def mask_state(self) -> MaskState:
+        """The shown label map with its encoding when known (for undo)."""
         return self._mask
+
+    def set_mask_state(self, state: MaskState) -> None:
+        """``state`` is shown now (the tool drew it already; the store follows)."""
+        self._mask = state
 
     def editable_mask(self) -> np.ndarray:
         """A copy of the label map to paint into (zeros when the image has none)."""
-        if self._mask is not None:
-            return self._mask.copy()
+        if self._mask.label is not None:
+            return self._mask.label.copy()
         w, h = self.size
         return np.zeros((h, w), np.uint16)
 
     def mask_unchanged(self, label: np.ndarray) -> bool:
         """True when storing ``label`` would change nothing."""
-        if self._mask is None:
+        if self._mask.label is None:
             return not label.any()
-        return np.array_equal(label, self._mask)
+        return np.array_equal(label, self._mask.label)
 
     # -- lookups -------------------------------------------------------------------------
     def class_color(self, class_id: int | None) -> QColor:

@@ -35,7 +35,7 @@ from PySide6.QtGui import (
 )
 from PySide6.QtWidgets import QFrame, QGraphicsScene, QGraphicsView, QWidget
 
-from tlstudio.core.commands import Command, RemoveBox, RemoveLandmarkSet, SetMask, SetTags
+from tlstudio.core.commands import Command, RemoveBox, RemoveLandmarkSet, SetTags
 from tlstudio.core.errors import TlsError
 from tlstudio.core.imageio import ImageData
 from tlstudio.core.labelset import LandmarkTemplate
@@ -47,6 +47,7 @@ from .annotation_layer import AnnotationLayer, Selection, overlay_label
 from .image_layer import ImageLayer
 from .interaction import CanvasInput
 from .items import BoxItem
+from .mask_writer import MaskEdit, MaskState, MaskWriter
 from .prediction_items import PredictionLayer
 from .tools import MASK_MODES, TOOL_CLASSES, TOOL_SHORTCUTS, Tool
 from .viewport import Viewport
@@ -107,6 +108,10 @@ class CanvasView(QGraphicsView):
         self.navigator = Viewport(self, self.image_layer.item)
         self.navigator.zoom_changed.connect(self.zoom_changed)
         self.annotations = AnnotationLayer(scene, self)
+        self.mask_writer = MaskWriter(self)
+        self.mask_writer.written.connect(lambda _iid: app_state.data_changed.emit())
+        self.mask_writer.failed.connect(self._mask_write_failed)
+        self.mask_writer.attach(app_state.project)
         self.annotations.selection_changed.connect(self.selection_changed)
         self.mask_item = self.annotations.mask_item
         self._status_label = overlay_label(self)
@@ -294,7 +299,7 @@ class CanvasView(QGraphicsView):
         if project is None or iid is None:
             self.annotations.clear()
             return
-        self.annotations.reload(project, iid)
+        self.annotations.reload(project, iid, self.mask_writer.pending(iid))
         self.prediction_layer.set_classes(
             self.annotations.class_colors, self.annotations.class_names
         )
@@ -331,29 +336,32 @@ class CanvasView(QGraphicsView):
         try:
             self.app_state.push(command)
         except (TlsError, RuntimeError) as exc:
-            self.annotations.expected_mask = None
             self.message.emit(f"{command.text} refused: {exc}")
             self.annotations.refresh_items()
             self.annotations.refresh_mask()
             return False
         return True
 
-    def push_mask(self, label: np.ndarray, gesture: object, text: str = "Paint mask") -> bool:
-        """Store ``label`` as the shown image's label map with one SetMask command
-        (gesture key ``gesture``); nothing is pushed if it equals the stored map.
-        The overlay is expected to show ``label`` already (the tool drew it)."""
+    def push_mask(self, label: np.ndarray, text: str = "Paint mask") -> bool:
+        """Make ``label`` (hand it over: never modified afterwards) the shown image's
+        label map: one undo step at once, stored by :attr:`mask_writer` once encoded in
+        its thread. Nothing is pushed if it equals the map shown. The overlay is
+        expected to show ``label`` already (the tool drew it)."""
         iid = self.image_id
         if iid is None:
             return False
-        if self.annotations.mask_unchanged(label):
-            self.annotations.refresh_mask()
+        layer = self.annotations
+        if layer.mask_unchanged(label):
+            layer.refresh_mask()
             return False
-        command = SetMask(iid, label, gesture=gesture, text=text)
-        self.annotations.expected_mask = command.new
-        try:
-            return self.push(command)
-        finally:
-            self.annotations.expected_mask = None
+        old, new = layer.mask_state(), MaskState(label)
+        layer.set_mask_state(new)
+        with self.mask_writer.own_edit():
+            if self.push(MaskEdit(self.mask_writer, iid, old, new, text)):
+                return True
+        layer.set_mask_state(old)
+        layer.refresh_mask()
+        return False
 
     def tag_with_class(self, n: int) -> None:
         """Tag the image with the ``n``-th class (1-based, in class order); in a
@@ -470,11 +478,18 @@ class CanvasView(QGraphicsView):
 
     def _on_project_opened(self, project: object) -> None:
         self.image_layer.cache.clear()
+        self.mask_writer.attach(self.app_state.project)
         self.load_image(self.app_state.image_id)
 
     def _on_project_closed(self) -> None:
+        # closing the store waited for pending mask writes (the writer is its barrier)
+        self.mask_writer.attach(None)
         self.image_layer.cache.clear()
         self.load_image(None)
+
+    def _mask_write_failed(self, text: str) -> None:
+        self.message.emit(text)
+        self._reload_annotations()  # show what the store holds
 
     # ------------------------------------------------------------------ overlay widgets
     def _set_status(self, text: str) -> None:

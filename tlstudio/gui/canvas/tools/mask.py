@@ -8,7 +8,7 @@ from PySide6.QtGui import QKeyEvent, QMouseEvent
 
 from ..items import BrushCursorItem, PolygonPreviewItem
 from ..raster import fill_polygon, paint_segment
-from .base import Tool, ToolHost, new_gesture
+from .base import Tool, ToolHost
 
 MASK_MODES = ("brush", "eraser", "polygon")
 MIN_BRUSH, MAX_BRUSH = 1, 1000
@@ -22,7 +22,8 @@ class MaskTool(Tool):
     the mouse path); ``eraser`` paints 0; ``polygon``: clicks add vertices, a
     double click or Enter fills the polygon with the current class, Backspace
     removes the last vertex, Esc drops it. A stroke or a fill is pushed as one
-    SetMask command when it ends (mouse release / close), with its own gesture key.
+    undo step when it ends (mouse release / close); the store gets it from the
+    canvas's MaskWriter, encoded off the GUI thread.
     During a stroke only the touched rectangle of the overlay is redrawn."""
 
     name = "mask"
@@ -111,7 +112,7 @@ class MaskTool(Tool):
             return
         label, self._label, self._last = self._label, None, None
         text = "Erase mask" if self._value == 0 else "Paint mask"
-        self.view.push_mask(label, gesture=new_gesture(), text=text)
+        self.view.push_mask(label, text)
 
     def double_click(self, pos: QPointF, event: QMouseEvent) -> None:
         if self.mode == "polygon":
@@ -149,7 +150,7 @@ class MaskTool(Tool):
         if rect is None:
             return
         self.view.annotations.mask_item.update_region(label, rect)
-        self.view.push_mask(label, gesture=new_gesture(), text="Fill polygon")
+        self.view.push_mask(label, "Fill polygon")
 
     def _paint(self, a: QPointF, b: QPointF) -> None:
         rect = paint_segment(
