@@ -514,8 +514,8 @@ def test_window_level_changes_the_display_never_the_data(qtbot, view, app_state,
     project = app_state.project
     sha = file_sha256(path)
     app_state.set_image(iid)
-    assert view.can_window()
-    default = view.default_window()
+    assert view.window_level.can_window()
+    default = view.window_level.default_window()
     assert view.display_window() == default
     shown = view.display_pixmap().toImage()
     stored_before = project.annotations(iid)

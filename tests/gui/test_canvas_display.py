@@ -89,10 +89,10 @@ def test_ct_presets_on_alt_keys_and_in_the_combo(qtbot, dicom_project, qsettings
     assert hu[y, x] > 135 and shown.pixelColor(int(x), int(y)).red() == 255
     # Alt+9 full range, Alt+0 the default; the digits alone still tag the image
     qtbot.keyClick(canvas, Qt.Key.Key_9, ALT)
-    lo, hi = canvas.data_range()
+    lo, hi = canvas.window_level.data_range()
     assert canvas.display_window() == ((lo + hi) / 2, hi - lo)
     qtbot.keyClick(canvas, Qt.Key.Key_0, ALT)
-    assert canvas.display_window() == canvas.default_window()
+    assert canvas.display_window() == canvas.window_level.default_window()
 
     # the combo: keyboard down from the default entry picks "Full range"
     combo.setFocus()
@@ -109,7 +109,7 @@ def test_header_windows_are_listed_and_ct_presets_only_apply_to_hu(qtbot, dicom_
     combo = window.display.preset
     labels = [combo.itemText(i) for i in range(combo.count())]
     assert "BRAIN (40 / 80)" in labels and "LUNG (-600 / 1500)" in labels
-    assert canvas.default_window() == (40, 80)  # the header's first window
+    assert canvas.window_level.default_window() == (40, 80)  # the header's first window
     canvas.setFocus()
     qtbot.keyClick(canvas, Qt.Key.Key_7, ALT)  # the header's second window
     assert canvas.display_window() == (-600, 1500)
@@ -153,7 +153,7 @@ def test_each_image_keeps_its_window_across_sessions(qtbot, dicom_project, qsett
     QApplication.sendEvent(canvas.viewport(), move)
     qtbot.mouseRelease(canvas.viewport(), R, pos=end)
     dragged = canvas.display_window()
-    assert dragged != canvas.default_window()
+    assert dragged != canvas.window_level.default_window()
     window.close()
 
     with Project.open(dicom_project) as p:

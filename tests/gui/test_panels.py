@@ -246,7 +246,7 @@ def test_window_level_controls_follow_the_real_canvas(qtbot, tmp_path, qsettings
     canvas, panel = window.canvas, window.display
     qtbot.waitUntil(lambda: canvas.image_ready, timeout=5000)
     assert panel.center.isEnabled()  # a 16-bit image: window/level applies
-    lo, hi = canvas.data_range()
+    lo, hi = canvas.window_level.data_range()
     qtbot.mouseClick(panel.full_button, Qt.MouseButton.LeftButton)
     assert canvas.display_window() == ((lo + hi) / 2, hi - lo)
     assert (panel.center.value(), panel.width_.value()) == pytest.approx(
@@ -255,7 +255,7 @@ def test_window_level_controls_follow_the_real_canvas(qtbot, tmp_path, qsettings
     panel.width_.setValue(500.0)
     assert canvas.display_window()[1] == 500.0
     qtbot.mouseClick(panel.default_button, Qt.MouseButton.LeftButton)
-    assert canvas.display_window() == canvas.default_window()
+    assert canvas.display_window() == canvas.window_level.default_window()
     window.browser.next_image()  # an 8-bit image: nothing to window
     qtbot.waitUntil(lambda: canvas.image_ready, timeout=5000)
     assert not panel.center.isEnabled()

@@ -199,7 +199,7 @@ class CanvasInput:
             view.set_mask_mode(MASK_KEYS[key])
             view.app_state.set_tool("mask")
         elif key in DIGITS:
-            view.tag_with_class(DIGITS[key])
+            view.edits.tag_with_class(DIGITS[key])
         elif key == _K.Key_F:
             view.fit_to_window()
         elif key in (_K.Key_Plus, _K.Key_Equal, _K.Key_Minus):
@@ -213,7 +213,7 @@ class CanvasInput:
             else:
                 view.set_brush_size(min(MAX_BRUSH, max(n + 1, round(n * 1.25))))
         elif key in (_K.Key_Delete, _K.Key_Backspace):
-            return view.delete_selection()
+            return view.edits.delete_selection()
         elif key == _K.Key_Escape:
             view.annotations.clear_selection()
         else:

@@ -35,7 +35,7 @@ from PySide6.QtGui import (
 )
 from PySide6.QtWidgets import QFrame, QGraphicsScene, QGraphicsView, QWidget
 
-from tlstudio.core.commands import Command, RemoveBox, RemoveLandmarkSet, SetTags
+from tlstudio.core.commands import Command
 from tlstudio.core.errors import TlsError
 from tlstudio.core.imageio import ImageData
 from tlstudio.core.labelset import LandmarkTemplate
@@ -44,12 +44,13 @@ from tlstudio.core.runs import Prediction
 from tlstudio.gui.state import AppState
 
 from .annotation_layer import AnnotationLayer, Selection, overlay_label
+from .edits import LabelEdits
 from .image_layer import ImageLayer
 from .interaction import CanvasInput
 from .items import BoxItem
-from .mask_writer import MaskEdit, MaskState, MaskWriter
+from .mask_writer import MaskWriter
 from .prediction_items import PredictionLayer
-from .tools import MASK_MODES, TOOL_CLASSES, TOOL_SHORTCUTS, Tool
+from .tools import TOOL_CLASSES, TOOL_SHORTCUTS, Tool
 from .viewport import Viewport
 from .window_level import WindowLevel
 
@@ -74,8 +75,6 @@ class CanvasView(QGraphicsView):
     selection_changed = Signal(object)  # Selection or None
     cursor_moved = Signal(float, float)  # image px under the mouse
     cursor_left = Signal()  # the mouse left the canvas, or the image under it changed
-    brush_size_changed = Signal(int)  # mask brush diameter, image px
-    mask_mode_changed = Signal(str)  # "brush", "eraser" or "polygon"
 
     def __init__(self, app_state: AppState, parent: QWidget | None = None):
         super().__init__(parent)
@@ -121,6 +120,7 @@ class CanvasView(QGraphicsView):
         self._image_id: int | None = None
         self._record: ImageRecord | None = None
         self.input = CanvasInput(self)
+        self.edits = LabelEdits(self)
 
         self.tools: dict[str, Tool] = {name: cls(self) for name, cls in TOOL_CLASSES.items()}
         self._tool = self.tools.get(app_state.tool, self.tools["select"])
@@ -236,14 +236,6 @@ class CanvasView(QGraphicsView):
         """Image point (pixels, unclamped) under the viewport position ``pos``."""
         return self.navigator.view_to_image(pos)
 
-    def screen_to_image(self, px: float) -> float:
-        """A length of ``px`` screen pixels in image pixels at the current zoom."""
-        return self.navigator.screen_to_image(px)
-
-    def clamp(self, pos: QPointF) -> QPointF:
-        """``pos`` (image px) moved into the image rectangle [0, W] × [0, H]."""
-        return self.navigator.clamp(pos)
-
     def zoom(self) -> float:
         """Screen pixels per image pixel."""
         return self.navigator.zoom()
@@ -262,18 +254,6 @@ class CanvasView(QGraphicsView):
 
         (Not ``window()``: that is QWidget's top-level window.)"""
         return self.window_level.window()
-
-    def data_range(self) -> tuple[float, float] | None:
-        """(min, max) of the image's values (colour samples, NaN ignored), array units."""
-        return self.window_level.data_range()
-
-    def default_window(self) -> tuple[float, float] | None:
-        """The image's own window (DICOM header, else a robust percentile range)."""
-        return self.window_level.default_window()
-
-    def can_window(self) -> bool:
-        """True when right-dragging adjusts window/level (images that are not 8-bit)."""
-        return self.window_level.can_window()
 
     def set_window(self, center: float, width: float) -> None:
         """Re-render the display from the full-depth array through the window
@@ -319,72 +299,14 @@ class CanvasView(QGraphicsView):
     def box_item(self, box_id: int) -> BoxItem | None:
         return self.annotations.box_item(box_id)
 
-    def delete_selection(self) -> bool:
-        """Delete the selected box or landmark set (one undo step). True if one was."""
-        sel = self.selection
-        if sel is None:
-            return False
-        self.annotations.clear_selection()
-        if sel.kind == "box":
-            return self.push(RemoveBox(sel.id))
-        return self.push(RemoveLandmarkSet(sel.id))
-
     # ------------------------------------------------------------------ edits
     def push(self, command: Command) -> bool:
-        """Do ``command`` through ``app_state.push`` (one undo step). A refused edit
-        is reported through :attr:`message` and the canvas redrawn from the store."""
-        try:
-            self.app_state.push(command)
-        except (TlsError, RuntimeError) as exc:
-            self.message.emit(f"{command.text} refused: {exc}")
-            self.annotations.refresh_items()
-            self.annotations.refresh_mask()
-            return False
-        return True
+        """Do ``command`` as one undo step (see :meth:`LabelEdits.push`)."""
+        return self.edits.push(command)
 
     def push_mask(self, label: np.ndarray, text: str = "Paint mask") -> bool:
-        """Make ``label`` (hand it over: never modified afterwards) the shown image's
-        label map: one undo step at once, stored by :attr:`mask_writer` once encoded in
-        its thread. Nothing is pushed if it equals the map shown. The overlay is
-        expected to show ``label`` already (the tool drew it)."""
-        iid = self.image_id
-        if iid is None:
-            return False
-        layer = self.annotations
-        if layer.mask_unchanged(label):
-            layer.refresh_mask()
-            return False
-        old, new = layer.mask_state(), MaskState(label)
-        layer.set_mask_state(new)
-        with self.mask_writer.own_edit():
-            if self.push(MaskEdit(self.mask_writer, iid, old, new, text)):
-                return True
-        layer.set_mask_state(old)
-        layer.refresh_mask()
-        return False
-
-    def tag_with_class(self, n: int) -> None:
-        """Tag the image with the ``n``-th class (1-based, in class order); in a
-        multi-label project toggle that class instead."""
-        project, iid = self.app_state.project, self.image_id
-        if project is None or iid is None:
-            return
-        classes = project.classes()
-        if not 1 <= n <= len(classes):
-            self.message.emit(f"There is no class {n} (the project has {len(classes)}).")
-            return
-        cls = classes[n - 1]
-        current = project.tags(iid)
-        if project.multi_label:
-            if cls.id in current:
-                new, text = tuple(c for c in current if c != cls.id), f"Untag {cls.name}"
-            else:
-                new, text = (*current, cls.id), f"Tag {cls.name}"
-        else:
-            if current == (cls.id,):
-                return
-            new, text = (cls.id,), f"Tag {cls.name}"
-        self.push(SetTags(iid, new, text=text))
+        """Make ``label`` the shown image's label map (see :meth:`LabelEdits.push_mask`)."""
+        return self.edits.push_mask(label, text)
 
     # ------------------------------------------------------------------ layers and mask tool
     def set_mask_opacity(self, opacity: float) -> None:
@@ -405,23 +327,15 @@ class CanvasView(QGraphicsView):
         return self.tools["mask"].brush_size
 
     def set_brush_size(self, size: int) -> None:
-        tool = self.tools["mask"]
-        old = tool.brush_size
-        tool.set_brush_size(size)
-        if tool.brush_size != old:
-            self.brush_size_changed.emit(tool.brush_size)
+        """Mask brush diameter in image pixels (clamped to the tool's range)."""
+        self.tools["mask"].set_brush_size(size)
 
     def mask_mode(self) -> str:
         return self.tools["mask"].mode
 
     def set_mask_mode(self, mode: str) -> None:
         """ "brush", "eraser" or "polygon" (the mask tool's mode; does not switch tools)."""
-        if mode not in MASK_MODES:
-            raise ValueError(f"unknown mask mode {mode!r}")
-        tool = self.tools["mask"]
-        if mode != tool.mode:
-            tool.set_mode(mode)
-            self.mask_mode_changed.emit(mode)
+        self.tools["mask"].set_mode(mode)
 
     # ------------------------------------------------------------------ predictions
     def set_prediction(
@@ -457,15 +371,9 @@ class CanvasView(QGraphicsView):
         self.prediction_layer.set_visible(visible)
         self._place_overlays()
 
-    def predictions_visible(self) -> bool:
-        return self.prediction_layer.visible
-
     def set_score_threshold(self, threshold: float) -> None:
         """Hide predicted boxes and landmark points scoring below ``threshold`` (0–1)."""
         self.prediction_layer.set_threshold(threshold)
-
-    def score_threshold(self) -> float:
-        return self.prediction_layer.threshold
 
     # ------------------------------------------------------------------ app state
     def _on_tool_changed(self, name: str) -> None:

@@ -125,7 +125,7 @@ class DisplayPanel(QWidget):
         current = self.canvas.display_window()
         if current is not None:
             self.show_window(*current)
-        enabled = self.canvas.image_ready and self.canvas.can_window()
+        enabled = self.canvas.image_ready and self.canvas.window_level.can_window()
         for w in (self.center, self.width_, self.preset, self.default_button, self.full_button):
             w.setEnabled(enabled)
 

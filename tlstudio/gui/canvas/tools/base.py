@@ -17,6 +17,7 @@ from tlstudio.core.commands import Command
 
 if TYPE_CHECKING:
     from tlstudio.gui.canvas.annotation_layer import AnnotationLayer
+    from tlstudio.gui.canvas.viewport import Viewport
     from tlstudio.gui.state import AppState
 
 
@@ -25,13 +26,11 @@ class ToolHost(Protocol):
 
     app_state: AppState
     annotations: AnnotationLayer  # drawn labels, selection, mask overlay
+    navigator: Viewport  # image size, clamping, screen px -> image px at the zoom
     message: SignalInstance  # emit(str): a short note for the status bar
 
     @property
     def image_id(self) -> int | None: ...
-    def image_size(self) -> tuple[int, int]: ...
-    def clamp(self, pos: QPointF) -> QPointF: ...
-    def screen_to_image(self, px: float) -> float: ...
     def scene(self) -> QGraphicsScene: ...
     def viewport(self) -> QWidget: ...
     def push(self, command: Command) -> bool: ...
@@ -48,7 +47,7 @@ def new_gesture() -> int:
 
 class Tool:
     """Base class: every handler is a no-op. ``pos`` is always in image pixels
-    (unclamped: it may lie outside the image; use :meth:`ToolHost.clamp`).
+    (unclamped: it may lie outside the image; use :meth:`Viewport.clamp <tlstudio.gui.canvas.viewport.Viewport.clamp>`).
 
     The canvas calls :meth:`press`/:meth:`move`/:meth:`release` for the left
     button (``move`` also while no button is down, for hover feedback),

@@ -41,7 +41,7 @@ class BoxTool(Tool):
         if self.app_state.class_id is None:
             self.view.message.emit("Choose a class before drawing a box.")
             return
-        self._start = self.view.clamp(pos)
+        self._start = self.view.navigator.clamp(pos)
         if self._preview is None:
             self._preview = QGraphicsRectItem()
             self._preview.setZValue(Z_TOOL)
@@ -53,12 +53,12 @@ class BoxTool(Tool):
 
     def move(self, pos: QPointF, event: QMouseEvent) -> None:
         if self._start is not None and self._preview is not None:
-            self._preview.setRect(snapped_rect(self._start, self.view.clamp(pos)))
+            self._preview.setRect(snapped_rect(self._start, self.view.navigator.clamp(pos)))
 
     def release(self, pos: QPointF, event: QMouseEvent) -> None:
         if self._start is None:
             return
-        rect = snapped_rect(self._start, self.view.clamp(pos))
+        rect = snapped_rect(self._start, self.view.navigator.clamp(pos))
         self.cancel()
         image_id, class_id = self.view.image_id, self.app_state.class_id
         if image_id is None or class_id is None:

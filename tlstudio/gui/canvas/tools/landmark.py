@@ -90,7 +90,7 @@ class LandmarkTool(Tool):
 
     # -- events ------------------------------------------------------------------
     def press(self, pos: QPointF, event: QMouseEvent) -> None:
-        p = self.view.clamp(pos)
+        p = self.view.navigator.clamp(pos)
         self._cursor = pos
         self._add(Point(p.x(), p.y(), OCCLUDED if self._occluded_next else VISIBLE))
 

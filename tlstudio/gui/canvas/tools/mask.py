@@ -90,7 +90,7 @@ class MaskTool(Tool):
             self.view.message.emit("Choose a class before painting a mask.")
             return
         if self.mode == "polygon":
-            self._vertices.append(self.view.clamp(pos))
+            self._vertices.append(self.view.navigator.clamp(pos))
             self._update_polygon()
             return
         self._label = self.view.annotations.editable_mask()

@@ -101,11 +101,11 @@ class SelectTool(Tool):
         if sel is not None and sel.kind == "box":
             item = layer.box_item(sel.id)
             if item is not None and item.box is not None:
-                handle = item.handle_at(pos, view.screen_to_image(self.HANDLE_PX))
+                handle = item.handle_at(pos, view.navigator.screen_to_image(self.HANDLE_PX))
                 if handle is not None:
                     self._drag = _Drag("resize", pos, new_gesture(), box=item.box, handle=handle)
                     return
-        hit = layer.landmark_point_at(pos, view.screen_to_image(self.POINT_PX))
+        hit = layer.landmark_point_at(pos, view.navigator.screen_to_image(self.POINT_PX))
         if hit is not None:
             set_id, index = hit
             landmarks = layer.landmark_item(set_id).landmarks
@@ -115,7 +115,7 @@ class SelectTool(Tool):
                 return
             self._drag = _Drag("point", pos, new_gesture(), landmarks=landmarks, point=index)
             return
-        box_id = layer.box_at(pos, view.screen_to_image(self.BOX_EDGE_PX))
+        box_id = layer.box_at(pos, view.navigator.screen_to_image(self.BOX_EDGE_PX))
         if box_id is not None:
             layer.select_box(box_id)
             box = layer.box_item(box_id).box
@@ -128,7 +128,7 @@ class SelectTool(Tool):
         if drag is None:
             self._hover(pos)
             return
-        w, h = self.view.image_size()
+        w, h = self.view.navigator.image_size
         if drag.kind == "move":
             d = pos - drag.start
             drag.new_box = moved_box(drag.box, d.x(), d.y(), w, h)
@@ -137,7 +137,7 @@ class SelectTool(Tool):
             drag.new_box = resized_box(drag.box, drag.handle, pos, w, h)
             self._preview_box(drag.new_box)
         elif drag.kind == "point":
-            p = self.view.clamp(pos)
+            p = self.view.navigator.clamp(pos)
             old = drag.landmarks.points[drag.point]
             drag.new_landmarks = move_point(
                 drag.landmarks, drag.point, Point(p.x(), p.y(), old.visibility)
@@ -197,12 +197,14 @@ class SelectTool(Tool):
         if sel is not None and sel.kind == "box":
             item = layer.box_item(sel.id)
             if item is not None:
-                handle = item.handle_at(pos, view.screen_to_image(self.HANDLE_PX))
+                handle = item.handle_at(pos, view.navigator.screen_to_image(self.HANDLE_PX))
         if handle is not None:
             shape = _HANDLE_CURSORS[handle]
-        elif layer.landmark_point_at(pos, view.screen_to_image(self.POINT_PX)) is not None:
+        elif (
+            layer.landmark_point_at(pos, view.navigator.screen_to_image(self.POINT_PX)) is not None
+        ):
             shape = Qt.CursorShape.PointingHandCursor
-        elif layer.box_at(pos, view.screen_to_image(self.BOX_EDGE_PX)) is not None:
+        elif layer.box_at(pos, view.navigator.screen_to_image(self.BOX_EDGE_PX)) is not None:
             shape = Qt.CursorShape.SizeAllCursor
         if view.viewport().cursor().shape() != shape:
             view.viewport().setCursor(shape)
