@@ -25,9 +25,10 @@ R = Qt.MouseButton.RightButton
 
 
 @pytest.fixture
-def dicom_project(tmp_path: Path, write_image) -> Path:
-    """A project with a CT (HU, no header window), the same CT with two named header
-    windows, an MR (one header window) and an 8-bit PNG, in that order."""
+def demo_dir(tmp_path: Path, write_image) -> Path:
+    """(Overrides conftest's: ``main_window`` opens this project.) A CT (HU, no header
+    window), the same CT with two named header windows, an MR (one header window) and
+    an 8-bit PNG, in that order."""
     src = tmp_path / "src"
     src.mkdir()
     ct = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
@@ -45,19 +46,6 @@ def dicom_project(tmp_path: Path, write_image) -> Path:
     return root
 
 
-def _open(qtbot, root: Path, qsettings):
-    from tlstudio.gui.app import create_application, create_main_window
-
-    create_application()
-    window = create_main_window(root, qsettings)
-    qtbot.addWidget(window)
-    window.show()
-    qtbot.waitExposed(window)
-    window.activateWindow()
-    qtbot.waitUntil(window.isActiveWindow)  # window shortcuts need an active window
-    return window
-
-
 def _show(qtbot, window, index: int):
     state, canvas = window.app_state, window.canvas
     state.set_image(state.project.image_ids()[index])
@@ -69,8 +57,13 @@ def _menu_actions(window) -> dict[str, QAction]:
     return {a.text(): a for a in window.display.preset_menu.actions() if a.text()}
 
 
-def test_ct_presets_on_alt_keys_and_in_the_combo(qtbot, dicom_project, qsettings):
-    window = _open(qtbot, dicom_project, qsettings)
+def _active(qtbot, window):
+    qtbot.waitUntil(window.isActiveWindow)  # window shortcuts need an active window
+    return window
+
+
+def test_ct_presets_on_alt_keys_and_in_the_combo(qtbot, main_window):
+    window = _active(qtbot, main_window)
     canvas = _show(qtbot, window, 0)
     combo = window.display.preset
     assert canvas.window_level.in_hu()
@@ -100,11 +93,10 @@ def test_ct_presets_on_alt_keys_and_in_the_combo(qtbot, dicom_project, qsettings
     assert canvas.display_window() == (60, 150)
     labels = [combo.itemText(i) for i in range(combo.count())]
     assert labels[1:] == [p.label for p in CT_PRESET_ITEMS] + ["Default window", "Full range"]
-    window.close()
 
 
-def test_header_windows_are_listed_and_ct_presets_only_apply_to_hu(qtbot, dicom_project, qsettings):
-    window = _open(qtbot, dicom_project, qsettings)
+def test_header_windows_are_listed_and_ct_presets_only_apply_to_hu(qtbot, main_window):
+    window = _active(qtbot, main_window)
     canvas = _show(qtbot, window, 1)  # CT with two named header windows
     combo = window.display.preset
     labels = [combo.itemText(i) for i in range(combo.count())]
@@ -131,11 +123,10 @@ def test_header_windows_are_listed_and_ct_presets_only_apply_to_hu(qtbot, dicom_
     assert not combo.isEnabled() and not any(
         a.isEnabled() for a in window.display.preset_menu.actions() if not a.isSeparator()
     )
-    window.close()
 
 
-def test_each_image_keeps_its_window_across_sessions(qtbot, dicom_project, qsettings):
-    window = _open(qtbot, dicom_project, qsettings)
+def test_each_image_keeps_its_window_across_sessions(qtbot, main_window, demo_dir):
+    window = _active(qtbot, main_window)
     canvas = _show(qtbot, window, 0)
     canvas.setFocus()
     qtbot.keyClick(canvas, Qt.Key.Key_3, ALT)  # lung
@@ -154,16 +145,17 @@ def test_each_image_keeps_its_window_across_sessions(qtbot, dicom_project, qsett
     qtbot.mouseRelease(canvas.viewport(), R, pos=end)
     dragged = canvas.display_window()
     assert dragged != canvas.window_level.default_window()
-    window.close()
+    window.close()  # the project is closed
 
-    with Project.open(dicom_project) as p:
+    with Project.open(demo_dir) as p:
         ids = p.image_ids()
         assert p.display_window(ct) == (-600.0, 1500.0)
         assert p.display_window(mr) == mr_window
         assert p.display_window(ids[1]) == dragged
 
-    window = _open(qtbot, dicom_project, qsettings)
-    canvas = _show(qtbot, window, 0)
+    window.show()  # a new session: the project opened again
+    assert window.open_project(demo_dir)
+    canvas = _show(qtbot, _active(qtbot, window), 0)
     assert canvas.display_window() == (-600, 1500)
     assert window.display.preset.currentText() == "Lung (-600 / 1500)"
     canvas.setFocus()
@@ -171,30 +163,17 @@ def test_each_image_keeps_its_window_across_sessions(qtbot, dicom_project, qsett
     assert window.app_state.project.display_window(ct) is None
     canvas = _show(qtbot, window, 2)
     assert canvas.display_window() == mr_window
-    window.close()
 
 
-def test_display_panel_drives_the_mask_and_label_layers(qtbot, main_window):
-    canvas, panel = main_window.canvas, main_window.display
-    qtbot.waitUntil(lambda: canvas.image_ready, timeout=5000)
-    assert canvas.mask_item.opacity() == pytest.approx(0.5)
-    panel.opacity.setFocus()
-    qtbot.keyClick(panel.opacity, Qt.Key.Key_End)
-    assert canvas.mask_item.opacity() == 1.0 and panel.opacity_label.text() == "100 %"
+def test_ct_screenshot_script_shows_the_presets(qtbot, tmp_path):
+    import importlib.util
 
-    show_mask = main_window.actions["show_mask"]  # the View menu action and the box: one state
-    show_mask.trigger()
-    assert not panel.show_mask.isChecked() and not canvas.mask_item.isVisible()
-    qtbot.keyClick(panel.show_mask, Qt.Key.Key_Space)
-    assert show_mask.isChecked() and canvas.mask_item.isVisible()
+    import cv2
 
-    boxes, landmarks = panel.layer_boxes
-    iid = canvas.image_id
-    box_id = main_window.app_state.project.boxes(iid)[0].id
-    boxes.setFocus()
-    qtbot.keyClick(boxes, Qt.Key.Key_Space)
-    assert not canvas.box_item(box_id).isVisible()
-    qtbot.keyClick(boxes, Qt.Key.Key_Space)
-    assert canvas.box_item(box_id).isVisible()
-    # an 8-bit image: no window/level, no presets
-    assert not panel.preset.isEnabled() and not panel.center.isEnabled()
+    script = Path(__file__).with_name("make_screenshots_ct.py")
+    spec = importlib.util.spec_from_file_location("make_screenshots_ct", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    (path,) = module.make_screenshots(tmp_path)
+    img = cv2.imread(str(path))
+    assert img is not None and img.shape[0] == 800 and img.shape[1] >= 1280 and img.std() > 5

@@ -221,3 +221,32 @@ def test_boxes_drawn_on_the_preview_are_in_full_image_pixels(
     assert canvas.image_layer.item.sceneBoundingRect().width() == 800
     assert canvas.box_item(box.id).rect().right() == pytest.approx(640, abs=1)
     window.close()
+
+
+# -- the Display dock ---------------------------------------------------------------------------
+
+
+def test_display_panel_drives_the_mask_and_label_layers(qtbot, main_window):
+    canvas, panel = main_window.canvas, main_window.display
+    qtbot.waitUntil(lambda: canvas.image_ready, timeout=5000)
+    assert canvas.mask_item.opacity() == pytest.approx(0.5)
+    panel.opacity.setFocus()
+    qtbot.keyClick(panel.opacity, Qt.Key.Key_End)
+    assert canvas.mask_item.opacity() == 1.0 and panel.opacity_label.text() == "100 %"
+
+    show_mask = main_window.actions["show_mask"]  # the View menu action and the box: one state
+    show_mask.trigger()
+    assert not panel.show_mask.isChecked() and not canvas.mask_item.isVisible()
+    qtbot.keyClick(panel.show_mask, Qt.Key.Key_Space)
+    assert show_mask.isChecked() and canvas.mask_item.isVisible()
+
+    boxes, landmarks = panel.layer_boxes
+    iid = canvas.image_id
+    box_id = main_window.app_state.project.boxes(iid)[0].id
+    boxes.setFocus()
+    qtbot.keyClick(boxes, Qt.Key.Key_Space)
+    assert not canvas.box_item(box_id).isVisible()
+    qtbot.keyClick(boxes, Qt.Key.Key_Space)
+    assert canvas.box_item(box_id).isVisible()
+    # an 8-bit image: no window/level, no presets
+    assert not panel.preset.isEnabled() and not panel.center.isEnabled()

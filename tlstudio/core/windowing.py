@@ -99,21 +99,25 @@ def _numbers(value: Any) -> list[float | None]:
     return out
 
 
-def _voi_item(ds: Any) -> Any:
-    """The dataset holding the window elements: top level, else the first
-    FrameVOILUTSequence item of the shared or per-frame functional groups."""
-    if ds.get("WindowCenter") not in (None, ""):
+def _item_with(ds: Any, attr: str, seq: str) -> Any:
+    """The dataset holding ``attr``: the top level, else the first ``seq`` item of the
+    shared or per-frame functional groups (enhanced multi-frame files); None if none."""
+    if ds.get(attr) not in (None, ""):
         return ds
     for groups in ("SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence"):
         try:
-            return getattr(ds, groups)[0].FrameVOILUTSequence[0]
+            item = getattr(getattr(ds, groups)[0], seq)[0]
         except (AttributeError, IndexError, KeyError, TypeError):
             continue
-    return ds
+        if item.get(attr) not in (None, ""):
+            return item
+    return None
 
 
 def _header_windows(ds: Any, default_window: tuple[float, float]) -> tuple[WindowPreset, ...]:
-    item = _voi_item(ds)
+    item = _item_with(ds, "WindowCenter", "FrameVOILUTSequence")
+    if item is None:
+        return ()
     centers = _numbers(item.get("WindowCenter"))
     widths = _numbers(item.get("WindowWidth"))
     names = [str(n).strip() for n in _values(item.get("WindowCenterWidthExplanation"))]
@@ -131,17 +135,6 @@ def _header_windows(ds: Any, default_window: tuple[float, float]) -> tuple[Windo
     return tuple(out)
 
 
-def _rescale_item(ds: Any) -> Any:
-    if "RescaleIntercept" in ds or "RescaleSlope" in ds:
-        return ds
-    for groups in ("SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence"):
-        try:
-            return getattr(ds, groups)[0].PixelValueTransformationSequence[0]
-        except (AttributeError, IndexError, KeyError, TypeError):
-            continue
-    return None
-
-
 def _in_hu(ds: Any) -> bool:
     """CT whose stored values are turned into HU by its rescale (the reader applies it)."""
     if str(ds.get("Modality", "")).strip().upper() != "CT":
@@ -149,7 +142,7 @@ def _in_hu(ds: Any) -> bool:
     # MONOCHROME1 values are mirrored on reading (high = bright): no longer HU
     if str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip().upper() != "MONOCHROME2":
         return False
-    item = _rescale_item(ds)
+    item = _item_with(ds, "RescaleIntercept", "PixelValueTransformationSequence")
     if item is None:
         return False
     unit = str(item.get("RescaleType", "") or "").strip().upper()

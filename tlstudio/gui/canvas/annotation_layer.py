@@ -87,30 +87,31 @@ class AnnotationLayer(QObject):
         self.load_classes(project)
         seen: set[int] = set()
         for box in project.boxes(image_id):
-            item = self._boxes.get(box.id)
-            if item is None:
-                item = self._boxes[box.id] = BoxItem()
-                self.scene.addItem(item)
-            item.set_box(
-                box, self.class_color(box.class_id), self.class_names.get(box.class_id, "?")
-            )
-            item.setVisible(self.boxes_visible and self.labels_visible)
+            assert box.id is not None  # stored boxes have ids
+            box_item = self._boxes.get(box.id)
+            if box_item is None:
+                box_item = self._boxes[box.id] = BoxItem()
+                self.scene.addItem(box_item)
+            name = self.class_names.get(box.class_id, "?")
+            box_item.set_box(box, self.class_color(box.class_id), name)
+            box_item.setVisible(self.boxes_visible and self.labels_visible)
             seen.add(box.id)
         for box_id in [b for b in self._boxes if b not in seen]:
             self.scene.removeItem(self._boxes.pop(box_id))
 
         seen.clear()
         for lms in project.landmark_sets(image_id):
+            assert lms.id is not None
             try:
                 template = project.template(lms.template_id)
             except TlsError:
                 continue
-            item = self._landmarks.get(lms.id)
-            if item is None:
-                item = self._landmarks[lms.id] = LandmarkSetItem()
-                self.scene.addItem(item)
-            item.set_landmarks(lms.points, template, self.class_color(lms.class_id), lms)
-            item.setVisible(self.landmarks_visible and self.labels_visible)
+            set_item = self._landmarks.get(lms.id)
+            if set_item is None:
+                set_item = self._landmarks[lms.id] = LandmarkSetItem()
+                self.scene.addItem(set_item)
+            set_item.set_landmarks(lms.points, template, self.class_color(lms.class_id), lms)
+            set_item.setVisible(self.landmarks_visible and self.labels_visible)
             seen.add(lms.id)
         for set_id in [s for s in self._landmarks if s not in seen]:
             self.scene.removeItem(self._landmarks.pop(set_id))
@@ -152,13 +153,13 @@ class AnnotationLayer(QObject):
 
     def refresh_items(self) -> None:
         """Redraw boxes and landmark sets as last read from the store (drops drag feedback)."""
-        for item in self._boxes.values():
-            if item.box is not None:
-                b = item.box
-                item.set_preview_rect(QRectF(QPointF(b.x1, b.y1), QPointF(b.x2, b.y2)))
-        for item in self._landmarks.values():
-            if item.landmarks is not None:
-                item.set_points(item.landmarks.points)
+        for box_item in self._boxes.values():
+            if box_item.box is not None:
+                b = box_item.box
+                box_item.set_preview_rect(QRectF(QPointF(b.x1, b.y1), QPointF(b.x2, b.y2)))
+        for set_item in self._landmarks.values():
+            if set_item.landmarks is not None:
+                set_item.set_points(set_item.landmarks.points)
 
     def refresh_mask(self) -> None:
         """Redraw the whole mask overlay from the stored label map (drops stroke feedback)."""
@@ -258,13 +259,13 @@ class AnnotationLayer(QObject):
 
     def _apply_selection(self) -> None:
         sel = self.selection
-        for box_id, item in self._boxes.items():
+        for box_id, box_item in self._boxes.items():
             on = sel is not None and sel.kind == "box" and sel.id == box_id
-            if on != item.selected:
-                item.set_selected(on)
-        for set_id, item in self._landmarks.items():
+            if on != box_item.selected:
+                box_item.set_selected(on)
+        for set_id, set_item in self._landmarks.items():
             on = sel is not None and sel.kind == "landmarks" and sel.id == set_id
-            item.set_selected(on, sel.point if on else None)
+            set_item.set_selected(on, sel.point if on and sel is not None else None)
 
     # -- visibility ------------------------------------------------------------------------
     def set_labels_visible(self, visible: bool, tags: tuple[int, ...]) -> None:

@@ -11,7 +11,9 @@ full-image pixels while the full decode runs.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 from PySide6.QtCore import QCoreApplication, QDeadlineTimer, QObject, Qt, Signal
@@ -36,6 +38,19 @@ from .loader import (
 Window = tuple[float, float]  # (center, width) in array units
 
 
+class Shown(NamedTuple):
+    """A decoded image rendered through ``window`` into a display ``buffer``."""
+
+    decoded: Decoded
+    window: Window
+    buffer: np.ndarray
+    alpha: bool
+
+
+def as_window(window: Sequence[float]) -> Window:
+    return (float(window[0]), float(window[1]))
+
+
 class ImageLayer(QObject):
     """Shows one image through a window; :attr:`data` is the decoded image at full
     depth (None until its pixels arrive). ``preview_shown`` when a reduced decode is
@@ -51,6 +66,7 @@ class ImageLayer(QObject):
         super().__init__(parent)
         self.sync_max_pixels = 4_000_000
         self.cache_bytes = 512 * 2**20
+        self.preview = True  # big JPEGs: show a reduced decode while the full one runs
         self.item = QGraphicsPixmapItem()
         self.item.setZValue(Z_IMAGE)
         self.item.setShapeMode(QGraphicsPixmapItem.ShapeMode.BoundingRectShape)
@@ -114,21 +130,20 @@ class ImageLayer(QObject):
         or for small images before returning."""
         self.clear()
         self.record = record
-        cached = self.cache.get(self._cache_key())
+        cached = self._cached()
         if cached is not None:
-            decoded, cached_window, buffer, alpha = cached
-            if window is None or tuple(window) == cached_window:
-                self._arrived(decoded, cached_window, buffer, alpha, cache=False)
+            if window is None or as_window(window) == cached.window:
+                self._arrived(*cached, cache=False)
             else:
-                buffer, alpha = render_display(decoded.data.array, window)
-                self._arrived(decoded, tuple(window), buffer, alpha, cache=False)
+                buffer, alpha = render_display(cached.decoded.data.array, window)
+                self._arrived(cached.decoded, as_window(window), buffer, alpha, cache=False)
             return
         if record.width * record.height > self.sync_max_pixels:
-            self._load_token = self._renderer.load(path, window)
+            self._load_token = self._renderer.load(path, window, self.preview)
             return
         try:
             decoded = decode(path)
-            shown = decoded.data.window if window is None else tuple(window)
+            shown = as_window(decoded.data.window if window is None else window)
             buffer, alpha = render_display(decoded.data.array, shown)
         except (TlsError, OSError, ValueError) as exc:
             self.failed.emit(str(exc))
@@ -152,9 +167,9 @@ class ImageLayer(QObject):
         if self.data is None:
             return
         self._render_token = None  # a pending background render is outdated
-        cached = self.cache.get(self._cache_key())
-        if cached is not None and cached[0] is self.decoded and cached[1] == tuple(window):
-            self._show(cached[2], cached[3])
+        cached = self._cached()
+        if cached is not None and cached.decoded is self.decoded and cached.window == window:
+            self._show(cached.buffer, cached.alpha)
             return
         buffer, alpha = render_display(self.data.array, window)
         self._show(buffer, alpha)
@@ -168,13 +183,17 @@ class ImageLayer(QObject):
         if h * w <= self.sync_max_pixels:
             self.render(window)
             return
-        self._wanted = tuple(window)
+        self._wanted = as_window(window)
         if self._render_token is None and self.decoded is not None:
             self._render_token = self._renderer.render(self.decoded, self._wanted)
 
     # -- internals -----------------------------------------------------------------------
     def _cache_key(self) -> tuple[int, str] | None:
         return None if self.record is None else (self.record.id, self.record.sha256)
+
+    def _cached(self) -> Shown | None:
+        entry = self.cache.get(self._cache_key())
+        return entry if isinstance(entry, Shown) else None
 
     def _show(self, buffer: np.ndarray | None, alpha: bool = False) -> None:
         """Show a full-size display buffer (None: nothing)."""
@@ -190,7 +209,7 @@ class ImageLayer(QObject):
         if cache:
             self.cache.max_bytes = self.cache_bytes
             nbytes = decoded.data.array.nbytes + buffer.nbytes
-            self.cache.put(self._cache_key(), (decoded, window, buffer, alpha), nbytes)
+            self.cache.put(self._cache_key(), Shown(decoded, window, buffer, alpha), nbytes)
         self.decoded = decoded
         self._show(buffer, alpha)
         self.loaded.emit(decoded.data, window)

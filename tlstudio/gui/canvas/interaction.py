@@ -194,12 +194,12 @@ class CanvasInput:
                 if self.mode is None:
                     self._set_cursor(Qt.CursorShape.OpenHandCursor)
         elif key in TOOL_KEYS:
-            view.app_state.set_tool(TOOL_KEYS[key])
+            view.app_state.set_tool(TOOL_KEYS[_K(key)])
         elif key in MASK_KEYS:
-            view.set_mask_mode(MASK_KEYS[key])
+            view.set_mask_mode(MASK_KEYS[_K(key)])
             view.app_state.set_tool("mask")
         elif key in DIGITS:
-            view.edits.tag_with_class(DIGITS[key])
+            view.edits.tag_with_class(DIGITS[_K(key)])
         elif key == _K.Key_F:
             view.fit_to_window()
         elif key in (_K.Key_Plus, _K.Key_Equal, _K.Key_Minus):

@@ -24,12 +24,14 @@ from tlstudio.core.windowing import DisplayFacts, display_facts
 _LITTLE = sys.byteorder == "little"
 # 0xAARRGGBB as a native uint32 is B, G, R, A in memory on little-endian machines
 OPAQUE_FORMAT = QImage.Format.Format_RGB32 if _LITTLE else QImage.Format.Format_RGBX8888
-PREVIEW_FACTOR = 4  # a preview has about 1/4 of the width and height
 ALPHA_FORMAT = (
     QImage.Format.Format_ARGB32_Premultiplied
     if _LITTLE
     else QImage.Format.Format_RGBA8888_Premultiplied
 )
+
+
+PREVIEW_FACTOR = 4  # a preview has about 1/4 of the width and height
 
 
 def render_display(array: np.ndarray, window: tuple[float, float]) -> tuple[np.ndarray, bool]:
@@ -183,11 +185,13 @@ class BackgroundRenderer(QObject):
         self._sink.failed.connect(self.failed)
         self._token = 0
 
-    def load(self, path: Path, window: tuple[float, float] | None = None) -> int:
-        """Read ``path`` and render it with ``window`` (None: the image's default);
-        a JPEG first sends a reduced-resolution ``preview`` (see :func:`read_reduced`)."""
+    def load(
+        self, path: Path, window: tuple[float, float] | None = None, preview: bool = True
+    ) -> int:
+        """Read ``path`` and render it with ``window`` (None: the image's default); with
+        ``preview`` a JPEG first sends a reduced decode (see :func:`read_reduced`)."""
         self._token += 1
-        self._pool.start(_Job(self._sink, self._token, path, None, window, preview=True))
+        self._pool.start(_Job(self._sink, self._token, path, None, window, preview))
         return self._token
 
     def render(self, decoded: Decoded, window: tuple[float, float]) -> int:

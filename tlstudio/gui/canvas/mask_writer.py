@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from itertools import count
 
 import numpy as np
@@ -105,7 +106,7 @@ class MaskWriter(QObject):
         else:
             future = self._executor.submit(encode_label, state.label)
             self._jobs[number] = (image_id, state, future)
-            future.add_done_callback(lambda _f, n=number: self._notify(n))
+            future.add_done_callback(partial(self._notify, number))
 
     def pending(self, image_id: int) -> MaskState | None:
         """The state asked for the image that is not stored yet, else None."""
@@ -143,7 +144,7 @@ class MaskWriter(QObject):
             return
         self.flush()
 
-    def _notify(self, number: int) -> None:  # in the worker thread
+    def _notify(self, number: int, _future: Future) -> None:  # in the worker thread
         try:
             self._sink.encoded.emit(number)
         except RuntimeError:  # the canvas is gone; flush() at close did the writing

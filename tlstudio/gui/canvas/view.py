@@ -1,7 +1,8 @@
 """The labelling canvas: one image of the open project with its annotations.
 
 Scene coordinates are image pixel coordinates: the image's pixmap item sits at
-(0, 0) unscaled, so the scene point (x, y) is the image point (x, y) of
+(0, 0) covering W×H scene units (unscaled; a reduced preview is stretched to the same
+rectangle), so the scene point (x, y) is the image point (x, y) of
 :mod:`tlstudio.core.annotations` (x right, y down; a W×H image spans
 [0, W] × [0, H]; pixel (col, row) covers [col, col+1) × [row, row+1)). The
 view's transform (zoom and pan) maps image pixels to viewport (screen) pixels;
@@ -64,8 +65,9 @@ class CanvasView(QGraphicsView):
     Positions in the API are image pixels unless they say viewport (screen)
     pixels. Images up to :attr:`sync_max_pixels` are decoded on the GUI thread;
     larger ones (and their window/level re-renders during a drag) in a worker
-    thread, with "Loading …" shown meanwhile. Decoded images are kept in an LRU
-    cache of :attr:`cache_bytes`.
+    thread, with "Loading …" or, for a JPEG, a reduced decode shown meanwhile.
+    Decoded images are kept in the image layer's LRU cache. Masks are stored by
+    :attr:`mask_writer`, which encodes them off the GUI thread.
     """
 
     window_changed = Signal(float, float)  # display window (center, width), array units
