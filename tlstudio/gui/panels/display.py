@@ -181,7 +181,11 @@ class DisplayPanel(QWidget):
             if p.window == (center, width):
                 index = i
                 break
-        self.preset.setItemText(0, CUSTOM if index else window_label(CUSTOM, (center, width)))
+        if not self._presets:  # 8-bit, or no pixels yet: nothing to choose
+            text = "—"
+        else:
+            text = CUSTOM if index else window_label(CUSTOM, (center, width))
+        self.preset.setItemText(0, text)
         self.preset.setCurrentIndex(index)
 
     def _window_edited(self, _value: float) -> None:
