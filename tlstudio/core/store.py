@@ -107,7 +107,6 @@ CREATE TABLE predictions (
 """
 
 
-
 def _v1_to_v2(conn: sqlite3.Connection) -> None:
     """Version 2: the display window chosen per image (array units, e.g. HU)."""
     conn.execute(

@@ -23,7 +23,7 @@ from PySide6.QtWidgets import QGraphicsPixmapItem, QGraphicsScene
 from tlstudio.core.errors import TlsError
 from tlstudio.core.imageio import ImageData
 from tlstudio.core.project import ImageRecord
-from tlstudio.core.windowing import NO_FACTS, DisplayFacts
+from tlstudio.core.window_presets import NO_FACTS, DisplayFacts
 
 from .items import Z_IMAGE
 from .loader import (

@@ -19,7 +19,7 @@ from PySide6.QtGui import QImage, QPixmap
 
 from tlstudio.core.imageio import ImageData, read_image, to_display
 from tlstudio.core.reduced import read_reduced
-from tlstudio.core.windowing import DisplayFacts, display_facts
+from tlstudio.core.window_presets import DisplayFacts, display_facts
 
 _LITTLE = sys.byteorder == "little"
 # 0xAARRGGBB as a native uint32 is B, G, R, A in memory on little-endian machines

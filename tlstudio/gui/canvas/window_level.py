@@ -18,7 +18,7 @@ import numpy as np
 from PySide6.QtCore import QObject, QPointF, Signal
 
 from tlstudio.core.imageio import ImageData
-from tlstudio.core.windowing import CT_PRESETS
+from tlstudio.core.window_presets import CT_PRESETS
 
 from .image_layer import ImageLayer, Window
 

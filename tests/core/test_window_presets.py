@@ -13,7 +13,7 @@ from pydicom.data import get_testdata_file
 
 from tlstudio.core.imageio import read_image
 from tlstudio.core.reduced import read_reduced
-from tlstudio.core.windowing import CT_PRESETS, display_facts
+from tlstudio.core.window_presets import CT_PRESETS, display_facts
 
 
 def test_ct_in_hu_without_header_windows() -> None:
