@@ -10,8 +10,6 @@ fails, 130 on Ctrl+C. Heavy modules are imported inside the commands so that
 from __future__ import annotations
 
 import argparse
-import importlib
-import importlib.util
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -26,7 +24,6 @@ if TYPE_CHECKING:
     from .core.formats import LabelImportReport
     from .core.project import ImportReport, Project
 
-GUI_MISSING = "The tlstudio window is not built yet; use the subcommands (tlstudio --help)."
 COMMANDS = (
     "new", "import", "export", "info", "demo", "train", "evaluate", "predict", "experiment",
     "export-model", "report",
@@ -149,14 +146,9 @@ def _open_window(project_dir: str | None) -> int:
         from .core.project import Project
 
         Project.open(project_dir).close()  # a clear error for a folder that is not a project
-    if importlib.util.find_spec("tlstudio.gui.app") is None:
-        print(GUI_MISSING)
-        return 0
-    app = importlib.import_module("tlstudio.gui.app")
-    run = getattr(app, "run", None)
-    if run is None:
-        print(GUI_MISSING)
-        return 0
+    # a window that fails to import raises here, with its real error
+    from .gui.app import run
+
     return int(run(project_dir) or 0)
 
 

@@ -2,31 +2,40 @@
 asserts nothing).
 
     QT_QPA_PLATFORM=offscreen python tests/bench/bench_canvas.py [--width 4000 --height 3000]
-        [--moves 500] [--interval 4]
+        [--moves 500] [--interval 4] [--pairs 3] [--brush 60]
 
-Builds a project with one RGB (8-bit) and one 16-bit grey image of the given
-size in a temporary folder and shows them in a 1280×900 canvas. Prints:
+Builds a project with an RGB PNG (with a stored multi-class mask), a 16-bit grey PNG
+and an RGB JPEG of the given size in a temporary folder, shows them in a 1280×900
+canvas and prints:
 
-- time to display each image: from ``AppState.set_image`` until the first paint
-  of the viewport that shows the pixels, decoded on the GUI thread and in the
-  background thread (the canvas's two ways), and again from the decoded-image cache;
-  plus what that time is made of (decode, window + colour conversion);
-- window/level re-render time on the 16-bit image (``set_window``);
-- a long brush stroke (``--moves`` mouse moves, one every ``--interval`` ms, at
-  the fit-to-window zoom where the whole image is on screen), painted twice: with
-  dirty-rectangle overlay updates (the canvas's way) and with a full overlay
-  re-render per move. For each: the event-loop lateness of a 16 ms precise
-  QTimer during the stroke (median, p95, max), the mean time to handle one mouse
-  move, and the time of the mouse release (one SetMask command, PNG-compressed
-  into SQLite).
+- display: ms from ``AppState.set_image`` to the end of the first viewport paint
+  with pixels, decoded on the GUI thread, in the background, from the cache; for the
+  JPEG also with and without the reduced-resolution preview (time to first pixels
+  and to the full image);
+- window/level re-render time of the 16-bit image;
+- brush strokes (``--moves`` mouse moves, one every ``--interval`` ms, at the zoom
+  where the whole image is on screen), in two comparisons:
+  painting: dirty-rectangle overlay updates (the canvas's way) vs a full overlay
+  re-render per move; commit: the stroke stored from the GUI thread (PNG encode and
+  class count in the release handler, as before the MaskWriter) vs by the
+  MaskWriter (encoded in a worker thread).
+
+Every comparison runs its two ways interleaved (A, B, A, B, …; ``--pairs`` pairs)
+and prints each run's wall and CPU time (process, and the GUI thread alone), the
+16 ms timer's p99 lateness and longest stall (goals: p99 ≤ 50 ms, no stall > 250 ms)
+and the load average, then the per-pair ratios B/A (min / median / max). Nothing is
+timed against a deadline: on a slow machine it only takes longer.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
@@ -41,20 +50,27 @@ from tlstudio.gui.canvas import CanvasView
 from tlstudio.gui.canvas.loader import render_display
 from tlstudio.gui.state import AppState
 
+P99_GOAL_MS, STALL_GOAL_MS = 50.0, 250.0
+GIVE_UP_S = 3600.0  # a run still going after an hour is reported as unfinished
 
-def make_images(folder: Path, w: int, h: int) -> tuple[Path, Path]:
+
+def make_images(folder: Path, w: int, h: int) -> tuple[Path, Path, Path, np.ndarray]:
+    """An RGB PNG, a 16-bit grey PNG, an RGB JPEG, and a blobby 3-class label map."""
     rng = np.random.default_rng(0)
     small = rng.integers(0, 255, (h // 50 + 2, w // 50 + 2, 3), dtype=np.uint8)
     rgb = cv2.resize(small, (w, h), interpolation=cv2.INTER_CUBIC)
     rgb = cv2.add(rgb, rng.integers(0, 20, rgb.shape, dtype=np.uint8))
-    rgb_path = folder / "big_rgb.png"
+    rgb_path, jpeg_path = folder / "big_rgb.png", folder / "big_photo.jpg"
     cv2.imwrite(str(rgb_path), rgb)
+    cv2.imwrite(str(jpeg_path), cv2.GaussianBlur(rgb, (0, 0), 3), [cv2.IMWRITE_JPEG_QUALITY, 92])
     y, x = np.mgrid[0:h, 0:w].astype(np.float32)
     grey = 2000 + 30000 * np.exp(-((x - w / 2) ** 2 + (y - h / 2) ** 2) / (0.1 * w * h))
     grey = (grey + rng.normal(0, 300, grey.shape)).clip(0, 65535).astype(np.uint16)
     grey_path = folder / "big_grey16.png"
     cv2.imwrite(str(grey_path), grey)
-    return rgb_path, grey_path
+    noise = cv2.resize(rng.random((h // 40 + 2, w // 40 + 2)).astype(np.float32), (w, h))
+    label = np.digitize(noise, [0.55, 0.7, 0.85]).astype(np.uint16)  # 0 background, 1..3
+    return rgb_path, grey_path, jpeg_path, label
 
 
 class TimedCanvas(CanvasView):
@@ -75,46 +91,113 @@ class TimedCanvas(CanvasView):
 _tick = QTimer()  # wakes the waiting loop now and then; events wake it at once
 
 
-def wait_until(predicate, timeout_s: float = 30.0) -> None:
-    """Run the event loop (sleeping between events, as exec() does) until ``predicate()``."""
+def wait_until(predicate: Callable[[], object], timeout_s: float = GIVE_UP_S) -> bool:
+    """Run the event loop (sleeping between events, as exec() does) until ``predicate()``;
+    False (never an exception) when ``timeout_s`` passed first."""
     loop = QEventLoop()
     if not _tick.isActive():
         _tick.start(5)
     deadline = time.perf_counter() + timeout_s
     while not predicate():
         if time.perf_counter() > deadline:
-            raise TimeoutError("the canvas did not get there in time")
+            return False
         loop.processEvents(QEventLoop.ProcessEventsFlag.WaitForMoreEvents)
+    return True
 
 
-def time_display(view: TimedCanvas, state: AppState, image_id: int) -> tuple[float, float, float]:
-    """ms from set_image until the end of the first viewport paint with the pixels
-    shown, ms that paint took, and the longest stall of a 16 ms timer meanwhile."""
+class Probe:
+    """A 16 ms PreciseTimer whose ticks tell how late the event loop ran."""
+
+    def __init__(self) -> None:
+        self.ticks: list[float] = []
+        self.timer = QTimer()
+        self.timer.setTimerType(Qt.TimerType.PreciseTimer)
+        self.timer.setInterval(16)
+        self.timer.timeout.connect(lambda: self.ticks.append(time.perf_counter()))
+
+    def start(self) -> None:
+        self.ticks = [time.perf_counter()]
+        self.timer.start()
+
+    def stop(self) -> None:
+        self.timer.stop()
+        self.ticks.append(time.perf_counter())  # a stall up to now counts too
+
+    def between(self, t0: float, t1: float) -> tuple[float, float]:
+        """(p99 lateness, longest stall) in ms of the ticks from t0 to t1: lateness is a
+        tick interval minus 16 ms; a stall is the longest interval without a tick."""
+        ts = [t for t in self.ticks if t0 <= t <= t1]
+        ts = [t0, *ts, t1]
+        gaps = sorted((b - a) * 1000 for a, b in zip(ts, ts[1:], strict=False))
+        late = [max(g - 16, 0.0) for g in gaps]
+        p99 = late[min(len(late) - 1, int(0.99 * len(late)))] if late else 0.0
+        return p99, (gaps[-1] if gaps else 0.0)
+
+
+@dataclass
+class Run:
+    """One measured run: its figures by name, and whether it finished."""
+
+    figures: dict[str, float] = field(default_factory=dict)
+    finished: bool = True
+
+
+def clocks() -> tuple[float, float, float]:
+    return time.perf_counter(), time.process_time(), time.thread_time()
+
+
+def since(start: tuple[float, float, float]) -> dict[str, float]:
+    wall, cpu, gui = clocks()
+    return {"wall_s": wall - start[0], "cpu_s": cpu - start[1], "gui_cpu_s": gui - start[2]}
+
+
+def load_average() -> str:
+    try:
+        return " ".join(f"{v:.2f}" for v in os.getloadavg())
+    except OSError:
+        return "n/a"
+
+
+# -- display ------------------------------------------------------------------------------------
+
+
+def time_display(view: TimedCanvas, state: AppState, image_id: int) -> Run:
+    """From set_image (run from the event loop, as a browser click would) to the end of
+    the first paint with the full image; also to the first paint with any pixels."""
     state.set_image(None)
     wait_until(lambda: True)
-    loaded: list[float] = []
-    view.image_loaded.connect(lambda _id: loaded.append(time.perf_counter()))
-    ticks: list[float] = []
-    probe = QTimer()
-    probe.setTimerType(Qt.TimerType.PreciseTimer)
-    probe.timeout.connect(lambda: ticks.append(time.perf_counter()))
-    probe.start(16)
-    t0 = time.perf_counter()
-    # set_image runs from the event loop, as a click in the browser would
+    marks: dict[str, float] = {}
+    layer = view.image_layer
+    on_preview = lambda: marks.setdefault("preview", time.perf_counter())  # noqa: E731
+    on_loaded = lambda _id: marks.setdefault("full", time.perf_counter())  # noqa: E731
+    layer.preview_shown.connect(on_preview)
+    view.image_loaded.connect(on_loaded)
+    probe = Probe()
+    probe.start()
+    start = clocks()
     QTimer.singleShot(0, lambda: state.set_image(image_id))
-    wait_until(lambda: loaded and view.paints and view.paints[-1] >= loaded[0])
-    done = view.paints[-1]
-    wait_until(lambda: ticks and ticks[-1] > done)
+    ok = wait_until(lambda: "full" in marks and view.paints and view.paints[-1] >= marks["full"])
+    full = view.paints[-1] if ok else time.perf_counter()
+    first = full
+    if "preview" in marks:
+        first = next((p for p in view.paints if p >= marks["preview"]), full)
     probe.stop()
-    view.image_loaded.disconnect()
-    stamps = [t0, *ticks]
-    stall = max((b - a) * 1000 - 16 for a, b in zip(stamps, stamps[1:], strict=False))
-    return (done - t0) * 1000, view.paint_ms[-1], stall
+    layer.preview_shown.disconnect(on_preview)
+    view.image_loaded.disconnect(on_loaded)
+    _, stall = probe.between(start[0], full)
+    figures = since(start)
+    figures.update(first_ms=(first - start[0]) * 1000, full_ms=(full - start[0]) * 1000)
+    figures.update(stall_ms=stall, paint_ms=view.paint_ms[-1])
+    return Run(figures, ok)
 
 
-def stroke(view: CanvasView, moves: int, interval_ms: int) -> dict[str, float]:
-    """Drive one brush stroke from timers; measure a 16 ms timer's lateness meanwhile."""
-    w, h = view.image_size()
+# -- strokes ------------------------------------------------------------------------------------
+
+
+def stroke(view: CanvasView, moves: int, interval_ms: int) -> Run:
+    """Drive one brush stroke from timers and wait until it is stored; measure the
+    16 ms timer while brushing and while the stroke is committed (release to stored)."""
+    w, h = view.navigator.image_size
     path = [
         (w * (0.05 + 0.9 * i / moves), h * (0.5 + 0.35 * np.sin(i / moves * 6 * np.pi)))
         for i in range(moves + 1)
@@ -127,16 +210,9 @@ def stroke(view: CanvasView, moves: int, interval_ms: int) -> dict[str, float]:
         ev = QMouseEvent(kind, local, local, button, buttons, Qt.KeyboardModifier.NoModifier)
         QApplication.sendEvent(vp, ev)
 
-    ticks: list[float] = []
     handler: list[float] = []
-    release_ms = [0.0]
-    state = {"i": 0, "done": False}
-
-    probe = QTimer()
-    probe.setTimerType(Qt.TimerType.PreciseTimer)
-    probe.setInterval(16)
-    probe.timeout.connect(lambda: ticks.append(time.perf_counter()))
-
+    marks: dict[str, float] = {}
+    state = {"i": 0}
     driver = QTimer()
     driver.setTimerType(Qt.TimerType.PreciseTimer)
     driver.setInterval(interval_ms)
@@ -149,31 +225,87 @@ def stroke(view: CanvasView, moves: int, interval_ms: int) -> dict[str, float]:
         elif i <= moves:
             send(QEvent.Type.MouseMove, *path[i], none, left)
         else:
-            send(QEvent.Type.MouseButtonRelease, *path[-1], left, none)
-            release_ms[0] = (time.perf_counter() - t) * 1000
             driver.stop()
-            probe.stop()
-            state["done"] = True
+            marks["release"] = t
+            send(QEvent.Type.MouseButtonRelease, *path[-1], left, none)
+            marks["release_done"] = time.perf_counter()
             return
         handler.append((time.perf_counter() - t) * 1000)
         state["i"] = i + 1
 
     driver.timeout.connect(step)
-    t_start = time.perf_counter()
+    probe = Probe()
     probe.start()
+    start = clocks()
     driver.start()
-    wait_until(lambda: state["done"], 120)
-    total = time.perf_counter() - t_start
-    late = [(b - a) * 1000 - 16 for a, b in zip(ticks, ticks[1:], strict=False)]
-    late.sort()
-    return {
-        "lateness_median": statistics.median(late),
-        "lateness_p95": late[min(len(late) - 1, int(0.95 * len(late)))],
-        "lateness_max": late[-1],
-        "move_ms": statistics.mean(handler[1:]),
-        "release_ms": release_ms[0],
-        "stroke_s": total,
-    }
+    ok = wait_until(lambda: "release_done" in marks and not view.mask_writer.busy)
+    stored = time.perf_counter()
+    wait_until(lambda: time.perf_counter() > stored + 0.1)  # ticks right after count too
+    probe.stop()
+    figures = since(start)
+    release = marks.get("release", stored)
+    brush_p99, brush_stall = probe.between(start[0], release)
+    commit_p99, commit_stall = probe.between(release, stored + 0.1)
+    figures.update(
+        move_ms=statistics.mean(handler[1:]) if len(handler) > 1 else float("nan"),
+        brush_p99_ms=brush_p99,
+        brush_stall_ms=brush_stall,
+        release_ms=(marks.get("release_done", stored) - release) * 1000,
+        stored_ms=(stored - release) * 1000,
+        commit_p99_ms=commit_p99,
+        commit_stall_ms=commit_stall,
+    )
+    return Run(figures, ok)
+
+
+# -- reporting ------------------------------------------------------------------------------------
+
+
+def interleave(
+    pairs: int, ways: tuple[tuple[str, Callable[[], Run]], tuple[str, Callable[[], Run]]]
+) -> dict[str, list[Run]]:
+    """Run the two ways A, B, A, B, … and collect their runs."""
+    runs: dict[str, list[Run]] = {name: [] for name, _ in ways}
+    for k in range(pairs):
+        for name, fn in ways:
+            run = fn()
+            run.figures["load1"] = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+            runs[name].append(run)
+            note = "" if run.finished else "  (did not finish: figures up to the give-up)"
+            print(f"    pair {k + 1} {name:22s} {fmt(run.figures)}{note}", flush=True)
+    return runs
+
+
+def fmt(f: dict[str, float]) -> str:
+    order = ("wall_s", "cpu_s", "gui_cpu_s", "first_ms", "full_ms", "stall_ms", "move_ms",
+             "brush_p99_ms", "brush_stall_ms", "release_ms", "stored_ms", "commit_p99_ms",
+             "commit_stall_ms", "load1")  # fmt: skip
+    return "  ".join(f"{k} {f[k]:.3g}" for k in order if k in f)
+
+
+def ratios(runs: dict[str, list[Run]], keys: tuple[str, ...]) -> None:
+    """Per-pair ratios B/A of ``keys``: min / median / max."""
+    (a_name, a_runs), (b_name, b_runs) = runs.items()
+    print(f"  ratio {b_name} / {a_name} per pair (min / median / max):")
+    for key in keys:
+        rs = [
+            b.figures[key] / a.figures[key]
+            for a, b in zip(a_runs, b_runs, strict=True)
+            if a.figures.get(key) and key in b.figures
+        ]
+        if rs:
+            print(f"    {key:16s} {min(rs):7.2f} / {statistics.median(rs):7.2f} / {max(rs):7.2f}")
+
+
+def goals(runs: dict[str, list[Run]], p99_key: str, stall_key: str) -> None:
+    for name, rs in runs.items():
+        p99 = max(r.figures[p99_key] for r in rs)
+        stall = max(r.figures[stall_key] for r in rs)
+        ok = "meets" if p99 <= P99_GOAL_MS and stall <= STALL_GOAL_MS else "misses"
+        print(
+            f"  {name:22s} worst p99 lateness {p99:6.0f} ms, longest stall {stall:6.0f} ms: "
+            f"{ok} the goal (p99 ≤ {P99_GOAL_MS:.0f}, stall ≤ {STALL_GOAL_MS:.0f})"
+        )
 
 
 def main() -> None:
@@ -182,17 +314,21 @@ def main() -> None:
     parser.add_argument("--height", type=int, default=3000)
     parser.add_argument("--moves", type=int, default=500)
     parser.add_argument("--interval", type=int, default=4, help="ms between mouse moves")
+    parser.add_argument("--pairs", type=int, default=3, help="A/B pairs per comparison")
+    parser.add_argument("--brush", type=int, default=60, help="brush diameter, image px")
     args = parser.parse_args()
 
     app = QApplication.instance() or QApplication([])  # noqa: F841 (keeps it alive)
+    print(f"load average at start: {load_average()}   cores: {os.cpu_count()}")
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         t = time.perf_counter()
-        rgb_path, grey_path = make_images(tmp, args.width, args.height)
+        rgb_path, grey_path, jpeg_path, label = make_images(tmp, args.width, args.height)
         project = Project.create(tmp / "proj")
-        ids = project.add_images([rgb_path, grey_path]).added
-        project.add_class("paint", "#e15759")
-        print(f"setup (write + import 2 images): {time.perf_counter() - t:.1f} s")
+        ids = project.add_images([rgb_path, grey_path, jpeg_path]).added
+        classes = [project.add_class(n).id for n in ("paint", "b", "c")]
+        project.set_mask(ids[0], np.take(np.array([0, *classes], np.uint16), label))
+        print(f"setup (write + import 3 images, store a mask): {time.perf_counter() - t:.1f} s")
 
         state = AppState()
         state.open_project(project)
@@ -202,67 +338,95 @@ def main() -> None:
         wait_until(lambda: True)
 
         print(
-            f"\n== display {args.width}×{args.height}: set_image -> end of the first paint "
-            "with pixels, and the longest stall of a 16 ms timer meanwhile (ms)"
+            f"\n== display {args.width}×{args.height} (ms): set_image -> end of the first "
+            "paint with the full image; longest 16 ms timer stall meanwhile"
         )
-        for name, path, iid in (
-            ("RGB 8-bit", rgb_path, ids[0]),
-            ("grey 16-bit", grey_path, ids[1]),
-        ):
+        for name, path, iid in (("RGB PNG", rgb_path, ids[0]), ("grey 16-bit PNG", grey_path,
+                                ids[1]), ("RGB JPEG", jpeg_path, ids[2])):  # fmt: skip
             t = time.perf_counter()
             data = read_image(path)
             decode = (time.perf_counter() - t) * 1000
             t = time.perf_counter()
             render_display(data.array, data.window)
             render = (time.perf_counter() - t) * 1000
-            rows = []
-            for label, sync in (("GUI thread", True), ("background", False)):
-                view.sync_max_pixels = 10**12 if sync else 0
-                view._cache.clear()
-                rows.append((label, *time_display(view, state, iid)))
-            rows.append(("cached", *time_display(view, state, iid)))
-            print(
-                f"{name:12s} decode {decode:4.0f}, window+convert {render:3.0f}, "
-                f"one full-view paint {rows[-1][2]:3.0f}"
-            )
-            for label, ms, _, stall in rows:
-                print(f"    {label:11s} shown after {ms:6.0f}   GUI stalled up to {stall:6.0f}")
+            print(f"  {name}: decode {decode:.0f}, window + colour conversion {render:.0f}")
+            for label_, sync in (("GUI thread", True), ("background", False), ("cached", None)):
+                if sync is not None:
+                    view.sync_max_pixels = 10**12 if sync else 0
+                    view.image_layer.cache.clear()
+                r = time_display(view, state, iid)
+                print(f"    {label_:11s} {fmt(r.figures)}")
+        view.sync_max_pixels = 0
 
+        def jpeg(preview: bool) -> Callable[[], Run]:
+            def run() -> Run:
+                view.image_layer.preview = preview
+                view.image_layer.cache.clear()
+                return time_display(view, state, ids[2])
+
+            return run
+
+        print("  RGB JPEG in the background, without and with the reduced preview (A, B, …):")
+        runs = interleave(
+            args.pairs, (("full decode only", jpeg(False)), ("preview first", jpeg(True)))
+        )
+        ratios(runs, ("first_ms", "full_ms", "cpu_s"))
+        view.image_layer.preview = True
+
+        state.set_image(ids[1])
+        wait_until(lambda: view.image_ready)
         wl = []
         for k in range(5):
             t = time.perf_counter()
             view.set_window(20000 + 500 * k, 15000)
             wl.append((time.perf_counter() - t) * 1000)
+        view.reset_window()
         print(
-            f"window/level re-render of the 16-bit image (set_window): {statistics.median(wl):.1f} ms"
+            f"\nwindow/level re-render of the 16-bit image (set_window): {statistics.median(wl):.1f} ms"
         )
 
-        print(
-            f"\n== brush stroke, {args.moves} moves every {args.interval} ms, brush 60 px, "
-            f"zoom {view.fit_scale():.2f} (whole image on screen)"
-        )
         state.set_image(ids[0])
         wait_until(lambda: view.image_ready)
         state.set_tool("mask")
-        view.set_brush_size(60)
-        results = {}
-        for label, incremental in (("dirty rect", True), ("full re-render", False)):
-            view.mask_item.incremental = incremental
-            results[label] = stroke(view, args.moves, args.interval)
-            state.undo_stack.undo()  # back to no mask for the next way
-            wait_until(lambda: True)
-        view.mask_item.incremental = True
+        view.set_brush_size(args.brush)
         print(
-            f"{'':16s} {'late med':>9s} {'p95':>7s} {'max':>7s}   "
-            f"{'per move':>9s} {'release':>8s} {'stroke':>7s}"
+            f"\n== brush strokes on the RGB image with its mask: {args.moves} moves every "
+            f"{args.interval} ms, brush {args.brush} px, zoom {view.zoom():.2f}"
         )
-        for label, r in results.items():
-            print(
-                f"{label:16s} {r['lateness_median']:9.1f} {r['lateness_p95']:7.1f} "
-                f"{r['lateness_max']:7.1f}   {r['move_ms']:9.2f} {r['release_ms']:8.0f} "
-                f"{r['stroke_s']:6.1f}s"
-            )
-        print("(timer lateness and per-move times in ms; release = SetMask push incl. PNG)")
+
+        def brush(incremental: bool, blocking: bool) -> Callable[[], Run]:
+            def run() -> Run:
+                view.mask_item.incremental = incremental
+                view.mask_writer.blocking = blocking
+                r = stroke(view, args.moves, args.interval)
+                state.undo_stack.undo()  # back to the stored mask for the next run
+                wait_until(lambda: not view.mask_writer.busy)
+                return r
+
+            return run
+
+        print("  painting: dirty rectangles (the canvas) vs a full overlay re-render per move")
+        runs = interleave(
+            args.pairs,
+            (("dirty rect", brush(True, False)), ("full re-render", brush(False, False))),
+        )
+        ratios(runs, ("move_ms", "wall_s", "cpu_s", "gui_cpu_s", "brush_p99_ms"))
+        goals(runs, "brush_p99_ms", "brush_stall_ms")
+        print("  commit: stored from the GUI thread (as before) vs by the MaskWriter's thread")
+        runs = interleave(
+            args.pairs,
+            (
+                ("GUI thread (before)", brush(True, True)),
+                ("MaskWriter (after)", brush(True, False)),
+            ),
+        )
+        ratios(runs, ("release_ms", "commit_stall_ms", "stored_ms", "cpu_s", "gui_cpu_s"))
+        goals(runs, "commit_p99_ms", "commit_stall_ms")
+        print(
+            "(ms unless _s; cpu_s = process CPU, gui_cpu_s = GUI thread CPU; release_ms = the "
+            "release handler, stored_ms = release until the mask is in the store)"
+        )
+        print(f"load average at the end: {load_average()}")
         view.close()
         state.close_project()
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tlstudio import cli
-from tlstudio.cli import GUI_MISSING, main
+from tlstudio.cli import main
 from tlstudio.core.project import Project
 
 
@@ -186,14 +186,6 @@ def test_not_a_project_exits_2_naming_the_folder(tmp_path: Path, capsys) -> None
 def test_bad_command_line_exits_2(capsys) -> None:
     assert main(["export", "x", "--format", "bmp", "o"]) == 2
     assert "invalid choice" in capsys.readouterr().err
-
-
-def test_without_a_window_module_it_says_so(tmp_path: Path, capsys, monkeypatch) -> None:
-    monkeypatch.setitem(sys.modules, "tlstudio.gui.app", None)  # find_spec -> None
-    assert run(capsys, "new", tmp_path / "p")[0] == 0
-    for argv in ([], [tmp_path / "p"]):
-        code, out, _ = run(capsys, *argv)
-        assert code == 0 and out.strip() == GUI_MISSING
 
 
 def test_window_module_is_started_with_the_project(tmp_path: Path, capsys, monkeypatch) -> None:

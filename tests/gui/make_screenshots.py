@@ -76,19 +76,19 @@ def make_screenshots(out_dir: str | Path, size: int = 256) -> list[Path]:
 
         shot("canvas_all.png")
 
-        view.set_landmarks_visible(False)
-        view.set_mask_visible(False)
+        view.annotations.set_landmarks_visible(False)
+        view.annotations.set_mask_visible(False)
         box = project.boxes(image_id)[0]
-        view.select_box(box.id)
+        view.annotations.select_box(box.id)
         shot("canvas_boxes.png")
-        view.clear_selection()
+        view.annotations.clear_selection()
 
-        view.set_boxes_visible(False)
-        view.set_landmarks_visible(True)
+        view.annotations.set_boxes_visible(False)
+        view.annotations.set_landmarks_visible(True)
         lms = project.landmark_sets(image_id)[0]
-        view.select_landmarks(lms.id, 0)
+        view.annotations.select_landmarks(lms.id, 0)
         shot("canvas_landmarks.png")
-        view.clear_selection()
+        view.annotations.clear_selection()
 
         # placing a set: three points done (the second occluded), the label names the fourth
         state.set_template(project.template_by_name("Shape 5").id)
@@ -106,8 +106,8 @@ def make_screenshots(out_dir: str | Path, size: int = 256) -> list[Path]:
         shot("canvas_landmarks_placing.png")
         tool.cancel()
 
-        view.set_landmarks_visible(False)
-        view.set_mask_visible(True)
+        view.annotations.set_landmarks_visible(False)
+        view.annotations.set_mask_visible(True)
         view.set_mask_opacity(0.6)
         state.set_tool("mask")
         view.set_brush_size(24)

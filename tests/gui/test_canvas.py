@@ -122,6 +122,13 @@ def stack(app_state):
     return app_state.undo_stack
 
 
+def stored_mask(qtbot, view, project, iid):
+    """The image's mask in the store once the canvas's writer stored what it was given
+    (a stroke is encoded off the GUI thread)."""
+    qtbot.waitUntil(lambda: not view.mask_writer.busy, timeout=10_000)
+    return project.mask(iid)
+
+
 # ----------------------------------------------------------------------------- boxes
 
 
@@ -327,7 +334,7 @@ def test_brush_stroke_and_eraser_are_one_undo_step_each(qtbot, view, app_state):
     view.set_brush_size(10)
     a, b = (15.0, 20.0), (110.0, 24.0)
     drag(qtbot, view, [a, b], steps=20)
-    painted = project.mask(iid)
+    painted = stored_mask(qtbot, view, project, iid)
     dist = _distance_to_segment(128, 128, a, b)
     assert (painted[dist <= 4] == cid).all()  # well inside the brush
     assert (painted[dist > 6] == before[dist > 6]).all()  # well outside: untouched
@@ -337,19 +344,19 @@ def test_brush_stroke_and_eraser_are_one_undo_step_each(qtbot, view, app_state):
     assert view.mask_mode() == "eraser"
     c, d = (50.0, 21.0), (70.0, 22.0)
     drag(qtbot, view, [c, d], steps=8)
-    erased = project.mask(iid)
+    erased = stored_mask(qtbot, view, project, iid)
     dist_e = _distance_to_segment(128, 128, c, d)
     assert (erased[dist_e <= 4] == 0).all()
     assert (erased[dist_e > 6] == painted[dist_e > 6]).all()
     assert stack(app_state).count == 2
 
     stack(app_state).undo()
-    assert np.array_equal(project.mask(iid), painted)
+    assert np.array_equal(stored_mask(qtbot, view, project, iid), painted)
     stack(app_state).undo()
-    assert np.array_equal(project.mask(iid), before)
+    assert np.array_equal(stored_mask(qtbot, view, project, iid), before)
     stack(app_state).redo()
     stack(app_state).redo()
-    assert np.array_equal(project.mask(iid), erased)
+    assert np.array_equal(stored_mask(qtbot, view, project, iid), erased)
     assert np.array_equal(view.label_map(), erased)  # the canvas shows what is stored
 
 
@@ -362,11 +369,11 @@ def test_brush_size_keys_and_overlay_controls(qtbot, view, app_state):
     key(qtbot, view, Qt.Key.Key_BracketLeft)
     assert view.brush_size() == 16
     view.set_mask_opacity(0.8)
-    assert view.mask_opacity() == pytest.approx(0.8)
+    assert view.mask_item.opacity() == pytest.approx(0.8)
     view.set_mask_opacity(3)
-    assert view.mask_opacity() == 1.0
-    view.set_mask_visible(False)
-    assert not view.mask_visible()
+    assert view.mask_item.opacity() == 1.0
+    view.annotations.set_mask_visible(False)
+    assert not view.mask_item.isVisible()
     # the overlay shows the class colours of the stored map
     mask = app_state.project.mask(view.image_id)
     ys, xs = np.nonzero(mask)
@@ -385,7 +392,7 @@ def test_polygon_fill(qtbot, blank, app_state):
         click(qtbot, view, x, y)
     assert project.mask(iid) is None  # nothing stored before the polygon is closed
     qtbot.mouseDClick(view.viewport(), L, NOMOD, vp(view, 20, 50))
-    mask = project.mask(iid)
+    mask = stored_mask(qtbot, view, project, iid)
     expected = np.zeros((128, 128), np.uint16)
     expected[20:50, 20:60] = cid
     assert np.array_equal(mask, expected)
@@ -397,12 +404,12 @@ def test_polygon_fill(qtbot, blank, app_state):
     for x, y in [(80, 80), (120, 80), (80, 120)]:
         click(qtbot, view, x, y)
     key(qtbot, view, Qt.Key.Key_Return)
-    mask2 = project.mask(iid)
+    mask2 = stored_mask(qtbot, view, project, iid)
     assert mask2[85, 85] == second and mask2[115, 115] == 0 and mask2[81, 116] == second
     assert np.array_equal(mask2[:70], expected[:70])
     assert stack(app_state).count == 2
     stack(app_state).undo()
-    assert np.array_equal(project.mask(iid), expected)
+    assert np.array_equal(stored_mask(qtbot, view, project, iid), expected)
 
 
 # ----------------------------------------------------------------------------- tags
@@ -455,7 +462,7 @@ def test_wheel_zoom_keeps_the_point_under_the_cursor(qtbot, view):
 
 def test_pan_fit_and_one_to_one(qtbot, view):
     fit = view.zoom()
-    assert fit == pytest.approx(view.fit_scale())
+    assert fit == pytest.approx(view.navigator.fit_scale())
     p0 = view.image_to_view(64, 64)
     start = QPoint(300, 200)
     qtbot.mousePress(view.viewport(), M, NOMOD, start)
@@ -508,8 +515,8 @@ def test_window_level_changes_the_display_never_the_data(qtbot, view, app_state,
     project = app_state.project
     sha = file_sha256(path)
     app_state.set_image(iid)
-    assert view.can_window()
-    default = view.default_window()
+    assert view.window_level.can_window()
+    default = view.window_level.default_window()
     assert view.display_window() == default
     shown = view.display_pixmap().toImage()
     stored_before = project.annotations(iid)
@@ -550,7 +557,7 @@ def test_right_drag_on_an_8_bit_image_is_not_window_level(qtbot, view):
 
 def test_large_images_load_in_the_background(qtbot, view, app_state):
     view.sync_max_pixels = 0  # every image counts as large
-    view._cache.clear()
+    view.image_layer.cache.clear()
     second = app_state.project.image_ids()[1]
     with qtbot.waitSignal(view.image_loaded, timeout=10_000) as sig:
         app_state.set_image(second)
@@ -560,8 +567,8 @@ def test_large_images_load_in_the_background(qtbot, view, app_state):
     assert view.image_ready
     assert view.display_pixmap().width() == 128
     # a background window/level render during a drag, latest request wins
-    view._request_window(100, 50)
-    view._request_window(90, 40)
+    view.window_level.request_window(100, 50)
+    view.window_level.request_window(90, 40)
     assert view.wait_for_image()
     expect = to_display(view.image_data.array, (90, 40))
     img = view.display_pixmap().toImage()

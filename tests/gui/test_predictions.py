@@ -168,7 +168,7 @@ def test_accept_current_image_with_shift_a_then_undo_restores_the_store(qtbot, s
     got = sorted((b.class_id, *(round(v, 3) for v in b.xyxy)) for b in project.boxes(image))
     want = sorted((b["class_id"], *(round(v, 3) for v in b["xyxy"])) for b in payload)
     assert got == want  # replace mode: the labelled boxes are gone
-    assert len(canvas._box_items) == len(payload)  # the canvas shows the new labels
+    assert len(canvas.annotations.box_ids()) == len(payload)  # the canvas shows the new labels
     assert state.undo_stack.undo_text == "Accept predictions on 1 image"
     state.undo_stack.undo()
     assert db_state(project.store.conn) == before

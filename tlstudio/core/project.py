@@ -697,14 +697,63 @@ class Project:
         self, image_id: int, mask: np.ndarray, present: list[int] | None = None
     ) -> None:
         if not mask.any():
+            self.write_encoded_mask(image_id, None, [])
+            return
+        png, present = encode_mask(mask, present)
+        self._store_mask_png(image_id, png, present)
+
+    def write_encoded_mask(self, image_id: int, png: bytes | None, present: list[int]) -> None:
+        """Store a label map already encoded by :func:`~.annotations.encode_mask`
+        (``png`` None or ``present`` empty removes it). For callers that encode in
+        another thread; the class ids in ``present`` must exist."""
+        if png is None or not present:
             with self.transaction():
                 self._c.execute("DELETE FROM masks WHERE image_id = ?", (image_id,))
             return
-        png, present = encode_mask(mask, present)
+        unknown = sorted(set(present) - {c.id for c in self.classes()})
+        if unknown:
+            rec = self.image(image_id)
+            raise ValidationError(f"image {rec.path}: mask uses unknown class ids {unknown[:5]}")
+        self._store_mask_png(image_id, png, present)
+
+    def _store_mask_png(self, image_id: int, png: bytes, present: list[int]) -> None:
         with self.transaction():
             self._c.execute(
                 "INSERT OR REPLACE INTO masks VALUES (?, ?, ?)",
                 (image_id, png, json.dumps(present)),
+            )
+
+    def encoded_mask(self, image_id: int) -> tuple[bytes, list[int]] | None:
+        """The stored label map as written: its PNG bytes and the class ids in it (None:
+        no mask). Tells cheaply whether the mask changed, without decoding it."""
+        row = self._c.execute(
+            "SELECT png, classes FROM masks WHERE image_id = ?", (image_id,)
+        ).fetchone()
+        return None if row is None else (bytes(row[0]), [int(c) for c in json.loads(row[1])])
+
+    # -- display windows --------------------------------------------------------------
+    def display_window(self, image_id: int) -> tuple[float, float] | None:
+        """The display window (center, width) chosen for the image, in its array units
+        (e.g. HU for DICOM CT); None: none chosen (show the image's default)."""
+        row = self._c.execute(
+            "SELECT center, width FROM display_windows WHERE image_id = ?", (image_id,)
+        ).fetchone()
+        return None if row is None else (float(row[0]), float(row[1]))
+
+    def set_display_window(self, image_id: int, window: tuple[float, float] | None) -> None:
+        """Remember the display window (center, width > 0) for the image; None forgets it.
+        A display setting, not a label: it is not part of the undo history."""
+        with self.transaction():
+            if window is None:
+                self._c.execute("DELETE FROM display_windows WHERE image_id = ?", (image_id,))
+                return
+            center, width = float(window[0]), float(window[1])
+            if not (np.isfinite(center) and np.isfinite(width) and width > 0):
+                raise ValidationError(f"display window needs a finite centre and a width > 0, "
+                                      f"got ({center}, {width})")  # fmt: skip
+            self._c.execute(
+                "INSERT OR REPLACE INTO display_windows VALUES (?, ?, ?)",
+                (image_id, center, width),
             )
 
     # -- annotations: all -----------------------------------------------------

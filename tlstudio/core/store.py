@@ -15,7 +15,7 @@ from pathlib import Path
 
 from .errors import ProjectError, SchemaTooNewError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SCHEMA_V1 = """
 CREATE TABLE meta (
@@ -106,8 +106,21 @@ CREATE TABLE predictions (
 ) WITHOUT ROWID;
 """
 
-# Migrations: MIGRATIONS[v] upgrades a database from version v to v + 1.
-MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {}
+
+def _v1_to_v2(conn: sqlite3.Connection) -> None:
+    """Version 2: the display window chosen per image (array units, e.g. HU)."""
+    conn.execute(
+        """CREATE TABLE display_windows (
+            image_id INTEGER PRIMARY KEY REFERENCES images(id) ON DELETE CASCADE,
+            center   REAL NOT NULL,
+            width    REAL NOT NULL CHECK (width > 0)
+        )"""
+    )
+
+
+# Migrations: MIGRATIONS[v] upgrades a database from version v to v + 1. A new
+# database gets the version 1 schema and then every migration, so both paths agree.
+MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _v1_to_v2}
 
 DB_NAME = "project.sqlite"
 
@@ -129,6 +142,12 @@ class Store:
         # called after every rollback (full or to a savepoint): in-memory caches of rows
         # must be dropped, since rolled-back ids get reused
         self.rollback_listeners: list[Callable[[], None]] = []
+        # called before every outermost transaction and before close: whoever holds
+        # writes still being prepared elsewhere (the canvas encodes masks in a worker)
+        # stores them first, so every other edit and the close see them
+        self.write_barriers: list[Callable[[], None]] = []
+        self._in_barrier = False
+        self._closed = False
 
     # -- lifecycle ---------------------------------------------------------
     @classmethod
@@ -141,6 +160,8 @@ class Store:
             for statement in _SCHEMA_V1.split(";"):
                 if statement.strip():
                     conn.execute(statement)
+            for version in range(1, SCHEMA_VERSION):
+                MIGRATIONS[version](conn)
             conn.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
         return store
 
@@ -176,7 +197,22 @@ class Store:
         return store
 
     def close(self) -> None:
+        """Close the connection (again: nothing), after the write barriers."""
+        if self._closed:
+            return
+        self._run_write_barriers()
+        self._closed = True
         self.conn.close()
+
+    def _run_write_barriers(self) -> None:
+        if self._in_barrier or not self.write_barriers:
+            return  # a barrier's own writes do not call the barriers again
+        self._in_barrier = True
+        try:
+            for fn in list(self.write_barriers):
+                fn()
+        finally:
+            self._in_barrier = False
 
     def _migrate(self, version: int) -> None:
         while version < SCHEMA_VERSION:
@@ -189,6 +225,8 @@ class Store:
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """Run the block in one transaction (joins an enclosing one as a savepoint)."""
+        if self._depth == 0:
+            self._run_write_barriers()
         with self._lock:
             savepoint = f"tls_{self._depth}"
             self.conn.execute("BEGIN IMMEDIATE" if self._depth == 0 else f"SAVEPOINT {savepoint}")

@@ -129,6 +129,7 @@ class MainWindow(QMainWindow):
         view.addActions([a["mode_label"], a["mode_train"], a["mode_inspect"]])
         view.addSeparator()
         view.addActions([a["fit"], a["zoom_1to1"], a["show_mask"], a["grid"]])
+        view.addMenu(self.display.preset_menu)  # window/level presets (Alt+digit keys)
         view.addSeparator()
         for dock in (self.browser_dock, self.classes_dock, self.display_dock,
                      self.predictions_dock):  # fmt: skip

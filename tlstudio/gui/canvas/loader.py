@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sys
 from collections import OrderedDict
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,8 @@ from PySide6.QtCore import QObject, QRunnable, QThreadPool, Signal
 from PySide6.QtGui import QImage, QPixmap
 
 from tlstudio.core.imageio import ImageData, read_image
+from tlstudio.core.reduced import read_reduced
+from tlstudio.core.window_presets import DisplayFacts, display_facts
 from tlstudio.core.windowing import to_display
 
 _LITTLE = sys.byteorder == "little"
@@ -27,6 +30,9 @@ ALPHA_FORMAT = (
     if _LITTLE
     else QImage.Format.Format_RGBA8888_Premultiplied
 )
+
+
+PREVIEW_FACTOR = 4  # a preview has about 1/4 of the width and height
 
 
 def render_display(array: np.ndarray, window: tuple[float, float]) -> tuple[np.ndarray, bool]:
@@ -100,10 +106,25 @@ class PixelCache:
         return len(self._entries)
 
 
+@dataclass(frozen=True)
+class Decoded:
+    """A decoded image (full depth) with what its header says about displaying it."""
+
+    data: ImageData
+    facts: DisplayFacts
+
+
+def decode(path: Path) -> Decoded:
+    """Read ``path`` at full depth (:func:`read_image`) with its display facts."""
+    data = read_image(path)
+    return Decoded(data, display_facts(path, data.window))
+
+
 class _Sink(QObject):
     """Lives in the GUI thread; workers emit through it (queued connections)."""
 
-    done = Signal(int, object, object, object, bool)  # token, ImageData, window, buffer, alpha
+    done = Signal(int, object, object, object, bool)  # token, Decoded, window, buffer, alpha
+    preview = Signal(int, object, bool)  # token, reduced buffer, alpha
     failed = Signal(int, str)  # token, message
 
 
@@ -113,26 +134,37 @@ class _Job(QRunnable):
         sink: _Sink,
         token: int,
         path: Path | None,
-        data: ImageData | None,
+        decoded: Decoded | None,
         window: tuple[float, float] | None,
+        preview: bool = False,
     ):
         super().__init__()
-        self.sink, self.token, self.path, self.data, self.window = sink, token, path, data, window
+        self.sink, self.token, self.path = sink, token, path
+        self.decoded, self.window, self.preview = decoded, window, preview
 
     def run(self) -> None:
         try:
-            data = self.data if self.data is not None else read_image(self.path)
-            window = self.window if self.window is not None else data.window
-            buffer, alpha = render_display(data.array, window)
+            if self.preview and self.path is not None:
+                self._send_preview(self.path)
+            decoded = self.decoded if self.decoded is not None else decode(self.path)
+            window = self.window if self.window is not None else decoded.data.window
+            buffer, alpha = render_display(decoded.data.array, window)
         except Exception as exc:  # reported to the GUI, never lost in the thread
-            try:
-                self.sink.failed.emit(self.token, str(exc))
-            except RuntimeError:  # the canvas was deleted meanwhile
-                pass
+            self._emit(self.sink.failed, self.token, str(exc))
             return
+        self._emit(self.sink.done, self.token, decoded, window, buffer, alpha)
+
+    def _send_preview(self, path: Path) -> None:
+        small = read_reduced(path, PREVIEW_FACTOR)
+        if small is not None:  # a quick look while the full image decodes
+            buffer, alpha = render_display(small, (128.0, 256.0))
+            self._emit(self.sink.preview, self.token, buffer, alpha)
+
+    @staticmethod
+    def _emit(signal, *args: object) -> None:
         try:
-            self.sink.done.emit(self.token, data, window, buffer, alpha)
-        except RuntimeError:
+            signal.emit(*args)
+        except RuntimeError:  # the canvas was deleted meanwhile
             pass
 
 
@@ -140,7 +172,8 @@ class BackgroundRenderer(QObject):
     """Decodes and renders images in a worker thread; results come back as signals
     on the GUI thread, tagged with the token that :meth:`load` / :meth:`render` returned."""
 
-    done = Signal(int, object, object, object, bool)  # token, ImageData, window, buffer, alpha
+    done = Signal(int, object, object, object, bool)  # token, Decoded, window, buffer, alpha
+    preview = Signal(int, object, bool)  # token, reduced display buffer, alpha
     failed = Signal(int, str)
 
     def __init__(self, parent: QObject | None = None):
@@ -149,19 +182,23 @@ class BackgroundRenderer(QObject):
         self._pool.setMaxThreadCount(2)
         self._sink = _Sink(self)
         self._sink.done.connect(self.done)
+        self._sink.preview.connect(self.preview)
         self._sink.failed.connect(self.failed)
         self._token = 0
 
-    def load(self, path: Path, window: tuple[float, float] | None = None) -> int:
-        """Read ``path`` and render it with ``window`` (None: the image's default)."""
+    def load(
+        self, path: Path, window: tuple[float, float] | None = None, preview: bool = True
+    ) -> int:
+        """Read ``path`` and render it with ``window`` (None: the image's default); with
+        ``preview`` a JPEG first sends a reduced decode (see :func:`read_reduced`)."""
         self._token += 1
-        self._pool.start(_Job(self._sink, self._token, path, None, window))
+        self._pool.start(_Job(self._sink, self._token, path, None, window, preview))
         return self._token
 
-    def render(self, data: ImageData, window: tuple[float, float]) -> int:
-        """Render already decoded ``data`` with ``window``."""
+    def render(self, decoded: Decoded, window: tuple[float, float]) -> int:
+        """Render already decoded ``decoded`` with ``window``."""
         self._token += 1
-        self._pool.start(_Job(self._sink, self._token, None, data, window))
+        self._pool.start(_Job(self._sink, self._token, None, decoded, window))
         return self._token
 
     def wait(self, msecs: int = 10_000) -> bool:

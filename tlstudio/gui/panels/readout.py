@@ -4,29 +4,30 @@ from __future__ import annotations
 
 from PySide6.QtWidgets import QLabel, QWidget
 
+from tlstudio.gui.canvas import CanvasView
+
 
 class CanvasReadout(QLabel):
-    """Follows the canvas's ``zoom_changed`` and ``cursor_moved`` (image px) if it has them."""
+    """Follows the canvas: its zoom, and the pixel under the mouse (image px, full-depth
+    value). The pixel part is cleared when the mouse leaves the image or the canvas,
+    and when another image is shown (until the mouse moves over it)."""
 
-    def __init__(self, canvas: QWidget, parent: QWidget | None = None):
+    def __init__(self, canvas: CanvasView, parent: QWidget | None = None):
         super().__init__(parent)
         self.canvas = canvas
         self._zoom = ""
         self._cursor = ""
-        zoom = getattr(canvas, "zoom_changed", None)
-        moved = getattr(canvas, "cursor_moved", None)
-        if zoom is not None:
-            zoom.connect(self._zoom_changed)
-        if moved is not None:
-            moved.connect(self._cursor_moved)
+        canvas.zoom_changed.connect(self._zoom_changed)
+        canvas.cursor_moved.connect(self._cursor_moved)
+        canvas.cursor_left.connect(self._cursor_gone)
 
     def _zoom_changed(self, zoom: float) -> None:
         self._zoom = f"{zoom * 100:.0f} %"
         self._show()
 
     def _cursor_moved(self, x: float, y: float) -> None:
-        value = getattr(self.canvas, "pixel_value", lambda _x, _y: None)(x, y)
-        if value is None:
+        value = self.canvas.pixel_value(x, y)
+        if value is None:  # outside the image, or its pixels are not decoded yet
             self._cursor = ""
         else:
             if isinstance(value, tuple):
@@ -34,6 +35,10 @@ class CanvasReadout(QLabel):
             else:
                 shown = _num(value)
             self._cursor = f"x {int(x)}, y {int(y)}: {shown}"
+        self._show()
+
+    def _cursor_gone(self) -> None:
+        self._cursor = ""
         self._show()
 
     def _show(self) -> None:

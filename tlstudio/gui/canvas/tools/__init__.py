@@ -1,6 +1,6 @@
 """Canvas tools (one class per tool) and the canvas's keyboard shortcuts."""
 
-from .base import Tool, new_gesture
+from .base import Tool, ToolHost, new_gesture
 from .box import MIN_BOX_PX, BoxTool
 from .landmark import LandmarkTool
 from .mask import MASK_MODES, MaskTool
@@ -50,5 +50,6 @@ __all__ = [
     "MaskTool",
     "SelectTool",
     "Tool",
+    "ToolHost",
     "new_gesture",
 ]

@@ -1,17 +1,41 @@
 """The tool contract: the canvas forwards left-button mouse events, right clicks
-and keys to the active tool, with positions in image pixel (= scene) coordinates."""
+and keys to the active tool, with positions in image pixel (= scene) coordinates.
+
+Tools see the canvas only through :class:`ToolHost`, so they never import the view."""
 
 from __future__ import annotations
 
 import itertools
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
-from PySide6.QtCore import QPointF, Qt
+import numpy as np
+from PySide6.QtCore import QPointF, Qt, SignalInstance
 from PySide6.QtGui import QKeyEvent, QMouseEvent
+from PySide6.QtWidgets import QGraphicsScene, QWidget
+
+from tlstudio.core.commands import Command
 
 if TYPE_CHECKING:
-    from tlstudio.gui.canvas.view import CanvasView
+    from tlstudio.gui.canvas.annotation_layer import AnnotationLayer
+    from tlstudio.gui.canvas.viewport import Viewport
     from tlstudio.gui.state import AppState
+
+
+class ToolHost(Protocol):
+    """The members of the canvas that tools use (positions in image pixels)."""
+
+    app_state: AppState
+    annotations: AnnotationLayer  # drawn labels, selection, mask overlay
+    navigator: Viewport  # image size, clamping, screen px -> image px at the zoom
+    message: SignalInstance  # emit(str): a short note for the status bar
+
+    @property
+    def image_id(self) -> int | None: ...
+    def scene(self) -> QGraphicsScene: ...
+    def viewport(self) -> QWidget: ...
+    def push(self, command: Command) -> bool: ...
+    def push_mask(self, label: np.ndarray, text: str = ...) -> bool: ...
+
 
 _gestures = itertools.count(1)
 
@@ -23,7 +47,7 @@ def new_gesture() -> int:
 
 class Tool:
     """Base class: every handler is a no-op. ``pos`` is always in image pixels
-    (unclamped: it may lie outside the image; use :meth:`CanvasView.clamp`).
+    (unclamped: it may lie outside the image; use :meth:`Viewport.clamp <tlstudio.gui.canvas.viewport.Viewport.clamp>`).
 
     The canvas calls :meth:`press`/:meth:`move`/:meth:`release` for the left
     button (``move`` also while no button is down, for hover feedback),
@@ -34,7 +58,7 @@ class Tool:
     name = ""
     cursor = Qt.CursorShape.ArrowCursor
 
-    def __init__(self, view: CanvasView):
+    def __init__(self, view: ToolHost):
         self.view = view
 
     @property

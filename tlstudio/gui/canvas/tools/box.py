@@ -10,7 +10,7 @@ from tlstudio.core.annotations import Box
 from tlstudio.core.commands import AddBox
 
 from ..items import Z_TOOL, cosmetic_pen
-from .base import Tool
+from .base import Tool, ToolHost
 
 MIN_BOX_PX = 2  # boxes narrower or lower than this (image px) are not drawn
 
@@ -29,7 +29,7 @@ class BoxTool(Tool):
     name = "box"
     cursor = Qt.CursorShape.CrossCursor
 
-    def __init__(self, view):
+    def __init__(self, view: ToolHost):
         super().__init__(view)
         self._start: QPointF | None = None
         self._preview: QGraphicsRectItem | None = None
@@ -41,24 +41,24 @@ class BoxTool(Tool):
         if self.app_state.class_id is None:
             self.view.message.emit("Choose a class before drawing a box.")
             return
-        self._start = self.view.clamp(pos)
+        self._start = self.view.navigator.clamp(pos)
         if self._preview is None:
             self._preview = QGraphicsRectItem()
             self._preview.setZValue(Z_TOOL)
             self.view.scene().addItem(self._preview)
-        color = self.view.class_color(self.app_state.class_id)
+        color = self.view.annotations.class_color(self.app_state.class_id)
         self._preview.setPen(cosmetic_pen(color, 2, Qt.PenStyle.DashLine))
         self._preview.setRect(QRectF(self._start, self._start))
         self._preview.setVisible(True)
 
     def move(self, pos: QPointF, event: QMouseEvent) -> None:
         if self._start is not None and self._preview is not None:
-            self._preview.setRect(snapped_rect(self._start, self.view.clamp(pos)))
+            self._preview.setRect(snapped_rect(self._start, self.view.navigator.clamp(pos)))
 
     def release(self, pos: QPointF, event: QMouseEvent) -> None:
         if self._start is None:
             return
-        rect = snapped_rect(self._start, self.view.clamp(pos))
+        rect = snapped_rect(self._start, self.view.navigator.clamp(pos))
         self.cancel()
         image_id, class_id = self.view.image_id, self.app_state.class_id
         if image_id is None or class_id is None:

@@ -11,7 +11,7 @@ from tlstudio.core.errors import TlsError
 from tlstudio.core.labelset import LandmarkTemplate
 
 from ..items import Z_TOOL, LabelItem, LandmarkSetItem, point_color
-from .base import Tool
+from .base import Tool, ToolHost
 
 
 class LandmarkTool(Tool):
@@ -27,7 +27,7 @@ class LandmarkTool(Tool):
     name = "landmarks"
     cursor = Qt.CursorShape.CrossCursor
 
-    def __init__(self, view):
+    def __init__(self, view: ToolHost):
         super().__init__(view)
         self._template: LandmarkTemplate | None = None
         self._points: list[Point] = []
@@ -90,7 +90,7 @@ class LandmarkTool(Tool):
 
     # -- events ------------------------------------------------------------------
     def press(self, pos: QPointF, event: QMouseEvent) -> None:
-        p = self.view.clamp(pos)
+        p = self.view.navigator.clamp(pos)
         self._cursor = pos
         self._add(Point(p.x(), p.y(), OCCLUDED if self._occluded_next else VISIBLE))
 
@@ -151,7 +151,7 @@ class LandmarkTool(Tool):
             self._preview.setZValue(Z_TOOL)
             scene.addItem(self._preview)
         if template is not None and self._points:
-            color = self.view.class_color(self.app_state.class_id)
+            color = self.view.annotations.class_color(self.app_state.class_id)
             self._preview.set_landmarks(self._points, template, color)
             self._preview.setVisible(True)
         else:

@@ -8,7 +8,7 @@ from PySide6.QtGui import QKeyEvent, QMouseEvent
 
 from ..items import BrushCursorItem, PolygonPreviewItem
 from ..raster import fill_polygon, paint_segment
-from .base import Tool, new_gesture
+from .base import Tool, ToolHost
 
 MASK_MODES = ("brush", "eraser", "polygon")
 MIN_BRUSH, MAX_BRUSH = 1, 1000
@@ -22,13 +22,14 @@ class MaskTool(Tool):
     the mouse path); ``eraser`` paints 0; ``polygon``: clicks add vertices, a
     double click or Enter fills the polygon with the current class, Backspace
     removes the last vertex, Esc drops it. A stroke or a fill is pushed as one
-    SetMask command when it ends (mouse release / close), with its own gesture key.
+    undo step when it ends (mouse release / close); the store gets it from the
+    canvas's MaskWriter, encoded off the GUI thread.
     During a stroke only the touched rectangle of the overlay is redrawn."""
 
     name = "mask"
     cursor = Qt.CursorShape.CrossCursor
 
-    def __init__(self, view):
+    def __init__(self, view: ToolHost):
         super().__init__(view)
         self.mode = "brush"
         self.brush_size = 20
@@ -66,7 +67,7 @@ class MaskTool(Tool):
         if self._label is not None:
             self._label = None
             self._last = None
-            self.view.refresh_mask()  # put back the stored map
+            self.view.annotations.refresh_mask()  # put back the stored map
         self._vertices.clear()
         self._update_polygon()
         return was
@@ -89,10 +90,10 @@ class MaskTool(Tool):
             self.view.message.emit("Choose a class before painting a mask.")
             return
         if self.mode == "polygon":
-            self._vertices.append(self.view.clamp(pos))
+            self._vertices.append(self.view.navigator.clamp(pos))
             self._update_polygon()
             return
-        self._label = self.view.editable_mask()
+        self._label = self.view.annotations.editable_mask()
         self._value = 0 if self.mode == "eraser" else int(self.app_state.class_id)
         self._last = pos
         self._paint(pos, pos)
@@ -111,7 +112,7 @@ class MaskTool(Tool):
             return
         label, self._label, self._last = self._label, None, None
         text = "Erase mask" if self._value == 0 else "Paint mask"
-        self.view.push_mask(label, gesture=new_gesture(), text=text)
+        self.view.push_mask(label, text)
 
     def double_click(self, pos: QPointF, event: QMouseEvent) -> None:
         if self.mode == "polygon":
@@ -144,19 +145,19 @@ class MaskTool(Tool):
             if vertices:
                 self.view.message.emit("A polygon needs at least 3 points.")
             return
-        label = self.view.editable_mask()
+        label = self.view.annotations.editable_mask()
         rect = fill_polygon(label, [(v.x(), v.y()) for v in vertices], int(class_id))
         if rect is None:
             return
-        self.view.mask_item.update_region(label, rect)
-        self.view.push_mask(label, gesture=new_gesture(), text="Fill polygon")
+        self.view.annotations.mask_item.update_region(label, rect)
+        self.view.push_mask(label, "Fill polygon")
 
     def _paint(self, a: QPointF, b: QPointF) -> None:
         rect = paint_segment(
             self._label, (a.x(), a.y()), (b.x(), b.y()), self.brush_size / 2, self._value
         )
         if rect is not None:
-            self.view.mask_item.update_region(self._label, rect)
+            self.view.annotations.mask_item.update_region(self._label, rect)
 
     def _update_cursor(self) -> None:
         if self._cursor_item is None:
@@ -179,6 +180,6 @@ class MaskTool(Tool):
         if not self._vertices:
             self._polygon_item.setVisible(False)
             return
-        color = self.view.class_color(self.app_state.class_id)
+        color = self.view.annotations.class_color(self.app_state.class_id)
         self._polygon_item.set_polygon(self._vertices, self._cursor, color)
         self._polygon_item.setVisible(True)

@@ -10,7 +10,7 @@ from PySide6.QtGui import QKeyEvent, QMouseEvent
 from tlstudio.core.annotations import OCCLUDED, VISIBLE, Box, LandmarkSet, Point
 from tlstudio.core.commands import EditBox, EditLandmarkSet, move_point
 
-from .base import Tool, new_gesture
+from .base import Tool, ToolHost, new_gesture
 from .box import MIN_BOX_PX
 
 # which box edges each handle moves (left, top, right, bottom); see BoxItem
@@ -84,9 +84,10 @@ class SelectTool(Tool):
     name = "select"
     cursor = Qt.CursorShape.ArrowCursor
     POINT_PX = 8  # pick radius around a landmark point, screen px
+    BOX_EDGE_PX = 3  # slack around a box's edges when picking it, screen px
     HANDLE_PX = 7  # pick half-size around a handle, screen px
 
-    def __init__(self, view):
+    def __init__(self, view: ToolHost):
         super().__init__(view)
         self._drag: _Drag | None = None
 
@@ -95,40 +96,39 @@ class SelectTool(Tool):
 
     # -- events -------------------------------------------------------------------
     def press(self, pos: QPointF, event: QMouseEvent) -> None:
-        view = self.view
-        sel = view.selection
+        view, layer = self.view, self.view.annotations
+        sel = layer.selection
         if sel is not None and sel.kind == "box":
-            item = view.box_item(sel.id)
+            item = layer.box_item(sel.id)
             if item is not None and item.box is not None:
-                handle = item.handle_at(pos, view.screen_to_image(self.HANDLE_PX))
+                handle = item.handle_at(pos, view.navigator.screen_to_image(self.HANDLE_PX))
                 if handle is not None:
                     self._drag = _Drag("resize", pos, new_gesture(), box=item.box, handle=handle)
                     return
-        hit = view.landmark_point_at(pos, view.screen_to_image(self.POINT_PX))
+        hit = layer.landmark_point_at(pos, view.navigator.screen_to_image(self.POINT_PX))
         if hit is not None:
             set_id, index = hit
-            landmarks = view.landmark_item(set_id).landmarks
+            landmarks = layer.landmark_item(set_id).landmarks
+            layer.select_landmarks(set_id, index)
             if event.modifiers() & Qt.KeyboardModifier.ShiftModifier:
-                view.select_landmarks(set_id, index)
                 self._toggle_occluded(landmarks, index)
                 return
-            view.select_landmarks(set_id, index)
             self._drag = _Drag("point", pos, new_gesture(), landmarks=landmarks, point=index)
             return
-        box_id = view.box_at(pos)
+        box_id = layer.box_at(pos, view.navigator.screen_to_image(self.BOX_EDGE_PX))
         if box_id is not None:
-            view.select_box(box_id)
-            box = view.box_item(box_id).box
+            layer.select_box(box_id)
+            box = layer.box_item(box_id).box
             self._drag = _Drag("move", pos, new_gesture(), box=box)
             return
-        view.clear_selection()
+        layer.set_selection(None)
 
     def move(self, pos: QPointF, event: QMouseEvent) -> None:
         drag = self._drag
         if drag is None:
             self._hover(pos)
             return
-        w, h = self.view.image_size()
+        w, h = self.view.navigator.image_size
         if drag.kind == "move":
             d = pos - drag.start
             drag.new_box = moved_box(drag.box, d.x(), d.y(), w, h)
@@ -137,12 +137,12 @@ class SelectTool(Tool):
             drag.new_box = resized_box(drag.box, drag.handle, pos, w, h)
             self._preview_box(drag.new_box)
         elif drag.kind == "point":
-            p = self.view.clamp(pos)
+            p = self.view.navigator.clamp(pos)
             old = drag.landmarks.points[drag.point]
             drag.new_landmarks = move_point(
                 drag.landmarks, drag.point, Point(p.x(), p.y(), old.visibility)
             )
-            item = self.view.landmark_item(drag.landmarks.id)
+            item = self.view.annotations.landmark_item(drag.landmarks.id)
             if item is not None:
                 item.set_points(drag.new_landmarks.points)
 
@@ -157,7 +157,7 @@ class SelectTool(Tool):
                 EditLandmarkSet(drag.new_landmarks, gesture=drag.gesture, text="Move landmark")
             )
         else:
-            self.view.refresh_items()  # a drag that changed nothing: drop its feedback
+            self.view.annotations.refresh_items()  # a drag that changed nothing: drop its feedback
 
     def key_press(self, event: QKeyEvent) -> bool:
         if event.key() == Qt.Key.Key_Escape and self._drag is not None:
@@ -169,7 +169,7 @@ class SelectTool(Tool):
         if self._drag is None:
             return False
         self._drag = None
-        self.view.refresh_items()
+        self.view.annotations.refresh_items()
         return True
 
     def annotations_reloaded(self) -> None:
@@ -185,24 +185,26 @@ class SelectTool(Tool):
         self.view.push(EditLandmarkSet(new, gesture=new_gesture(), text=text))
 
     def _preview_box(self, box: Box) -> None:
-        item = self.view.box_item(box.id)
+        item = self.view.annotations.box_item(box.id)
         if item is not None:
             item.set_preview_rect(QRectF(QPointF(box.x1, box.y1), QPointF(box.x2, box.y2)))
 
     def _hover(self, pos: QPointF) -> None:
-        view = self.view
+        view, layer = self.view, self.view.annotations
         shape = Qt.CursorShape.ArrowCursor
-        sel = view.selection
+        sel = layer.selection
         handle = None
         if sel is not None and sel.kind == "box":
-            item = view.box_item(sel.id)
+            item = layer.box_item(sel.id)
             if item is not None:
-                handle = item.handle_at(pos, view.screen_to_image(self.HANDLE_PX))
+                handle = item.handle_at(pos, view.navigator.screen_to_image(self.HANDLE_PX))
         if handle is not None:
             shape = _HANDLE_CURSORS[handle]
-        elif view.landmark_point_at(pos, view.screen_to_image(self.POINT_PX)) is not None:
+        elif (
+            layer.landmark_point_at(pos, view.navigator.screen_to_image(self.POINT_PX)) is not None
+        ):
             shape = Qt.CursorShape.PointingHandCursor
-        elif view.box_at(pos) is not None:
+        elif layer.box_at(pos, view.navigator.screen_to_image(self.BOX_EDGE_PX)) is not None:
             shape = Qt.CursorShape.SizeAllCursor
         if view.viewport().cursor().shape() != shape:
             view.viewport().setCursor(shape)

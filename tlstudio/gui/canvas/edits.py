@@ -1,0 +1,90 @@
+"""Edits of the shown image's labels from the canvas: each one undo step through
+``app_state.push``; a refused edit is reported and the canvas redrawn from the store."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from tlstudio.core.commands import Command, RemoveBox, RemoveLandmarkSet, SetTags
+from tlstudio.core.errors import TlsError
+
+from .mask_writer import MaskEdit, MaskState
+
+if TYPE_CHECKING:
+    from .view import CanvasView
+
+
+class LabelEdits:
+    """Pushes the canvas's edits (tools, keys) for :attr:`view`'s image."""
+
+    def __init__(self, view: CanvasView):
+        self.view = view
+
+    def push(self, command: Command) -> bool:
+        """Do ``command`` through ``app_state.push`` (one undo step). A refused edit
+        is reported through the canvas's ``message`` and the canvas redrawn from the store."""
+        view = self.view
+        try:
+            view.app_state.push(command)
+        except (TlsError, RuntimeError) as exc:
+            view.message.emit(f"{command.text} refused: {exc}")
+            view.annotations.refresh_items()
+            view.annotations.refresh_mask()
+            return False
+        return True
+
+    def push_mask(self, label: np.ndarray, text: str = "Paint mask") -> bool:
+        """Make ``label`` (hand it over: never modified afterwards) the shown image's
+        label map: one undo step at once, stored by the canvas's MaskWriter once encoded
+        in its thread. Nothing is pushed if it equals the map shown. The overlay is
+        expected to show ``label`` already (the tool drew it)."""
+        view, layer, writer = self.view, self.view.annotations, self.view.mask_writer
+        iid = view.image_id
+        if iid is None:
+            return False
+        if layer.mask_unchanged(label):
+            layer.refresh_mask()
+            return False
+        old, new = layer.mask_state(), MaskState(label)
+        layer.set_mask_state(new)
+        with writer.own_edit():
+            if self.push(MaskEdit(writer, iid, old, new, text)):
+                return True
+        layer.set_mask_state(old)
+        layer.refresh_mask()
+        return False
+
+    def delete_selection(self) -> bool:
+        """Delete the selected box or landmark set (one undo step). True if one was."""
+        sel = self.view.annotations.selection
+        if sel is None:
+            return False
+        self.view.annotations.clear_selection()
+        if sel.kind == "box":
+            return self.push(RemoveBox(sel.id))
+        return self.push(RemoveLandmarkSet(sel.id))
+
+    def tag_with_class(self, n: int) -> None:
+        """Tag the image with the ``n``-th class (1-based, in class order); in a
+        multi-label project toggle that class instead."""
+        project, iid = self.view.app_state.project, self.view.image_id
+        if project is None or iid is None:
+            return
+        classes = project.classes()
+        if not 1 <= n <= len(classes):
+            self.view.message.emit(f"There is no class {n} (the project has {len(classes)}).")
+            return
+        cls = classes[n - 1]
+        current = project.tags(iid)
+        if project.multi_label:
+            if cls.id in current:
+                new, text = tuple(c for c in current if c != cls.id), f"Untag {cls.name}"
+            else:
+                new, text = (*current, cls.id), f"Tag {cls.name}"
+        else:
+            if current == (cls.id,):
+                return
+            new, text = (cls.id,), f"Tag {cls.name}"
+        self.push(SetTags(iid, new, text=text))
