@@ -97,9 +97,9 @@ def make_screenshots(out_dir: Path) -> list[Path]:
         window.project_actions.import_paths([bad], mode="images")
         wait_until(lambda: window.importer.last_result is not None and not window.importer.busy)
         settle()
-        if window.importer.result_dialog is not None:
-            shoot(window.importer.result_dialog, "main_window_import_result.png")
-            window.importer.result_dialog.close()
+        if window.import_result_dialog is not None:
+            shoot(window.import_result_dialog, "main_window_import_result.png")
+            window.import_result_dialog.close()
         window.close()
 
         # a project whose files moved: the banner names them
