@@ -46,7 +46,7 @@ def make_screenshots(out_dir: str | Path) -> list[Path]:
 
         settings = QSettings(str(Path(tmp) / "settings.ini"), QSettings.Format.IniFormat)
         window = create_main_window(root, settings)
-        window.resize(1500, 900)
+        window.resize(1280, 800)
         window.show()
         app.processEvents()
 
