@@ -260,24 +260,20 @@ def test_new_landmark_sets_take_the_templates_class_and_the_status_bar_says_so(
 
 
 def test_import_reason_with_the_codec_hint_is_shown_whole_and_copied(qtbot, main_window, tmp_path):
-    pydicom = pytest.importorskip("pydicom")
+    pytest.importorskip("pydicom")
     from pydicom.data import get_testdata_file
 
     source = get_testdata_file("MR_small_jpeg_ls_lossless.dcm")
     if source is None:
         pytest.skip("pydicom's JPEG-LS test file is not available")
-    try:
-        pydicom.dcmread(source).pixel_array  # noqa: B018
-    except Exception:
-        pass
-    else:
-        pytest.skip("a JPEG-LS decoder is installed")
     scan = tmp_path / "incoming" / "scan_with_a_rather_long_name_0001.dcm"
     scan.parent.mkdir()
     shutil.copy(source, scan)
     main_window.resize(1024, 700)
-    with qtbot.waitSignal(main_window.importer.finished, timeout=20_000):
+    with qtbot.waitSignal(main_window.importer.finished, timeout=20_000) as done:
         main_window.project_actions.import_paths([scan], mode="images")
+    if not done.args[0].failed:
+        pytest.skip("a JPEG-LS decoder is installed: the file imports")
     (dialog,) = [
         w for w in QApplication.topLevelWidgets()
         if w.windowTitle() == "Import finished" and w.isVisible()

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtCore import QSize, Qt, QTimer, Signal
 from PySide6.QtGui import QColor, QIcon, QPixmap
 from PySide6.QtWidgets import (
     QColorDialog,
@@ -51,6 +51,7 @@ from tlstudio.gui.widgets.wheel_guard import guard_wheel
 
 #: what each drawing tool makes, for "New box: circle" in the status bar
 TOOL_MAKES = {"box": "box", "landmarks": "landmark set", "mask": "mask paint"}
+MIN_NOTE_WIDTH = 80  # px: the status-bar note may be cut down to this
 
 
 def swatch(color: str, size: int = 14) -> QIcon:
@@ -372,6 +373,11 @@ class NewAnnotationClassLabel(QLabel):
         app_state.project_opened.connect(lambda _p: self.update_text())
         self.update_text()
 
+    def minimumSizeHint(self) -> QSize:
+        # a long class or template name is cut (whole in the tooltip), never widens the
+        # status bar and with it the window
+        return QSize(MIN_NOTE_WIDTH, super().minimumSizeHint().height())
+
     def update_text(self) -> None:
         state, project = self.app_state, self.app_state.project
         makes = TOOL_MAKES.get(state.tool)
@@ -394,8 +400,8 @@ class NewAnnotationClassLabel(QLabel):
                 why = ", as the template's other sets"
         self.setText(f"New {what}: {name}{why}")
         self.setToolTip(
-            "The class the next annotation gets. Landmark sets take the class their "
-            "template's sets share; pick a class in Classes while placing landmarks to "
-            "use another."
+            f"{self.text()}.\nThe class the next annotation gets. Landmark sets take the "
+            "class their template's sets share; pick a class in Classes while placing "
+            "landmarks to use another."
         )
         self.setVisible(True)
