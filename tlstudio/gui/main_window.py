@@ -216,7 +216,8 @@ class MainWindow(QMainWindow):
             self.statusBar().showMessage("No unlabelled image left", 5000)
 
     def _tag_with_class(self, n: int) -> None:
-        tag = getattr(self.canvas, "tag_with_class", None)
+        edits = getattr(self.canvas, "edits", self.canvas)  # the canvas's label edits
+        tag = getattr(edits, "tag_with_class", None)
         if tag is not None and self.modes.currentIndex() == 0:
             tag(n)
 
