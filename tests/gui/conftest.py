@@ -4,7 +4,8 @@
 and masks). ``app_state``: an AppState with ``qt_project`` open. ``demo_dir``: the
 folder of a closed demo project. ``qsettings``: QSettings in a temporary INI file,
 so no test touches the user's settings. ``main_window``: the window as ``run`` builds
-it (without exec), with ``demo_dir`` opened.
+it (without exec), with ``demo_dir`` opened. ``trained_demo_dir``: a closed demo project
+with one tiny trained run (session-wide: copy it before changing it).
 """
 
 from __future__ import annotations
@@ -63,3 +64,28 @@ def main_window(qtbot, demo_dir: Path, qsettings):
     yield window
     window.close()
     wait_for_background()
+
+
+@pytest.fixture(scope="session")
+def trained_demo_dir(tmp_path_factory) -> Path:
+    """The folder of a closed 12-image demo project with one tiny finished classifier run
+    (ResNet-18 from scratch, one epoch on 32 px images: about a second). Copy it before
+    changing it: the session shares it."""
+    import torch
+
+    from tlstudio.core.demo import create_demo_project
+    from tlstudio.ml import runner
+    from tlstudio.ml.runner import RunSpec
+    from tlstudio.ml.trainer import TrainConfig
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("trained_demo") / "demo"
+    try:
+        with create_demo_project(root, n_images=12, size=48) as project:
+            spec = RunSpec(task="classify", backbone="resnet18", weights="none", input_size=32,
+                           train=TrainConfig(epochs=1, batch_size=8))  # fmt: skip
+            runner.train(project, spec)
+    finally:
+        torch.set_num_threads(threads)
+    return root

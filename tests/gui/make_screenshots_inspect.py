@@ -46,11 +46,11 @@ def make_screenshots(out_dir: str | Path) -> list[Path]:
 
         settings = QSettings(str(Path(tmp) / "settings.ini"), QSettings.Format.IniFormat)
         window = create_main_window(root, settings)
-        window.resize(1500, 900)
+        window.resize(1280, 800)
         window.show()
         app.processEvents()
 
-        window.actions["mode_inspect"].trigger()
+        window.action_table["mode_inspect"].trigger()
         metrics = window.inspect_panel.view("Metrics")
         metrics.set_split("test")
         metrics.evaluate()
@@ -70,7 +70,7 @@ def make_screenshots(out_dir: str | Path) -> list[Path]:
         window.grab().save(str(path))
         written.append(path)
 
-        window.actions["mode_label"].trigger()
+        window.action_table["mode_label"].trigger()
         window.app_state.set_image(window.app_state.project.image_ids()[5])
         window.canvas.wait_for_image()
         for _ in range(20):

@@ -67,7 +67,7 @@ def make_screenshots(out_dir: Path) -> list[Path]:
             written.append(path)
 
         window = create_main_window(root, settings)
-        window.resize(1440, 900)
+        window.resize(1280, 800)
         window.show()
         loader = window.browser.model.loader
         wait_until(lambda: loader is not None and loader.pending() == 0)
@@ -94,12 +94,20 @@ def make_screenshots(out_dir: Path) -> list[Path]:
         (bad / "scan_0001.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
         (bad / "notes.tif").write_bytes(b"")
         shutil.copy(root / "images" / "demo_000.png", bad / "copy_of_demo.png")
+        try:  # a compressed DICOM: its reason carries the codec to install
+            from pydicom.data import get_testdata_file
+
+            dicom = get_testdata_file("MR_small_jpeg_ls_lossless.dcm")
+        except ImportError:
+            dicom = None
+        if dicom is not None:
+            shutil.copy(dicom, bad / "MR_0001.dcm")
         window.project_actions.import_paths([bad], mode="images")
         wait_until(lambda: window.importer.last_result is not None and not window.importer.busy)
         settle()
-        if window.importer.result_dialog is not None:
-            shoot(window.importer.result_dialog, "main_window_import_result.png")
-            window.importer.result_dialog.close()
+        if window.import_result_dialog is not None:
+            shoot(window.import_result_dialog, "main_window_import_result.png")
+            window.import_result_dialog.close()
         window.close()
 
         # a project whose files moved: the banner names them
@@ -109,7 +117,7 @@ def make_screenshots(out_dir: Path) -> list[Path]:
         for f in moved:
             f.rename(tmp / f.name)
         window = create_main_window(root, settings)
-        window.resize(1440, 900)
+        window.resize(1280, 800)
         window.show()
         wait_until(window.banner.isVisible)
         window.app_state.set_image(records[0].id)

@@ -124,7 +124,7 @@ def test_set_split_of_selected_images_is_one_undo_step(qtbot, main_window):
     ids = browser.model.ids()[:3]
     browser.set_split("test", ids)
     assert all(state.project.image(i).split == "test" for i in ids)
-    assert main_window.actions["undo"].text() == "&Undo Set split of 3 images to test"
+    assert main_window.action_table["undo"].text() == "&Undo Set split of 3 images to test"
     before = {i: state.project.image(i).split for i in ids}
     state.undo_stack.undo()
     assert {i: state.project.image(i).split for i in ids} != before
@@ -179,12 +179,12 @@ def test_a_broken_image_gets_the_broken_icon_not_an_error(qtbot, main_window):
 
 def test_grid_and_list_modes(qtbot, main_window):
     browser = main_window.browser
-    main_window.actions["grid"].trigger()
+    main_window.action_table["grid"].trigger()
     assert not browser.grid_button.isChecked()
     assert not browser.view.isWrapping()
     assert "\n" not in _row_text(browser, 0)
     qtbot.mouseClick(browser.grid_button, Qt.MouseButton.LeftButton)
-    assert main_window.actions["grid"].isChecked() and browser.view.isWrapping()
+    assert main_window.action_table["grid"].isChecked() and browser.view.isWrapping()
     assert _row_text(browser, 0).count("\n") == 2
 
 

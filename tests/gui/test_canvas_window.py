@@ -234,7 +234,7 @@ def test_display_panel_drives_the_mask_and_label_layers(qtbot, main_window):
     qtbot.keyClick(panel.opacity, Qt.Key.Key_End)
     assert canvas.mask_item.opacity() == 1.0 and panel.opacity_label.text() == "100 %"
 
-    show_mask = main_window.actions["show_mask"]  # the View menu action and the box: one state
+    show_mask = main_window.action_table["show_mask"]  # the View menu action and the box: one state
     show_mask.trigger()
     assert not panel.show_mask.isChecked() and not canvas.mask_item.isVisible()
     qtbot.keyClick(panel.show_mask, Qt.Key.Key_Space)

@@ -73,12 +73,14 @@ def test_empty_project_says_how_to_get_a_run(qtbot, app_state):
 
 def test_f4_opens_inspect_and_a_view_can_open_an_image_in_the_label_canvas(qtbot, main_window):
     qtbot.keyClick(main_window, Qt.Key.Key_F4)
-    assert main_window.modes.currentWidget() is main_window.inspect_panel
-    assert main_window.actions["mode_inspect"].isChecked()
+    assert main_window.modes.currentIndex() == 2 and main_window.inspect_panel.isVisible()
+    assert main_window.action_table["mode_inspect"].isChecked()
     assert not main_window.classes_dock.isVisible()
     image_id = main_window.app_state.project.image_ids()[2]
     main_window.inspect_panel.open_image.emit(image_id)
-    assert main_window.modes.currentIndex() == 0 and main_window.actions["mode_label"].isChecked()
+    assert (
+        main_window.modes.currentIndex() == 0 and main_window.action_table["mode_label"].isChecked()
+    )
     assert main_window.app_state.image_id == image_id
     assert main_window.classes_dock.isVisible()
 

@@ -86,7 +86,7 @@ def test_rename_by_double_click_and_recolour(qtbot, main_window, monkeypatch):
     monkeypatch.setattr(QColorDialog, "getColor", lambda *a, **k: QColor("#123456"))
     qtbot.mouseClick(panel.color_button, Qt.MouseButton.LeftButton)
     assert project.class_info(circle.id).color == "#123456"
-    assert main_window.actions["undo"].text() == "&Undo Change class colour"
+    assert main_window.action_table["undo"].text() == "&Undo Change class colour"
 
 
 def test_merge_asks_with_counts_then_ctrl_z_restores_everything(
@@ -118,7 +118,7 @@ def test_merge_asks_with_counts_then_ctrl_z_restores_everything(
     assert merged["tags"] == usage_c["tags"] + usage_s["tags"]  # single-label: no overlap
     assert state.class_id == square.id
     qtbot.waitUntil(lambda: panel.list.count() == 2)
-    assert main_window.actions["undo"].text() == "&Undo Merge classes"
+    assert main_window.action_table["undo"].text() == "&Undo Merge classes"
 
     main_window.activateWindow()
     qtbot.waitUntil(lambda: QApplication.activeWindow() is main_window, timeout=2000)
@@ -126,7 +126,7 @@ def test_merge_asks_with_counts_then_ctrl_z_restores_everything(
     qtbot.keyClick(main_window.browser.view, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)
     assert db_state(project.store.conn) == before
     qtbot.waitUntil(lambda: panel.list.count() == 3)
-    assert main_window.actions["undo"].text() == "&Undo"
+    assert main_window.action_table["undo"].text() == "&Undo"
 
 
 def test_merge_or_delete_declined_changes_nothing(qtbot, main_window, monkeypatch, db_state):
@@ -137,7 +137,7 @@ def test_merge_or_delete_declined_changes_nothing(qtbot, main_window, monkeypatc
     qtbot.mouseClick(panel.merge_button, Qt.MouseButton.LeftButton)
     qtbot.mouseClick(panel.delete_button, Qt.MouseButton.LeftButton)
     assert db_state(project.store.conn) == before
-    assert not main_window.actions["undo"].isEnabled()
+    assert not main_window.action_table["undo"].isEnabled()
 
 
 def test_delete_class_confirms_with_counts(qtbot, main_window, monkeypatch):
@@ -166,7 +166,7 @@ def test_tag_image_button_sets_the_tag(qtbot, main_window):
     state.set_class(other.id)
     qtbot.mouseClick(panel.tag_button, Qt.MouseButton.LeftButton)
     assert project.tags(image_id) == (other.id,)
-    main_window.actions["tag_image"].trigger()  # again: single-label toggles it off
+    main_window.action_table["tag_image"].trigger()  # again: single-label toggles it off
     assert project.tags(image_id) == ()
 
 
@@ -205,7 +205,7 @@ def test_template_picker_builtin_and_file(qtbot, main_window, monkeypatch, tmp_p
     assert hand is not None and state.template_id == hand.id
     qtbot.waitUntil(lambda: panel.template.count() == len(templates) + 1, timeout=2000)
     assert panel.template.currentData() == hand.id
-    assert main_window.actions["undo"].text() == "&Undo Add template 'Hand 3'"
+    assert main_window.action_table["undo"].text() == "&Undo Add template 'Hand 3'"
 
 
 def test_builtin_template_is_added_through_the_menu(qtbot, app_state):
@@ -265,7 +265,7 @@ def test_window_level_controls_follow_the_real_canvas(qtbot, tmp_path, qsettings
 def test_status_readout_shows_zoom_and_pixel(qtbot, main_window):
     canvas, readout = main_window.canvas, main_window.readout
     qtbot.waitUntil(lambda: canvas.image_ready, timeout=5000)
-    main_window.actions["zoom_1to1"].trigger()
+    main_window.action_table["zoom_1to1"].trigger()
     assert readout.text().endswith("100 %")
     canvas.cursor_moved.emit(3.2, 4.7)
     value = canvas.pixel_value(3.2, 4.7)

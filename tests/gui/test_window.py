@@ -47,11 +47,11 @@ def test_open_a_folder_that_is_no_project_shows_a_message(qtbot, tmp_path, qsett
 
 
 def test_close_project_clears_title_and_browser(qtbot, main_window):
-    main_window.actions["close_project"].trigger()
+    main_window.action_table["close_project"].trigger()
     assert main_window.app_state.project is None
     assert main_window.windowTitle() == "tlstudio"
     assert main_window.browser.model.rowCount() == 0
-    assert not main_window.actions["import_images"].isEnabled()
+    assert not main_window.action_table["import_images"].isEnabled()
 
 
 # -- keys --------------------------------------------------------------------------------------
@@ -81,17 +81,17 @@ def test_tool_keys_and_toolbar_set_the_tool(qtbot, main_window):
     main_window.browser.view.setFocus()
     qtbot.keyClick(main_window.browser.view, Qt.Key.Key_B)
     assert state.tool == "box"
-    main_window.actions["tool_landmarks"].trigger()
+    main_window.action_table["tool_landmarks"].trigger()
     assert state.tool == "landmarks"
     state.set_tool("mask")  # and back: the toolbar follows the state
-    assert main_window.actions["tool_mask"].isChecked()
-    assert not main_window.actions["tool_box"].isChecked()
+    assert main_window.action_table["tool_mask"].isChecked()
+    assert not main_window.action_table["tool_box"].isChecked()
 
 
 def test_undo_with_ctrl_z_reverts_and_edit_menu_text_follows(qtbot, main_window, monkeypatch):
     _active(qtbot, main_window)
     project = main_window.app_state.project
-    undo, redo = main_window.actions["undo"], main_window.actions["redo"]
+    undo, redo = main_window.action_table["undo"], main_window.action_table["redo"]
     assert undo.text() == "&Undo" and not undo.isEnabled()
     monkeypatch.setattr(QInputDialog, "getText", lambda *a, **k: ("bird", True))
     qtbot.mouseClick(main_window.classes.add_button, Qt.MouseButton.LeftButton)
@@ -158,7 +158,7 @@ def test_import_images_with_a_bad_file_lists_it_and_adds_the_rest(
     assert failed == {"broken.png", "empty.jpg"}
     assert project.image_count() == 9
     assert main_window.browser.model.rowCount() == 9
-    dialog = main_window.importer.result_dialog
+    dialog = main_window.import_result_dialog
     assert dialog is not None and dialog.isVisible()
     rows = dialog.rows()
     assert any(f.endswith("broken.png") and reason for f, reason in rows)
@@ -207,7 +207,7 @@ def test_dropping_a_label_file_imports_labels_and_clears_history(
     boxes_after = sum(len(state.project.boxes(i)) for i in state.project.image_ids())
     assert n_boxes > 0 and boxes_after == boxes_before + n_boxes
     assert not state.undo_stack.can_undo  # undoing "Add class" could delete imported labels
-    assert main_window.actions["undo"].text() == "&Undo"
+    assert main_window.action_table["undo"].text() == "&Undo"
     assert main_window.browser.model.rowCount() == 8
 
 
@@ -220,7 +220,7 @@ def test_a_malformed_label_file_is_listed_and_changes_nothing(qtbot, main_window
     result = blocker.args[0]
     assert [Path(f).name for f, _ in result.failed] == ["labels.json"]  # all or nothing
     assert main_window.app_state.project.stats() == before
-    assert main_window.importer.result_dialog.rows()[0][0].endswith("labels.json")
+    assert main_window.import_result_dialog.rows()[0][0].endswith("labels.json")
 
 
 def test_cancel_stops_an_import(qtbot, main_window, tmp_path, make_images):
@@ -293,7 +293,7 @@ def test_recent_projects_are_kept_in_settings_and_pruned(qtbot, main_window, dem
     opener.trigger()
     assert main_window.app_state.project.root == demo_dir.resolve()
 
-    main_window.actions["close_project"].trigger()
+    main_window.action_table["close_project"].trigger()
     shutil.rmtree(other)
     assert recent.paths() == [str(demo_dir.resolve())]  # the vanished project is dropped
     assert main_window.settings.value("recent/projects") in (
@@ -412,8 +412,8 @@ def test_f3_opens_the_train_panel_and_a_run_started_there_is_recorded(
     from tlstudio.ml.trainer import TrainConfig
 
     qtbot.keyClick(main_window, Qt.Key.Key_F3)
-    assert main_window.modes.currentWidget() is main_window.train_panel
-    assert main_window.actions["mode_train"].isChecked()
+    assert main_window.modes.currentIndex() == 1 and main_window.train_panel.isVisible()
+    assert main_window.action_table["mode_train"].isChecked()
     dock = main_window.train_panel
     spec = RunSpec(task="classify", backbone="resnet18", weights="none", input_size=32,
                    train=TrainConfig(epochs=30, batch_size=4, freeze=3))  # fmt: skip

@@ -224,7 +224,7 @@ class ProjectActions(QObject):
     ):
         super().__init__(window)
         self.window, self.app_state, self.settings = window, app_state, settings
-        self.importer, self.actions = importer, actions
+        self.importer, self.action_table = importer, actions
         self.recent = RecentProjects(settings)
         self.last_error: str | None = None
         copy = settings.value(COPY_KEY, False)
@@ -267,8 +267,22 @@ class ProjectActions(QObject):
         if folder:
             self.open_project(folder)
 
+    def fresh_project_folder(self) -> Path:
+        """A folder that does not exist yet, next to the open project (or the most recent
+        one, or in the home folder): ``new-project``, ``new-project-2``, …"""
+        project = self.app_state.project
+        if project is not None:
+            parent = project.root.parent
+        else:
+            paths = self.recent.paths()
+            parent = Path(paths[0]).parent if paths else Path.home()
+        n = 1
+        while (folder := parent / ("new-project" if n == 1 else f"new-project-{n}")).exists():
+            n += 1
+        return folder
+
     def new_project(self) -> None:
-        dlg = NewProjectDialog(self.window, self._start_dir())
+        dlg = NewProjectDialog(self.window, str(self.fresh_project_folder()))
         if dlg.exec() != QDialog.DialogCode.Accepted or not dlg.folder.text().strip():
             return
         try:
@@ -307,7 +321,7 @@ class ProjectActions(QObject):
         if self.importer.busy:
             self.message.emit("An import is already running")
             return False
-        job = ImportJob(tuple(paths), mode=mode, copy=self.actions["copy_images"].isChecked())
+        job = ImportJob(tuple(paths), mode=mode, copy=self.action_table["copy_images"].isChecked())
         return self.importer.start(job)
 
     def import_images(self) -> None:
@@ -328,7 +342,7 @@ class ProjectActions(QObject):
         if self.app_state.project is None:
             return
         dlg = LabelImportDialog(self.window, self._start_dir())
-        dlg.copy.setChecked(self.actions["copy_images"].isChecked())
+        dlg.copy.setChecked(self.action_table["copy_images"].isChecked())
         if dlg.exec() == QDialog.DialogCode.Accepted and (job := dlg.job()) is not None:
             self.importer.start(job)
 

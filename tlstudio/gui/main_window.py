@@ -6,8 +6,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtCore import QByteArray, QSettings, QSize, Qt
-from PySide6.QtGui import QActionGroup, QCloseEvent, QDragEnterEvent, QDragMoveEvent, QDropEvent
+from PySide6.QtCore import QByteArray, QSettings, QSize, Qt, QTimer
+from PySide6.QtGui import (
+    QActionGroup,
+    QCloseEvent,
+    QDragEnterEvent,
+    QDragMoveEvent,
+    QDropEvent,
+    QKeySequence,
+    QShortcut,
+    QShowEvent,
+)
 from PySide6.QtWidgets import (
     QDockWidget,
     QMainWindow,
@@ -24,8 +33,8 @@ from tlstudio.gui.actions import Actions, ProjectActions
 from tlstudio.gui.inspect.panel import InspectPanel
 from tlstudio.gui.panels.browser import BROWSER_KEYS, BrowserPanel
 from tlstudio.gui.panels.canvas_host import create_canvas, tool_shortcuts
-from tlstudio.gui.panels.classes import ClassPanel
-from tlstudio.gui.panels.dialogs import show_message
+from tlstudio.gui.panels.classes import ClassPanel, NewAnnotationClassLabel
+from tlstudio.gui.panels.dialogs import ImportResultDialog, show_message
 from tlstudio.gui.panels.display import DisplayPanel
 from tlstudio.gui.panels.missing import MissingFilesBanner
 from tlstudio.gui.panels.predictions import ACCEPT_SHORTCUT, PredictionsPanel
@@ -33,7 +42,8 @@ from tlstudio.gui.panels.readout import CanvasReadout
 from tlstudio.gui.panels.shortcuts import ShortcutsDialog
 from tlstudio.gui.state import AppState
 from tlstudio.gui.training.train_dock import TrainDock
-from tlstudio.gui.workers.importer import ImportController
+from tlstudio.gui.window_layout import ModeLayouts, PageScroll
+from tlstudio.gui.workers.importer import ImportController, ImportResult
 from tlstudio.gui.workers.tasks import wait_for_background
 
 APP_TITLE = "tlstudio"
@@ -48,8 +58,9 @@ class MainWindow(QMainWindow):
         self.setObjectName("mainWindow")
         self.app_state = app_state or AppState(self)
         self.settings = settings if settings is not None else QSettings()
-        self.actions = Actions(self)
+        self.action_table = Actions(self)  # not "actions": that hides QWidget.actions()
         self.shortcuts_dialog: ShortcutsDialog | None = None
+        self.import_result_dialog: ImportResultDialog | None = None
 
         self.canvas = create_canvas(self.app_state)
         self.banner = MissingFilesBanner(self.app_state)
@@ -60,17 +71,17 @@ class MainWindow(QMainWindow):
         lay.addWidget(self.banner)
         lay.addWidget(self.canvas, 1)
         self.train_panel = TrainDock(self.app_state)
-        self.modes = QTabWidget()  # Label | Train: the two workspaces share the side docks
+        self.inspect_panel = InspectPanel(self.app_state)
+        self.modes = QTabWidget()  # Label | Train | Inspect: the workspaces share the docks
         self.modes.setDocumentMode(True)
         self.modes.addTab(central, "Label")
-        self.modes.addTab(self.train_panel, "Train")
-        self.inspect_panel = InspectPanel(self.app_state)
-        self.modes.addTab(self.inspect_panel, "Inspect")
+        self.modes.addTab(PageScroll(self.train_panel, "trainPage"), "Train")
+        self.modes.addTab(PageScroll(self.inspect_panel, "inspectPage"), "Inspect")
         self.setCentralWidget(self.modes)
 
         self.browser = BrowserPanel(self.app_state)
         self.classes = ClassPanel(self.app_state)
-        self.display = DisplayPanel(self.app_state, self.canvas, self.actions["show_mask"])
+        self.display = DisplayPanel(self.app_state, self.canvas, self.action_table["show_mask"])
         left, right = Qt.DockWidgetArea.LeftDockWidgetArea, Qt.DockWidgetArea.RightDockWidgetArea
         self.browser_dock = self._dock("Images", "browserDock", self.browser, left)
         self.classes_dock = self._dock("Classes", "classesDock", self.classes, right)
@@ -81,10 +92,13 @@ class MainWindow(QMainWindow):
         self.predictions_dock = self._dock(
             "Predictions", "predictionsDock", self.predictions, right
         )
+        self.layouts = ModeLayouts(
+            self, self.settings, (self.classes_dock, self.display_dock, self.predictions_dock)
+        )
 
         self.importer = ImportController(self.app_state, self)
         self.project_actions = ProjectActions(
-            self, self.app_state, self.settings, self.importer, self.actions
+            self, self.app_state, self.settings, self.importer, self.action_table
         )
         self._build_menus()
         self._build_toolbar()
@@ -93,6 +107,8 @@ class MainWindow(QMainWindow):
         for w in (self.canvas, getattr(self.canvas, "viewport", lambda: None)()):
             if w is not None:  # drops over the canvas reach the window (a scene accepts them)
                 w.setAcceptDrops(False)
+        self.new_class_label = NewAnnotationClassLabel(self.app_state)
+        self.statusBar().addPermanentWidget(self.new_class_label)
         self.readout = CanvasReadout(self.canvas)
         self.statusBar().addPermanentWidget(self.readout)
         self.statusBar().showMessage("Ready")
@@ -108,7 +124,7 @@ class MainWindow(QMainWindow):
         return dock
 
     def _build_menus(self) -> None:
-        a, bar = self.actions, self.menuBar()
+        a, bar = self.action_table, self.menuBar()
         file = bar.addMenu("&File")
         file.addActions([a["new_project"], a["open_project"]])
         self.recent_menu = file.addMenu("Open &Recent")
@@ -141,13 +157,13 @@ class MainWindow(QMainWindow):
         self.tool_bar = QToolBar("Tools", self)
         self.tool_bar.setObjectName("toolsToolBar")
         self.tool_bar.setIconSize(QSize(20, 20))
-        self.tool_bar.addActions(self.actions.section("Tools"))
+        self.tool_bar.addActions(self.action_table.section("Tools"))
         self.tool_bar.addSeparator()
-        self.tool_bar.addActions([self.actions["fit"], self.actions["zoom_1to1"]])
+        self.tool_bar.addActions([self.action_table["fit"], self.action_table["zoom_1to1"]])
         self.addToolBar(Qt.ToolBarArea.TopToolBarArea, self.tool_bar)
 
     def _wire(self) -> None:
-        a, s, status = self.actions, self.app_state, self.statusBar()
+        a, s, status = self.action_table, self.app_state, self.statusBar()
         a.bind(s)
         modes = QActionGroup(self)
         for i, name in enumerate(MODES):
@@ -166,6 +182,15 @@ class MainWindow(QMainWindow):
         a["quit"].triggered.connect(self.close)
         a["shortcuts"].triggered.connect(self.show_shortcuts)
         a["about"].triggered.connect(self.show_about)
+        # 1–9 tag the image with the n-th class wherever the focus is in Label mode (a
+        # focused text or number field keeps its digits); the canvas handles them itself
+        # while it has the focus
+        self.class_keys: list[QShortcut] = []
+        for n in range(1, 10):
+            key = QShortcut(QKeySequence(str(n)), self)
+            key.setContext(Qt.ShortcutContext.WindowShortcut)
+            key.activated.connect(lambda n=n: self._tag_with_class(n))
+            self.class_keys.append(key)
         self.importer.finished.connect(self._import_finished)
         self.inspect_panel.open_image.connect(self.show_image)
         for source in (self.browser, self.classes, self.project_actions, self.canvas,
@@ -191,14 +216,25 @@ class MainWindow(QMainWindow):
         if not self.browser.next_unlabelled():
             self.statusBar().showMessage("No unlabelled image left", 5000)
 
-    def _import_finished(self, result) -> None:
+    def _tag_with_class(self, n: int) -> None:
+        edits = getattr(self.canvas, "edits", self.canvas)  # the canvas's label edits
+        tag = getattr(edits, "tag_with_class", None)
+        if tag is not None and self.modes.currentIndex() == 0:
+            tag(n)
+
+    def _import_finished(self, result: ImportResult) -> None:
         self.browser.reload()
         self.classes.refresh()
         self.statusBar().showMessage(f"Import: {result.summary()}", 10000)
+        if result.failed or result.warnings or result.notes:
+            if self.import_result_dialog is not None:
+                self.import_result_dialog.close()
+            self.import_result_dialog = ImportResultDialog(result, self)
+            self.import_result_dialog.show()
 
     def shortcut_entries(self) -> list[tuple[str, str, str]]:
         """Every key: menu actions, the canvas tools and the browser."""
-        entries = self.actions.shortcut_entries()
+        entries = self.action_table.shortcut_entries()
         entries += [("Canvas tools", k, d) for k, d in tool_shortcuts()]
         entries += [("Image browser", k, d) for k, d in BROWSER_KEYS]
         entries += [("Predictions", ACCEPT_SHORTCUT, self.predictions.accept_action.text())]
@@ -246,31 +282,33 @@ class MainWindow(QMainWindow):
             self.restoreGeometry(geometry)
         else:
             self.resize(1280, 800)
-        state = self.settings.value("window/state")
-        if isinstance(state, QByteArray) and not state.isEmpty():
-            self.restoreState(state)
+        self._fit_docks_on_show = not self.layouts.restore()
 
     def _mode_changed(self, index: int) -> None:
-        """Train and Inspect make room for their panels by hiding the labelling docks on
-        the right; Label mode shows again the ones that were open."""
-        self.actions[MODES[index]].setChecked(True)
-        labelling_docks = (self.classes_dock, self.display_dock, self.predictions_dock)
-        if index:
-            if not hasattr(self, "_docks_open") or any(d.isVisible() for d in labelling_docks):
-                self._docks_open = [d for d in labelling_docks if d.isVisible()]
-            for d in self._docks_open:
-                d.hide()
-            self.train_panel.config.preload()  # ML modules load in the background
-        else:
-            for d in getattr(self, "_docks_open", []):
-                d.show()
+        """Each mode keeps its own dock layout (Train and Inspect start without the
+        labelling docks, to make room for their panels)."""
+        self.action_table[MODES[index]].setChecked(True)
+        self.layouts.switch(index)
+        for key in self.class_keys:
+            key.setEnabled(index == 0)
+        if index == 1:
+            # ML modules load in the background; only for Train: the Inspect views import
+            # torch in their own threads, and two threads importing torchvision at once
+            # can fail on its circular imports
+            self.train_panel.config.preload()
+
+    def showEvent(self, event: QShowEvent) -> None:
+        super().showEvent(event)
+        if self._fit_docks_on_show:  # no saved layout: docks need their shown sizes
+            self._fit_docks_on_show = False
+            QTimer.singleShot(0, self.layouts.fit_docks)
 
     def closeEvent(self, event: QCloseEvent) -> None:
         if not self.train_panel.confirm_close():
             event.ignore()
             return
         self.settings.setValue("window/geometry", self.saveGeometry())
-        self.settings.setValue("window/state", self.saveState())
+        self.layouts.save()
         self.settings.sync()
         self.importer.shutdown()
         self.browser.shutdown()

@@ -22,6 +22,7 @@ class AppState(QObject):
     template_changed = Signal(object)  # template id (int) or None
     tool_changed = Signal(str)  # tool name, e.g. "select", "box", "landmarks", "mask"
     run_changed = Signal(object)  # run id (int) whose predictions are shown, or None
+    new_class_changed = Signal()  # the class new annotations get may have changed
     predictions_changed = Signal()  # predictions of some run were added or replaced
     data_changed = (
         Signal()
@@ -34,6 +35,10 @@ class AppState(QObject):
         self.image_id: int | None = None
         self.class_id: int | None = None
         self.template_id: int | None = None
+        # the class every landmark set of the current template has (None: no such class);
+        # new landmark sets take it unless the user picks a class while placing landmarks
+        self.template_class_id: int | None = None
+        self._landmark_class_picked = False
         self.tool: str = "select"
         self.run_id: int | None = None  # the run being inspected (predictions, metrics)
 
@@ -49,6 +54,8 @@ class AppState(QObject):
         self.template_id = templates[0].id if templates else None
         self.image_id = None
         self.run_id = None
+        self.template_class_id = None
+        self._landmark_class_picked = False
         self.project_opened.emit(project)
         self.class_changed.emit(self.class_id)
         self.template_changed.emit(self.template_id)
@@ -79,11 +86,43 @@ class AppState(QObject):
         if class_id != self.class_id:
             self.class_id = class_id
             self.class_changed.emit(class_id)
+            self.new_class_changed.emit()
+
+    def pick_class(self, class_id: int | None) -> None:
+        """The user picked ``class_id`` (a click in the class list). Picked while the
+        landmark tool is active, new landmark sets take it instead of the template's
+        class (until the template changes); picked with another tool, they do not."""
+        picked = self.tool == "landmarks"
+        if picked != self._landmark_class_picked:
+            self._landmark_class_picked = picked
+            self.new_class_changed.emit()
+        self.set_class(class_id)
 
     def set_template(self, template_id: int | None) -> None:
         if template_id != self.template_id:
             self.template_id = template_id
+            self._landmark_class_picked = False
             self.template_changed.emit(template_id)
+            self.new_class_changed.emit()
+
+    def set_template_class(self, class_id: int | None) -> None:
+        """The class every landmark set of the current template has (None: none such)."""
+        if class_id != self.template_class_id:
+            self.template_class_id = class_id
+            self.new_class_changed.emit()
+
+    @property
+    def landmark_class_id(self) -> int | None:
+        """The class a new landmark set gets: the template's class when its sets share
+        one (and the user did not pick another while placing landmarks), else the
+        selected class."""
+        if self.template_class_id is not None and not self._landmark_class_picked:
+            return self.template_class_id
+        return self.class_id
+
+    def new_annotation_class(self, tool: str | None = None) -> int | None:
+        """The class a new annotation of ``tool`` (default: the active tool) gets."""
+        return self.landmark_class_id if (tool or self.tool) == "landmarks" else self.class_id
 
     def set_run(self, run_id: int | None) -> None:
         if run_id != self.run_id:
@@ -94,3 +133,4 @@ class AppState(QObject):
         if name != self.tool:
             self.tool = name
             self.tool_changed.emit(name)
+            self.new_class_changed.emit()

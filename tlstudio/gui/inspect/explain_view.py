@@ -29,10 +29,11 @@ from PySide6.QtWidgets import (
     QGraphicsView,
     QHBoxLayout,
     QLabel,
-    QPushButton,
     QScrollArea,
+    QSizePolicy,
     QSlider,
     QTabWidget,
+    QToolButton,
     QVBoxLayout,
     QWidget,
 )
@@ -214,12 +215,17 @@ class ExplainView(QWidget):
         self._shown_image: int | None = None
         self.result: dict[str, Any] | None = None  # the result on screen
 
-        self.prev_button = QPushButton("◀")
-        self.next_button = QPushButton("▶")
-        for b, tip in ((self.prev_button, "Previous image"), (self.next_button, "Next image")):
+        self.prev_button = QToolButton()
+        self.next_button = QToolButton()
+        for b, text, tip in ((self.prev_button, "◀", "Previous image"),
+                             (self.next_button, "▶", "Next image")):  # fmt: skip
+            b.setText(text)
             b.setToolTip(tip)
-            b.setFixedWidth(32)
         self.image_label = QLabel("")
+        self.image_label.setObjectName("explainImage")
+        # a long path must not widen the view: the label gets what is left (full path in
+        # the tooltip)
+        self.image_label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         self.method_combo = QComboBox()
         for text, key in METHOD_ITEMS:
             self.method_combo.addItem(text, key)
@@ -245,15 +251,18 @@ class ExplainView(QWidget):
         self.status_label.setObjectName("explainStatus")
         self.status_label.setWordWrap(True)
 
-        top = QHBoxLayout()
-        top.addWidget(self.prev_button)
+        top = QHBoxLayout()  # the image on one row, the settings on the next: both fit
+        top.addWidget(self.prev_button)  # a laptop's width
         top.addWidget(self.next_button)
-        top.addWidget(self.image_label)
-        top.addStretch(1)
+        top.addWidget(self.image_label, 1)
+        top.addWidget(QLabel("Opacity"))
+        top.addWidget(self.opacity_slider)
+        settings = QHBoxLayout()
         for text, w in (("Method", self.method_combo), ("Target", self.target_combo),
-                        ("Layer", self.layer_combo), ("Opacity", self.opacity_slider)):  # fmt: skip
-            top.addWidget(QLabel(text))
-            top.addWidget(w)
+                        ("Layer", self.layer_combo)):  # fmt: skip
+            settings.addWidget(QLabel(text))
+            settings.addWidget(w)
+        settings.addStretch(1)
 
         self.view = _ZoomView()
         self.activation_label = QLabel()
@@ -283,6 +292,7 @@ class ExplainView(QWidget):
 
         lay = QVBoxLayout(self)
         lay.addLayout(top)
+        lay.addLayout(settings)
         lay.addLayout(scores)
         lay.addWidget(self.tabs, 1)
         lay.addWidget(self.status_label)
@@ -402,9 +412,15 @@ class ExplainView(QWidget):
             self.method_combo.currentData(), self.target_combo.currentData(),
             self.layer_combo.currentData(),
         )  # fmt: skip
+        if image_id != self._shown_image and self._shown_image is not None:
+            # another image's heatmap and score must not stay under this one's name
+            self._clear(f"Computing the heatmap of image {image_id}…")
+        self.score_label.setEnabled(False)  # greyed: the score of the previous settings
         ids = self._image_ids()
         pos = f" ({ids.index(image_id) + 1}/{len(ids)})" if image_id in ids else ""
-        self.image_label.setText(f"{project.image(image_id).path}{pos}")
+        path = project.image(image_id).path
+        self.image_label.setText(f"{path}{pos}")
+        self.image_label.setToolTip(str(project.image_path(image_id)))
         if self._busy:
             self._pending = req  # replaces an older waiting request
         else:
@@ -471,6 +487,7 @@ class ExplainView(QWidget):
             f"First convolution: {result['n_filters']} RGB filters (grey = 0, bright/dark = ± weight)"
         )
         self.score_label.setText(self._score_text(result))
+        self.score_label.setEnabled(True)
         self.status_label.setText(f"Computed in {result['seconds']:.2f} s")
         self.explained.emit()
 

@@ -35,6 +35,7 @@ from PySide6.QtWidgets import (
 from tlstudio.core.project import Project
 from tlstudio.core.runs import RunStore
 from tlstudio.gui.state import AppState
+from tlstudio.gui.widgets.wheel_guard import guard_wheel
 from tlstudio.gui.workers.tasks import BackgroundCall
 
 #: format → (button text, file suffix, file-dialog filter, one-line description)
@@ -63,6 +64,7 @@ def _export_job(root: str, run_id: int, path: str, fmt: str, check: bool) -> dic
         res = export_model(project, run_id, path, fmt, check=check)
     info = json.loads(res.sidecar_path.read_text(encoding="utf-8"))
     return {
+        "root": root,
         "run_id": run_id,
         "path": str(res.path),
         "sidecar": str(res.sidecar_path),
@@ -84,7 +86,7 @@ def _report_job(
 
     with Project.open(root) as project:
         out = write_report(project, run_id, path, split=split, samples=samples, heatmaps=heatmaps)
-    return {"run_id": run_id, "path": str(out), "size_bytes": out.stat().st_size}
+    return {"root": root, "run_id": run_id, "path": str(out), "size_bytes": out.stat().st_size}
 
 
 class ExportView(QWidget):
@@ -102,6 +104,8 @@ class ExportView(QWidget):
         self._pool = QThreadPool(self)
         self._pool.setMaxThreadCount(1)
         self._busy = False
+        # (project folder, run id) the shown results belong to
+        self._results_for: tuple[str | None, int | None] | None = None
         self._report_path: str | None = None
         self._export_folder: str | None = None
 
@@ -237,6 +241,25 @@ class ExportView(QWidget):
         app_state.project_opened.connect(lambda _p: self._update_run())
         self._update_format_help()
         self._update_run()
+        guard_wheel(self)
+
+    def _clear_results(self) -> None:
+        """Forget the files written for another run or project."""
+        self._report_path = self._export_folder = None
+        self.export_result.clear()
+        self.report_result.clear()
+        self.show_folder_button.setVisible(False)
+        self.open_report_button.setEnabled(False)
+        self.error_label.setVisible(False)
+
+    def _is_current(self, res: dict[str, Any]) -> bool:
+        """Whether a finished job's result belongs to the project and run on screen."""
+        project = self.app_state.project
+        return (
+            project is not None
+            and res["root"] == str(project.root)
+            and res["run_id"] == self.app_state.run_id
+        )
 
     # -- state ---------------------------------------------------------------------------
     @property
@@ -258,6 +281,11 @@ class ExportView(QWidget):
 
     def _update_run(self) -> None:
         run = self._run()
+        project = self.app_state.project
+        shown_for = (str(project.root) if project else None, run.id if run else None)
+        if shown_for != self._results_for:
+            self._results_for = shown_for
+            self._clear_results()
         if run is None:
             self.run_label.setText("No run selected: pick a trained run above.")
         else:
@@ -316,6 +344,8 @@ class ExportView(QWidget):
 
     def _exported(self, res: dict[str, Any]) -> None:
         self._set_busy(None)
+        if not self._is_current(res):  # the project or run changed meanwhile
+            return
         name = FORMATS[res["format"]][0]
         lines = [
             f"<b>Exported run #{res['run_id']} as {name}</b> to <code>{_h(res['path'])}</code> "
@@ -386,6 +416,8 @@ class ExportView(QWidget):
 
     def _reported(self, res: dict[str, Any]) -> None:
         self._set_busy(None)
+        if not self._is_current(res):
+            return
         self._report_path = res["path"]
         self.report_result.setText(
             f"<b>Report of run #{res['run_id']} written</b> to <code>{_h(res['path'])}</code> "

@@ -352,8 +352,8 @@ class LatentView(QWidget):
         self.class_combo = QComboBox()
         self.class_combo.setMinimumContentsLength(10)
 
-        top = QHBoxLayout()
-        top.addWidget(QLabel("Method:"))
+        top = QHBoxLayout()  # computing on the first row, selecting on the second: each
+        top.addWidget(QLabel("Method:"))  # fits a laptop's width
         top.addWidget(self.method_combo)
         top.addWidget(QLabel("Colour by:"))
         top.addWidget(self.colour_combo)
@@ -361,10 +361,12 @@ class LatentView(QWidget):
         top.addWidget(self.cancel_button)
         top.addWidget(self.progress)
         top.addStretch(1)
-        top.addWidget(self.lasso_button)
-        top.addWidget(self.selected_label)
-        top.addWidget(self.label_button)
-        top.addWidget(self.class_combo)
+        select_row = QHBoxLayout()
+        select_row.addWidget(self.lasso_button)
+        select_row.addWidget(self.selected_label)
+        select_row.addWidget(self.label_button)
+        select_row.addWidget(self.class_combo)
+        select_row.addStretch(1)
 
         self.viewbox = _LassoViewBox(self._clicked, self._lassoed, self.lasso_button.isChecked)
         self.plot = pg.PlotWidget(viewBox=self.viewbox, background="w")
@@ -380,6 +382,7 @@ class LatentView(QWidget):
         self.plot.viewport().installEventFilter(self)
         self.title_label = QLabel("")
         self.title_label.setObjectName("latentTitle")
+        self.title_label.setWordWrap(True)  # long titles wrap instead of widening the view
         self.hint_label = QLabel("")
         self.hint_label.setWordWrap(True)
         self.hint_label.setAlignment(Qt.AlignmentFlag.AlignCenter)
@@ -399,6 +402,7 @@ class LatentView(QWidget):
         middle.addWidget(self.legend_label)
         lay = QVBoxLayout(self)
         lay.addLayout(top)
+        lay.addLayout(select_row)
         lay.addLayout(middle, 1)
 
         # hover popup: thumbnail and caption near the cursor, above the plot

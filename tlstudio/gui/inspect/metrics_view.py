@@ -304,8 +304,13 @@ class MetricsView(QWidget):
         ):
             header.setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
             header.setMinimumSectionSize(36)
-        self.confusion_box = QGroupBox("Confusion matrix (rows: true class, columns: predicted)")
+        # a short title: a long one sets the box's minimum width (the table says the rest)
+        self.confusion_box = QGroupBox("Confusion matrix")
+        axes = QLabel("Rows: true class · columns: predicted class")
+        axes.setWordWrap(True)
+        axes.setStyleSheet("color: #5f6368;")
         cbox = QVBoxLayout(self.confusion_box)
+        cbox.addWidget(axes)
         cbox.addWidget(self.confusion_table)
 
         self.images_title = QLabel("Images")
@@ -335,7 +340,7 @@ class MetricsView(QWidget):
         self.class_box = QGroupBox("Per class")
         QVBoxLayout(self.class_box).addWidget(self.class_table)
 
-        upper = QSplitter(Qt.Orientation.Horizontal)
+        self.upper = upper = QSplitter(Qt.Orientation.Horizontal)
         upper.addWidget(self.confusion_box)
         upper.addWidget(images_box)
         upper.addWidget(self.plot_box)
@@ -718,9 +723,12 @@ class MetricsView(QWidget):
             for axis in ("left", "bottom"):
                 w.getPlotItem().getAxis(axis).setTextPen("k")
                 w.getPlotItem().getAxis(axis).setPen((120, 120, 120))
-            w.setMinimumSize(260, 200)
+            w.setMinimumSize(260, 160)
             self.plot_box.layout().addWidget(w)
             self._plot = w
+            # the splitter sized the empty box small: give the plot its share (3 : 2 : 3)
+            total = sum(self.upper.sizes())
+            self.upper.setSizes([total * 3 // 8, total * 2 // 8, total * 3 // 8])
         return self._plot
 
     def _class_colors(self, names: list[str]) -> dict[str, str]:

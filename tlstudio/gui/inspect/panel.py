@@ -19,6 +19,7 @@ from PySide6.QtWidgets import (
 
 from tlstudio.core.runs import RunRecord, RunStore
 from tlstudio.gui.state import AppState
+from tlstudio.gui.widgets.wheel_guard import guard_wheel
 
 #: (tab title, factory) of every Inspect view, in tab order; factories import lazily so
 #: opening the window does not load torch.
@@ -76,6 +77,12 @@ def run_title(run: RunRecord, *, when: bool = True) -> str:
     return f"#{run.id} {run.task} · {run.backbone}{metric}{date if when else ''}"
 
 
+def preferred_run(runs: list[RunRecord]) -> RunRecord | None:
+    """The run to show first: the newest finished one among ``runs`` (newest first),
+    else the newest (a cancelled run that saved a model); None without runs."""
+    return next((r for r in runs if r.status == "finished"), runs[0] if runs else None)
+
+
 class InspectPanel(QWidget):
     """Run picker plus one tab per view; views are built the first time they are shown."""
 
@@ -91,7 +98,10 @@ class InspectPanel(QWidget):
 
         self.run_combo = QComboBox()
         self.run_combo.setObjectName("inspectRunCombo")
-        self.run_combo.setMinimumContentsLength(40)
+        self.run_combo.setSizeAdjustPolicy(
+            QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon
+        )
+        self.run_combo.setMinimumContentsLength(24)  # stretches wider when there is room
         self.run_combo.setToolTip("The trained run to inspect (runs with a saved model)")
         self.refresh_button = QPushButton("Refresh")
         self.refresh_button.setToolTip("Reload the list of runs")
@@ -119,6 +129,7 @@ class InspectPanel(QWidget):
         app_state.project_closed.connect(self.refresh_runs)
         app_state.run_changed.connect(self._follow_run)
         self.refresh_runs()
+        guard_wheel(self)  # the wheel scrolls the page; it never changes an unfocused input
 
     # -- runs -------------------------------------------------------------------------
     def refresh_runs(self) -> None:
@@ -136,7 +147,9 @@ class InspectPanel(QWidget):
             return
         current = self.app_state.run_id
         index = self.run_combo.findData(current) if current is not None else -1
-        self.run_combo.setCurrentIndex(max(index, 0))
+        if index < 0:
+            index = self.run_combo.findData(preferred_run(runs).id)
+        self.run_combo.setCurrentIndex(index)
         self._run_chosen(self.run_combo.currentIndex())
 
     def _run_chosen(self, index: int) -> None:
@@ -176,6 +189,7 @@ class InspectPanel(QWidget):
         self.tabs.setCurrentIndex(index)
         self.tabs.blockSignals(False)
         placeholder.deleteLater()
+        guard_wheel(self)  # the new view's inputs too
 
     def view(self, title: str) -> QWidget:
         """The view of tab ``title``, built if needed."""

@@ -396,6 +396,12 @@ class BrowserPanel(QWidget):
         lay.addWidget(self.count_label)
         for combo in (self.status, self.split, self.klass, self.prediction, self.order):
             combo.currentIndexChanged.connect(self._apply_filter)
+            # narrow docks: the combos shrink (eliding their text) instead of widening
+            # the dock, whose width the canvas needs on a laptop
+            combo.setSizeAdjustPolicy(
+                QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon
+            )
+            combo.setMinimumContentsLength(5)
         self.search.textChanged.connect(lambda _t: self._search_timer.start())
         self.set_grid(True)
         self._enable_prediction_filters()
@@ -412,7 +418,7 @@ class BrowserPanel(QWidget):
                 self._run_changed(app_state.run_id)
 
     def sizeHint(self) -> QSize:
-        return QSize(3 * GRID_CELL.width() + 40, 600)  # three thumbnails across
+        return QSize(2 * GRID_CELL.width() + 40, 600)  # two thumbnails across
 
     # -- project ---------------------------------------------------------------------
     def _project_opened(self, project: Project) -> None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtCore import QSize, Qt, QTimer, Signal
 from PySide6.QtGui import QColor, QIcon, QPixmap
 from PySide6.QtWidgets import (
     QColorDialog,
@@ -17,6 +17,7 @@ from PySide6.QtWidgets import (
     QGroupBox,
     QHBoxLayout,
     QInputDialog,
+    QLabel,
     QListWidget,
     QListWidgetItem,
     QMenu,
@@ -39,8 +40,18 @@ from tlstudio.core.commands import (
 )
 from tlstudio.core.errors import TlsError
 from tlstudio.core.labelset import ClassInfo, builtin_templates, load_template_file
-from tlstudio.gui.panels.image_query import class_counts, usage_text
+from tlstudio.gui.panels.image_query import (
+    class_counts,
+    template_class,
+    template_counts,
+    usage_text,
+)
 from tlstudio.gui.state import AppState
+from tlstudio.gui.widgets.wheel_guard import guard_wheel
+
+#: what each drawing tool makes, for "New box: circle" in the status bar
+TOOL_MAKES = {"box": "box", "landmarks": "landmark set", "mask": "mask paint"}
+MIN_NOTE_WIDTH = 80  # px: the status-bar note may be cut down to this
 
 
 def swatch(color: str, size: int = 14) -> QIcon:
@@ -57,9 +68,11 @@ class ClassPanel(QWidget):
     def __init__(self, app_state: AppState, parent: QWidget | None = None):
         super().__init__(parent)
         self.app_state = app_state
+        self._selecting = False  # the list follows app_state (not a user's pick)
         self.list = QListWidget()
         self.list.setObjectName("classList")
         self.list.currentItemChanged.connect(self._current_changed)
+        self.list.itemClicked.connect(lambda item: self._current_changed(item, None))
         self.list.itemDoubleClicked.connect(lambda _item: self.rename_selected())
 
         self.add_button = QPushButton("Add…")
@@ -84,6 +97,9 @@ class ClassPanel(QWidget):
 
         self.template = QComboBox()
         self.template.setObjectName("templateCombo")
+        self.template.setToolTip(
+            "Template of new landmark sets (with how many landmark sets use each)"
+        )
         self.template.currentIndexChanged.connect(self._template_chosen)
         self.builtin_button = QToolButton()
         self.builtin_button.setText("Add built-in")
@@ -111,11 +127,19 @@ class ClassPanel(QWidget):
 
         self._refresh_timer = QTimer(self, singleShot=True, interval=30)
         self._refresh_timer.timeout.connect(self.refresh)
-        app_state.project_opened.connect(lambda _p: self.refresh())
+        app_state.project_opened.connect(self._project_opened)
         app_state.project_closed.connect(self.refresh)
         app_state.data_changed.connect(self._data_changed)
         app_state.class_changed.connect(self._select_class)
-        app_state.template_changed.connect(self._select_template)
+        app_state.template_changed.connect(self._template_changed)
+        self.refresh()
+        guard_wheel(self)  # the wheel over the template box scrolls, it does not switch
+
+    def _project_opened(self, project) -> None:
+        """Show the template the project's landmark sets use most (not the first one)."""
+        counts = template_counts(project)
+        if counts and max(counts.values()) > 0:
+            self.app_state.set_template(max(counts, key=lambda tid: counts[tid]))
         self.refresh()
 
     # -- showing -----------------------------------------------------------------------
@@ -163,22 +187,36 @@ class ClassPanel(QWidget):
     def _refresh_templates(self) -> None:
         project = self.app_state.project
         templates = project.templates() if project else []
+        counts = template_counts(project) if project else {}
         self.template.blockSignals(True)
         self.template.clear()
         for t in templates:
-            self.template.addItem(f"{t.name} ({len(t.points)} points)", t.id)
+            n = counts.get(t.id, 0)
+            used = f"{n} set{'s' if n != 1 else ''}" if n else "no sets yet"
+            self.template.addItem(f"{t.name} ({len(t.points)} points, {used})", t.id)
         self.template.blockSignals(False)
         ids = [t.id for t in templates]
         if self.app_state.template_id not in ids:
             self.app_state.set_template(ids[0] if ids else None)
-        self._select_template(self.app_state.template_id)
+        self._template_changed(self.app_state.template_id)
+
+    def _template_changed(self, template_id: int | None) -> None:
+        self._select_template(template_id)
+        project = self.app_state.project
+        self.app_state.set_template_class(
+            template_class(project, template_id) if project is not None else None
+        )
 
     def _select_class(self, class_id: int | None) -> None:
         for i in range(self.list.count()):
             item = self.list.item(i)
             if item.data(Qt.ItemDataRole.UserRole) == class_id:
                 if self.list.currentItem() is not item:
-                    self.list.setCurrentItem(item)
+                    self._selecting = True
+                    try:
+                        self.list.setCurrentItem(item)
+                    finally:
+                        self._selecting = False
                 return
 
     def _select_template(self, template_id: int | None) -> None:
@@ -187,8 +225,8 @@ class ClassPanel(QWidget):
             self.template.setCurrentIndex(i)
 
     def _current_changed(self, item: QListWidgetItem | None, _prev) -> None:
-        if item is not None:
-            self.app_state.set_class(item.data(Qt.ItemDataRole.UserRole))
+        if item is not None and not self._selecting:  # clicked or keyed by the user
+            self.app_state.pick_class(item.data(Qt.ItemDataRole.UserRole))
 
     def _template_chosen(self, index: int) -> None:
         if index >= 0:
@@ -319,3 +357,51 @@ class ClassPanel(QWidget):
                 QMessageBox.warning(self, "tlstudio", str(exc))
                 return
             self.add_template(template)
+
+
+class NewAnnotationClassLabel(QLabel):
+    """Status-bar note of the class the next annotation gets, while a drawing tool is
+    active: "New landmark set (Face): class 'face', as the template's other sets"."""
+
+    def __init__(self, app_state: AppState, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.setObjectName("newAnnotationClass")
+        self.app_state = app_state
+        for signal in (app_state.new_class_changed, app_state.data_changed,
+                       app_state.project_closed):  # fmt: skip
+            signal.connect(self.update_text)
+        app_state.project_opened.connect(lambda _p: self.update_text())
+        self.update_text()
+
+    def minimumSizeHint(self) -> QSize:
+        # a long class or template name is cut (whole in the tooltip), never widens the
+        # status bar and with it the window
+        return QSize(MIN_NOTE_WIDTH, super().minimumSizeHint().height())
+
+    def update_text(self) -> None:
+        state, project = self.app_state, self.app_state.project
+        makes = TOOL_MAKES.get(state.tool)
+        if project is None or makes is None:
+            self.setText("")
+            self.setVisible(False)
+            return
+        class_id = state.new_annotation_class()
+        try:
+            name = f"class {project.class_info(class_id).name!r}" if class_id else "no class"
+        except TlsError:  # deleted a moment ago; the class panel picks another
+            name = "no class"
+        what, why = makes, ""
+        if state.tool == "landmarks" and state.template_id is not None:
+            try:
+                what = f"{makes} ({project.template(state.template_id).name})"
+            except TlsError:
+                pass
+            if class_id is not None and class_id == state.template_class_id:
+                why = ", as the template's other sets"
+        self.setText(f"New {what}: {name}{why}")
+        self.setToolTip(
+            f"{self.text()}.\nThe class the next annotation gets. Landmark sets take the "
+            "class their template's sets share; pick a class in Classes while placing "
+            "landmarks to use another."
+        )
+        self.setVisible(True)

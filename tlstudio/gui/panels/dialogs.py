@@ -6,6 +6,7 @@ from pathlib import Path
 
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (
+    QApplication,
     QCheckBox,
     QComboBox,
     QDialog,
@@ -71,7 +72,9 @@ class NewProjectDialog(QDialog):
         form.addRow(buttons)
 
     def _browse(self) -> None:
-        d = QFileDialog.getExistingDirectory(self, "Project folder", self.folder.text())
+        typed = Path(self.folder.text().strip() or Path.home())
+        start = typed if typed.is_dir() else typed.parent  # the prefilled folder is new
+        d = QFileDialog.getExistingDirectory(self, "Project folder", str(start))
         if d:
             self.folder.setText(d)
 
@@ -182,12 +185,17 @@ class ExportDialog(QDialog):
 
 
 class ImportResultDialog(QDialog):
-    """Every file that could not be imported, with the reason; warnings and notes below."""
+    """Every file that could not be imported, with the whole reason (wrapped, also in the
+    row's tooltip, and copied with *Copy*: reasons carry install hints to paste);
+    warnings and notes below."""
+
+    FILE_COLUMN_SHARE = 0.4  # of the table's width, at most, for the file column
 
     def __init__(self, result: ImportResult, parent: QWidget | None = None):
         super().__init__(parent)
+        self.setObjectName("importResultDialog")
         self.setWindowTitle("Import finished")
-        self.resize(720, 360)
+        self.resize(760, 400)
         lay = QVBoxLayout(self)
         self.summary = QLabel(result.summary())
         self.summary.setWordWrap(True)
@@ -196,26 +204,59 @@ class ImportResultDialog(QDialog):
             (f, f"warning: {w}") for f, w in result.warnings
         ]
         self.table = QTableWidget(len(rows), 2)
+        self.table.setObjectName("importResultTable")
         self.table.setHorizontalHeaderLabels(["File", "Reason"])
         self.table.verticalHeader().hide()
         self.table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
+        self.table.setWordWrap(True)  # the reason wraps onto more lines, never "…"
+        self.table.setTextElideMode(Qt.TextElideMode.ElideMiddle)  # long paths: keep the name
         for i, (f, reason) in enumerate(rows):
-            self.table.setItem(i, 0, QTableWidgetItem(f))
-            self.table.setItem(i, 1, QTableWidgetItem(reason))
+            for col, text in enumerate((f, reason)):
+                item = QTableWidgetItem(text)
+                item.setToolTip(f"{f}\n\n{reason}")
+                self.table.setItem(i, col, item)
         header = self.table.horizontalHeader()
         header.setSectionResizeMode(0, QHeaderView.ResizeMode.Interactive)
         header.setStretchLastSection(True)
-        self.table.resizeColumnToContents(0)
+        header.sectionResized.connect(lambda *_: self.table.resizeRowsToContents())
         lay.addWidget(self.table, 1)
         if result.notes:
             notes = QLabel("\n".join(result.notes))
             notes.setWordWrap(True)
+            notes.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
             lay.addWidget(notes)
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close)
+        self.copy_button = buttons.addButton("Copy", QDialogButtonBox.ButtonRole.ActionRole)
+        self.copy_button.setToolTip("Copy every file and its whole reason (tab-separated)")
+        self.copy_button.clicked.connect(self.copy)
         buttons.rejected.connect(self.close)
         lay.addWidget(buttons)
+
+    def showEvent(self, event) -> None:
+        super().showEvent(event)
+        self._fit_columns()
+
+    def resizeEvent(self, event) -> None:
+        super().resizeEvent(event)
+        self._fit_columns()
+
+    def _fit_columns(self) -> None:
+        """File column as wide as its paths but at most a share of the table; the reason
+        column takes the rest and its rows grow to show every line."""
+        self.table.resizeColumnToContents(0)
+        limit = int(self.table.viewport().width() * self.FILE_COLUMN_SHARE)
+        if self.table.columnWidth(0) > limit:
+            self.table.setColumnWidth(0, limit)
+        self.table.resizeRowsToContents()
 
     def rows(self) -> list[tuple[str, str]]:
         """(file, reason) as shown."""
         t = self.table
         return [(t.item(i, 0).text(), t.item(i, 1).text()) for i in range(t.rowCount())]
+
+    def text(self) -> str:
+        """The summary and one ``file<TAB>reason`` line per row."""
+        return "\n".join([self.summary.text(), *(f"{f}\t{r}" for f, r in self.rows())])
+
+    def copy(self) -> None:
+        QApplication.clipboard().setText(self.text())

@@ -295,3 +295,25 @@ def usage_text(usage: dict[str, int]) -> str:
     if not parts:
         return "no annotations"
     return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
+
+
+def template_counts(project: Project) -> dict[int, int]:
+    """Per template id: how many landmark sets use it (templates without sets: 0)."""
+    out = {t.id: 0 for t in project.templates()}
+    sql = "SELECT template_id, COUNT(*) FROM landmark_sets GROUP BY template_id"
+    for template_id, n in project.store.conn.execute(sql):
+        if template_id in out:
+            out[template_id] = n
+    return out
+
+
+def template_class(project: Project, template_id: int | None) -> int | None:
+    """The class every landmark set of ``template_id`` has, when there are sets and they
+    all have the same class; else None."""
+    if template_id is None:
+        return None
+    rows = project.store.conn.execute(
+        "SELECT DISTINCT class_id FROM landmark_sets WHERE template_id = ? LIMIT 2",
+        (template_id,),
+    ).fetchall()
+    return rows[0][0] if len(rows) == 1 else None

@@ -13,15 +13,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import QSize, Qt, Signal
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
-    QFormLayout,
     QFrame,
     QGridLayout,
-    QGroupBox,
     QHBoxLayout,
     QLabel,
     QMessageBox,
@@ -29,7 +27,6 @@ from PySide6.QtWidgets import (
     QPushButton,
     QScrollArea,
     QSlider,
-    QToolButton,
     QVBoxLayout,
     QWidget,
 )
@@ -44,8 +41,9 @@ from tlstudio.core.predictions import (
     unlabelled_image_ids,
 )
 from tlstudio.core.runs import RunRecord, RunStore
-from tlstudio.gui.inspect.panel import run_title
+from tlstudio.gui.inspect.panel import preferred_run, run_title
 from tlstudio.gui.state import AppState
+from tlstudio.gui.widgets.wheel_guard import guard_wheel
 from tlstudio.gui.workers.predict import PredictController
 from tlstudio.gui.workers.tasks import run_in_background
 
@@ -103,7 +101,7 @@ class PredictionsPanel(QWidget):
         self.run_combo.setSizeAdjustPolicy(
             QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon
         )
-        self.run_combo.setMinimumContentsLength(12)
+        self.run_combo.setMinimumContentsLength(9)
         self.target_combo = QComboBox()
         for key, text in TARGETS:
             self.target_combo.addItem(text, key)
@@ -111,7 +109,7 @@ class PredictionsPanel(QWidget):
         self.target_combo.setSizeAdjustPolicy(
             QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon
         )
-        self.target_combo.setMinimumContentsLength(12)
+        self.target_combo.setMinimumContentsLength(8)
         self.target_combo.setToolTip(
             "Unlabelled images: those without labels of the kind the run predicts "
             "(no class tag for a classifier, no box for a detector, ...). Selected images: "
@@ -122,12 +120,13 @@ class PredictionsPanel(QWidget):
         self.progress = QProgressBar()
         self.progress.setTextVisible(True)
         self.progress.setFormat("%v / %m images")
-        self.cancel_button = QToolButton()
-        self.cancel_button.setText("Cancel")
-        self.show_labels = QCheckBox("Show labels")
+        self.cancel_button = QPushButton("Cancel")
+        self.show_labels = QCheckBox("Labels")
         self.show_labels.setChecked(True)
-        self.show_predictions = QCheckBox("Show predictions")
+        self.show_labels.setToolTip("Show the image's labels on the canvas")
+        self.show_predictions = QCheckBox("Predictions")
         self.show_predictions.setChecked(True)
+        self.show_predictions.setToolTip("Show the run's prediction on the canvas")
         self.threshold_slider = QSlider(Qt.Orientation.Horizontal)
         self.threshold_slider.setRange(0, 100)
         self.threshold_slider.setSingleStep(1)
@@ -139,6 +138,10 @@ class PredictionsPanel(QWidget):
         self.threshold_label = QLabel()
         self.threshold_label.setMinimumWidth(32)
         self.mode_combo = QComboBox()
+        self.mode_combo.setSizeAdjustPolicy(
+            QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon
+        )
+        self.mode_combo.setMinimumContentsLength(9)
         for key, text in MODES:
             self.mode_combo.addItem(text, key)
         self.mode_combo.setToolTip(
@@ -164,51 +167,50 @@ class PredictionsPanel(QWidget):
         self.description.setWordWrap(True)
         self.description.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
 
-        run_row = QHBoxLayout()
-        run_row.addWidget(self.run_combo, 1)
-        predict_box = QGroupBox("Predict on")
-        pf = QGridLayout(predict_box)
-        pf.addWidget(self.target_combo, 0, 0)
-        pf.addWidget(self.predict_button, 0, 1)
-        pf.addWidget(self.progress, 1, 0)
-        pf.addWidget(self.cancel_button, 1, 1)
-        pf.setColumnStretch(0, 1)
-        show_box = QGroupBox("Show")
-        sf = QFormLayout(show_box)
+        # one labelled row per step (run, predict, show, accept), no group boxes: the dock
+        # shares the right side with two others, and its Accept buttons must show at
+        # 1280×800 without scrolling; still in a scroll area for shorter screens
+        content = QWidget()
+        self.scroll = QScrollArea()
+        self.scroll.setWidgetResizable(True)
+        self.scroll.setFrameShape(QFrame.Shape.NoFrame)
+        self.scroll.setWidget(content)
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(0, 0, 0, 0)
+        outer.addWidget(self.scroll)
+        grid = QGridLayout(content)
+        grid.setContentsMargins(6, 4, 6, 4)
+        grid.setVerticalSpacing(4)
+        grid.setColumnStretch(1, 1)
         checks = QHBoxLayout()
         checks.addWidget(self.show_labels)
         checks.addWidget(self.show_predictions)
         checks.addStretch(1)
-        sf.addRow(checks)
         thr = QHBoxLayout()
         thr.addWidget(self.threshold_slider, 1)
         thr.addWidget(self.threshold_label)
-        sf.addRow("Score ≥", thr)
-        accept_box = QGroupBox("Accept as labels")
-        af = QVBoxLayout(accept_box)
-        af.addWidget(self.mode_combo)
-        af.addWidget(self.accept_button)
-        af.addWidget(self.accept_all_button)
-        # in a scroll area: the dock shares the right side with others and may get short
-        content = QWidget()
-        scroll = QScrollArea()
-        scroll.setWidgetResizable(True)
-        scroll.setFrameShape(QFrame.Shape.NoFrame)
-        scroll.setWidget(content)
-        outer = QVBoxLayout(self)
-        outer.setContentsMargins(0, 0, 0, 0)
-        outer.addWidget(scroll)
-        lay = QVBoxLayout(content)
-        lay.setContentsMargins(6, 6, 6, 6)
-        for group in (pf, sf, af):
-            group.setContentsMargins(6, 4, 6, 6)
-        lay.addWidget(QLabel("Run:"))
-        lay.addLayout(run_row)
-        lay.addWidget(predict_box)
-        lay.addWidget(show_box)
-        lay.addWidget(accept_box)
-        lay.addWidget(self.description)
-        lay.addStretch(1)
+        rows: list[tuple[QWidget | str, QWidget | QHBoxLayout]] = [
+            ("Run:", self.run_combo),
+            (self.predict_button, self.target_combo),  # reads "Predict [all images]"
+            (self.cancel_button, self.progress),
+            ("Show:", checks),
+            ("Score ≥", thr),
+            ("Accept:", self.mode_combo),
+            ("", self.accept_button),
+            ("", self.accept_all_button),
+        ]
+        for row, (left, right) in enumerate(rows):
+            if isinstance(left, QWidget):
+                grid.addWidget(left, row, 0)
+            elif left:
+                grid.addWidget(QLabel(left), row, 0)
+            column, span = (1, 1) if left else (0, 2)  # the Accept buttons: full width
+            if isinstance(right, QHBoxLayout):
+                grid.addLayout(right, row, column, 1, span)
+            else:
+                grid.addWidget(right, row, column, 1, span)
+        grid.addWidget(self.description, len(rows), 0, 1, 2)
+        grid.setRowStretch(len(rows) + 1, 1)
 
         self.run_combo.currentIndexChanged.connect(self._run_chosen)
         self.predict_button.clicked.connect(self.predict)
@@ -234,6 +236,11 @@ class PredictionsPanel(QWidget):
         self.threshold_slider.setValue(50)
         self._threshold_moved(50)
         self.refresh_runs()
+        guard_wheel(self)  # scrolling the dock never moves the threshold or a choice
+
+    def sizeHint(self) -> QSize:
+        """The content's own size (a scroll area alone asks for a guess)."""
+        return self.scroll.widget().sizeHint() + QSize(2, 2)
 
     # -- properties ------------------------------------------------------------------
     @property
@@ -252,7 +259,8 @@ class PredictionsPanel(QWidget):
 
     # -- runs --------------------------------------------------------------------------
     def refresh_runs(self) -> None:
-        """Re-read the finished runs; keep ``app_state.run_id`` (or choose the newest)."""
+        """Re-read the runs with a model; keep ``app_state.run_id`` (or choose the newest
+        finished one)."""
         project = self.app_state.project
         runs = RunStore(project).with_model() if project is not None else []
         current = self.app_state.run_id
@@ -262,9 +270,11 @@ class PredictionsPanel(QWidget):
             self.run_combo.addItem(run_title(run, when=False), run.id)
         index = self.run_combo.findData(current) if current is not None else -1
         if index < 0 and current is None and runs:
-            index = 0
+            index = self.run_combo.findData(preferred_run(runs).id)
         self.run_combo.setCurrentIndex(index)
-        self.run_combo.setPlaceholderText("no finished run yet: train one" if not runs else "")
+        self.run_combo.setPlaceholderText(
+            "no run yet" if not runs else ""
+        )  # short: it sizes the box
         self.run_combo.blockSignals(False)
         if index >= 0 and current is None:
             self.app_state.set_run(self.run_combo.itemData(index))

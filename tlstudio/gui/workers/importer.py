@@ -2,9 +2,9 @@
 
 :class:`ImportWorker` runs in its own thread with its *own* :class:`Project`
 opened on the same folder (SQLite connections are per thread) and reports plain
-data. :class:`ImportController` owns the thread, the progress dialog and the
-result dialog, and refreshes the GUI when the worker is done. Dropped files and
-File → Import use the same path.
+data. :class:`ImportController` owns the thread and the progress dialog, refreshes
+the GUI when the worker is done and emits ``finished(result)``; the window shows the
+result (a dialog listing failures). Dropped files and File → Import use the same path.
 """
 
 from __future__ import annotations
@@ -176,7 +176,8 @@ class ImportWorker(QObject):
 class ImportController(QObject):
     """Starts imports (one at a time), shows progress with Cancel, refreshes the GUI.
 
-    ``finished(result)`` is emitted after ``app_state.data_changed`` went out."""
+    ``finished(result)`` is emitted after ``app_state.data_changed`` went out; showing the
+    result is the receiver's job (this module opens no dialog but the progress)."""
 
     started = Signal()
     finished = Signal(object)  # ImportResult
@@ -188,7 +189,6 @@ class ImportController(QObject):
         self.thread: QThread | None = None
         self.worker: ImportWorker | None = None
         self.progress: QProgressDialog | None = None
-        self.result_dialog: QWidget | None = None
         self.last_result: ImportResult | None = None
 
     @property
@@ -271,9 +271,4 @@ class ImportController(QObject):
             stack.clear()  # emits data_changed
         else:
             self.app_state.data_changed.emit()
-        if result.failed or result.warnings or result.notes:
-            from tlstudio.gui.panels.dialogs import ImportResultDialog
-
-            self.result_dialog = ImportResultDialog(result, self.parent_widget)
-            self.result_dialog.show()
-        self.finished.emit(result)
+        self.finished.emit(result)  # the window lists failures, warnings and notes

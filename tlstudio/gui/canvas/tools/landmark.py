@@ -140,7 +140,7 @@ class LandmarkTool(Tool):
         if all(p.visibility == SKIPPED for p in points):
             self.view.message.emit("Every point was skipped: no landmark set added.")
             return
-        landmarks = LandmarkSet(template.id, points, self.app_state.class_id)
+        landmarks = LandmarkSet(template.id, points, self.app_state.landmark_class_id)
         self.view.push(AddLandmarkSet(self.view.image_id, landmarks))
 
     def _update_feedback(self) -> None:
@@ -151,7 +151,7 @@ class LandmarkTool(Tool):
             self._preview.setZValue(Z_TOOL)
             scene.addItem(self._preview)
         if template is not None and self._points:
-            color = self.view.annotations.class_color(self.app_state.class_id)
+            color = self.view.annotations.class_color(self.app_state.landmark_class_id)
             self._preview.set_landmarks(self._points, template, color)
             self._preview.setVisible(True)
         else:
