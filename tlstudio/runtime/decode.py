@@ -52,21 +52,19 @@ def decode_prediction(
     size = side.input_size
     if side.task == "classify":
         probs = raw["probs"][k].astype(float).tolist()
-        best = int(np.argmax(probs))
-        return {"class": names[best], "class_id": ids[best], "score": float(max(probs)),
+        i = int(np.argmax(probs))
+        return {"class": names[i], "class_id": ids[i], "score": float(max(probs)),
                 "probs": dict(zip(names, probs, strict=True))}  # fmt: skip
     if side.task == "detect":
         xyxy = scale_xy(raw["boxes"].reshape(-1, 4), size, orig_hw).tolist()
+        scores = [float(sc) for sc in raw["scores"].tolist()]
+        labels = [int(lbl) for lbl in raw["labels"].tolist()]
         boxes = [
-            {
-                "class": names[int(lbl)],
-                "class_id": ids[int(lbl)],
-                "score": float(sc),
-                "xyxy": [float(v) for v in b],
-            }  # fmt: skip
-            for b, sc, lbl in zip(xyxy, raw["scores"].tolist(), raw["labels"].tolist(), strict=True)
+            {"class": names[c], "class_id": ids[c], "score": sc, "xyxy": [float(v) for v in b]}
+            for b, sc, c in zip(xyxy, scores, labels, strict=True)
         ]
-        return {"boxes": boxes, "score": max((b["score"] for b in boxes), default=0.0)}
+        top = max(scores, default=0.0)
+        return {"boxes": boxes, "score": top}
     if side.task == "landmarks":
         kp = np.asarray(raw["keypoints"][k], dtype=np.float32)
         pts = np.concatenate([scale_xy(kp[:, :2], size, orig_hw), kp[:, 2:3]], axis=1)

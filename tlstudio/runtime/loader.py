@@ -138,7 +138,7 @@ def onnx_runner(path: Path, side: Sidecar, threads: int | None = None) -> Runner
     ``threads``: intra-op threads (None: onnxruntime's choice)."""
     check_external_data(path)
     try:
-        import onnxruntime as ort
+        import onnxruntime as ort  # type: ignore[import-untyped]
     except ImportError as exc:  # declared dependency; a broken install says so
         raise ExportError(f"onnxruntime is needed to run {path.name} ({exc})") from exc
     opts = ort.SessionOptions()
@@ -179,13 +179,14 @@ def _check_input(path: Path, side: Sidecar, shape: Sequence[object]) -> None:
 def expected_shapes(side: Sidecar, batch: int | None) -> list[tuple[int | None, ...]]:
     """Per output, its dimensions as the sidecar implies them (None: free)."""
     n, s, c, p = batch, side.input_size, len(side.class_names), len(side.point_names)
-    return {
+    shapes: dict[str, list[tuple[int | None, ...]]] = {
         "classify": [(n, c)],
         "segment": [(n, c + 1, s, s)],
         "landmarks": [(n, p, None, None), (n, p, 3)],
         "autoencode": [(n, 3, s, s), (n, None), (n,)],
         "detect": [(None, 4), (None,), (None,)],
-    }[side.task]
+    }
+    return shapes[side.task]
 
 
 #: the sidecar field that fixes each output's size along an axis, for messages

@@ -210,7 +210,7 @@ class _Checker:
     def triple(
         self, obj: dict[str, Any], key: str, prefix: str, *, positive: bool
     ) -> tuple[float, float, float]:
-        value = obj.get(key)
+        value: Any = obj.get(key)
         ok = isinstance(value, list) and len(value) == 3
         ok = ok and all(isinstance(v, int | float) and not isinstance(v, bool) for v in value)
         if not ok:
