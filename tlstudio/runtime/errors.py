@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tlstudio.core.errors import TlsError
+from tlstudio.core.errors import FormatError, TlsError
 
 
 class ExportError(TlsError):
@@ -17,13 +17,10 @@ class UntrustedModelError(ExportError):
     and the caller did not say it trusts it."""
 
 
-class SidecarError(ExportError):
+class SidecarError(ExportError, FormatError):
     """A model's sidecar JSON is unreadable or holds a value the runtime will not use.
     ``path`` names the sidecar, ``field`` the JSON field (dotted, "" for the whole file)."""
 
     def __init__(self, path: str | Path, field: str, reason: str):
-        self.path = Path(path)
+        FormatError.__init__(self, path, f"field {field!r}" if field else "", reason)
         self.field = field
-        self.reason = reason
-        where = f" (field {field!r})" if field else ""
-        super().__init__(f"{self.path}{where}: {reason}")
