@@ -14,14 +14,13 @@ format is refused, and so is a sidecar whose ``model_format`` disagrees with the
 
 from __future__ import annotations
 
-import zipfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from .errors import ExportError, SidecarError, UntrustedModelError
-from .onnx_file import scan_onnx
+from .onnx_file import ExternalTensor, OnnxScan, scan_onnx
 from .sidecar import Sidecar
 
 #: float32 N×3×S×S batch → the model's outputs in order
@@ -47,30 +46,34 @@ TORCHSCRIPT_REFUSED = (
 def model_file_format(path: Path) -> str:
     """``"onnx"`` or ``"torchscript"``, from the content of ``path``; raises
     :class:`ExportError` for anything else."""
+    return _identify(path)[0]
+
+
+def _identify(path: Path) -> tuple[str, OnnxScan | None]:
+    """The format by content, and for ONNX the scan of its tensors (read once)."""
     try:
         with open(path, "rb") as f:
             head = f.read(4)
+        if head == b"PK\x03\x04":
+            if _is_torchscript_zip(path):
+                return "torchscript", None
+            raise ExportError(
+                f"{path}: a zip archive but not a TorchScript model (a PyTorch checkpoint is "
+                "not an exported model; write one with tlstudio export-model)"
+            )
+        scan = scan_onnx(path)
     except OSError as exc:
         raise ExportError(f"{path}: cannot read the model file ({exc.strerror or exc})") from exc
-    if head == b"PK\x03\x04":
-        if _is_torchscript_zip(path):
-            return "torchscript"
-        raise ExportError(
-            f"{path}: a zip archive but not a TorchScript model (a PyTorch checkpoint is not "
-            "an exported model; write one with tlstudio export-model)"
-        )
-    try:
-        is_onnx = scan_onnx(path).is_onnx
-    except OSError as exc:
-        raise ExportError(f"{path}: cannot read the model file ({exc.strerror or exc})") from exc
-    if is_onnx:
-        return "onnx"
+    if scan.is_onnx:
+        return "onnx", scan
     raise ExportError(f"{path}: neither an ONNX model nor a TorchScript archive")
 
 
 def _is_torchscript_zip(path: Path) -> bool:
     """A TorchScript archive holds ``<name>/code/...`` and ``<name>/constants.pkl``; a plain
     ``torch.save`` checkpoint has neither."""
+    import zipfile  # only for zip files: its imports (bz2, lzma, shutil) cost ONNX users time
+
     try:
         with zipfile.ZipFile(path) as z:
             names = z.namelist()
@@ -107,20 +110,21 @@ def open_runner(
     """(format, runner) for the model file ``path`` described by ``side``. TorchScript
     needs ``torchscript`` (the caller's trust); without it :class:`UntrustedModelError`
     is raised before a byte of the archive is unpickled."""
-    fmt = model_file_format(path)
+    fmt, scan = _identify(path)
     check_names_agree(path, fmt, side)
-    if fmt == "torchscript":
+    if scan is None:  # TorchScript
         if torchscript is None:
             raise UntrustedModelError(f"{path}: {TORCHSCRIPT_REFUSED}")
         return fmt, torchscript(path, threads)
+    check_external_data(path, scan.external)
     return fmt, onnx_runner(path, side, threads)
 
 
-def check_external_data(path: Path) -> None:
-    """Refuse an ONNX model whose tensors read data from files outside its folder (an
-    absolute path, ``..``, or a link that leads out)."""
+def check_external_data(path: Path, external: list[ExternalTensor]) -> None:
+    """Refuse an ONNX model whose tensors (``external``, from :func:`scan_onnx`) read data
+    from files outside its folder (an absolute path, ``..``, or a link that leads out)."""
     folder = path.resolve().parent
-    for tensor in scan_onnx(path).external:
+    for tensor in external:
         loc = tensor.location
         where = f"tensor {tensor.name!r}" if tensor.name else "a tensor"
         if not loc:
@@ -134,9 +138,9 @@ def check_external_data(path: Path) -> None:
 
 
 def onnx_runner(path: Path, side: Sidecar, threads: int | None = None) -> Runner:
-    """An onnxruntime CPU session over ``path`` whose input/output shapes agree with ``side``.
-    ``threads``: intra-op threads (None: onnxruntime's choice)."""
-    check_external_data(path)
+    """An onnxruntime CPU session over ``path`` (already checked by :func:`open_runner`)
+    whose input/output shapes agree with ``side``. ``threads``: intra-op threads (None:
+    onnxruntime's choice)."""
     try:
         import onnxruntime as ort  # type: ignore[import-untyped]
     except ImportError as exc:  # declared dependency; a broken install says so

@@ -96,22 +96,33 @@ class _Walker:
     def fields(self, start: int, end: int) -> Iterator[tuple[int, int, int, int]]:
         """(field number, wire type, a, b) of each field in [start, end): for varints a is
         the value; for length-delimited fields [a, b) is the payload."""
+        buf, varint = self.buf, self.varint
         pos = start
         while pos < end:
-            key, pos = self.varint(pos, end)
+            key = buf[pos]  # keys and lengths are mostly one byte: skip the general decoder
+            if key < 0x80:
+                pos += 1
+            else:
+                key, pos = varint(pos, end)
             number, wire = key >> 3, key & 7
             if number == 0:
                 raise _Malformed
-            if wire == _VARINT:
-                value, pos = self.varint(pos, end)
-                yield number, wire, value, pos
-                continue
             if wire == _LEN:
-                length, pos = self.varint(pos, end)
+                if pos >= end:
+                    raise _Malformed
+                length = buf[pos]
+                if length < 0x80:
+                    pos += 1
+                else:
+                    length, pos = varint(pos, end)
                 a, pos = pos, pos + length
                 if pos > end:
                     raise _Malformed
                 yield number, wire, a, pos
+                continue
+            if wire == _VARINT:
+                value, pos = varint(pos, end)
+                yield number, wire, value, pos
                 continue
             if wire == _I64:
                 pos += 8
