@@ -78,10 +78,12 @@ def add_commands(sub: Any) -> None:
         "predict",
         help="store a run's predictions in a project, or run an exported model over image files",
         usage="tlstudio predict DIR RUN [--images ID_OR_PATH ...] [--device DEVICE]\n"
-        "       tlstudio predict --model FILE [--csv] [--batch N] [--masks DIR] PATH [PATH ...]",
+        "       tlstudio predict --model FILE [--csv] [--batch N] [--masks DIR] "
+        "[--trust-torchscript] PATH [PATH ...]",
         description="With a project: run a trained run's model over its images (default: all) "
         "and store the outputs as predictions (never as labels). With --model: run a model "
-        "written by 'tlstudio export-model' (.onnx or .pt, its .json sidecar next to it) over "
+        "written by 'tlstudio export-model' (.onnx, or .pt with --trust-torchscript; its .json "
+        "sidecar next to it) over "
         "image files and folders (searched recursively), no project needed, and print one "
         "JSON line per image (coordinates in image pixels, classes by name), or CSV with --csv.",
     )
@@ -104,6 +106,12 @@ def add_commands(sub: Any) -> None:
     )
     p.add_argument("--device", default="auto")
     p.add_argument("--model", metavar="FILE", help="an exported model file (.onnx or .pt)")
+    p.add_argument(
+        "--trust-torchscript",
+        action="store_true",
+        help="with --model: run a TorchScript file (.pt). TorchScript is a program that runs "
+        "with your rights; give this only for files you trust. ONNX needs no such trust",
+    )
     p.add_argument("--csv", action="store_true", help="with --model: CSV instead of JSON lines")
     p.add_argument("--batch", type=int, default=16, help="with --model: images per batch")
     p.add_argument(
@@ -128,7 +136,9 @@ def add_commands(sub: Any) -> None:
         "--format",
         choices=("onnx", "torchscript"),
         default=None,
-        help="default: from --out's suffix (.onnx = onnx, .pt/.ts = torchscript), else onnx",
+        help="default: from --out's suffix (.onnx = onnx, .pt/.ts = torchscript), else onnx. "
+        "ONNX is recommended: it is data and runs without PyTorch; a TorchScript file is a "
+        "program, which 'tlstudio predict' runs only with --trust-torchscript",
     )
     p.add_argument("--out", required=True, metavar="FILE", help="model file to write")
     p.add_argument("--opset", type=int, default=None, help="ONNX opset (default: recommended)")
@@ -250,8 +260,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
                 "--model runs an exported file; --run and --images need a project"
             )
         return predict_exported(args)
-    if args.csv or args.masks:
-        raise ValidationError("--csv and --masks apply to --model only")
+    if args.csv or args.masks or args.trust_torchscript:
+        raise ValidationError("--csv, --masks and --trust-torchscript apply to --model only")
     items = list(args.items)
     if args.run_id is not None:
         items.append(str(args.run_id))
@@ -307,8 +317,8 @@ def predict_exported(args: argparse.Namespace) -> int:
     import numpy as np
 
     from .core.errors import TlsError, ValidationError
-    from .ml.data import read_rgb
-    from .ml.export import ExportedModel
+    from .runtime import ExportedModel
+    from .runtime.images import read_rgb
 
     if not args.items:
         raise ValidationError("give image files or folders to predict")
@@ -317,7 +327,8 @@ def predict_exported(args: argparse.Namespace) -> int:
     files = _image_files(args.items)
     if not files:
         raise ValidationError("no image files found in " + ", ".join(args.items))
-    model = ExportedModel.load(args.model)
+    trusted = _trusted_torchscript if args.trust_torchscript else None
+    model = ExportedModel.load(args.model, torchscript=trusted)
     if args.masks and model.task != "segment":
         raise ValidationError(f"--masks applies to segmentation models, not {model.task}")
     mask_dir = Path(args.masks) if args.masks else None
@@ -356,6 +367,19 @@ def predict_exported(args: argparse.Namespace) -> int:
         print(f"{failed} of {len(files)} images could not be read", file=sys.stderr)
         return 2
     return 0
+
+
+def _trusted_torchscript(path: Path, threads: int | None):
+    """Load a TorchScript file the user said they trust (--trust-torchscript); torch is
+    imported only here, so ONNX predictions never load it."""
+    from .ml.export import torchscript_runner
+
+    print(
+        f"warning: running {path} as TorchScript, a program with your rights, because of "
+        "--trust-torchscript",
+        file=sys.stderr,
+    )
+    return torchscript_runner(path, threads)
 
 
 def _csv_header(model) -> list[str]:

@@ -8,6 +8,8 @@ import csv
 import io
 import json
 import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -22,16 +24,11 @@ from tlstudio.ml import export as export_mod
 from tlstudio.ml import runner
 from tlstudio.ml.backbones import get_spec
 from tlstudio.ml.data import load_input_image
-from tlstudio.ml.export import (
-    ExportedModel,
-    ExportError,
-    export_model,
-    pair_detections,
-    read_rgb,
-    sidecar_path,
-)
+from tlstudio.ml.export import ExportError, export_model, pair_detections, torchscript_runner
 from tlstudio.ml.runner import RunSpec
 from tlstudio.ml.trainer import TrainConfig
+from tlstudio.runtime import ExportedModel, sidecar_path
+from tlstudio.runtime.images import read_rgb
 
 TASKS = ("classify", "segment", "landmarks", "autoencode", "detect")
 CASES = [
@@ -101,7 +98,7 @@ def test_exported_outputs_match_pytorch_on_project_images(trained, exported, tas
     model, spec = runner.load_run_model(project, runs[task])
     ids = project.image_ids()[-5:]  # 5 images: not the traced batch size (2)
     x = _batch(project, spec, ids)
-    loaded = ExportedModel.load(result.path, threads=1)
+    loaded = ExportedModel.load(result.path, threads=1, torchscript=torchscript_runner)
     if task == "detect":  # one image at a time
         for k in range(len(ids)):
             got = loaded.run(x[k : k + 1].numpy())
@@ -140,7 +137,7 @@ def test_exported_outputs_match_pytorch_on_project_images(trained, exported, tas
 @pytest.mark.parametrize(("task", "fmt"), CASES)
 def test_exported_predict_equals_stored_run_predictions(trained, exported, task, fmt):
     project, runs = trained
-    loaded = ExportedModel.load(exported[task, fmt].path, threads=1)
+    loaded = ExportedModel.load(exported[task, fmt].path, threads=1, torchscript=torchscript_runner)
     ids = project.image_ids()
     preds = loaded.predict_files([project.image_path(i) for i in ids], batch_size=5)
     assert len(preds) == len(ids)
@@ -303,3 +300,54 @@ def test_detection_check_excuses_only_borderline_scores():
         ExportError, match=r"returns 3 boxes where PyTorch returns 2 on check image 1"
     ):
         _align_detections([boxes, np.array([0.9, 0.5, 0.7]), labels], want, 0.05, 100, 0)
+
+
+def test_onnx_prediction_in_a_fresh_interpreter_loads_no_torch(trained, exported, tmp_path):
+    """The exported-model path (reading, preprocessing, onnxruntime, decoding: boxes,
+    keypoints, masks) runs without torch, torchvision or tlstudio.ml, for every task."""
+    project, _ = trained
+    image = project.image_path(project.image_ids()[0])
+    masks = tmp_path / "masks"
+    code = (
+        "import json, sys\n"
+        "from tlstudio.cli import main\n"
+        "codes = [main(['predict', '--model', m, *extra, sys.argv[1]])\n"
+        "         for m, extra in json.loads(sys.argv[2])]\n"
+        "heavy = sorted(k for k in sys.modules if k.split('.')[0] in ('torch', 'torchvision')\n"
+        "               or k.startswith('tlstudio.ml'))\n"
+        "print(json.dumps({'codes': codes, 'heavy': heavy[:10]}), file=sys.stderr)\n"
+    )
+    runs = [
+        [str(exported[task, "onnx"].path), ["--masks", str(masks)] if task == "segment" else []]
+        for task in TASKS
+    ]
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(image), json.dumps(runs)],
+        capture_output=True, text=True, check=True, cwd=Path(__file__).resolve().parents[2],
+    )  # fmt: skip
+    report = json.loads(out.stderr.strip().splitlines()[-1])
+    assert report == {"codes": [0] * len(TASKS), "heavy": []}
+    keys = {
+        "classify": {"file", "class", "class_id", "score", "probs"},
+        "segment": {"file", "classes", "score", "pixels"},
+        "landmarks": {"file", "points", "names", "score"},
+        "autoencode": {"file", "latent", "error", "score"},
+        "detect": {"file", "boxes", "score"},
+    }
+    rows = [json.loads(line) for line in out.stdout.splitlines()]
+    assert [set(r) for r in rows] == [keys[t] for t in TASKS]
+    assert (masks / f"{image.stem}.png").is_file()
+
+
+def test_cli_runs_an_exported_torchscript_file_only_when_trusted(trained, exported, capsys):
+    project, _ = trained
+    image = str(project.image_path(project.image_ids()[0]))
+    pt, onnx_file = exported["classify", "torchscript"].path, exported["classify", "onnx"].path
+    assert main(["predict", "--model", str(pt), image]) == 2
+    assert "TorchScript is a program" in capsys.readouterr().err
+    assert main(["predict", "--model", str(pt), "--trust-torchscript", image]) == 0
+    from_pt = json.loads(capsys.readouterr().out)
+    assert main(["predict", "--model", str(onnx_file), image]) == 0
+    from_onnx = json.loads(capsys.readouterr().out)
+    assert from_pt["class"] == from_onnx["class"]
+    assert from_pt["probs"] == pytest.approx(from_onnx["probs"], abs=1e-4)

@@ -26,32 +26,19 @@ import torch
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
-from tlstudio.core import imageio
-from tlstudio.core.errors import ImageError, TlsError
+from tlstudio.core.errors import TlsError
 from tlstudio.core.project import Project
-from tlstudio.core.windowing import to_display
 from tlstudio.ml.tasks.base import TASKS
 from tlstudio.ml.transforms import AugmentConfig, build_train_transform
+from tlstudio.runtime.images import (  # noqa: F401 (re-exported: ml reads images through data)
+    ImageReadError,
+    read_rgb,
+    resize_square,
+    to_rgb_uint8,
+)
 
 #: Bump when the way pixels reach the network changes (invalidates cached features).
 PREPROCESS_VERSION = 1
-
-
-class ImageReadError(ImageError):
-    """An image could not be read for training. ``path`` names the file, ``reason`` says why.
-
-    Unlike :class:`ImageError` it can be rebuilt from its message alone, which is how
-    torch's DataLoader re-raises a worker's exception in the main process."""
-
-    def __init__(self, path: str | Path, reason: str | None = None):
-        if reason is None:  # rebuilt from a message (DataLoader worker)
-            TlsError.__init__(self, str(path))
-            self.path, self.reason = Path(), str(path)
-        else:
-            super().__init__(path, reason)
-
-    def __reduce__(self):
-        return (type(self), (self.path, self.reason))
 
 
 class DatasetError(TlsError):
@@ -98,42 +85,6 @@ def choose_template(project: Project, image_ids: Sequence[int]) -> int | None:
 
 
 # --------------------------------------------------------------------------- pixels
-
-
-def to_rgb_uint8(data: imageio.ImageData) -> np.ndarray:
-    """H×W×3 uint8 RGB of an image as displayed through its window (alpha dropped)."""
-    disp = np.asarray(to_display(data.array, data.window))
-    if disp.dtype != np.uint8:
-        raise ValueError(f"to_display returned {disp.dtype}, expected uint8")
-    if disp.ndim == 3 and disp.shape[2] in (1, 2):  # grey or grey + alpha
-        disp = disp[..., 0]
-    if disp.ndim == 2:
-        return np.repeat(disp[..., None], 3, axis=2)
-    if disp.ndim == 3 and disp.shape[2] >= 3:
-        return np.ascontiguousarray(disp[..., :3])
-    raise ValueError(f"unexpected display array shape {disp.shape}")
-
-
-def resize_square(rgb: np.ndarray, size: int) -> np.ndarray:
-    """Plain resize to size × size (area averaging when shrinking, bilinear otherwise)."""
-    h, w = rgb.shape[:2]
-    if (h, w) == (size, size):
-        return rgb
-    interp = cv2.INTER_AREA if size <= h and size <= w else cv2.INTER_LINEAR
-    return cv2.resize(np.ascontiguousarray(rgb), (size, size), interpolation=interp)
-
-
-def read_rgb(path: str | Path) -> np.ndarray:
-    """The image at ``path`` as stored, H×W×3 uint8 RGB, the way training reads it (grey,
-    16-bit and DICOM data through their display window; alpha dropped).
-
-    Raises :class:`ImageReadError` naming the file on any read failure."""
-    try:
-        return to_rgb_uint8(imageio.read_image(Path(path)))
-    except ImageError as exc:
-        raise ImageReadError(exc.path, exc.reason) from exc
-    except (OSError, ValueError, cv2.error) as exc:
-        raise ImageReadError(path, f"cannot read image ({exc})") from exc
 
 
 def load_input_image(path: str | Path, size: int) -> tuple[np.ndarray, tuple[int, int]]:

@@ -1,5 +1,6 @@
-"""Export a trained run as a standalone model file (ONNX or TorchScript) with a JSON sidecar,
-and run such a file again without the project (:class:`ExportedModel`).
+"""Export a trained run as a standalone model file (ONNX or TorchScript) with a JSON sidecar.
+Running such a file again, without the project and without torch, is
+:class:`tlstudio.runtime.ExportedModel`'s job; the export is checked through it.
 
 The exported graph takes one float32 tensor ``image`` N×3×S×S: RGB images resized to
 S×S (S = the run's input size; plain resize, aspect ratio not kept), scaled to 0..1 and
@@ -20,7 +21,8 @@ Class index i is the i-th entry of the sidecar's ``classes`` list (the project's
 order). ONNX files are written by ``torch.onnx.export(dynamo=True)`` with a dynamic batch
 axis; detectors go through the TorchScript-based exporter (``dynamo=False``), the path
 torchvision's detection models support, because ``torch.export`` cannot trace their
-data-dependent box filtering. TorchScript files are ``torch.jit.trace`` archives.
+data-dependent box filtering. TorchScript files are ``torch.jit.trace`` archives: programs,
+which the runtime runs only when the caller trusts them (:func:`torchscript_runner`).
 
 The sidecar is the model file's name plus ``.json`` (``model.onnx`` → ``model.onnx.json``).
 """
@@ -32,7 +34,7 @@ import datetime
 import json
 import time
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,80 +45,26 @@ from torch import Tensor, nn
 
 from tlstudio import __version__
 from tlstudio.core.atomic import replacing, write_text_atomic
-from tlstudio.core.errors import ImageError, TlsError
+from tlstudio.core.errors import ImageError
 from tlstudio.core.project import Project
 from tlstudio.core.runs import RunStore
+from tlstudio.runtime import ExportError, Sidecar, sidecar_path
+from tlstudio.runtime.images import normalise
+from tlstudio.runtime.loader import Runner, open_runner
+from tlstudio.runtime.sidecar import OUTPUTS, SIDECAR_FORMAT, SIDECAR_VERSION, parse_sidecar
 
 from . import data as data_mod
 from .backbones import get_spec
-from .data import read_rgb
 from .runner import RunSpec, load_run_model
-from .tasks.base import TaskModel, to_image_frame
+from .tasks.base import TaskModel
 from .tasks.landmarks import decode_heatmaps
 
 FORMATS = ("onnx", "torchscript")
 SUFFIXES = {"onnx": ".onnx", "torchscript": ".pt"}
-SIDECAR_FORMAT = "tlstudio-exported-model"
-SIDECAR_VERSION = 1
 #: largest allowed |exported − PyTorch| / max(1, max |PyTorch|) per output (so 1e-4 absolute
 #: for probabilities, and 1e-4 of the value range for pixel coordinates or logits)
 CHECK_TOLERANCE = 1e-4
 CHECK_IMAGES = 3
-
-#: output names and meanings per task (shapes: N images, C classes, P points, D latent)
-OUTPUTS: dict[str, list[dict[str, str]]] = {
-    "classify": [
-        {
-            "name": "probs",
-            "shape": "N×C",
-            "meaning": "class probabilities (softmax; per-class sigmoid when multi_label)",
-        }
-    ],
-    "segment": [
-        {
-            "name": "probs",
-            "shape": "N×(C+1)×S×S",
-            "meaning": "per-pixel softmax; channel 0 = background, channel i+1 = classes[i]",
-        }
-    ],
-    "landmarks": [
-        {
-            "name": "heatmaps",
-            "shape": "N×P×h×w",
-            "meaning": "one heatmap per template point; cell u covers input pixels "
-            "[u·stride, (u+1)·stride)",
-        },
-        {
-            "name": "keypoints",
-            "shape": "N×P×3",
-            "meaning": "decoded points (x, y, confidence): x, y in input pixels "
-            "(continuous frame), confidence = heatmap peak in [0, 1]",
-        },
-    ],
-    "autoencode": [
-        {
-            "name": "reconstruction",
-            "shape": "N×3×S×S",
-            "meaning": "reconstructed input in normalised space (undo with x·std + mean)",
-        },
-        {"name": "latent", "shape": "N×D", "meaning": "latent code (μ for a VAE)"},
-        {
-            "name": "error",
-            "shape": "N",
-            "meaning": "mean squared reconstruction error per image (normalised units)",
-        },
-    ],
-    "detect": [
-        {"name": "boxes", "shape": "K×4", "meaning": "x1, y1, x2, y2 in input pixels"},
-        {"name": "scores", "shape": "K", "meaning": "detection scores in [0, 1], descending"},
-        {"name": "labels", "shape": "K", "meaning": "class index 0..C-1 into classes"},
-    ],
-}
-
-
-class ExportError(TlsError):
-    """A run cannot be exported, or an exported model cannot be loaded or run (the message
-    says why)."""
 
 
 @dataclass(frozen=True)
@@ -133,12 +81,6 @@ class ExportResult:
     diffs: dict[str, float] = field(default_factory=dict)
     checked_images: int = 0
     export_s: float = 0.0
-
-
-def sidecar_path(path: str | Path) -> Path:
-    """The sidecar of a model file: its name plus ``.json``."""
-    p = Path(path)
-    return p.with_name(p.name + ".json")
 
 
 # --------------------------------------------------------------------------- graphs
@@ -256,6 +198,8 @@ def export_model(
     batch = _normalise(images, spec)
     example = batch[:1] if spec.task == "detect" else _pad_batch(batch[:2], 2)
     outputs = [o["name"] for o in OUTPUTS[spec.task]]
+    info = _sidecar(project, record, spec, model, format, path.name)
+    side = sidecar_path(path)
 
     with replacing(path) as tmp:
         t0 = time.perf_counter()
@@ -269,15 +213,13 @@ def export_model(
         if check:
             # a batch size other than the traced one, so a baked-in batch size shows up
             check_batch = batch[-CHECK_IMAGES:] if len(batch) > 2 else batch
-            diffs = _check(graph, tmp, format, check_batch, outputs, spec.task)
+            diffs = _check(graph, tmp, parse_sidecar(info, side), check_batch)
             checked = len(check_batch)
-        info = _sidecar(project, record, spec, model, format, path.name)
         info["check"] = (
             {"images": checked, "max_abs_diff": max(diffs.values()), "per_output": diffs}
             if check
             else None
         )
-        side = sidecar_path(path)
         write_text_atomic(side, json.dumps(info, indent=1, ensure_ascii=False))
     return ExportResult(
         path=path,
@@ -339,12 +281,12 @@ def _export_torchscript(graph: nn.Module, example: Tensor, path: Path) -> None:
         raise ExportError(f"TorchScript export (torch.jit.trace) failed: {reason[:500]}") from exc
 
 
-def _check(
-    graph: nn.Module, path: Path, format: str, batch: Tensor, outputs: list[str], task: str
-) -> dict[str, float]:
+def _check(graph: nn.Module, path: Path, side: Sidecar, batch: Tensor) -> dict[str, float]:
     """Largest |exported − PyTorch| per output over ``batch`` (one image at a time for
-    detection); raises ExportError beyond the tolerance or on a shape mismatch."""
-    runner = _load_runtime(path, format, threads=torch.get_num_threads())
+    detection); raises ExportError beyond the tolerance or on a shape mismatch. The file
+    is opened as a user's ``ExportedModel.load`` opens it, with the sidecar to be written."""
+    task, outputs = side.task, side.output_names
+    runner = _check_runner(path, side)
     chunks = [batch[i : i + 1] for i in range(len(batch))] if task == "detect" else [batch]
     diffs = dict.fromkeys(outputs, 0.0)
     for n, x in enumerate(chunks):
@@ -373,6 +315,36 @@ def _check(
                 )
             diffs[name] = max(diffs[name], diff)
     return diffs
+
+
+def _check_runner(path: Path, side: Sidecar) -> Runner:
+    """The runtime's runner over the file just written (from this project's own run, so a
+    TorchScript archive is trusted), after the same content checks a user's load gets."""
+    _, runner = open_runner(
+        path, side, threads=torch.get_num_threads(), torchscript=torchscript_runner
+    )
+    return runner
+
+
+def torchscript_runner(path: Path, threads: int | None = None) -> Runner:
+    """A runner over a TorchScript archive: ``torch.jit.load`` runs code from the file with
+    the user's rights, so pass this to :meth:`tlstudio.runtime.ExportedModel.load` only for
+    files the user trusts. ``threads`` is ignored (torch's thread count is process-wide)."""
+    try:
+        with warnings.catch_warnings():  # TorchScript is deprecated in torch 2.x, still works
+            warnings.simplefilter("ignore", FutureWarning)
+            module = torch.jit.load(str(path), map_location="cpu").eval()
+    except Exception as exc:
+        raise ExportError(f"{path}: not a loadable TorchScript model ({exc})") from exc
+
+    def run_ts(x: np.ndarray) -> list[np.ndarray]:
+        with torch.no_grad():
+            out = module(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)))
+        if isinstance(out, Tensor):
+            out = (out,)
+        return [t.detach().cpu().numpy() for t in out]
+
+    return run_ts
 
 
 def pair_detections(
@@ -552,18 +524,10 @@ def _sample_images(project: Project, spec: RunSpec, n: int) -> list[np.ndarray]:
     return out
 
 
-def _normalise(images: Sequence[np.ndarray], spec_or_pre: RunSpec | dict) -> Tensor:
-    """size × size × 3 uint8 RGB images → normalised float32 N×3×S×S."""
-    if isinstance(spec_or_pre, RunSpec):
-        b = get_spec(spec_or_pre.backbone)
-        mean, std = b.mean, b.std
-    else:
-        mean, std = spec_or_pre["mean"], spec_or_pre["std"]
-    m = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
-    s = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
-    xs = [(torch.from_numpy(np.ascontiguousarray(a)).permute(2, 0, 1).float() / 255.0 - m) / s
-          for a in images]  # fmt: skip
-    return torch.stack(xs)
+def _normalise(images: Sequence[np.ndarray], spec: RunSpec) -> Tensor:
+    """size × size × 3 uint8 RGB images → normalised float32 N×3×S×S, as the runtime does."""
+    b = get_spec(spec.backbone)
+    return torch.from_numpy(normalise(images, b.mean, b.std))
 
 
 def _pad_batch(x: Tensor, n: int) -> Tensor:
@@ -571,199 +535,3 @@ def _pad_batch(x: Tensor, n: int) -> Tensor:
     while len(x) < n:
         x = torch.cat([x, x[: n - len(x)]])
     return x
-
-
-# --------------------------------------------------------------------------- runtime
-
-
-def _load_runtime(path: Path, format: str, threads: int | None = None) -> Callable:
-    """A function: float32 N×3×S×S array → list of output arrays."""
-    if format == "onnx":
-        try:
-            import onnxruntime as ort
-        except ImportError as exc:  # declared dependency; a broken install says so
-            raise ExportError(f"onnxruntime is needed to run {path.name} ({exc})") from exc
-        opts = ort.SessionOptions()
-        opts.log_severity_level = 3
-        if threads:
-            opts.intra_op_num_threads = int(threads)
-            opts.inter_op_num_threads = 1
-        try:
-            session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-        except Exception as exc:
-            raise ExportError(f"{path}: not a loadable ONNX model ({exc})") from exc
-        name = session.get_inputs()[0].name
-
-        def run_onnx(x: np.ndarray) -> list[np.ndarray]:
-            return list(session.run(None, {name: np.ascontiguousarray(x, dtype=np.float32)}))
-
-        return run_onnx
-    if format == "torchscript":
-        try:
-            with warnings.catch_warnings():  # TorchScript is deprecated in torch 2.x, still works
-                warnings.simplefilter("ignore", FutureWarning)
-                module = torch.jit.load(str(path), map_location="cpu").eval()
-        except Exception as exc:
-            raise ExportError(f"{path}: not a loadable TorchScript model ({exc})") from exc
-
-        def run_ts(x: np.ndarray) -> list[np.ndarray]:
-            with torch.no_grad():
-                out = module(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)))
-            if isinstance(out, Tensor):
-                out = (out,)
-            return [t.detach().cpu().numpy() for t in out]
-
-        return run_ts
-    raise ExportError(f"unknown model format {format!r}")
-
-
-class ExportedModel:
-    """An exported model file and its sidecar, ready to predict on RGB images.
-
-    :meth:`predict` returns the payloads ``runner.predict`` stores, in image pixels, with
-    class *names* (``"class"``) beside the database ids (``"class_id"``) of the project the
-    model came from; class-keyed dicts use names:
-
-    - classify:   {"class", "class_id", "score", "probs": {name: p}}
-    - detect:     {"boxes": [{"class", "class_id", "score", "xyxy": [x1, y1, x2, y2]}],
-      "score"} (score = best box score, 0 without boxes)
-    - landmarks:  {"points": [[x, y, confidence], ...] in template order, "names": point
-      names, "score"} (score = mean confidence)
-    - segment:    {"classes": [names present], "mask": H×W uint16, "score": None}; mask
-      value 0 = background, k = ``classes[k - 1]`` (1-based position in the sidecar's
-      class list, not a database id)
-    - autoencode: {"latent": [...], "error": float, "score"} (score = error)
-    """
-
-    def __init__(self, path: Path, info: dict[str, Any], run: Callable):
-        self.path = path
-        self.info = info
-        self._run = run
-        self.task: str = info["task"]
-        self.format: str = info["model_format"]
-        self.input_size: int = int(info["preprocessing"]["input_size"])
-        self.classes: list[dict[str, Any]] = list(info.get("classes") or [])
-        self.class_names: list[str] = [c["name"] for c in self.classes]
-        self.outputs: list[str] = [o["name"] for o in info["outputs"]]
-
-    @classmethod
-    def load(cls, path: str | Path, *, threads: int | None = None) -> ExportedModel:
-        """Open ``path`` (.onnx through onnxruntime on the CPU, anything else as TorchScript,
-        unless the sidecar says otherwise) and its sidecar ``<path>.json``. ``threads``:
-        onnxruntime intra-op threads (default: its own choice). Only load files you trust:
-        a TorchScript archive is code."""
-        path = Path(path)
-        if not path.is_file():
-            raise ExportError(f"{path}: no such model file")
-        side = sidecar_path(path)
-        if not side.is_file():
-            raise ExportError(
-                f"{side}: the model's sidecar is missing; keep the .json written next to the "
-                "model file by tlstudio export-model"
-            )
-        try:
-            info = json.loads(side.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise ExportError(f"{side}: not a readable sidecar ({exc})") from exc
-        if not isinstance(info, dict) or info.get("format") != SIDECAR_FORMAT:
-            raise ExportError(f"{side}: not a tlstudio model sidecar")
-        if int(info.get("format_version", 0)) > SIDECAR_VERSION:
-            raise ExportError(
-                f"{side}: written by a newer tlstudio (sidecar version "
-                f"{info.get('format_version')}); update tlstudio"
-            )
-        if info.get("task") not in OUTPUTS:
-            raise ExportError(f"{side}: unknown task {info.get('task')!r}")
-        fmt = info.get("model_format") or (
-            "onnx" if path.suffix.lower() == ".onnx" else "torchscript"
-        )
-        return cls(path, info, _load_runtime(path, fmt, threads))
-
-    # -- running -------------------------------------------------------------
-    def preprocess(self, rgb_images: Sequence[np.ndarray]) -> np.ndarray:
-        """H×W×3 uint8 RGB images (any size; H×W grey is repeated into 3 channels) →
-        the model input N×3×S×S float32, resized and normalised as the sidecar says."""
-        resized = []
-        for i, a in enumerate(rgb_images):
-            a = np.asarray(a)
-            if a.ndim == 2:
-                a = np.repeat(a[..., None], 3, axis=2)
-            if a.ndim != 3 or a.shape[2] not in (3, 4) or a.dtype != np.uint8:
-                raise ExportError(
-                    f"image {i}: expected H×W×3 uint8 RGB, got {a.dtype} {tuple(a.shape)}"
-                )
-            resized.append(data_mod.resize_square(np.ascontiguousarray(a[..., :3]),
-                                                  self.input_size))  # fmt: skip
-        if not resized:
-            return np.zeros((0, 3, self.input_size, self.input_size), np.float32)
-        return _normalise(resized, self.info["preprocessing"]).numpy()
-
-    def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
-        """Raw outputs (name → array) for a preprocessed batch N×3×S×S (N = 1 for detect)."""
-        if self.task == "detect" and len(batch) != 1:
-            raise ExportError("an exported detector takes one image at a time (N = 1)")
-        return dict(zip(self.outputs, self._run(batch), strict=True))
-
-    def predict(
-        self, rgb_images: Sequence[np.ndarray], *, batch_size: int = 16
-    ) -> list[dict[str, Any]]:
-        """Decoded predictions per image, coordinates in each image's own pixels (see the
-        class docstring for the keys)."""
-        images = list(rgb_images)
-        out: list[dict[str, Any]] = []
-        step = 1 if self.task == "detect" else max(1, int(batch_size))
-        for start in range(0, len(images), step):
-            chunk = images[start : start + step]
-            raw = self.run(self.preprocess(chunk))
-            for k, img in enumerate(chunk):
-                orig = (int(np.asarray(img).shape[0]), int(np.asarray(img).shape[1]))
-                out.append(self._decode(raw, k, orig))
-        return out
-
-    def predict_files(self, paths: Sequence[str | Path], *, batch_size: int = 16) -> list[dict]:
-        """:meth:`predict` on image files, read as training reads them (see :func:`read_rgb`)."""
-        return self.predict([read_rgb(p) for p in paths], batch_size=batch_size)
-
-    # -- decoding ------------------------------------------------------------
-    def _decode(self, raw: dict[str, np.ndarray], k: int, orig: tuple[int, int]) -> dict:
-        s = (self.input_size, self.input_size)
-        names, ids = self.class_names, [c.get("id") for c in self.classes]
-        if self.task == "classify":
-            probs = raw["probs"][k].astype(float).tolist()
-            best = int(np.argmax(probs))
-            return {"class": names[best], "class_id": ids[best], "score": float(max(probs)),
-                    "probs": dict(zip(names, probs, strict=True))}  # fmt: skip
-        if self.task == "detect":
-            pred = to_image_frame({"boxes": torch.from_numpy(raw["boxes"].reshape(-1, 4))}, s, orig)
-            boxes = [
-                {
-                    "class": names[int(lbl)],
-                    "class_id": ids[int(lbl)],
-                    "score": float(sc),
-                    "xyxy": [float(v) for v in b],
-                }  # fmt: skip
-                for b, sc, lbl in zip(
-                    pred["boxes"].tolist(),
-                    raw["scores"].tolist(),
-                    raw["labels"].tolist(),
-                    strict=True,
-                )  # fmt: skip
-            ]
-            return {"boxes": boxes, "score": max((b["score"] for b in boxes), default=0.0)}
-        if self.task == "landmarks":
-            kp = torch.from_numpy(np.ascontiguousarray(raw["keypoints"][k]))
-            pts = to_image_frame({"keypoints": kp}, s, orig)["keypoints"].tolist()
-            pts = [[float(x), float(y), float(c)] for x, y, c in pts]
-            template = self.info.get("template") or {}
-            return {"points": pts, "names": list(template.get("points", [])),
-                    "score": float(np.mean([p[2] for p in pts])) if pts else None}  # fmt: skip
-        if self.task == "segment":
-            mask = torch.from_numpy(raw["probs"][k].argmax(0))
-            full = to_image_frame({"mask": mask}, s, orig)["mask"].numpy().astype(np.uint16)
-            present = sorted(int(v) for v in np.unique(full) if v)
-            return {"classes": [names[v - 1] for v in present], "mask": full, "score": None}
-        if self.task == "autoencode":
-            err = float(raw["error"][k])
-            return {"latent": [float(v) for v in raw["latent"][k].tolist()], "error": err,
-                    "score": err}  # fmt: skip
-        raise ExportError(f"unknown task {self.task!r}")

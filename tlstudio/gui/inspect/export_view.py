@@ -51,7 +51,8 @@ FORMATS: dict[str, tuple[str, str, str, str]] = {
         "TorchScript",
         ".pt",
         "TorchScript model (*.pt)",
-        "Loads with torch.jit.load in Python or LibTorch (C++); needs PyTorch.",
+        "Loads with torch.jit.load in Python or LibTorch (C++); needs PyTorch. A program, "
+        "not data: whoever runs it must trust it (tlstudio predict --trust-torchscript).",
     ),
 }
 

@@ -1,0 +1,27 @@
+"""Run exported models without a project and without torch.
+
+The layer between :mod:`tlstudio.ml` and :mod:`tlstudio.core`: numpy, OpenCV (through
+core's image reading) and onnxruntime, never torch, torchvision or Qt (an import-linter
+contract in pyproject.toml). ``tlstudio predict --model`` runs here; ``tlstudio.ml.export``
+writes the files and checks them with this runtime.
+
+- :mod:`.loader`: the loader follows the file's content (ONNX protobuf or TorchScript zip);
+  TorchScript runs only through a loader the caller passes to say it trusts the file;
+- :mod:`.sidecar`: the sidecar JSON, checked as untrusted input;
+- :mod:`.images`: reading and preprocessing as training does;
+- :mod:`.decode`: raw outputs → predictions in image pixels.
+"""
+
+from .errors import ExportError, SidecarError, UntrustedModelError
+from .model import ExportedModel
+from .sidecar import Sidecar, read_sidecar, sidecar_path
+
+__all__ = [
+    "ExportError",
+    "ExportedModel",
+    "Sidecar",
+    "SidecarError",
+    "UntrustedModelError",
+    "read_sidecar",
+    "sidecar_path",
+]
