@@ -276,17 +276,19 @@ def import_(project: Project, path: str | Path, copy_images: bool = False) -> La
     cfg = _load_config(Path(path))
     dirs = _image_dirs(cfg)
     with import_session(project, copy_images) as s:
-        class_ids = {
-            i: s.class_id(n, cfg.source, f"names[{i}]") for i, n in sorted(cfg.names.items())
-        }
-        template = _template(s, cfg) if cfg.kpt else None
         files = []
         for d in dirs:
             files += sorted(p for p in d.rglob("*") if p.is_file() and imageio.is_image_file(p))
         files = list(dict.fromkeys(files))
+        # images first: they are checked and copied before the transaction begins
+        records = s.images([(f, f, "") for f in files])
+        class_ids = {
+            i: s.class_id(n, cfg.source, f"names[{i}]") for i, n in sorted(cfg.names.items())
+        }
+        template = _template(s, cfg) if cfg.kpt else None
         used_labels: set[Path] = set()
         root = cfg.root.resolve()
-        for img, rec in zip(files, s.images([(f, f, "") for f in files]), strict=True):
+        for img, rec in zip(files, records, strict=True):
             lbl = label_path(img, root)
             if lbl in used_labels:
                 raise FormatError(lbl, "", f"label file shared by two images ({img.name})")
