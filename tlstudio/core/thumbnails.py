@@ -43,7 +43,8 @@ class ThumbnailCache:
         out = self.path_for(key)
         if out.is_file():
             return out
-        data = imageio.read_image(path)
+        # a JPEG decodes at 1/2..1/8 scale when that still covers the thumbnail
+        data = imageio.read_image(path, reduce_to=self.size)
         thumb = self.render(data)
         out.parent.mkdir(parents=True, exist_ok=True)
         _write_png_atomic(out, thumb)
