@@ -12,6 +12,7 @@ import threading
 from pathlib import Path
 
 import pytest
+from kill_scenarios import EDIT_CHILD
 
 import tlstudio
 from tlstudio.core.project import Project
@@ -20,24 +21,7 @@ from tlstudio.core.store import DB_NAME
 TARGET = 300  # edits reported committed before each kill
 ROUNDS = 3  # kill, reopen and go on: a reopened project must keep working
 
-CHILD = textwrap.dedent(
-    """
-    import sys
-    from tlstudio.core.annotations import Box
-    from tlstudio.core.commands import AddBox, UndoStack
-    from tlstudio.core.project import Project
-
-    project = Project.open(sys.argv[1])
-    image_id = project.image_ids()[0]
-    class_id = project.classes()[0].id
-    stack = UndoStack(project, limit=50)
-    k = len(project.boxes(image_id))  # boxes committed so far, over all runs
-    while True:  # runs until killed
-        stack.push(AddBox(image_id, Box(class_id, 0, 0, 1 + k % 30, 1 + k % 20)))
-        k += 1
-        print(k, flush=True)
-    """
-)
+CHILD = textwrap.dedent(EDIT_CHILD)  # pushes boxes and prints how many are committed
 
 
 def _run_until_killed(root: Path, at_least: int) -> int:

@@ -107,7 +107,9 @@ def test_a_png_cut_short_with_valid_chunks_is_reported(tmp_path: Path) -> None:
     raw = b"".join(b"\x00" + bytes(30 * 3) for _ in range(10))  # 10 of the 20 rows
 
     def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
 
     png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 30, 20, 8, 2, 0, 0, 0))
     png += chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
@@ -183,7 +185,11 @@ def test_a_fifo_named_on_the_command_line_is_skipped(tmp_path: Path, make_images
         os.mkfifo(f)
     proc = subprocess.run(
         [sys.executable, "-m", "tlstudio", "import", str(root), *map(str, fifos), str(good)],
-        capture_output=True, text=True, timeout=60, env=_env(), cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=_env(),
+        cwd=REPO,
     )  # fmt: skip  (a read from a FIFO without a writer would block: the timeout fails it)
     assert proc.returncode == 0, proc.stderr
     assert "Images: 1 added" in proc.stdout
@@ -332,7 +338,9 @@ def test_class_names_longer_than_the_import_limit_are_refused_at_creation(
         assert report.annotations["tags"] == 1 and again.class_by_name("z" * 200) is not None
 
 
-def test_a_label_file_with_a_too_long_class_name_names_the_place(tmp_path: Path, make_images) -> None:
+def test_a_label_file_with_a_too_long_class_name_names_the_place(
+    tmp_path: Path, make_images
+) -> None:
     from tlstudio.core.errors import FormatError
 
     (img,) = make_images(tmp_path, 1)
@@ -340,6 +348,8 @@ def test_a_label_file_with_a_too_long_class_name_names_the_place(tmp_path: Path,
     csv.write_text(f"image,label\n{img.name},{'q' * 300}\n")
     with Project.create(tmp_path / "p") as p, pytest.raises(FormatError) as err:
         import_labels(p, csv, "csv")
-    assert re.search(r"labels\.csv \(line 2\): class name longer than 200 characters", str(err.value))
+    assert re.search(
+        r"labels\.csv \(line 2\): class name longer than 200 characters", str(err.value)
+    )
     with Project.open(tmp_path / "p") as p:
         assert p.image_count() == 0 and p.classes() == []

@@ -51,9 +51,7 @@ def _try_read_only_session(root: str) -> dict:
     return facts
 
 
-def test_a_read_only_database_opens_read_only_and_refuses_edits(
-    unprivileged, make_images
-) -> None:
+def test_a_read_only_database_opens_read_only_and_refuses_edits(unprivileged, make_images) -> None:
     folder, run, give_away = unprivileged
     root = _project(folder, make_images, give_away)
     os.chmod(root / DB_NAME, 0o444)
