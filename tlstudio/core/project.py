@@ -36,7 +36,13 @@ from .annotations import (
     mask_class_ids,
 )
 from .decoders import file_kind
-from .errors import ImageError, ProjectBusyError, ProjectError, ValidationError
+from .errors import (
+    ImageError,
+    ProjectBusyError,
+    ProjectError,
+    ReadOnlyProjectError,
+    ValidationError,
+)
 from .labelset import MAX_CLASS_NAME, PALETTE, ClassInfo, LandmarkTemplate
 from .staging import STAGING, Staging, sweep
 from .store import DB_NAME, Store, inserted_id
@@ -318,7 +324,9 @@ class Project:
     ) -> ImageBatch:
         """The first half of :meth:`add_images`: find, check and (``copy``) stage the files,
         without writing to the database. ``insert()`` the batch to add them, or
-        ``discard()`` it."""
+        ``discard()`` it. A read-only project refuses at once (ReadOnlyProjectError)."""
+        if self.read_only:
+            raise ReadOnlyProjectError(self.store.read_only_message())
         report = ImportReport()
         files = self._expand(paths, recursive, report)
         batch = ImageBatch(self, report)
