@@ -34,9 +34,11 @@ class Trial:
     = files in ``images/`` or staging that no row refers to, plus rows without their file;
     ``clashes`` = second copies (``*_1.png``) made by importing the same files again;
     ``stuck`` = runs still ``running`` after the project was reopened; ``integrity`` = the
-    database failed ``PRAGMA integrity_check``."""
+    database passed ``PRAGMA integrity_check``; ``late`` (imports) = the kill came after
+    every file was checked and copied, while the rows went in and the copies moved."""
 
     mid: bool = False
+    late: bool = False
     lost: int = 0
     orphans: int = 0
     clashes: int = 0
@@ -149,6 +151,7 @@ def import_trial(root: Path, src: Path, n_files: int, rng: random.Random) -> Tri
     delay = rng.random() * (0.02 if late else 0.01)
     lines = _kill_when(_child(IMPORT_CHILD, root, src), ready, delay, 120)
     trial = Trial(mid=not any(x.startswith("done") for x in lines))
+    trial.late = trial.mid and str(n_files) in lines
     with Project.open(root) as p:  # the next session: sweeps what the kill left
         trial.orphans = _orphans(p)
         trial.integrity = _integrity(p)

@@ -109,3 +109,13 @@ def test_an_edit_refused_as_busy_changes_nothing_and_can_be_retried(
         other.close()
     assert db_state(project.store.conn) == before
     assert project.add_class("fish").name == "fish"
+
+
+def test_commits_are_synced_to_disk(tmp_path: Path) -> None:
+    """synchronous = FULL: an edit survives a power cut once its call returned (the cost is
+    measured by tests/bench/bench_store.py)."""
+    with Project.create(tmp_path / "p") as p:
+        assert p.store.conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    with Project.open(tmp_path / "p") as p:
+        assert p.store.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert p.store.conn.execute("PRAGMA synchronous").fetchone()[0] == 2

@@ -59,8 +59,8 @@ class MainWindow(QMainWindow):
         lay.setContentsMargins(0, 0, 0, 0)
         lay.setSpacing(2)
         lay.addWidget(self.banner)
-        self.read_only_banner, self.refused_bar = (ReadOnlyBanner(self.app_state),
-                                                   RefusedEditBar(self.app_state))  # fmt: skip
+        self.read_only_banner = ReadOnlyBanner(self.app_state)
+        self.refused_bar = RefusedEditBar(self.app_state)
         lay.addWidget(self.read_only_banner)
         lay.addWidget(self.refused_bar)
         lay.addWidget(self.canvas, 1)

@@ -449,10 +449,11 @@ def predict(
             origs.append(orig)
         with torch.no_grad():
             preds = model.predict_step(torch.stack(tensors).to(dev))
-        for image_id, pred, orig in zip(chunk, preds, origs, strict=True):
-            pred = to_image_frame({k: _cpu(v) for k, v in pred.items()}, (size, size), orig)
-            payload, mask, score = _payload(spec.task, pred, classes)
-            runs.set_prediction(run_id, image_id, payload, mask, score)
+        with project.transaction():  # one commit (one disk sync) per batch
+            for image_id, pred, orig in zip(chunk, preds, origs, strict=True):
+                pred = to_image_frame({k: _cpu(v) for k, v in pred.items()}, (size, size), orig)
+                payload, mask, score = _payload(spec.task, pred, classes)
+                runs.set_prediction(run_id, image_id, payload, mask, score)
         done += len(chunk)
         if progress is not None:
             progress(done, len(ids))
