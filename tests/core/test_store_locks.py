@@ -87,9 +87,9 @@ def test_an_import_that_fails_late_adds_no_row_and_no_file(tmp_path: Path, make_
 
 def test_the_busy_timeout_is_long_enough_for_people(tmp_path: Path) -> None:
     with Project.create(tmp_path / "p") as p:
-        assert p.store.conn.execute("PRAGMA busy_timeout").fetchone()[0] == 30_000
+        assert p.store.conn.execute("PRAGMA busy_timeout").fetchone()[0] == 15_000
     with Project.open(tmp_path / "p") as p:
-        assert p.store.conn.execute("PRAGMA busy_timeout").fetchone()[0] == 30_000
+        assert p.store.conn.execute("PRAGMA busy_timeout").fetchone()[0] == 15_000
 
 
 def test_an_edit_refused_as_busy_changes_nothing_and_can_be_retried(

@@ -23,7 +23,7 @@ def _show_first_image(qtbot, window) -> int:
 def test_a_busy_project_keeps_the_refused_edit_for_retry(qtbot, main_window) -> None:
     window, state = main_window, main_window.app_state
     project = state.project
-    project.store.conn.execute("PRAGMA busy_timeout = 100")  # the test waits 0.1 s, not 30
+    project.store.conn.execute("PRAGMA busy_timeout = 100")  # the test waits 0.1 s, not 15
     iid = _show_first_image(qtbot, window)
     second = project.classes()[1]
     before = project.tags(iid)

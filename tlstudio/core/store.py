@@ -128,10 +128,11 @@ MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _v1_to_v2}
 
 DB_NAME = "project.sqlite"
 
-BUSY_TIMEOUT_S = 30.0
-"""How long a write waits for another program's write lock before it is refused. Write
-transactions are kept short (imports decode, hash and copy before theirs), so a wait
-this long means the other program is stuck, not busy."""
+BUSY_TIMEOUT_S = 15.0
+"""How long a write waits for another program's write lock before it is refused (SQLite's
+default is 5 s). Write transactions are kept short (imports check, hash and copy before
+theirs), so a wait this long means the other program is stuck, not busy; the window then
+keeps the refused edit for Retry."""
 
 SYNCHRONOUS = "FULL"
 """SQLite ``synchronous`` in WAL mode. FULL syncs the WAL at every commit, so an edit is

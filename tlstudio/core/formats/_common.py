@@ -21,6 +21,7 @@ import cv2
 import numpy as np
 
 from ..annotations import SKIPPED, Box, LandmarkSet, Point
+from ..atomic import replacing
 from ..errors import FormatError, ProjectError, TlsError, ValidationError
 from ..labelset import LandmarkTemplate
 from ..project import ImageRecord, Project
@@ -643,7 +644,8 @@ def place_image(project: Project, rec: ImageRecord, dest: Path) -> None:
     try:
         os.link(src, dest)
     except OSError:
-        shutil.copy2(src, dest)
+        with replacing(dest, sync=False) as tmp:  # never half an image at ``dest``
+            shutil.copy2(src, tmp)
 
 
 def relative_ref(target: Path, base: Path) -> str:

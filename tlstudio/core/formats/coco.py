@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 
 from ..annotations import SKIPPED, Box, LandmarkSet
+from ..atomic import write_text_atomic
 from ..errors import FormatError, ValidationError
 from ..labelset import LandmarkTemplate
 from ..project import ImageRecord, Project
@@ -518,9 +519,7 @@ def export(project: Project, out: str | Path, *, warnings: list[str] | None = No
         "annotations": anns,
         "categories": categories,
     }
-    tmp = json_path.with_name(json_path.name + ".tmp")
-    tmp.write_text(json.dumps(doc, indent=1), encoding="utf-8")
-    tmp.replace(json_path)
+    write_text_atomic(json_path, json.dumps(doc, indent=1))
     return json_path
 
 

@@ -34,6 +34,7 @@ import numpy as np
 import yaml
 
 from ..annotations import SKIPPED, Box, LandmarkSet, Point
+from ..atomic import write_text_atomic
 from ..errors import FormatError, ValidationError
 from ..labelset import LandmarkTemplate
 from ..project import ImageRecord, Project
@@ -427,7 +428,7 @@ def export(project: Project, out: str | Path, *, kind: str = "detect", template:
             lines = _pose_lines(ann.boxes, ann.landmarks, tpl, index, names, rec, warnings)
         lbl = label_path(img_dest)
         lbl.parent.mkdir(parents=True, exist_ok=True)
-        lbl.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+        write_text_atomic(lbl, "".join(line + "\n" for line in lines), sync=False)
 
     data: dict[str, Any] = {}
     if split_dirs:
@@ -447,10 +448,10 @@ def export(project: Project, out: str | Path, *, kind: str = "detect", template:
         data["tlstudio"] = {"template": tpl.name, "points": list(tpl.points),
                             "skeleton": [list(e) for e in tpl.skeleton]}  # fmt: skip
     yaml_path = out / "data.yaml"
-    yaml_path.write_text(
+    write_text_atomic(
+        yaml_path,
         "# YOLO dataset exported by tlstudio\n"
         + yaml.safe_dump(data, sort_keys=False, allow_unicode=True),
-        encoding="utf-8",
     )
     skipped = {"detect": ("tags", "landmarks", "masks"), "segment": ("tags", "boxes", "landmarks"),
                "pose": ("tags", "masks")}[kind]  # fmt: skip
