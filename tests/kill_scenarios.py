@@ -17,6 +17,7 @@ import sys
 import textwrap
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,6 +40,8 @@ class Trial:
 
     mid: bool = False
     late: bool = False
+    reported: int = 0  # edits: committed edits the child reported (over all its runs)
+    stored: int = 0  # edits: edits found in the database afterwards
     lost: int = 0
     orphans: int = 0
     clashes: int = 0
@@ -46,7 +49,7 @@ class Trial:
     integrity: bool = True
 
 
-def _child(script: str, *args: object) -> subprocess.Popen[str]:
+def start_child(script: str, *args: object) -> subprocess.Popen[str]:
     env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
     return subprocess.Popen(
         [sys.executable, "-c", textwrap.dedent(script), *map(str, args)],
@@ -54,7 +57,7 @@ def _child(script: str, *args: object) -> subprocess.Popen[str]:
     )  # fmt: skip
 
 
-def _kill_when(
+def kill_when(
     child: subprocess.Popen[str], ready: int, delay_s: float, timeout_s: float
 ) -> list[str]:
     """Read the child's lines; once ``ready`` lines came, wait ``delay_s`` and SIGKILL it.
@@ -114,14 +117,25 @@ EDIT_CHILD = """
 """
 
 
-def edit_trial(root: Path, rng: random.Random) -> Trial:
-    """Kill a child that keeps adding boxes (one committed edit per line it prints)."""
-    lines = _kill_when(_child(EDIT_CHILD, root), rng.randint(2, 60), rng.random() * 0.05, 60)
-    reported = max((int(x) for x in lines if x.isdigit()), default=0)
+def edit_project(root: Path, make_images: Callable[..., object]) -> Path:
+    """A project at ``root`` with one image and one class, to kill edit sessions on."""
+    make_images(root.parent / f"{root.name}_src", 1)
+    with Project.create(root) as p:
+        p.add_images([root.parent / f"{root.name}_src"])
+        p.add_class("cat")
+    return root
+
+
+def edit_trial(root: Path, rng: random.Random, edits: int | None = None) -> Trial:
+    """Kill a child that keeps adding boxes (one committed edit per line it prints) after
+    ``edits`` of them (default: a random number up to 60), a moment into the next."""
+    n = edits if edits is not None else rng.randint(2, 60)
+    lines = kill_when(start_child(EDIT_CHILD, root), n, rng.random() * 0.05, 60)
     trial = Trial(mid=True)
+    trial.reported = max((int(x) for x in lines if x.isdigit()), default=0)
     with Project.open(root) as p:
-        stored = len(p.boxes(p.image_ids()[0]))
-        trial.lost = max(0, reported - stored)
+        trial.stored = len(p.boxes(p.image_ids()[0]))
+        trial.lost = max(0, trial.reported - trial.stored)
         trial.integrity = _integrity(p)
     return trial
 
@@ -149,7 +163,7 @@ def import_trial(root: Path, src: Path, n_files: int, rng: random.Random) -> Tri
     late = rng.random() < 0.5
     ready = n_files + 1 if late else rng.randint(1, n_files)
     delay = rng.random() * (0.02 if late else 0.01)
-    lines = _kill_when(_child(IMPORT_CHILD, root, src), ready, delay, 120)
+    lines = kill_when(start_child(IMPORT_CHILD, root, src), ready, delay, 120)
     trial = Trial(mid=not any(x.startswith("done") for x in lines))
     trial.late = trial.mid and str(n_files) in lines
     with Project.open(root) as p:  # the next session: sweeps what the kill left
@@ -204,7 +218,7 @@ TRAIN_CHILD = """
 def train_trial(root: Path, rng: random.Random, epochs: int = 40) -> Trial:
     """Kill a child training a tiny model after a random number of epochs (mid-epoch)."""
     ready = 1 + rng.randint(0, 3)  # "start", then up to three epochs
-    lines = _kill_when(_child(TRAIN_CHILD, root, epochs), ready, rng.random() * 0.2, 300)
+    lines = kill_when(start_child(TRAIN_CHILD, root, epochs), ready, rng.random() * 0.2, 300)
     trial = Trial(mid=not any(x.startswith("done") for x in lines))
     from tlstudio.core.runs import RunStore
 
@@ -217,7 +231,7 @@ def train_trial(root: Path, rng: random.Random, epochs: int = 40) -> Trial:
 def train_child_until_epoch(root: Path, epochs: int, kill_after_epoch: int) -> int:
     """Start training, SIGKILL it just after epoch ``kill_after_epoch`` ended (its
     checkpoint saved); return the run id."""
-    lines = _kill_when(_child(TRAIN_CHILD, root, epochs), 2 + kill_after_epoch, 0.0, 300)
+    lines = kill_when(start_child(TRAIN_CHILD, root, epochs), 2 + kill_after_epoch, 0.0, 300)
     starts = [x for x in lines if x.startswith("start")]
     assert starts and not any(x.startswith("done") for x in lines), lines
     return int(starts[0].split()[1])

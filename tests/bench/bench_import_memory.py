@@ -109,13 +109,18 @@ def main(argv: list[str] | None = None) -> int:
             path = tmp / f"bomb_{name}.png"
             write_png(path, args.side, channels)
             label = f"{args.side}² {name} ({path.stat().st_size / 1e6:.1f} MB)"
-            runs = [("add_images", "add_images", REPO), ("limit", "add_images, max_bytes 1 GB", REPO)]
+            runs = [
+                ("add_images", "add_images", REPO),
+                ("limit", "add_images, max_bytes 1 GB", REPO),
+            ]
             if args.full_decode:
                 runs.append(("read_image", "read_image (full decode)", REPO))
             if args.baseline:
                 runs.append(("add_images", f"add_images of {args.baseline}", args.baseline))
             for mode, what, tree in runs:
-                peak, took, outcome = measure(mode, path, tree, tmp / f"w{len(os.listdir(tmp))}").split("\t")
+                peak, took, outcome = measure(
+                    mode, path, tree, tmp / f"w{len(os.listdir(tmp))}"
+                ).split("\t")
                 print(f"{label:<26}{what:<34}{peak:>8}{took:>7}  {outcome[:110]}", flush=True)
     return 0
 

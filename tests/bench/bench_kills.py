@@ -26,7 +26,13 @@ sys.path[:0] = [str(HERE.parents[2]), str(HERE.parents[1])]  # the repo, and tes
 
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
-from kill_scenarios import Trial, edit_trial, import_trial, train_trial  # noqa: E402
+from kill_scenarios import (  # noqa: E402
+    Trial,
+    edit_project,
+    edit_trial,
+    import_trial,
+    train_trial,
+)
 
 from tlstudio.core.demo import create_demo_project  # noqa: E402
 from tlstudio.core.project import Project  # noqa: E402
@@ -35,7 +41,14 @@ from tlstudio.core.staging import IMAGES  # noqa: E402
 N_FILES = 24  # images per import trial
 
 
-def run(kind: str, n: int, trial: Callable[[random.Random], Trial], rng: random.Random) -> list[Trial]:
+def _one_image(folder: Path, n: int) -> None:
+    folder.mkdir(parents=True)
+    cv2.imwrite(str(folder / "a.png"), np.full((24, 32, 3), 7, np.uint8))
+
+
+def run(
+    kind: str, n: int, trial: Callable[[random.Random], Trial], rng: random.Random
+) -> list[Trial]:
     start = time.perf_counter()
     trials = []
     for i in range(n):
@@ -76,20 +89,16 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, list[Trial]] = {}
     with tempfile.TemporaryDirectory(prefix="tlstudio-kills-") as tmp:
         tmp = Path(tmp)
-        src = tmp / "one"
-        src.mkdir()
-        cv2.imwrite(str(src / "a.png"), np.full((24, 32, 3), 7, np.uint8))
-        edits = tmp / "edits"
-        with Project.create(edits) as p:
-            p.add_images([src])
-            p.add_class("cat")
+        edits = edit_project(tmp / "edits", _one_image)
         results["edits"] = run("edits", args.edits, lambda r: edit_trial(edits, r), rng)
 
         photos = tmp / "photos"
         photos.mkdir()
         noise = np.random.default_rng(args.seed)
         for i in range(N_FILES):
-            cv2.imwrite(str(photos / f"p{i:03d}.png"), noise.integers(0, 256, (96, 128, 3), np.uint8))
+            cv2.imwrite(
+                str(photos / f"p{i:03d}.png"), noise.integers(0, 256, (96, 128, 3), np.uint8)
+            )
         imports = tmp / "imports"
         Project.create(imports).close()
 

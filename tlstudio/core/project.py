@@ -43,6 +43,7 @@ from .errors import (
     ReadOnlyProjectError,
     ValidationError,
 )
+from .files import walk_files
 from .labelset import MAX_CLASS_NAME, PALETTE, ClassInfo, LandmarkTemplate
 from .staging import STAGING, Staging, sweep
 from .store import DB_NAME, Store, inserted_id
@@ -1034,37 +1035,15 @@ def _is_project_internal(folder: Path) -> bool:
 
 def _image_files_under(folder: Path, recursive: bool, report: ImportReport) -> list[Path]:
     """Image files (by suffix) in ``folder`` (and below), sorted by path; folders that
-    cannot be read are listed in ``report.skipped``. Symbolic links to folders are
-    followed once (a link cycle is not walked twice)."""
-    found: list[Path] = []
-    seen: set[tuple[int, int]] = set()
-
-    def unreadable(exc: OSError) -> None:
-        where = Path(exc.filename) if exc.filename else folder
-        reason = exc.strerror or str(exc)
-        report.skipped.append((where, f"folder cannot be read ({reason}); skipped"))
-
+    cannot be read are listed in ``report.skipped``."""
     if any(_is_project_internal(d) for d in (folder.absolute(), *folder.absolute().parents)):
         return []
-    for dirpath, dirnames, filenames in os.walk(folder, onerror=unreadable, followlinks=True):
-        here = Path(dirpath)
-        try:
-            st = os.stat(here)
-        except OSError:
-            dirnames[:] = []
-            continue
-        if (st.st_dev, st.st_ino) in seen:
-            dirnames[:] = []
-            continue
-        seen.add((st.st_dev, st.st_ino))
-        dirnames[:] = (
-            sorted(d for d in dirnames if not _is_project_internal(here / d)) if recursive else []
-        )
-        for name in filenames:
-            f = here / name
-            if imageio.is_image_file(f) and f.is_file():
-                found.append(f.resolve())
-    return sorted(found)
+
+    def unreadable(where: Path, reason: str) -> None:
+        report.skipped.append((where, f"folder cannot be read ({reason}); skipped"))
+
+    files = walk_files(folder, unreadable, recursive=recursive, skip_folder=_is_project_internal)
+    return sorted(f.resolve() for f in files if imageio.is_image_file(f))
 
 
 def _storable(text: str) -> bool:

@@ -23,6 +23,7 @@ import numpy as np
 from ..annotations import SKIPPED, Box, LandmarkSet, Point
 from ..atomic import replacing
 from ..errors import FormatError, ProjectError, TlsError, ValidationError
+from ..files import walk_files
 from ..labelset import LandmarkTemplate
 from ..project import ImageRecord, Project
 from .report import LabelImportReport
@@ -176,24 +177,10 @@ def files_under(folder: Path, session: ImportSession) -> list[Path]:
     """Regular files in ``folder`` and below, sorted; each folder that cannot be read is
     skipped with a warning in the session's report."""
 
-    def unreadable(exc: OSError) -> None:
-        where = Path(exc.filename) if exc.filename else folder
-        session.warn(where, "", f"folder cannot be read ({exc.strerror or exc}); skipped")
+    def unreadable(where: Path, reason: str) -> None:
+        session.warn(where, "", f"folder cannot be read ({reason}); skipped")
 
-    found = []
-    seen: set[tuple[int, int]] = set()  # folders walked: a link cycle is walked once
-    for dirpath, dirnames, filenames in os.walk(folder, onerror=unreadable, followlinks=True):
-        try:
-            st = os.stat(dirpath)
-        except OSError:
-            dirnames[:] = []
-            continue
-        if (st.st_dev, st.st_ino) in seen:
-            dirnames[:] = []
-            continue
-        seen.add((st.st_dev, st.st_ino))
-        found += [Path(dirpath) / n for n in filenames if is_file(Path(dirpath) / n)]
-    return sorted(found)
+    return walk_files(folder, unreadable)
 
 
 def find_file(name: str, bases: Sequence[Path], src: Path, where: str) -> Path:
