@@ -178,3 +178,25 @@ def test_train_with_weights_that_do_not_fit_names_the_file(demo: Path, tmp_path:
     assert code == 2
     err = capsys.readouterr().err
     assert f"error: {wrong}: weights do not fit efficientnet_lite0" in err
+
+
+def test_listing_runs_never_waits_for_another_writer(demo: Path) -> None:
+    import sqlite3
+
+    from tlstudio.core.store import DB_NAME
+
+    with Project.open(demo) as p:
+        runs = RunStore(p)
+        dead = runs.start("classify", "resnet18", {})
+        p.store.conn.execute(
+            "UPDATE runs SET owner = ? WHERE id = ?", (_gone_owner().to_json(), dead)
+        )
+        other = sqlite3.connect(demo / DB_NAME)
+        other.execute("BEGIN IMMEDIATE")  # another program is writing, and takes its time
+        try:
+            assert [r.status for r in runs.list()] == ["running"]  # not marked yet, no wait
+        finally:
+            other.rollback()
+            other.close()
+        assert [r.status for r in runs.list()] == ["interrupted"]
+        assert p.store.conn.execute("PRAGMA busy_timeout").fetchone()[0] == 15_000

@@ -230,7 +230,7 @@ class Project:
             except OSError as exc:
                 log.warning("%s: staged files not cleaned up (%s)", root, exc)
             try:
-                mark_interrupted_runs(project)
+                mark_interrupted_runs(project, wait=False)
             except ProjectBusyError:
                 pass
         return project

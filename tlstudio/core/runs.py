@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from .annotations import decode_mask, encode_mask
-from .errors import ValidationError
+from .errors import ProjectBusyError, ValidationError
 from .owner import ProcessOwner
 from .project import Project
 from .store import inserted_id
@@ -143,7 +143,10 @@ class RunStore:
         """Every run, oldest first (runs whose process is gone are marked interrupted
         first, where the project can be written)."""
         if not self.project.read_only:
-            mark_interrupted_runs(self.project)
+            try:
+                mark_interrupted_runs(self.project, wait=False)
+            except ProjectBusyError:
+                pass  # another program is writing: marked on a later listing
         return [_run(r) for r in self._c.execute(f"SELECT {_RUN_COLS} FROM runs ORDER BY id")]
 
     def with_model(self) -> builtins.list[RunRecord]:
@@ -201,20 +204,30 @@ class RunStore:
         return [tuple(r) for r in rows]
 
 
-def mark_interrupted_runs(project: Project) -> list[int]:
+def mark_interrupted_runs(project: Project, *, wait: bool = True) -> list[int]:
     """Mark runs still ``running`` whose owning process is gone as ``interrupted`` (runs
-    recorded before owners were, have none: they count as gone). Returns their ids."""
+    recorded before owners were, have none: they count as gone). Returns their ids.
+    ``wait=False``: raise ProjectBusyError at once instead of waiting for another
+    program's write lock (listing runs must not hang)."""
     rows = project.store.conn.execute("SELECT id, owner FROM runs WHERE status = 'running'")
     gone = []
     for run_id, text in rows.fetchall():
         owner = ProcessOwner.from_json(text)
         if owner is None or owner.is_gone():
             gone.append(run_id)
-    if gone:
+    if not gone:
+        return gone
+    conn = project.store.conn
+    timeout_ms = conn.execute("PRAGMA busy_timeout").fetchone()[0]
+    if not wait:
+        conn.execute("PRAGMA busy_timeout = 0")
+    try:
         with project.transaction():
-            project.store.conn.executemany(
+            conn.executemany(
                 "UPDATE runs SET status = 'interrupted', error = ? WHERE id = ? "
                 "AND status = 'running'",
                 [(INTERRUPTED_ERROR, i) for i in gone],
             )
+    finally:
+        conn.execute(f"PRAGMA busy_timeout = {int(timeout_ms)}")
     return gone
