@@ -353,3 +353,38 @@ def test_a_label_file_with_a_too_long_class_name_names_the_place(
     )
     with Project.open(tmp_path / "p") as p:
         assert p.image_count() == 0 and p.classes() == []
+
+
+def test_large_thumbnails_are_made_one_at_a_time(tmp_path: Path, monkeypatch) -> None:
+    """However many threads ask (the browser uses up to three), two large images are never
+    decoded and held at the same time."""
+    import threading
+    import time
+
+    paths = []
+    for i in range(3):
+        paths.append(tmp_path / f"big{i}.png")
+        cv2.imwrite(str(paths[-1]), np.full((300, 400, 3), 40 * i, np.uint8))  # 360 kB decoded
+    monkeypatch.setattr(ThumbnailCache, "large_bytes", 100_000, raising=False)
+    real, active, most = imageio.read_image, [0], [0]
+
+    def slow_read(path, **kwargs):
+        active[0] += 1
+        most[0] = max(most[0], active[0])
+        time.sleep(0.2)  # long enough for the other threads to start theirs
+        try:
+            return real(path, **kwargs)
+        finally:
+            active[0] -= 1
+
+    monkeypatch.setattr(imageio, "read_image", slow_read)
+    cache = ThumbnailCache(tmp_path / "cache", 32)
+    threads = [
+        threading.Thread(target=cache.get, args=(p, f"key{i:04d}")) for i, p in enumerate(paths)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert most[0] == 1
+    assert all(cache.path_for(f"key{i:04d}").is_file() for i in range(3))
