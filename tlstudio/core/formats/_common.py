@@ -22,7 +22,7 @@ import numpy as np
 
 from ..annotations import SKIPPED, Box, LandmarkSet, Point
 from ..atomic import replacing
-from ..errors import FormatError, ProjectError, TlsError, ValidationError
+from ..errors import FormatError, TlsError, ValidationError, shown_path
 from ..files import walk_files
 from ..labelset import LandmarkTemplate
 from ..project import ImageRecord, Project
@@ -382,27 +382,18 @@ class ImportSession:
         if todo:
             # checked (and copied) before the transaction begins where it has not yet
             batch = project.check_images(list(todo), copy=self.copy_images, recursive=False)
+            bad = dict(batch.report.failed + batch.report.skipped)
+            if bad:
+                batch.discard()
+                path = next(p for p in todo if p in bad)
+                src, where = todo[path]
+                raise FormatError(src, where, f"image {shown_path(path)}: {bad[path]}")
             try:
                 self.begin()
                 added = batch.insert()
-            except (TlsError, OSError) as exc:  # pragma: no cover - add_images reports per file
-                batch.discard()
-                if isinstance(exc, ProjectError):
-                    raise
-                raise FormatError(
-                    next(iter(todo.values()))[0], "", f"cannot add images: {exc}"
-                ) from None
             except BaseException:
                 batch.discard()
                 raise
-            bad = added.failed + added.skipped
-            if bad:
-                added.failed = bad
-            if added.failed:
-                failed = dict(added.failed)
-                path = next(p for p in todo if p in failed)
-                src, where = todo[path]
-                raise FormatError(src, where, f"image {path}: {failed[path]}")
             duplicates = set(added.duplicates)
             new_paths = [p for p in todo if p not in duplicates]
             for path, image_id in zip(new_paths, added.added, strict=True):
