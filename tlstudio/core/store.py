@@ -20,6 +20,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import NoReturn
 
 from .errors import ProjectBusyError, ProjectError, ReadOnlyProjectError, SchemaTooNewError
 
@@ -267,7 +268,7 @@ class Store:
             try:
                 self.conn.execute("BEGIN IMMEDIATE" if depth == 0 else f"SAVEPOINT {savepoint}")
             except sqlite3.Error as exc:
-                raise self._translated(exc) from exc
+                self._raise_translated(exc)
             self._depth += 1
             self._hooks.append(([], []))
             try:
@@ -275,13 +276,13 @@ class Store:
             except BaseException as exc:
                 self._undo(depth, savepoint)
                 if isinstance(exc, sqlite3.Error):
-                    raise self._translated(exc) from exc
+                    self._raise_translated(exc)
                 raise
             try:
                 self.conn.execute("COMMIT" if depth == 0 else f"RELEASE {savepoint}")
             except sqlite3.Error as exc:
                 self._undo(depth, savepoint)
-                raise self._translated(exc) from exc
+                self._raise_translated(exc)
             self._depth -= 1
             after_commit, after_rollback = self._hooks.pop()
             if depth == 0:
@@ -318,6 +319,13 @@ class Store:
         if not self._hooks:
             raise RuntimeError("after_commit/after_rollback need an open transaction")
         return self._hooks[-1]
+
+    def _raise_translated(self, exc: sqlite3.Error) -> NoReturn:
+        """Raise the TlsError that ``exc`` means for a user, or ``exc`` itself."""
+        translated = self._translated(exc)
+        if translated is exc:
+            raise exc
+        raise translated from exc
 
     def _translated(self, exc: sqlite3.Error) -> Exception:
         """The TlsError a user sees for SQLite error ``exc`` (``exc`` itself if none fits)."""
