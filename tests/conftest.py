@@ -117,3 +117,82 @@ def torch_one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+# -- running code without the power to ignore file permissions ----------------------------
+
+NOBODY = 65534  # uid and gid of 'nobody' on Linux
+
+
+def _give_away(path: Path) -> None:
+    """As root, hand ``path`` (and everything below it) to 'nobody'; otherwise nothing."""
+    import os
+
+    if os.geteuid() != 0:
+        return
+    os.chown(path, NOBODY, NOBODY)
+    if path.is_dir() and not path.is_symlink():
+        for root, dirs, files in os.walk(path):
+            for name in dirs + files:
+                os.chown(os.path.join(root, name), NOBODY, NOBODY, follow_symlinks=False)
+
+
+def _run_unprivileged(fn: Callable[..., object], *args: object) -> object:
+    """``fn(*args)`` in a forked child whose file permissions apply: as root (whom chmod
+    does not stop) the child becomes 'nobody' first; otherwise it keeps this user. The
+    child imports nothing new from places 'nobody' cannot read, so what ``fn`` uses must
+    be imported by the caller first. Returns ``fn``'s (picklable) result; an exception in
+    the child fails the test with its traceback."""
+    import os
+    import pickle
+    import traceback
+
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        try:
+            os.close(read_fd)
+            if os.geteuid() == 0:
+                os.setgroups([])
+                os.setgid(NOBODY)
+                os.setuid(NOBODY)
+            outcome: tuple[str, object] = ("ok", fn(*args))
+        except BaseException:
+            outcome = ("error", traceback.format_exc())
+        try:
+            data = pickle.dumps(outcome)
+        except Exception:
+            data = pickle.dumps(("error", f"unpicklable result: {outcome!r}"))
+        with os.fdopen(write_fd, "wb") as f:
+            f.write(data)
+        os._exit(0)
+    os.close(write_fd)
+    with os.fdopen(read_fd, "rb") as f:
+        data = f.read()
+    os.waitpid(pid, 0)
+    kind, value = pickle.loads(data) if data else ("error", "the child died")
+    if kind != "ok":
+        pytest.fail(f"in the unprivileged child:\n{value}")
+    return value
+
+
+@pytest.fixture
+def unprivileged(tmp_path_factory):
+    """``(folder, run, give_away)``: a folder 'nobody' can reach (tmp_path cannot be, as
+    root), ``run(fn, *args)`` (see :func:`_run_unprivileged`) and ``give_away(path)``,
+    which makes files created by the test the child's own."""
+    import os
+    import shutil
+    import tempfile
+
+    import tlstudio.cli  # noqa: F401 - imported here: the child may not read the stdlib
+    import tlstudio.core.runs  # noqa: F401
+    from tlstudio.core.formats import LABEL_FORMATS
+
+    for fmt in LABEL_FORMATS:
+        fmt.load()
+    folder = Path(tempfile.mkdtemp(prefix="tls-unpriv-"))
+    os.chmod(folder, 0o755)
+    _give_away(folder)
+    yield folder, _run_unprivileged, _give_away
+    shutil.rmtree(folder, ignore_errors=True)

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from . import __version__
+from .core.errors import shown_path
 from .core.formats import EXPORT_KINDS, FORMATS, LABEL_FORMATS, LABEL_SUFFIXES, label_format
 
 if TYPE_CHECKING:
@@ -169,18 +170,25 @@ def _cmd_import(args: argparse.Namespace) -> int:
     with Project.open(args.dir) as project:
         for p in paths:
             if not p.exists():
-                raise ValidationError(f"{p}: no such file or folder")
+                raise ValidationError(f"{shown_path(p)}: no such file or folder")
         from .core import imageio
         from .core.formats import detect_format, import_labels
 
+        # FIFOs, sockets and devices are never read (a FIFO would block): add_images lists
+        # them as skipped, with the reason
+        odd = [p for p in paths if not p.is_dir() and not p.is_file()]
+        tally = _Tally()
         if args.format == "images":
-            _print_images(_add_images(project, paths, args.copy))
-            return 0
+            tally.images(_add_images(project, paths, args.copy))
+            return tally.status()
         if args.format is not None:
+            if odd:
+                tally.images(_add_images(project, odd, args.copy))
             for p in paths:
-                report = import_labels(project, p, args.format, copy_images=args.copy)
-                _print_labels(p, args.format, report)
-            return 0
+                if p not in odd:
+                    report = import_labels(project, p, args.format, copy_images=args.copy)
+                    tally.labels(p, args.format, report)
+            return tally.status()
         images: list[Path] = []
         labels: list[Path] = []
         notes = []
@@ -192,22 +200,54 @@ def _cmd_import(args: argparse.Namespace) -> int:
                 except FormatError:
                     continue
                 notes.append(
-                    f"note: {p} looks like {label_format(fmt).description}; only its images "
-                    "were added. "
+                    f"note: {shown_path(p)} looks like {label_format(fmt).description}; only "
+                    "its images were added. "
                     f"To import its labels: tlstudio import {args.dir} {p} --format {fmt}"
                 )
-            elif p.suffix.lower() in LABEL_SUFFIXES and not imageio.is_image_file(p):
+            elif (
+                p not in odd and p.suffix.lower() in LABEL_SUFFIXES and not imageio.is_image_file(p)
+            ):
                 labels.append(p)
             else:
                 images.append(p)
         if images:  # first, so label files can refer to these images
-            _print_images(_add_images(project, images, args.copy))
+            tally.images(_add_images(project, images, args.copy))
         for p in labels:
             fmt = detect_format(p)
-            _print_labels(p, fmt, import_labels(project, p, fmt, copy_images=args.copy))
+            tally.labels(p, fmt, import_labels(project, p, fmt, copy_images=args.copy))
         for line in notes:
-            print(line)
-    return 0
+            print(shown_path(line))
+    return tally.status()
+
+
+class _Tally:
+    """Prints each part of an import and decides the exit status: 2 when nothing was
+    imported although something was asked for (every file bad, skipped or no image
+    found), 0 otherwise (images already in the project count as imported)."""
+
+    def __init__(self) -> None:
+        self.imported = 0  # images added or already there, label files imported
+        self.refused = 0  # bad files and things skipped
+
+    def images(self, report: ImportReport) -> None:
+        _print_images(report)
+        self.imported += len(report.added) + len(report.duplicates)
+        self.refused += len(report.failed) + len(report.skipped)
+
+    def labels(self, path: Path, fmt: str | None, report: LabelImportReport) -> None:
+        _print_labels(path, fmt, report)
+        self.imported += 1
+
+    def status(self) -> int:
+        if self.imported:
+            return 0
+        why = (
+            f"{_count(self.refused, 'file was', 'files were')} bad or skipped"
+            if self.refused
+            else "no image files were found"
+        )
+        print(f"error: nothing was imported: {why}", file=sys.stderr)
+        return 2
 
 
 def _add_images(project: Project, paths: list[Path], copy: bool) -> ImportReport:
@@ -216,17 +256,20 @@ def _add_images(project: Project, paths: list[Path], copy: bool) -> ImportReport
 
 
 def _print_images(report: ImportReport) -> None:
+    skipped = f", {len(report.skipped)} skipped" if report.skipped else ""
     print(
         f"Images: {len(report.added)} added, "
         f"{_count(len(report.duplicates), 'duplicate', 'duplicates')} skipped, "
-        f"{_count(len(report.failed), 'bad file', 'bad files')}"
+        f"{_count(len(report.failed), 'bad file', 'bad files')}{skipped}"
     )
     for path, reason in report.failed:
-        print(f"  bad file: {path}: {reason}")
+        print(f"  bad file: {shown_path(path)}: {reason}")
+    for path, reason in report.skipped:
+        print(f"  skipped: {shown_path(path)}: {reason}")
     for path in report.duplicates:
-        print(f"  duplicate: {path}")
+        print(f"  duplicate: {shown_path(path)}")
     for path, message in report.warnings:
-        print(f"  warning: {path}: {message}")
+        print(f"  warning: {shown_path(path)}: {message}")
     if report.cancelled:
         print("  (cancelled)")
 
@@ -236,11 +279,12 @@ def _print_labels(path: Path, fmt: str | None, report: LabelImportReport) -> Non
         _count(n, *KIND_NAMES.get(k, (k, k))) for k, n in report.annotations.items() if n
     )
     print(
-        f"Labels from {path}{f' ({fmt})' if fmt else ''}: {report.images_added} images added, "
+        f"Labels from {shown_path(path)}{f' ({fmt})' if fmt else ''}: "
+        f"{report.images_added} images added, "
         f"{report.images_matched} matched; {counts or 'no annotations'}"
     )
     for message in report.warnings:
-        print(f"  warning: {message}")
+        print(f"  warning: {shown_path(message)}")
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
@@ -280,7 +324,9 @@ def _cmd_info(args: argparse.Namespace) -> int:
 def _print_info(project: Project) -> None:
     s = project.stats()
     mode = "multi-label" if project.multi_label else "single-label"
-    print(f"Project {project.root} ({mode})")
+    print(f"Project {shown_path(project.root)} ({mode})")
+    if project.read_only:
+        print(f"Read-only ({project.read_only_reason}): edits are disabled")
     print(f"Images: {s['images']} ({s['labelled_images']} labelled, {len(s['missing'])} missing)")
     kinds = s["kinds"]
     print("Annotations: " + ", ".join(_count(kinds[k], *KIND_NAMES[k]) for k in KIND_NAMES))
@@ -306,7 +352,7 @@ def _print_info(project: Project) -> None:
         print("Missing files:")
         for stored in s["missing"]:
             p = Path(stored)
-            print(f"  {p if p.is_absolute() else project.root / p}")
+            print(f"  {shown_path(p if p.is_absolute() else project.root / p)}")
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:

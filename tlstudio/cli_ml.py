@@ -25,7 +25,14 @@ def add_commands(sub: Any) -> None:
         "and ends with the validation metrics and the run id.",
     )
     p.add_argument("dir", metavar="DIR", help="project folder")
-    p.add_argument("--task", choices=TASKS, required=True)
+    p.add_argument("--task", choices=TASKS, help="what to train (required unless --resume)")
+    p.add_argument(
+        "--resume",
+        metavar="RUN",
+        type=int,
+        help="go on with an interrupted, cancelled or failed run from its last checkpoint, "
+        "with the settings it was started with (the other options are ignored)",
+    )
     p.add_argument(
         "--backbone",
         default="efficientnet_lite0",
@@ -192,23 +199,34 @@ def spec_from_args(args: argparse.Namespace):
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from .core.errors import ValidationError
     from .core.project import Project
 
-    spec = spec_from_args(args)
+    if args.resume is None and args.task is None:
+        raise ValidationError("give --task (or --resume RUN to go on with a run)")
+    spec = None if args.resume is not None else spec_from_args(args)
     with Project.open(args.dir) as project:
-        return train_and_report(project, spec)
+        return train_and_report(project, spec, resume=args.resume)
 
 
-def train_and_report(project, spec) -> int:
-    """Train, print progress to stderr and the result to stdout; exit status."""
+def train_and_report(project, spec, *, resume: int | None = None) -> int:
+    """Train (or with ``resume``, go on with that run), print progress to stderr and the
+    result to stdout; exit status."""
     from .ml.callbacks import ConsoleProgress
-    from .ml.runner import train
+    from .ml.runner import resume_run, train
 
     def progress(stage: str, done: int, total: int) -> None:
         if done == total:
             print(f"{stage}: {done}/{total} images", file=sys.stderr)
 
-    result = train(project, spec, callbacks=[ConsoleProgress(sys.stderr)], progress=progress)
+    callbacks = [ConsoleProgress(sys.stderr)]
+    if resume is not None:
+        print(f"resuming run {resume} from its last checkpoint", file=sys.stderr)
+        result = resume_run(project, resume, callbacks=callbacks, progress=progress)
+    else:
+        result = train(project, spec, callbacks=callbacks, progress=progress)
+    for message in result.warnings:
+        print(f"warning: {message}", file=sys.stderr)
     if result.feature_cache:
         print("fast path: backbone frozen, head trained on cached features", file=sys.stderr)
     if result.failure is not None:

@@ -10,7 +10,11 @@ then adds a mix of tags, boxes and landmark sets, and prints:
   annotations and again with all of them: opening should not grow with them;
 - time to list one page of 100 images with annotation counts (``image_page``)
   at the start, middle and end, next to a keyset query (``WHERE id > last``)
-  for the same page, which does not walk the skipped rows.
+  for the same page, which does not walk the skipped rows;
+- the cost of one committed edit (an AddBox through the undo stack, one
+  transaction) with SQLite's ``synchronous`` at NORMAL (the store's setting: WAL
+  synced at checkpoints) and at FULL (WAL synced at every commit), side by side
+  (``--edits N``; ``--edits-only`` skips everything else).
 
 Cheap measurements are repeated and reported as medians (milliseconds). The
 file cache is warm: these are not cold-disk figures.
@@ -32,6 +36,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from tlstudio.core.annotations import Box, LandmarkSet, Point  # noqa: E402
+from tlstudio.core.commands import AddBox, UndoStack  # noqa: E402
 from tlstudio.core.labelset import builtin_templates  # noqa: E402
 from tlstudio.core.project import ImageRecord, ImageSummary, Project  # noqa: E402
 
@@ -137,15 +142,58 @@ def measure_reads(root: Path, repeats: int, label: str) -> None:
             )
 
 
+def edit_commit_times(root: Path, synchronous: str, n: int) -> list[float]:
+    """Seconds of each of ``n`` edits (AddBox through the undo stack: one transaction,
+    committed when ``push`` returns) with ``PRAGMA synchronous`` set to ``synchronous``."""
+    times = []
+    with Project.open(root) as project:
+        project.store.conn.execute(f"PRAGMA synchronous = {synchronous}")
+        stack = UndoStack(project, limit=10)
+        image_id, class_id = project.image_ids()[0], project.classes()[0].id
+        for k in range(n):
+            start = time.perf_counter()
+            stack.push(AddBox(image_id, Box(class_id, 0, 0, 1 + k % 30, 1 + k % 30)))
+            times.append(time.perf_counter() - start)
+    return times
+
+
+def measure_edit_commits(tmp: Path, n: int) -> None:
+    """Print the cost of a committed edit under synchronous NORMAL and FULL (interleaved
+    rounds, so a busy disk or CPU affects both alike)."""
+    root = tmp / "edits"
+    write_images(tmp / "edit_src", 1, seed=5)
+    with Project.create(root) as project:
+        project.add_images([tmp / "edit_src"])
+        project.add_class("box")
+    results: dict[str, list[float]] = {"NORMAL": [], "FULL": []}
+    rounds = 5
+    for _ in range(rounds):
+        for mode in results:
+            results[mode] += edit_commit_times(root, mode, max(1, n // rounds))
+    print(f"\none committed edit (AddBox through the undo stack), {n} per setting:")
+    for mode, times in results.items():
+        ms = sorted(1000 * t for t in times)
+        print(
+            f"  synchronous = {mode:<6}: median {statistics.median(ms):6.2f} ms, "
+            f"95th percentile {ms[int(0.95 * (len(ms) - 1))]:6.2f} ms, "
+            f"{len(ms) / (sum(ms) / 1000):7.0f} edits/s"
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--images", type=int, default=10_000)
     parser.add_argument("--annotations", type=int, default=100_000)
     parser.add_argument("--repeats", type=int, default=15, help="repeats of cheap measurements")
+    parser.add_argument("--edits", type=int, default=1000, help="edits per synchronous setting")
+    parser.add_argument("--edits-only", action="store_true", help="only the edit-commit figures")
     args = parser.parse_args(argv)
 
     with tempfile.TemporaryDirectory(prefix="tlstudio-bench-") as tmp:
         tmp = Path(tmp)
+        measure_edit_commits(tmp, args.edits)
+        if args.edits_only:
+            return 0
         start = time.perf_counter()
         folders = write_images(tmp / "src", args.images)
         print(f"generated {args.images} PNGs (32×32) in {time.perf_counter() - start:.1f} s")

@@ -47,9 +47,12 @@ def test_a_version_1_project_is_migrated_and_keeps_its_data(tmp_path: Path, make
         proj.add_class("cat")
     with sqlite3.connect(root / DB_NAME) as conn:  # what tlstudio 1 wrote
         conn.execute("DROP TABLE display_windows")
+        conn.execute("ALTER TABLE runs DROP COLUMN owner")  # version 3's
         conn.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
     with Project.open(root) as proj:
-        assert proj.store.get_meta("schema_version") == str(SCHEMA_VERSION) == "2"
+        assert proj.store.get_meta("schema_version") == str(SCHEMA_VERSION) == "3"
+        columns = [r[1] for r in proj.store.conn.execute("PRAGMA table_info(runs)")]
+        assert "owner" in columns
         iid = proj.image_ids()[0]
         proj.set_display_window(iid, (40, 80))
         assert [c.name for c in proj.classes()] == ["cat"]

@@ -2,7 +2,19 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+
+
+def shown_path(path: str | os.PathLike[str]) -> str:
+    """``path`` as text that can always be printed or shown: bytes of a file name that are
+    not valid UTF-8 (kept by Python as lone surrogates) appear as ``\\xff`` escapes."""
+    text = os.fspath(path)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return os.fsencode(text).decode("utf-8", "backslashreplace")
+    return text
 
 
 class TlsError(Exception):
@@ -17,6 +29,16 @@ class SchemaTooNewError(ProjectError):
     """The project was written by a newer tlstudio (higher schema version)."""
 
 
+class ReadOnlyProjectError(ProjectError):
+    """An edit was refused because the project was opened read-only (its database file or
+    folder cannot be written)."""
+
+
+class ProjectBusyError(ProjectError):
+    """An edit was refused because another program held the project's write lock for
+    longer than the busy timeout; nothing was changed and the edit can be retried."""
+
+
 class ValidationError(TlsError):
     """Annotation or label-set data is impossible (box outside image, unknown class, ...)."""
 
@@ -27,7 +49,7 @@ class ImageError(TlsError):
     def __init__(self, path: str | Path, reason: str):
         self.path = Path(path)
         self.reason = reason
-        super().__init__(f"{self.path}: {reason}")
+        super().__init__(f"{shown_path(self.path)}: {reason}")
 
 
 class UnsupportedFormatError(ImageError):
@@ -54,4 +76,4 @@ class FormatError(TlsError):
         self.where = where
         self.reason = reason
         loc = f" ({where})" if where else ""
-        super().__init__(f"{self.path}{loc}: {reason}")
+        super().__init__(f"{shown_path(self.path)}{loc}: {reason}")

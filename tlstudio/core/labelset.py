@@ -10,6 +10,10 @@ from typing import Any
 
 from .errors import ValidationError
 
+MAX_CLASS_NAME = 200
+"""Longest class name, in characters: checked when a class is created or renamed, so
+every name the project holds can be exported and imported again."""
+
 # Distinct, colour-blind-friendly-ish defaults (Tableau 10 then extras), as #rrggbb.
 PALETTE = (
     "#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f",

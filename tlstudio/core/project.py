@@ -7,10 +7,13 @@ Annotation coordinates are image pixels (see :mod:`tlstudio.core.annotations`).
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import os
-import shutil
 import sqlite3
+import stat
+import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -32,9 +35,20 @@ from .annotations import (
     encode_mask,
     mask_class_ids,
 )
-from .errors import ImageError, ProjectError, ValidationError
-from .labelset import PALETTE, ClassInfo, LandmarkTemplate
+from .decoders import file_kind
+from .errors import (
+    ImageError,
+    ProjectBusyError,
+    ProjectError,
+    ReadOnlyProjectError,
+    ValidationError,
+)
+from .files import walk_files
+from .labelset import MAX_CLASS_NAME, PALETTE, ClassInfo, LandmarkTemplate
+from .staging import STAGING, Staging, sweep
 from .store import DB_NAME, Store, inserted_id
+
+log = logging.getLogger("tlstudio.core.project")
 
 SPLITS = ("train", "val", "test")
 ProgressFn = Callable[[int, int], None]  # (done, total)
@@ -75,13 +89,87 @@ class ImageSummary:
 
 @dataclass
 class ImportReport:
-    """Outcome of adding images: ids added, files skipped as duplicates, bad files."""
+    """Outcome of adding images: ids added, files skipped as duplicates, bad image files
+    (``failed``), things that were not read at all (``skipped``: FIFOs and other
+    non-regular files, folders that cannot be read, names that are not valid UTF-8),
+    each with the reason."""
 
     added: list[int] = field(default_factory=list)
     duplicates: list[Path] = field(default_factory=list)
     failed: list[tuple[Path, str]] = field(default_factory=list)
     warnings: list[tuple[Path, str]] = field(default_factory=list)
+    skipped: list[tuple[Path, str]] = field(default_factory=list)
     cancelled: bool = False
+
+
+@dataclass(frozen=True)
+class _Checked:
+    """An image file checked before the insert transaction (staged: its copy)."""
+
+    path: Path
+    digest: str
+    info: imageio.ImageInfo
+    staged: Path | None = None
+
+
+class ImageBatch:
+    """Image files checked (and staged) by :meth:`Project.check_images`, not yet added."""
+
+    def __init__(self, project: Project, report: ImportReport):
+        self.project = project
+        self.report = report
+        self.checked: list[_Checked] = []
+        self.staging: Staging | None = None
+
+    def insert(self) -> ImportReport:
+        """Insert the rows in one transaction (joining the caller's) and return the report
+        with ``added`` filled in. Content another program added meanwhile counts as a
+        duplicate; staged copies get their final names here and move into ``images/``
+        after the commit (or are deleted on a rollback)."""
+        project, report, staging = self.project, self.report, self.staging
+        if not self.checked:
+            self.discard()
+            return report
+        conn = project.store.conn
+        try:
+            with project.transaction():
+                if staging is not None:
+                    project.store.after_commit(staging.publish)
+                    project.store.after_rollback(staging.discard)
+                known = {row[0] for row in conn.execute("SELECT sha256 FROM images")}
+                taken = {row[0] for row in conn.execute("SELECT path FROM images")}
+                for item in self.checked:
+                    if item.digest in known:
+                        report.duplicates.append(item.path)
+                        continue
+                    if item.staged is not None and staging is not None:
+                        stored = staging.name(item.staged, _clean_name(item.path.name), taken)
+                    else:
+                        stored = project._stored_path(item.path)
+                    info = item.info
+                    cur = conn.execute(
+                        "INSERT INTO images (path, sha256, width, height, bit_depth, channels,"
+                        " format, added_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                        (stored, item.digest, info.width, info.height, info.bit_depth,
+                         info.channels, info.format, time.time()),
+                    )  # fmt: skip
+                    known.add(item.digest)
+                    taken.add(stored)
+                    report.added.append(inserted_id(cur))
+        except BaseException:
+            report.added = []
+            if staging is not None and not project.store.in_transaction:
+                staging.discard()  # BEGIN failed: no rollback hook ran
+            raise
+        self.checked = []
+        return report
+
+    def discard(self) -> None:
+        """Forget the checked files and delete their staged copies."""
+        self.checked = []
+        if self.staging is not None:
+            self.staging.discard()
+            self.staging = None
 
 
 _IMAGE_COLS = "id, path, sha256, width, height, bit_depth, channels, format, split, fold"
@@ -97,8 +185,7 @@ class Project:
     def __init__(self, root: Path, store: Store):
         self.root = root
         self.store = store
-        self.cache_dir = root / "cache"
-        self.cache_dir.mkdir(exist_ok=True)
+        self.cache_dir = _cache_dir(root)
         self._template_cache: dict[int, LandmarkTemplate] = {}
         store.rollback_listeners.append(self._template_cache.clear)
 
@@ -119,11 +206,46 @@ class Project:
         return project
 
     @classmethod
-    def open(cls, root: str | Path) -> Project:
+    def open(cls, root: str | Path, *, read_only: bool | None = None) -> Project:
+        """Open the project in folder ``root``. ``read_only``: None opens it read-only only
+        when its database or folder cannot be written (see :attr:`read_only`), True always,
+        False never. Opening for editing also finishes what a killed process left: staged
+        image copies (see :mod:`~tlstudio.core.staging`) and runs still marked running.
+        Raises ProjectError saying why a project cannot be opened."""
         root = Path(root).resolve()
-        if not root.is_dir():
+        try:
+            is_dir = root.is_dir()
+        except OSError as exc:
+            raise ProjectError(f"{root}: cannot be opened ({exc.strerror or exc})") from None
+        if not is_dir:
             raise ProjectError(f"{root}: no such project folder")
-        return cls(root, Store.open(root / DB_NAME))
+        project = cls(root, Store.open(root / DB_NAME, read_only=read_only))
+        if not project.read_only:
+            from .runs import mark_interrupted_runs
+
+            # housekeeping after a killed process; if it cannot be done now (another
+            # program holds the write lock, a file is locked) it is done on a later open
+            try:
+                sweep(root, project._c)
+            except OSError as exc:
+                log.warning("%s: staged files not cleaned up (%s)", root, exc)
+            try:
+                mark_interrupted_runs(project, wait=False)
+            except ProjectBusyError:
+                pass
+        return project
+
+    @property
+    def read_only(self) -> bool:
+        """True when the project was opened read-only: every edit raises
+        ReadOnlyProjectError (:attr:`read_only_reason` says why)."""
+        return self.store.read_only
+
+    @property
+    def read_only_reason(self) -> str:
+        """Why the project is read-only in plain words (``project.sqlite is read-only``);
+        empty for a project opened for editing."""
+        return self.store.read_only_reason
 
     def close(self) -> None:
         self.store.close()
@@ -171,28 +293,81 @@ class Project:
         recursive: bool = True,
         progress: ProgressFn | None = None,
         should_cancel: Callable[[], bool] | None = None,
-        batch_size: int = 500,
+        max_bytes: int | None = None,
     ) -> ImportReport:
         """Add image files and folders (folders are searched recursively by suffix).
 
-        Bad files are skipped and listed in the report; duplicates (same
-        content hash) are skipped. Each batch of files is one transaction."""
-        files = list(self._expand(paths, recursive))
+        Bad files are listed in ``failed``, things that are not image files to read in
+        ``skipped`` (see :class:`ImportReport`), duplicates (same content hash) in
+        ``duplicates``; the rest is added. Each file is checked whole (nothing truncated,
+        one decoded image at most in memory, ``max_bytes`` as for
+        :func:`~tlstudio.core.imageio.verify_image`) and, with ``copy``, copied into the
+        project's staging folder before the database is touched; then all rows go in in
+        one short transaction (joining the caller's), so other programs can keep editing
+        meanwhile and the import is all or nothing. Copies move into ``images/`` once that
+        transaction commits; after a kill, opening the project finishes or undoes that.
+        Cancelling (``should_cancel``) adds the files checked so far."""
+        batch = self.check_images(
+            paths, copy=copy, recursive=recursive, progress=progress,
+            should_cancel=should_cancel, max_bytes=max_bytes,
+        )  # fmt: skip
+        return batch.insert()
+
+    def check_images(
+        self,
+        paths: Iterable[str | Path],
+        *,
+        copy: bool = False,
+        recursive: bool = True,
+        progress: ProgressFn | None = None,
+        should_cancel: Callable[[], bool] | None = None,
+        max_bytes: int | None = None,
+    ) -> ImageBatch:
+        """The first half of :meth:`add_images`: find, check and (``copy``) stage the files,
+        without writing to the database. ``insert()`` the batch to add them, or
+        ``discard()`` it. A read-only project refuses at once (ReadOnlyProjectError)."""
+        if self.read_only:
+            raise ReadOnlyProjectError(self.store.read_only_message())
         report = ImportReport()
+        files = self._expand(paths, recursive, report)
+        batch = ImageBatch(self, report)
+        try:
+            for path, digest, info in self._check_images(
+                files, copy, report, progress, should_cancel, max_bytes
+            ):
+                staged = None
+                if copy and not path.is_relative_to(self.root):
+                    batch.staging = batch.staging or Staging(self.root)
+                    staged = batch.staging.stage(path)
+                batch.checked.append(_Checked(path, digest, info, staged))
+        except BaseException:
+            batch.discard()
+            raise
+        return batch
+
+    def _check_images(
+        self,
+        files: list[Path],
+        copy: bool,
+        report: ImportReport,
+        progress: ProgressFn | None,
+        should_cancel: Callable[[], bool] | None,
+        max_bytes: int | None,
+    ) -> Iterator[tuple[Path, str, imageio.ImageInfo]]:
+        """(path, content hash, header facts) of each new, whole image among ``files``; the
+        others go into ``report``. Reads the database, never writes it."""
         known = {row[0] for row in self._c.execute("SELECT sha256 FROM images")}
         known_paths = {row[0] for row in self._c.execute("SELECT path FROM images")}
-        pending: list[tuple[Path, str, imageio.ImageInfo]] = []
         for done, path in enumerate(files, 1):
             if should_cancel is not None and should_cancel():
                 report.cancelled = True
                 break
             try:
-                info = imageio.probe_image(path)
+                imageio.probe_image(path, max_bytes=max_bytes)  # refuses FIFOs, huge images
                 digest = imageio.file_sha256(path)
-                if digest not in known:
-                    # the probe reads headers only: decode once, so a truncated or
-                    # corrupt file is reported now instead of failing in training
-                    imageio.read_image(path)
+                # the probe reads headers only: check the whole file, so a truncated or
+                # corrupt image is reported now instead of failing in training
+                info = None if digest in known else imageio.verify_image(path, max_bytes=max_bytes)
             except ImageError as exc:
                 report.failed.append((path, exc.reason))
             except OSError as exc:
@@ -200,8 +375,14 @@ class Project:
             else:
                 copied = copy and not path.is_relative_to(self.root)  # gets a fresh name
                 stored = None if copied else self._stored_path(path)
-                if digest in known:
+                if info is None:
                     report.duplicates.append(path)
+                elif stored is not None and not _storable(stored):
+                    report.skipped.append(
+                        (path, "the file name is not valid UTF-8 text, which the project "
+                               "cannot store; rename the file, or import it with --copy "
+                               "(the copy gets a valid name)")
+                    )  # fmt: skip
                 elif stored is not None and stored in known_paths:
                     # the file was changed in place since it was added: its annotations
                     # belong to the old content, so do not silently swap it
@@ -215,55 +396,32 @@ class Project:
                     if info.pages > 1:
                         msg = f"{info.pages} pages/frames; only the first is used"
                         report.warnings.append((path, msg))
-                    pending.append((path, digest, info))
-                    if len(pending) >= batch_size:
-                        report.added += self._insert_images(pending, copy)
-                        pending = []
+                    yield path, digest, info
             if progress is not None:  # every file counts, also bad ones and duplicates
                 progress(done, len(files))
-        if pending:
-            report.added += self._insert_images(pending, copy)
-        return report
 
-    @staticmethod
-    def _expand(paths: Iterable[str | Path], recursive: bool) -> Iterator[Path]:
+    def _expand(
+        self, paths: Iterable[str | Path], recursive: bool, report: ImportReport
+    ) -> list[Path]:
+        """The image files named and found in the folders named (sorted per folder).
+        FIFOs and other non-regular files named go to ``report.skipped`` (inside folders
+        they are passed over, as is everything that is not an image by its suffix), and
+        so do folders that cannot be read."""
+        out: list[Path] = []
         for p in paths:
             p = Path(p)
-            if p.is_dir():
-                pattern = "**/*" if recursive else "*"
-                for f in sorted(p.glob(pattern)):
-                    if f.is_file() and imageio.is_image_file(f) and not _in_project_cache(f):
-                        yield f.resolve()
+            try:
+                mode = os.stat(p).st_mode
+            except OSError:
+                out.append(p.absolute())  # the check reports why it cannot be read
+                continue
+            if stat.S_ISDIR(mode):
+                out += _image_files_under(p, recursive, report)
+            elif stat.S_ISREG(mode):
+                out.append(p.resolve())
             else:
-                yield p.resolve()
-
-    def _insert_images(
-        self, items: list[tuple[Path, str, imageio.ImageInfo]], copy: bool
-    ) -> list[int]:
-        ids: list[int] = []
-        with self.transaction():
-            for path, digest, info in items:
-                if copy and not path.is_relative_to(self.root):
-                    path = self._copy_in(path)
-                cur = self._c.execute(
-                    "INSERT INTO images (path, sha256, width, height, bit_depth, channels, format,"
-                    " added_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (self._stored_path(path), digest, info.width, info.height, info.bit_depth,
-                     info.channels, info.format, time.time()),
-                )  # fmt: skip
-                ids.append(inserted_id(cur))
-        return ids
-
-    def _copy_in(self, path: Path) -> Path:
-        dest_dir = self.root / "images"
-        dest_dir.mkdir(exist_ok=True)
-        dest = dest_dir / path.name
-        n = 1
-        while dest.exists():
-            dest = dest_dir / f"{path.stem}_{n}{path.suffix}"
-            n += 1
-        shutil.copy2(path, dest)
-        return dest
+                report.skipped.append((p, f"not a regular file ({file_kind(mode)}); skipped"))
+        return out
 
     def _stored_path(self, path: Path) -> str:
         try:
@@ -917,18 +1075,74 @@ def _plain_box(box: Box) -> Box:
     )  # fmt: skip
 
 
-def _in_project_cache(path: Path) -> bool:
-    """True for a file inside a project's disposable ``cache/`` folder (thumbnails,
-    features), which must never be imported; other folders called ``cache`` are fine."""
-    return any(
-        d.name == "cache" and (d.parent / DB_NAME).is_file() for d in path.absolute().parents
+def _is_project_internal(folder: Path) -> bool:
+    """True for a project's disposable ``cache/`` folder (thumbnails, features) and its
+    ``.staging/`` folder, whose files must never be imported; other folders called
+    ``cache`` are fine."""
+    return folder.name in ("cache", STAGING) and (folder.parent / DB_NAME).is_file()
+
+
+def _image_files_under(folder: Path, recursive: bool, report: ImportReport) -> list[Path]:
+    """Image files (by suffix) in ``folder`` (and below), sorted by path; folders that
+    cannot be read are listed in ``report.skipped``."""
+    if any(_is_project_internal(d) for d in (folder.absolute(), *folder.absolute().parents)):
+        return []
+
+    def unreadable(where: Path, reason: str) -> None:
+        report.skipped.append((where, f"folder cannot be read ({reason}); skipped"))
+
+    files = walk_files(folder, unreadable, recursive=recursive, skip_folder=_is_project_internal)
+    return sorted(f.resolve() for f in files if imageio.is_image_file(f))
+
+
+def _storable(text: str) -> bool:
+    """True if ``text`` can be stored as SQLite text (valid UTF-8: no lone surrogates)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _clean_name(name: str) -> str:
+    """A file name that can be stored: bytes that are not valid UTF-8 become ``_``."""
+    if _storable(name):
+        return name
+    return os.fsencode(name).decode("utf-8", "replace").replace("\ufffd", "_")
+
+
+def _cache_dir(root: Path) -> Path:
+    """``root/cache``, or where the project folder cannot be written (a read-only
+    project), a folder per project under the temporary folder."""
+    cache = root / "cache"
+    try:
+        cache.mkdir(exist_ok=True)
+        if os.access(cache, os.W_OK):
+            return cache
+    except OSError:
+        pass
+    key = hashlib.sha1(os.fsencode(str(root))).hexdigest()[:16]
+    fallback = (
+        Path(tempfile.gettempdir())
+        / f"tlstudio-cache-{os.getuid() if hasattr(os, 'getuid') else 0}"
+        / key
     )
+    fallback.mkdir(parents=True, exist_ok=True)
+    return fallback
 
 
 def _check_name(name: str) -> str:
+    """The class name, stripped; ValidationError if it is empty, longer than
+    :data:`~tlstudio.core.labelset.MAX_CLASS_NAME` characters or holds a NUL."""
     name = str(name).strip()
     if not name:
         raise ValidationError("class name must not be empty")
+    if len(name) > MAX_CLASS_NAME:
+        raise ValidationError(
+            f"class name longer than {MAX_CLASS_NAME} characters ({len(name)}): {name[:40]!r}..."
+        )
+    if "\x00" in name or not _storable(name):
+        raise ValidationError(f"class name {name[:40]!r} holds invalid text")
     return name
 
 

@@ -2,6 +2,11 @@
 
 Run files (checkpoints, exports) live under ``<project>/runs/<id>/``; paths
 stored in the database are relative to the project folder.
+
+A run records the process that trains it (:class:`~tlstudio.core.owner.ProcessOwner`).
+A run still ``running`` whose process is gone (killed, crashed, power cut) is marked
+``interrupted`` when the project is opened for editing or its runs are listed; its last
+checkpoint stays, so it can be resumed.
 """
 
 from __future__ import annotations
@@ -18,11 +23,13 @@ from typing import Any
 import numpy as np
 
 from .annotations import decode_mask, encode_mask
-from .errors import ValidationError
+from .errors import ProjectBusyError, ValidationError
+from .owner import ProcessOwner
 from .project import Project
 from .store import inserted_id
 
-RUN_STATUSES = ("running", "finished", "cancelled", "failed")
+RUN_STATUSES = ("running", "finished", "cancelled", "failed", "interrupted")
+INTERRUPTED_ERROR = "its process ended while training (killed or crashed)"
 
 
 @dataclass(frozen=True)
@@ -81,11 +88,21 @@ class RunStore:
     ) -> int:
         with self.project.transaction():
             cur = self._c.execute(
-                "INSERT INTO runs (created_at, task, backbone, config, status, device)"
-                " VALUES (?, ?, ?, ?, 'running', ?)",
-                (time.time(), task, backbone, json.dumps(config), device),
-            )
+                "INSERT INTO runs (created_at, task, backbone, config, status, device, owner)"
+                " VALUES (?, ?, ?, ?, 'running', ?, ?)",
+                (time.time(), task, backbone, json.dumps(config), device,
+                 ProcessOwner.current().to_json()),
+            )  # fmt: skip
         return inserted_id(cur)
+
+    def claim(self, run_id: int) -> None:
+        """Mark a run ``running`` again, owned by this process (resuming it)."""
+        self.get(run_id)
+        with self.project.transaction():
+            self._c.execute(
+                "UPDATE runs SET status = 'running', error = NULL, owner = ? WHERE id = ?",
+                (ProcessOwner.current().to_json(), run_id),
+            )
 
     def update(self, run_id: int, **fields: Any) -> None:
         """Set run columns: status, error, metric_name, best_metric, checkpoint, device, duration_s."""
@@ -123,6 +140,13 @@ class RunStore:
         return _run(row)
 
     def list(self) -> list[RunRecord]:
+        """Every run, oldest first (runs whose process is gone are marked interrupted
+        first, where the project can be written)."""
+        if not self.project.read_only:
+            try:
+                mark_interrupted_runs(self.project, wait=False)
+            except ProjectBusyError:
+                pass  # another program is writing: marked on a later listing
         return [_run(r) for r in self._c.execute(f"SELECT {_RUN_COLS} FROM runs ORDER BY id")]
 
     def with_model(self) -> builtins.list[RunRecord]:
@@ -139,6 +163,11 @@ class RunStore:
             "SELECT epoch, metrics FROM run_epochs WHERE run_id = ? ORDER BY epoch", (run_id,)
         )
         return [(e, json.loads(m)) for e, m in rows]
+
+    def last_checkpoint(self, run_id: int) -> Path | None:
+        """The run's newest trainer checkpoint (``last.pt``), if it has one."""
+        path = self.project.root / "runs" / str(run_id) / "last.pt"
+        return path if path.is_file() else None
 
     def delete(self, run_id: int) -> None:
         """Forget a run, its metrics and predictions, and delete its files."""
@@ -173,3 +202,32 @@ class RunStore:
             (run_id,),
         )
         return [tuple(r) for r in rows]
+
+
+def mark_interrupted_runs(project: Project, *, wait: bool = True) -> list[int]:
+    """Mark runs still ``running`` whose owning process is gone as ``interrupted`` (runs
+    recorded before owners were, have none: they count as gone). Returns their ids.
+    ``wait=False``: raise ProjectBusyError at once instead of waiting for another
+    program's write lock (listing runs must not hang)."""
+    rows = project.store.conn.execute("SELECT id, owner FROM runs WHERE status = 'running'")
+    gone = []
+    for run_id, text in rows.fetchall():
+        owner = ProcessOwner.from_json(text)
+        if owner is None or owner.is_gone():
+            gone.append(run_id)
+    if not gone:
+        return gone
+    conn = project.store.conn
+    timeout_ms = conn.execute("PRAGMA busy_timeout").fetchone()[0]
+    if not wait:
+        conn.execute("PRAGMA busy_timeout = 0")
+    try:
+        with project.transaction():
+            conn.executemany(
+                "UPDATE runs SET status = 'interrupted', error = ? WHERE id = ? "
+                "AND status = 'running'",
+                [(INTERRUPTED_ERROR, i) for i in gone],
+            )
+    finally:
+        conn.execute(f"PRAGMA busy_timeout = {int(timeout_ms)}")
+    return gone

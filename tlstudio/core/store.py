@@ -3,19 +3,30 @@
 One file, ``project.sqlite``, per project folder. WAL journal and foreign keys
 are on; every write happens inside :meth:`Store.transaction`, so a killed
 process loses no committed edit and never leaves a half edit behind.
+
+A database (or folder) that cannot be written is opened read-only: reads work and
+every transaction raises :class:`~tlstudio.core.errors.ReadOnlyProjectError`. A write
+that waits longer than the busy timeout for another program's write lock raises
+:class:`~tlstudio.core.errors.ProjectBusyError`; nothing was changed then.
 """
 
 from __future__ import annotations
 
+import logging
+import os
 import sqlite3
+import stat
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import NoReturn
 
-from .errors import ProjectError, SchemaTooNewError
+from .errors import ProjectBusyError, ProjectError, ReadOnlyProjectError, SchemaTooNewError
 
-SCHEMA_VERSION = 2
+log = logging.getLogger("tlstudio.core.store")
+
+SCHEMA_VERSION = 3
 
 _SCHEMA_V1 = """
 CREATE TABLE meta (
@@ -118,11 +129,31 @@ def _v1_to_v2(conn: sqlite3.Connection) -> None:
     )
 
 
+def _v2_to_v3(conn: sqlite3.Connection) -> None:
+    """Version 3: runs record their owning process (pid, host, start time as JSON), so a run whose
+    process was killed can be told from one still training (status ``interrupted``)."""
+    conn.execute("ALTER TABLE runs ADD COLUMN owner TEXT")
+
+
 # Migrations: MIGRATIONS[v] upgrades a database from version v to v + 1. A new
 # database gets the version 1 schema and then every migration, so both paths agree.
-MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _v1_to_v2}
+MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _v1_to_v2, 2: _v2_to_v3}
 
 DB_NAME = "project.sqlite"
+
+BUSY_TIMEOUT_S = 15.0
+"""How long a write waits for another program's write lock before it is refused (SQLite's
+default is 5 s). Write transactions are kept short (imports check, hash and copy before
+theirs), so a wait this long means the other program is stuck, not busy; the window then
+keeps the refused edit for Retry."""
+
+SYNCHRONOUS = "FULL"
+"""SQLite ``synchronous`` in WAL mode. FULL syncs the WAL at every commit, so an edit is
+on disk when the call that made it returns, through a power cut too; NORMAL would keep it
+through a killed process only (the last commits before a checkpoint could be lost). The
+cost, measured with tests/bench/bench_store.py: a few milliseconds per commit."""
+
+_Hooks = tuple[list[Callable[[], None]], list[Callable[[], None]]]
 
 
 class Store:
@@ -132,13 +163,18 @@ class Store:
     outermost one (commit happens there) but are savepoints, so a nested block
     that fails is undone as a whole even when the caller catches the error.
     The connection may be used from one thread at a time.
+
+    ``read_only`` is set when the store was opened read-only; ``read_only_reason``
+    then says why in plain words.
     """
 
-    def __init__(self, conn: sqlite3.Connection, path: Path):
+    def __init__(self, conn: sqlite3.Connection, path: Path, *, read_only_reason: str = ""):
         self.conn = conn
         self.path = path
+        self.read_only_reason = read_only_reason
         self._depth = 0
         self._lock = threading.RLock()
+        self._hooks: list[_Hooks] = []  # (after commit, after rollback) per open level
         # called after every rollback (full or to a savepoint): in-memory caches of rows
         # must be dropped, since rolled-back ids get reused
         self.rollback_listeners: list[Callable[[], None]] = []
@@ -149,12 +185,19 @@ class Store:
         self._in_barrier = False
         self._closed = False
 
+    @property
+    def read_only(self) -> bool:
+        return bool(self.read_only_reason)
+
     # -- lifecycle ---------------------------------------------------------
     @classmethod
-    def create(cls, path: Path) -> Store:
+    def create(cls, path: Path, *, busy_timeout_s: float = BUSY_TIMEOUT_S) -> Store:
         if path.exists():
             raise ProjectError(f"{path}: a project database already exists here")
-        conn = _connect(path)
+        try:
+            conn = _connect(path, busy_timeout_s)
+        except sqlite3.Error as exc:
+            raise ProjectError(f"{path}: cannot create the project database ({exc})") from exc
         store = cls(conn, path)
         with store.transaction():
             for statement in _SCHEMA_V1.split(";"):
@@ -166,12 +209,21 @@ class Store:
         return store
 
     @classmethod
-    def open(cls, path: Path) -> Store:
-        if not path.is_file():
-            raise ProjectError(f"{path.parent}: not a tlstudio project (no {path.name})")
+    def open(
+        cls, path: Path, *, read_only: bool | None = None, busy_timeout_s: float = BUSY_TIMEOUT_S
+    ) -> Store:
+        """Open the database at ``path``. ``read_only``: None opens it read-only only when
+        the file or its folder cannot be written, True always, False never (an unwritable
+        project is then an error). Raises ProjectError naming the file and the reason."""
+        _check_readable(path)
+        reason = "opened read-only" if read_only else ""
+        if not read_only:
+            reason = _why_not_writable(path)
+            if reason and read_only is False:
+                raise ProjectError(f"{path}: cannot be opened for editing: {reason}")
         # Read the version before any pragma: switching to WAL writes to the file, and a
         # file that is refused (not a project, or too new) must be left exactly as it was.
-        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        conn = _open_connection(path, bool(reason), busy_timeout_s)
         try:
             try:
                 row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
@@ -188,7 +240,19 @@ class Store:
                     f"{path}: written by a newer tlstudio (schema {version}, this version reads "
                     f"up to {SCHEMA_VERSION}); update tlstudio to open it. The file was not changed."
                 )
-            _configure(conn)
+            if reason:
+                if version < SCHEMA_VERSION:
+                    raise ProjectError(
+                        f"{path}: written by an older tlstudio and read-only ({reason}); open "
+                        "it once with write access so it can be upgraded"
+                    )
+                conn.execute("PRAGMA foreign_keys = ON")
+                conn.execute("PRAGMA query_only = ON")
+                return cls(conn, path, read_only_reason=reason)
+            try:
+                _configure(conn)
+            except sqlite3.Error as exc:
+                raise ProjectError(f"{path}: cannot be opened for editing ({exc})") from exc
             store = cls(conn, path)
             store._migrate(version)
         except BaseException:
@@ -224,29 +288,106 @@ class Store:
     # -- transactions ------------------------------------------------------
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        """Run the block in one transaction (joins an enclosing one as a savepoint)."""
+        """Run the block in one transaction (joins an enclosing one as a savepoint).
+
+        Raises ReadOnlyProjectError on a read-only store and ProjectBusyError when the
+        write lock could not be had within the busy timeout; SQLite errors of the block
+        that mean the same are turned into those errors after the rollback."""
         if self._depth == 0:
             self._run_write_barriers()
         with self._lock:
-            savepoint = f"tls_{self._depth}"
-            self.conn.execute("BEGIN IMMEDIATE" if self._depth == 0 else f"SAVEPOINT {savepoint}")
+            if self.read_only:
+                raise ReadOnlyProjectError(self.read_only_message())
+            depth = self._depth
+            savepoint = f"tls_{depth}"
+            try:
+                self.conn.execute("BEGIN IMMEDIATE" if depth == 0 else f"SAVEPOINT {savepoint}")
+            except sqlite3.Error as exc:
+                self._raise_translated(exc)
             self._depth += 1
+            self._hooks.append(([], []))
             try:
                 yield self.conn
-            except BaseException:
-                self._depth -= 1
-                if not self.conn.in_transaction:
-                    pass  # SQLite already rolled back (I/O error, disk full, ...)
-                elif self._depth == 0:
-                    self.conn.execute("ROLLBACK")
-                else:
-                    self.conn.execute(f"ROLLBACK TO {savepoint}")
-                    self.conn.execute(f"RELEASE {savepoint}")
-                for fn in self.rollback_listeners:
-                    fn()
+            except BaseException as exc:
+                self._undo(depth, savepoint)
+                if isinstance(exc, sqlite3.Error):
+                    self._raise_translated(exc)
                 raise
+            try:
+                self.conn.execute("COMMIT" if depth == 0 else f"RELEASE {savepoint}")
+            except sqlite3.Error as exc:
+                self._undo(depth, savepoint)
+                self._raise_translated(exc)
             self._depth -= 1
-            self.conn.execute("COMMIT" if self._depth == 0 else f"RELEASE {savepoint}")
+            after_commit, after_rollback = self._hooks.pop()
+            if depth == 0:
+                _run_all(after_commit, "after commit")
+            else:  # they belong to the enclosing transaction now
+                self._hooks[-1][0].extend(after_commit)
+                self._hooks[-1][1].extend(after_rollback)
+
+    def _undo(self, depth: int, savepoint: str) -> None:
+        """Roll back the open level ``depth`` and run its rollback hooks and listeners."""
+        self._depth = depth
+        if not self.conn.in_transaction:
+            pass  # SQLite already rolled back (I/O error, disk full, ...)
+        elif depth == 0:
+            self.conn.execute("ROLLBACK")
+        else:
+            self.conn.execute(f"ROLLBACK TO {savepoint}")
+            self.conn.execute(f"RELEASE {savepoint}")
+        _, after_rollback = self._hooks.pop()
+        _run_all(after_rollback, "after rollback")
+        for fn in self.rollback_listeners:
+            fn()
+
+    def after_commit(self, fn: Callable[[], None]) -> None:
+        """Call ``fn()`` once the outermost open transaction has committed (never if it
+        rolls back). An exception in ``fn`` is logged, not raised: the data is stored."""
+        self._open_hooks()[0].append(fn)
+
+    def after_rollback(self, fn: Callable[[], None]) -> None:
+        """Call ``fn()`` if the innermost open transaction (or one enclosing it) rolls back."""
+        self._open_hooks()[1].append(fn)
+
+    def _open_hooks(self) -> _Hooks:
+        if not self._hooks:
+            raise RuntimeError("after_commit/after_rollback need an open transaction")
+        return self._hooks[-1]
+
+    def _raise_translated(self, exc: sqlite3.Error) -> NoReturn:
+        """Raise the TlsError that ``exc`` means for a user, or ``exc`` itself."""
+        translated = self._translated(exc)
+        if translated is exc:
+            raise exc
+        raise translated from exc
+
+    def _translated(self, exc: sqlite3.Error) -> Exception:
+        """The TlsError a user sees for SQLite error ``exc`` (``exc`` itself if none fits)."""
+        code = getattr(exc, "sqlite_errorcode", None)
+        primary = None if code is None else code & 0xFF
+        text = str(exc)
+        if primary in (5, 6) or "database is locked" in text:  # SQLITE_BUSY, SQLITE_LOCKED
+            return ProjectBusyError(
+                f"{self.path.parent}: the project is busy: another program is writing to it "
+                f"(waited {self.conn_timeout_s:g} s); nothing was changed, try again"
+            )
+        if primary == 8 or "readonly database" in text:  # SQLITE_READONLY
+            return ReadOnlyProjectError(
+                f"{self.path}: cannot be written (read-only file, folder or disk); the edit "
+                "was not saved"
+            )
+        if primary == 13:  # SQLITE_FULL
+            return ProjectError(f"{self.path}: the disk is full; the edit was not saved")
+        return exc
+
+    @property
+    def conn_timeout_s(self) -> float:
+        return float(self.conn.execute("PRAGMA busy_timeout").fetchone()[0]) / 1000.0
+
+    def read_only_message(self) -> str:
+        """``<folder>: read-only (<reason>): edits are disabled``."""
+        return f"{self.path.parent}: read-only ({self.read_only_reason}): edits are disabled"
 
     @property
     def in_transaction(self) -> bool:
@@ -262,8 +403,93 @@ class Store:
             c.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
 
 
-def _connect(path: Path) -> sqlite3.Connection:
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+def _run_all(fns: list[Callable[[], None]], when: str) -> None:
+    for fn in fns:
+        try:
+            fn()
+        except Exception:  # the transaction's outcome stands; the hook's work is retried
+            log.exception("hook run %s failed", when)
+
+
+def _check_readable(path: Path) -> None:
+    """ProjectError naming the problem unless ``path`` is a database file we may read."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise ProjectError(f"{path.parent}: not a tlstudio project (no {path.name})") from None
+    except PermissionError:
+        raise ProjectError(
+            f"{path}: cannot be opened: permission denied (the project folder cannot be read)"
+        ) from None
+    except OSError as exc:
+        raise ProjectError(f"{path}: cannot be opened ({exc.strerror or exc})") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise ProjectError(f"{path}: not a project database (not a regular file)")
+    if not os.access(path, os.R_OK):
+        raise ProjectError(
+            f"{path}: cannot be opened: permission denied (file mode "
+            f"{stat.filemode(st.st_mode)}); ask its owner for read access"
+        )
+
+
+def _why_not_writable(path: Path) -> str:
+    """Why the project at ``path`` cannot be edited, in plain words; empty if it can.
+
+    A session on a read-only database leaves ``-shm``/``-wal`` files with the database's
+    read-only mode; where we own them they get the database's mode again, so they never
+    lock later writers out."""
+    if not os.access(path, os.W_OK):
+        return f"{path.name} is read-only"
+    if not os.access(path.parent, os.W_OK | os.X_OK):
+        return "the project folder is read-only"
+    for suffix in ("-wal", "-shm"):
+        side = path.with_name(path.name + suffix)
+        try:
+            if not side.exists() or os.access(side, os.W_OK):
+                continue
+            os.chmod(side, stat.S_IMODE(os.stat(path).st_mode))
+        except OSError:
+            return f"{side.name} is read-only"
+        if not os.access(side, os.W_OK):
+            return f"{side.name} is read-only"
+    return ""
+
+
+def _open_connection(path: Path, read_only: bool, busy_timeout_s: float) -> sqlite3.Connection:
+    """A connection in autocommit mode; read-only ones use ``mode=ro`` (and
+    ``immutable=1`` where a WAL database in a read-only folder allows nothing else)."""
+    if not read_only:
+        try:
+            return sqlite3.connect(
+                path, isolation_level=None, check_same_thread=False, timeout=busy_timeout_s
+            )
+        except sqlite3.Error as exc:
+            raise ProjectError(f"{path}: cannot be opened ({exc})") from exc
+    uri = path.resolve().as_uri()
+    error: sqlite3.Error | None = None
+    for query in ("?mode=ro", "?mode=ro&immutable=1"):
+        try:
+            conn = sqlite3.connect(
+                uri + query, uri=True, isolation_level=None, check_same_thread=False,
+                timeout=busy_timeout_s,
+            )  # fmt: skip
+        except sqlite3.Error as exc:
+            error = exc
+            continue
+        try:
+            conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+        except sqlite3.OperationalError as exc:  # e.g. no -shm and no way to make one
+            conn.close()
+            error = exc
+            continue
+        return conn
+    raise ProjectError(f"{path}: cannot be opened read-only ({error})")
+
+
+def _connect(path: Path, busy_timeout_s: float = BUSY_TIMEOUT_S) -> sqlite3.Connection:
+    conn = sqlite3.connect(
+        path, isolation_level=None, check_same_thread=False, timeout=busy_timeout_s
+    )
     try:
         _configure(conn)
     except BaseException:
@@ -275,7 +501,7 @@ def _connect(path: Path) -> sqlite3.Connection:
 def _configure(conn: sqlite3.Connection) -> None:
     conn.execute("PRAGMA journal_mode = WAL")
     conn.execute("PRAGMA foreign_keys = ON")
-    conn.execute("PRAGMA synchronous = NORMAL")
+    conn.execute(f"PRAGMA synchronous = {SYNCHRONOUS}")
 
 
 def inserted_id(cur: sqlite3.Cursor) -> int:

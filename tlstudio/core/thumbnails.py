@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import os
 import tempfile
+import threading
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
 
 from . import imageio
+from .decoders.base import decoded_bytes
 from .imageio import ImageData, PathLike
 from .windowing import to_display
 
 __all__ = ["ThumbnailCache"]
+
+_large_decode = threading.Lock()  # one large image decoded at a time, in any thread
 
 
 class ThumbnailCache:
@@ -21,7 +26,11 @@ class ThumbnailCache:
     Files live at ``cache_dir/thumbs/<key[:2]>/<key>_<size>.png``; the longest side
     is ``size`` pixels (aspect kept), pixels are the image through its default
     window (:func:`~tlstudio.core.windowing.to_display`), grey stays grey, RGBA keeps
-    alpha."""
+    alpha. Images whose decoded size is over :attr:`large_bytes` are made one at a time
+    in the whole process, however many threads ask, so several huge images are never
+    held at once."""
+
+    large_bytes = 64_000_000
 
     def __init__(self, cache_dir: Path, size: int = 256):
         if size < 1:
@@ -43,8 +52,12 @@ class ThumbnailCache:
         out = self.path_for(key)
         if out.is_file():
             return out
-        data = imageio.read_image(path)
-        thumb = self.render(data)
+        large = decoded_bytes(imageio.probe_image(path)) > self.large_bytes
+        with _large_decode if large else nullcontext():
+            # a JPEG decodes at 1/2..1/8 scale when that still covers the thumbnail
+            data = imageio.read_image(path, reduce_to=self.size)
+            thumb = self.render(data)
+            del data
         out.parent.mkdir(parents=True, exist_ok=True)
         _write_png_atomic(out, thumb)
         return out

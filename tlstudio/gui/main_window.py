@@ -42,6 +42,7 @@ from tlstudio.gui.panels.readout import CanvasReadout
 from tlstudio.gui.panels.shortcuts import ShortcutsDialog
 from tlstudio.gui.state import AppState
 from tlstudio.gui.training.train_dock import TrainDock
+from tlstudio.gui.widgets.project_banners import ReadOnlyBanner, RefusedEditBar
 from tlstudio.gui.window_layout import ModeLayouts, PageScroll
 from tlstudio.gui.workers.importer import ImportController, ImportResult
 from tlstudio.gui.workers.tasks import wait_for_background
@@ -69,6 +70,10 @@ class MainWindow(QMainWindow):
         lay.setContentsMargins(0, 0, 0, 0)
         lay.setSpacing(2)
         lay.addWidget(self.banner)
+        self.read_only_banner = ReadOnlyBanner(self.app_state)
+        self.refused_bar = RefusedEditBar(self.app_state)
+        lay.addWidget(self.read_only_banner)
+        lay.addWidget(self.refused_bar)
         lay.addWidget(self.canvas, 1)
         self.train_panel = TrainDock(self.app_state)
         self.inspect_panel = InspectPanel(self.app_state)
@@ -210,7 +215,8 @@ class MainWindow(QMainWindow):
 
     def _update_title(self) -> None:
         project = self.app_state.project
-        self.setWindowTitle(f"{project.root.name} — {APP_TITLE}" if project else APP_TITLE)
+        name = project and project.root.name + (" (read-only)" if project.read_only else "")
+        self.setWindowTitle(f"{name} — {APP_TITLE}" if project else APP_TITLE)
 
     def _next_unlabelled(self) -> None:
         if not self.browser.next_unlabelled():

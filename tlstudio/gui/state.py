@@ -9,6 +9,7 @@ from __future__ import annotations
 from PySide6.QtCore import QObject, Signal
 
 from tlstudio.core.commands import Command, UndoStack
+from tlstudio.core.errors import ProjectBusyError
 from tlstudio.core.project import Project
 
 
@@ -24,6 +25,7 @@ class AppState(QObject):
     run_changed = Signal(object)  # run id (int) whose predictions are shown, or None
     new_class_changed = Signal()  # the class new annotations get may have changed
     predictions_changed = Signal()  # predictions of some run were added or replaced
+    edit_refused = Signal(object, str)  # (Command, message): another program held the lock
     data_changed = (
         Signal()
     )  # after any push, undo or redo: annotations, classes, templates or splits changed
@@ -74,7 +76,11 @@ class AppState(QObject):
         """Do a command through the undo stack (one transaction, one undo step)."""
         if self.undo_stack is None:
             raise RuntimeError("no project is open")
-        self.undo_stack.push(command)
+        try:
+            self.undo_stack.push(command)
+        except ProjectBusyError as exc:  # nothing was stored: the edit is kept for a retry
+            self.edit_refused.emit(command, str(exc))
+            raise
 
     # -- selection -----------------------------------------------------------
     def set_image(self, image_id: int | None) -> None:

@@ -488,7 +488,7 @@ def _model_with_weights(name: str, weights: WeightsChoice) -> nn.Module:
     state = W.resolve_state_dict(name, weights)
     if state is None:
         return build_architecture(name)
-    W.check_state_dict(name, state)
+    W.check_state_dict(name, state, path=weights if isinstance(weights, Path) else None)
     model = build_architecture(name, "meta")
     on_meta = any(t.is_meta for t in _tensors(model))
     state = W.fill_num_batches_tracked(model, state)

@@ -200,6 +200,34 @@ class TrainResult:
     metrics: dict[str, float]  # validation metrics of the saved model
     feature_cache: bool
     failure: TrainingFailed | None = None
+    warnings: list[str] = field(default_factory=list)  # e.g. image files left out
+
+
+def missing_image_files(project: Project, image_ids: Sequence[int]) -> list[str]:
+    """Stored paths of the images among ``image_ids`` whose file is not on disk."""
+    out = []
+    for image_id in image_ids:
+        rec = project.image(image_id)
+        if not project.image_path(rec).is_file():
+            out.append(rec.path)
+    return out
+
+
+def _leave_out_missing(
+    project: Project, ids: tuple[Sequence[int], Sequence[int]]
+) -> tuple[tuple[list[int], list[int]], list[str]]:
+    """The (train, val) ids without images whose file is gone, and a warning naming them."""
+    missing = set(missing_image_files(project, [*ids[0], *ids[1]]))
+    if not missing:
+        return (list(ids[0]), list(ids[1])), []
+    keep = [[i for i in part if project.image(i).path not in missing] for part in ids]
+    shown = ", ".join(sorted(missing)[:10]) + (" ..." if len(missing) > 10 else "")
+    n = len(missing)
+    warning = (
+        f"{n} image file{'s are' if n != 1 else ' is'} missing and left out of this run "
+        f"(relink or remove {'them' if n != 1 else 'it'}): {shown}"
+    )
+    return (keep[0], keep[1]), [warning]
 
 
 def train(
@@ -211,6 +239,7 @@ def train(
     progress: Callable[[str, int, int], None] | None = None,
     image_ids: tuple[Sequence[int], Sequence[int]] | None = None,
     experiment: dict[str, Any] | None = None,
+    resume: tuple[int, Path] | None = None,
 ) -> TrainResult:
     """Train ``spec`` on the project's train split, validate on its val split, and
     record the run. ``progress(stage, done, total)`` reports feature extraction.
@@ -218,14 +247,14 @@ def train(
     ``image_ids`` = (train ids, val ids) replaces the stored splits for this run only
     (cross-validation, learning curves); ``experiment`` (plain JSON data, e.g.
     ``{"kind": "cv", "fold": 2, "k": 5}``) is recorded in the run's config under
-    ``"experiment"``."""
+    ``"experiment"``. Images whose file is missing are left out, with a warning in the
+    result (and in the run's config under ``"warnings"``). ``resume`` = (run id,
+    checkpoint) goes on with that run (see :func:`resume_run`)."""
+    if image_ids is None:
+        image_ids = data_mod.train_val_ids(project, seed=spec.train.seed)
+    image_ids, warnings = _leave_out_missing(project, image_ids)
     if spec.task == "landmarks" and spec.template_id is None:
-        ids = (
-            [*image_ids[0], *image_ids[1]]
-            if image_ids is not None
-            else sum(data_mod.train_val_ids(project, seed=spec.train.seed), [])
-        )
-        spec.template_id = data_mod.choose_template(project, ids)
+        spec.template_id = data_mod.choose_template(project, [*image_ids[0], *image_ids[1]])
     size = spec.resolved_input_size
     bspec = get_spec(spec.backbone)
     augment = spec.augment if spec.augment is not None else AugmentConfig.none()
@@ -245,7 +274,13 @@ def train(
     config = spec.to_dict()
     if experiment is not None:
         config["experiment"] = dict(experiment)
-    run_id = runs.start(spec.task, spec.backbone, config, str(device))
+    if warnings:
+        config["warnings"] = list(warnings)
+    if resume is None:
+        run_id, resume_from = runs.start(spec.task, spec.backbone, config, str(device)), None
+    else:
+        (run_id, resume_from) = resume
+        runs.claim(run_id)
     run_dir = runs.run_dir(run_id)
     recorder = _RunRecorder(runs, run_id)
     t0 = time.perf_counter()
@@ -277,7 +312,7 @@ def train(
             collate_fn=collate, metrics_fn=metrics_fn, callbacks=[recorder, *callbacks],
             token=token, checkpoint_dir=run_dir, run_id=run_id,
         )  # fmt: skip
-        ended = trainer.fit()
+        ended = trainer.fit(resume_from=resume_from)
     except BaseException as exc:
         status = "cancelled" if isinstance(exc, KeyboardInterrupt) else "failed"
         runs.update(run_id, status=status, error=str(exc), duration_s=time.perf_counter() - t0)
@@ -304,13 +339,58 @@ def train(
         checkpoint=os.path.relpath(model_path, project.root),
         duration_s=time.perf_counter() - t0,
     )
-    return TrainResult(run_id, ended, metrics, fast, failure)
+    return TrainResult(run_id, ended, metrics, fast, failure, warnings)
+
+
+RESUMABLE = ("interrupted", "cancelled", "failed")
+"""Statuses of runs that :func:`resume_run` goes on with."""
+
+
+def resume_run(
+    project: Project,
+    run_id: int,
+    *,
+    callbacks: Sequence[Callback] = (),
+    token: CancelToken | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> TrainResult:
+    """Go on training run ``run_id`` from its last checkpoint (``last.pt``: the end of its
+    last finished epoch) with the configuration it was started with, on the project's
+    current splits. Raises RunError when the run is not one to resume or has no
+    checkpoint."""
+    runs = RunStore(project)
+    rec = runs.get(run_id)
+    if rec.status not in RESUMABLE:
+        raise RunError(
+            f"run {run_id} is {rec.status}; only {', '.join(RESUMABLE)} runs can be resumed"
+        )
+    checkpoint = runs.last_checkpoint(run_id)
+    if checkpoint is None:
+        raise RunError(
+            f"run {run_id} has no checkpoint to resume from (it ended before its first "
+            "epoch did); start a new run"
+        )
+    config = dict(rec.config)
+    experiment = config.pop("experiment", None)
+    config.pop("warnings", None)
+    spec = RunSpec.from_dict(config)
+    return train(
+        project, spec, callbacks=callbacks, token=token, progress=progress,
+        experiment=experiment, resume=(run_id, checkpoint),
+    )  # fmt: skip
 
 
 def load_run_model(project: Project, run_id: int) -> tuple[TaskModel, RunSpec]:
     """The trained model of a run (eval mode, CPU) and its spec."""
     rec = RunStore(project).get(run_id)
     if not rec.checkpoint:
+        if rec.status == "interrupted":
+            raise RunError(
+                f"run {run_id} was interrupted ({rec.error}) and has no saved model; "
+                f"finish it with: tlstudio train {project.root} --resume {run_id}"
+            )
+        if rec.status == "running":
+            raise RunError(f"run {run_id} is still training; its model is saved when it ends")
         raise RunError(f"run {run_id} has no saved model (status {rec.status})")
     path = project.root / rec.checkpoint
     if not path.is_file():
@@ -318,7 +398,9 @@ def load_run_model(project: Project, run_id: int) -> tuple[TaskModel, RunSpec]:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise RunError(f"{path}: not a readable model file ({exc})") from exc
+        from .pickle_scan import load_failure
+
+        raise RunError(f"{path}: not a readable model file: {load_failure(path, exc)}") from exc
     if not isinstance(ckpt, dict) or "model" not in ckpt or "spec" not in ckpt:
         raise RunError(f"{path}: not a tlstudio model file (no model/spec)")
     spec = RunSpec.from_dict(ckpt["spec"])
@@ -367,10 +449,11 @@ def predict(
             origs.append(orig)
         with torch.no_grad():
             preds = model.predict_step(torch.stack(tensors).to(dev))
-        for image_id, pred, orig in zip(chunk, preds, origs, strict=True):
-            pred = to_image_frame({k: _cpu(v) for k, v in pred.items()}, (size, size), orig)
-            payload, mask, score = _payload(spec.task, pred, classes)
-            runs.set_prediction(run_id, image_id, payload, mask, score)
+        with project.transaction():  # one commit (one disk sync) per batch
+            for image_id, pred, orig in zip(chunk, preds, origs, strict=True):
+                pred = to_image_frame({k: _cpu(v) for k, v in pred.items()}, (size, size), orig)
+                payload, mask, score = _payload(spec.task, pred, classes)
+                runs.set_prediction(run_id, image_id, payload, mask, score)
         done += len(chunk)
         if progress is not None:
             progress(done, len(ids))

@@ -257,7 +257,11 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     except FileNotFoundError:
         raise
     except Exception as exc:
-        raise CheckpointError(f"{path}: not a readable checkpoint ({exc})") from exc
+        from .pickle_scan import load_failure
+
+        raise CheckpointError(
+            f"{path}: not a readable checkpoint: {load_failure(path, exc)}"
+        ) from exc
     if not isinstance(ckpt, dict) or "model" not in ckpt or "epoch" not in ckpt:
         raise CheckpointError(f"{path}: not a tlstudio trainer checkpoint")
     return ckpt

@@ -194,16 +194,6 @@ def _unwrap(obj: object, path: Path) -> dict[str, Tensor]:
     return state
 
 
-def _load_failure(exc: Exception) -> str:
-    found = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
-    if found:
-        return (
-            f"refused: holds a Python object ({found.group(1)}) whose loading could run code; "
-            f"only tensors are read"
-        )
-    return f"corrupt, truncated or not a PyTorch weights file ({type(exc).__name__})"
-
-
 def load_state_dict_safely(path: str | Path) -> dict[str, Tensor]:
     """Read a state dict from ``path`` without executing pickled code.
 
@@ -232,7 +222,9 @@ def load_state_dict_safely(path: str | Path) -> dict[str, Tensor]:
         try:
             obj = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:
-            raise WeightsError(f"{path}: {_load_failure(exc)}", path=path) from exc
+            from tlstudio.ml.pickle_scan import load_failure
+
+            raise WeightsError(f"{path}: {load_failure(path, exc)}", path=path) from exc
     return _unwrap(obj, path)
 
 

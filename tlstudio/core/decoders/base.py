@@ -8,6 +8,8 @@ viewed* (EXIF/TIFF orientation applied).
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,10 +61,18 @@ class ImageData:
 
 @dataclass
 class Source:
-    """A file whose header was read; ``decode`` reads the pixels."""
+    """A file whose header was read; ``decode`` reads the pixels.
+
+    ``verify`` checks that all pixel data is there and decodes (raises CorruptImageError
+    otherwise) without holding the decoded image where the format allows it; None means
+    "decode and drop". ``decode_reduced(side)`` decodes at a reduced resolution whose
+    longest side is at least ``side`` pixels where the format allows it (JPEG); None
+    means only full-size decoding exists."""
 
     info: ImageInfo
     decode: Callable[[], ImageData]
+    verify: Callable[[], None] | None = None
+    decode_reduced: Callable[[int], ImageData] | None = None
 
 
 Opener = Callable[[Path, str, bytes, int], Source]
@@ -80,6 +90,109 @@ def check_size(path: Path, width: int, height: int, max_pixels: int) -> None:
             path,
             f"{width}×{height} = {width * height:,} pixels exceeds the limit of {max_pixels:,}",
         )
+
+
+def decoded_bytes(info: ImageInfo) -> int:
+    """Bytes of the array that decoding ``info``'s first page gives."""
+    return info.width * info.height * info.channels * max(1, container_bits(info.bit_depth) // 8)
+
+
+def check_memory(path: Path, info: ImageInfo, max_bytes: int | None) -> None:
+    """ImageTooLargeError when the decoded image would need more than ``max_bytes`` (None:
+    a quarter of the memory available now, see :func:`memory_budget`)."""
+    need = decoded_bytes(info)
+    if max_bytes is None:
+        available = available_memory()
+        if available is None:
+            return
+        max_bytes = available // 4
+        where = f"a quarter of the {_size(available)} of memory available now"
+    else:
+        where = "the limit"
+    if need > max_bytes:
+        kind = {1: "grey", 3: "RGB", 4: "RGBA"}.get(info.channels, f"{info.channels}-channel")
+        raise ImageTooLargeError(
+            path,
+            f"{info.width}×{info.height} {kind} {info.bit_depth}-bit decodes to {_size(need)}, "
+            f"more than {where} ({_size(max_bytes)})",
+        )
+
+
+def memory_budget() -> int | None:
+    """Bytes one decoded image may take: a quarter of the memory available now (None
+    where that cannot be read)."""
+    available = available_memory()
+    return None if available is None else available // 4
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available to this process now: the system's available memory
+    (Linux ``MemAvailable``), capped by a cgroup limit; None where it cannot be read."""
+    found: int | None = None
+    try:
+        with open("/proc/meminfo", "rb") as f:
+            for line in f:
+                if line.startswith(b"MemAvailable:"):
+                    found = int(line.split()[1]) * 1024
+                    break
+    except (OSError, ValueError, IndexError):
+        found = None
+    if found is None and sys.platform == "win32":  # pragma: no cover - Windows only
+        found = _windows_available_memory()
+    if found is None and hasattr(os, "sysconf"):
+        try:
+            found = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
+        except (ValueError, OSError):
+            found = None
+    limit = _cgroup_headroom()
+    if limit is not None:
+        found = limit if found is None else min(found, limit)
+    return found
+
+
+def _cgroup_headroom() -> int | None:
+    """memory.max - memory.current of this process's cgroup (v2), if it has a limit."""
+    try:
+        with open("/sys/fs/cgroup/memory.max") as f:
+            text = f.read().strip()
+        if text == "max":
+            return None
+        with open("/sys/fs/cgroup/memory.current") as f:
+            return max(0, int(text) - int(f.read().strip()))
+    except (OSError, ValueError):
+        return None
+
+
+def _windows_available_memory() -> int | None:  # pragma: no cover - Windows only
+    import ctypes
+
+    class MemoryStatus(ctypes.Structure):
+        _fields_ = [
+            ("dwLength", ctypes.c_ulong),
+            ("dwMemoryLoad", ctypes.c_ulong),
+            ("ullTotalPhys", ctypes.c_ulonglong),
+            ("ullAvailPhys", ctypes.c_ulonglong),
+            ("ullTotalPageFile", ctypes.c_ulonglong),
+            ("ullAvailPageFile", ctypes.c_ulonglong),
+            ("ullTotalVirtual", ctypes.c_ulonglong),
+            ("ullAvailVirtual", ctypes.c_ulonglong),
+            ("ullAvailExtendedVirtual", ctypes.c_ulonglong),
+        ]
+
+    status = MemoryStatus()
+    status.dwLength = ctypes.sizeof(MemoryStatus)
+    if not ctypes.windll.kernel32.GlobalMemoryStatusEx(ctypes.byref(status)):  # type: ignore[attr-defined]
+        return None
+    return int(status.ullAvailPhys)
+
+
+def _size(n: float) -> str:
+    """``2.7 GB``, ``640 MB``: decimal units, as file managers show them."""
+    for unit in ("bytes", "kB", "MB", "GB"):
+        if n < 1000:
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} TB"
 
 
 def container_bits(bits: int) -> int:

@@ -45,6 +45,7 @@ def open_tiff(path: Path, fmt: str, head: bytes, max_pixels: int) -> Source:
         w, h = oriented_size(width, height, orientation)
         info = ImageInfo(w, h, bits, channels, fmt, pages)
         _check_tiff_extent(path, page)
+        uncompressed = int(page.compression) == 1
 
     notes = [f"multi-page TIFF: {pages} pages, showing the first"] if pages > 1 else []
 
@@ -60,7 +61,9 @@ def open_tiff(path: Path, fmt: str, head: bytes, max_pixels: int) -> Source:
         arr = orient(arr, orientation)
         return finish(path, arr, info, notes=notes)
 
-    return Source(info, decode)
+    # uncompressed strips/tiles cannot fail to decode once they are all inside the file,
+    # which _check_tiff_extent has made sure of
+    return Source(info, decode, verify=(lambda: None) if uncompressed else None)
 
 
 def _tiff_layout(page: TiffPage) -> tuple[int, int]:

@@ -245,7 +245,16 @@ _FOLDER_TESTS = sorted(
 
 
 def _first_match(path: Path, tests: list[tuple[int, str, Test]]) -> str | None:
-    return next((name for _, name, test in tests if test(path)), None)
+    return next((name for _, name, test in tests if _passes(test, path)), None)
+
+
+def _passes(test: Test, path: Path) -> bool:
+    """``test(path)``, False where it cannot read something (an unreadable sub-folder
+    or file is not evidence of any format)."""
+    try:
+        return test(path)
+    except OSError:
+        return False
 
 
 def detect_format(path: str | Path) -> str:

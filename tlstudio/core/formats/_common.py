@@ -13,7 +13,7 @@ import math
 import os
 import shutil
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,9 @@ import cv2
 import numpy as np
 
 from ..annotations import SKIPPED, Box, LandmarkSet, Point
-from ..errors import FormatError, TlsError, ValidationError
+from ..atomic import replacing
+from ..errors import FormatError, TlsError, ValidationError, shown_path
+from ..files import walk_files
 from ..labelset import LandmarkTemplate
 from ..project import ImageRecord, Project
 from .report import LabelImportReport
@@ -171,6 +173,16 @@ def is_file(p: Path) -> bool:
         return False
 
 
+def files_under(folder: Path, session: ImportSession) -> list[Path]:
+    """Regular files in ``folder`` and below, sorted; each folder that cannot be read is
+    skipped with a warning in the session's report."""
+
+    def unreadable(where: Path, reason: str) -> None:
+        session.warn(where, "", f"folder cannot be read ({reason}); skipped")
+
+    return walk_files(folder, unreadable)
+
+
 def find_file(name: str, bases: Sequence[Path], src: Path, where: str) -> Path:
     """The first existing file ``base / name``; ``name`` may be absolute or use ``\\``."""
     if not name or "\x00" in name:
@@ -307,11 +319,17 @@ class ImportSession:
 
     Tags and masks are applied in :meth:`finish` (tags: added to the image's tags in a
     multi-label project, replacing them in a single-label one; masks: painted over the
-    image's existing label map, later regions win)."""
+    image's existing label map, later regions win).
 
-    def __init__(self, project: Project, copy_images: bool):
+    The session's one transaction begins at its first write, so images resolved before
+    any class or template is created are checked, hashed and copied while other programs
+    can still write (a format resolves its images first where it can)."""
+
+    def __init__(self, project: Project, copy_images: bool, stack: ExitStack | None = None):
         self.project = project
         self.copy_images = copy_images
+        self._stack = stack
+        self._begun = stack is None
         self.report = LabelImportReport()
         self._by_path: dict[Path, ImageRecord] = {}
         self._matched: set[int] = set()
@@ -322,6 +340,13 @@ class ImportSession:
         self._mask_where: dict[int, tuple[Path, str]] = {}
         self._multi = project.multi_label
         self.created_files: list[Path] = []  # written by the import; removed if it fails
+
+    def begin(self) -> None:
+        """Open the session's transaction (if it is not open yet): call before a write."""
+        if not self._begun:
+            assert self._stack is not None
+            self._stack.enter_context(self.project.transaction())
+            self._begun = True
 
     def warn(self, src: Path | None, where: str, message: str) -> None:
         loc = f" ({where})" if where else ""
@@ -355,17 +380,20 @@ class ImportSession:
             else:
                 self._remember(path, rec)
         if todo:
-            try:
-                added = project.add_images(list(todo), copy=self.copy_images, recursive=False)
-            except (TlsError, OSError) as exc:  # pragma: no cover - add_images reports per file
-                raise FormatError(
-                    next(iter(todo.values()))[0], "", f"cannot add images: {exc}"
-                ) from None
-            if added.failed:
-                failed = dict(added.failed)
-                path = next(p for p in todo if p in failed)
+            # checked (and copied) before the transaction begins where it has not yet
+            batch = project.check_images(list(todo), copy=self.copy_images, recursive=False)
+            bad = dict(batch.report.failed + batch.report.skipped)
+            if bad:
+                batch.discard()
+                path = next(p for p in todo if p in bad)
                 src, where = todo[path]
-                raise FormatError(src, where, f"image {path}: {failed[path]}")
+                raise FormatError(src, where, f"image {shown_path(path)}: {bad[path]}")
+            try:
+                self.begin()
+                added = batch.insert()
+            except BaseException:
+                batch.discard()
+                raise
             duplicates = set(added.duplicates)
             new_paths = [p for p in todo if p not in duplicates]
             for path, image_id in zip(new_paths, added.added, strict=True):
@@ -405,10 +433,7 @@ class ImportSession:
             if not key:
                 raise FormatError(src, where, "empty class name")
             check_text(key, src, where, "class name")
-            if len(key) > 200:
-                raise FormatError(
-                    src, where, f"class name longer than 200 characters: {key[:40]!r}..."
-                )
+            self.begin()
             try:
                 cid = self.project.ensure_class(key).id
             except ValidationError as exc:
@@ -436,6 +461,7 @@ class ImportSession:
             template = LandmarkTemplate(
                 f"{base} {n}", template.points, template.skeleton, template.flip_pairs
             )
+        self.begin()
         try:
             return project.ensure_template(template)
         except ValidationError as exc:
@@ -466,6 +492,7 @@ class ImportSession:
         y2 = clip(y2, rec.height, src, where, "y", low_tol)
         if not (x1 < x2 and y1 < y2):
             raise FormatError(src, where, f"empty box ({x1:g}, {y1:g}, {x2:g}, {y2:g})")
+        self.begin()
         try:
             self.project.add_box(rec.id, Box(class_id, x1, y1, x2, y2))
         except ValidationError as exc:
@@ -483,6 +510,7 @@ class ImportSession:
     def landmarks(self, rec: ImageRecord, template: LandmarkTemplate, points: Sequence[Point],
                   class_id: int | None, src: Path, where: str) -> None:  # fmt: skip
         assert template.id is not None
+        self.begin()
         try:
             self.project.add_landmark_set(rec.id, LandmarkSet(template.id, tuple(points), class_id))
         except ValidationError as exc:
@@ -511,6 +539,7 @@ class ImportSession:
 
     def finish(self) -> LabelImportReport:
         project = self.project
+        self.begin()
         for image_id, tags in self._tags.items():
             current = [] if not self._multi else list(project.tags(image_id))
             new = list(dict.fromkeys(current + tags))
@@ -533,32 +562,23 @@ class ImportSession:
 
 @contextmanager
 def import_session(project: Project, copy_images: bool) -> Iterator[ImportSession]:
-    """One all-or-nothing import: a single transaction; on any error the database rolls
-    back and image files copied into the project by this import are removed."""
-    images_dir = project.root / "images"
-    before = _listing(images_dir) if copy_images else set()
-    session = ImportSession(project, copy_images)
+    """One all-or-nothing import: a single transaction, opened at the session's first
+    write (:meth:`ImportSession.begin`); on any error the database rolls back, image
+    copies staged by this import are deleted, and files it wrote (``created_files``) are
+    removed."""
+    stack = ExitStack()
+    session = ImportSession(project, copy_images, stack)
     try:
-        with project.transaction():
+        with stack:
             yield session
             session.finish()
     except BaseException:
-        stray = set(session.created_files)
-        if copy_images:
-            stray |= _listing(images_dir) - before
-        for p in stray:
+        for p in session.created_files:
             try:
                 p.unlink()
             except OSError:  # pragma: no cover - best effort
                 pass
         raise
-
-
-def _listing(folder: Path) -> set[Path]:
-    try:
-        return {p for p in folder.iterdir() if p.is_file()}
-    except OSError:
-        return set()
 
 
 # -- export helpers ----------------------------------------------------------------------------
@@ -602,7 +622,8 @@ def place_image(project: Project, rec: ImageRecord, dest: Path) -> None:
     try:
         os.link(src, dest)
     except OSError:
-        shutil.copy2(src, dest)
+        with replacing(dest, sync=False) as tmp:  # never half an image at ``dest``
+            shutil.copy2(src, tmp)
 
 
 def relative_ref(target: Path, base: Path) -> str:

@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 
 from ..annotations import SKIPPED, Box, LandmarkSet
+from ..atomic import write_text_atomic
 from ..errors import FormatError, ValidationError
 from ..labelset import LandmarkTemplate
 from ..project import ImageRecord, Project
@@ -203,15 +204,6 @@ def _import(s: ImportSession, src: Path, data: object) -> None:
     anns = as_list(top.get("annotations", []), src, "annotations")
     cats = as_list(top.get("categories", []), src, "categories")
 
-    categories: dict[int | str, _Category] = {}
-    for i, c in enumerate(cats):
-        where = f"categories[{i}]"
-        c = as_dict(c, src, where)
-        cid = _key(c.get("id"), src, f"{where}.id", "id")
-        if cid in categories:
-            raise FormatError(src, f"{where}.id", f"duplicate category id {cid}")
-        categories[cid] = _category(s, src, where, c)
-
     ids: list[int | str] = []
     seen: set[int | str] = set()
     refs: list[tuple[Path, Path, str]] = []
@@ -226,7 +218,16 @@ def _import(s: ImportSession, src: Path, data: object) -> None:
         ids.append(iid)
         name = as_str(im.get("file_name"), src, f"{where}.file_name", "file_name")
         refs.append((find_file(name, bases, src, f"{where}.file_name"), src, f"{where}.file_name"))
+    # images first: they are checked and copied before the transaction begins
     by_id = dict(zip(ids, s.images(refs), strict=True))
+    categories: dict[int | str, _Category] = {}
+    for i, c in enumerate(cats):
+        where = f"categories[{i}]"
+        c = as_dict(c, src, where)
+        cid = _key(c.get("id"), src, f"{where}.id", "id")
+        if cid in categories:
+            raise FormatError(src, f"{where}.id", f"duplicate category id {cid}")
+        categories[cid] = _category(s, src, where, c)
     for i, (im, rec) in enumerate(zip(images, by_id.values(), strict=True)):
         for key, actual in (("width", rec.width), ("height", rec.height)):
             if im.get(key) is not None:
@@ -518,9 +519,7 @@ def export(project: Project, out: str | Path, *, warnings: list[str] | None = No
         "annotations": anns,
         "categories": categories,
     }
-    tmp = json_path.with_name(json_path.name + ".tmp")
-    tmp.write_text(json.dumps(doc, indent=1), encoding="utf-8")
-    tmp.replace(json_path)
+    write_text_atomic(json_path, json.dumps(doc, indent=1))
     return json_path
 
 

@@ -10,6 +10,7 @@ import csv
 import io
 from pathlib import Path
 
+from ..atomic import write_text_atomic
 from ..errors import FormatError
 from ..project import Project
 from ._common import (
@@ -105,6 +106,6 @@ def export(project: Project, out: str | Path, *, warnings: list[str] | None = No
     writer.writerow(["image", "label"])
     for r in records:
         writer.writerow([refs[r.id], ";".join(class_name[c] for c in project.tags(r.id))])
-    csv_path.write_text(buf.getvalue(), encoding="utf-8", newline="")
+    write_text_atomic(csv_path, buf.getvalue(), newline="")
     skipped_kinds(project, ("boxes", "landmarks", "masks"), "CSV", warnings)
     return csv_path

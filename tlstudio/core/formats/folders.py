@@ -17,7 +17,9 @@ from ..errors import FormatError
 from ..project import Project
 from ._common import (
     export_names,
+    files_under,
     import_session,
+    is_file,
     note,
     place_image,
     skipped_kinds,
@@ -36,7 +38,7 @@ def class_dirs(root: Path) -> list[Path]:
     def subdirs(p: Path) -> list[Path]:
         return sorted(
             d for d in p.iterdir()
-            if d.is_dir() and not d.name.startswith(".") and not (d / "project.sqlite").exists()
+            if d.is_dir() and not d.name.startswith(".") and not is_file(d / "project.sqlite")
         )  # fmt: skip
 
     top = subdirs(root)
@@ -58,20 +60,19 @@ def import_(project: Project, path: str | Path, copy_images: bool = False) -> La
         loose = [p for p in root.iterdir() if p.is_file() and imageio.is_image_file(p)]
         if loose:
             s.warn(root, "", f"{len(loose)} images outside class folders were skipped")
-        refs, classes = [], []
+        refs, folders = [], []
         for d in dirs:
-            files = sorted(
-                p for p in d.rglob("*") if p.is_file() and not p.resolve().is_relative_to(skip_root)
-            )
+            files = [p for p in files_under(d, s) if not p.resolve().is_relative_to(skip_root)]
             images = [p for p in files if imageio.is_image_file(p)]
             if len(images) < len(files):
                 s.warn(d, "", f"{len(files) - len(images)} files that are not images were skipped")
-            if images:
-                cid = s.class_id(d.name, d, "folder name")
-                refs += [(img, img, "") for img in images]
-                classes += [(cid, d.name)] * len(images)
-        for (img, _, _), rec, (cid, name) in zip(refs, s.images(refs), classes, strict=True):
-            s.tag(rec, cid, img, f"class folder {name!r}")
+            refs += [(img, img, "") for img in images]
+            folders += [d] * len(images)
+        # images first: they are checked and copied before the transaction begins
+        records = s.images(refs)
+        class_ids = {d: s.class_id(d.name, d, "folder name") for d in dict.fromkeys(folders)}
+        for (img, _, _), rec, d in zip(refs, records, folders, strict=True):
+            s.tag(rec, class_ids[d], img, f"class folder {d.name!r}")
     return s.report
 
 

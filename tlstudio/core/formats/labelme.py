@@ -39,6 +39,7 @@ import cv2
 import numpy as np
 
 from ..annotations import OCCLUDED, SKIPPED, VISIBLE, Point
+from ..atomic import write_text_atomic
 from ..errors import FormatError, ValidationError
 from ..labelset import LandmarkTemplate
 from ..project import ImageRecord, Project
@@ -379,8 +380,8 @@ def export(project: Project, out: str | Path, *, warnings: list[str] | None = No
         if groups:
             doc["tlstudio"] = {"templates": templates, "groups": groups}
         stem = name.rsplit(".", 1)[0]
-        (out / f"{stem}.json").write_text(
-            json.dumps(doc, indent=2, ensure_ascii=False), encoding="utf-8"
+        write_text_atomic(
+            out / f"{stem}.json", json.dumps(doc, indent=2, ensure_ascii=False), sync=False
         )
     return out
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+from ..atomic import replacing
 from ..errors import FormatError
 from ..project import ImageRecord, Project
 from ._common import (
@@ -152,9 +153,8 @@ def export(project: Project, out: str | Path, *, warnings: list[str] | None = No
         root = _document(rec, names[rec.id], project, class_name)
         ET.indent(root)
         stem = names[rec.id].rsplit(".", 1)[0]
-        ET.ElementTree(root).write(
-            out / "Annotations" / f"{stem}.xml", encoding="utf-8", xml_declaration=True
-        )
+        with replacing(out / "Annotations" / f"{stem}.xml", sync=False) as tmp:
+            ET.ElementTree(root).write(tmp, encoding="utf-8", xml_declaration=True)
     skipped_kinds(project, ("tags", "landmarks", "masks"), "VOC", warnings)
     return out
 

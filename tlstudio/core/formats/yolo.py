@@ -34,6 +34,7 @@ import numpy as np
 import yaml
 
 from ..annotations import SKIPPED, Box, LandmarkSet, Point
+from ..atomic import write_text_atomic
 from ..errors import FormatError, ValidationError
 from ..labelset import LandmarkTemplate
 from ..project import ImageRecord, Project
@@ -276,17 +277,19 @@ def import_(project: Project, path: str | Path, copy_images: bool = False) -> La
     cfg = _load_config(Path(path))
     dirs = _image_dirs(cfg)
     with import_session(project, copy_images) as s:
-        class_ids = {
-            i: s.class_id(n, cfg.source, f"names[{i}]") for i, n in sorted(cfg.names.items())
-        }
-        template = _template(s, cfg) if cfg.kpt else None
         files = []
         for d in dirs:
             files += sorted(p for p in d.rglob("*") if p.is_file() and imageio.is_image_file(p))
         files = list(dict.fromkeys(files))
+        # images first: they are checked and copied before the transaction begins
+        records = s.images([(f, f, "") for f in files])
+        class_ids = {
+            i: s.class_id(n, cfg.source, f"names[{i}]") for i, n in sorted(cfg.names.items())
+        }
+        template = _template(s, cfg) if cfg.kpt else None
         used_labels: set[Path] = set()
         root = cfg.root.resolve()
-        for img, rec in zip(files, s.images([(f, f, "") for f in files]), strict=True):
+        for img, rec in zip(files, records, strict=True):
             lbl = label_path(img, root)
             if lbl in used_labels:
                 raise FormatError(lbl, "", f"label file shared by two images ({img.name})")
@@ -425,7 +428,7 @@ def export(project: Project, out: str | Path, *, kind: str = "detect", template:
             lines = _pose_lines(ann.boxes, ann.landmarks, tpl, index, names, rec, warnings)
         lbl = label_path(img_dest)
         lbl.parent.mkdir(parents=True, exist_ok=True)
-        lbl.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+        write_text_atomic(lbl, "".join(line + "\n" for line in lines), sync=False)
 
     data: dict[str, Any] = {}
     if split_dirs:
@@ -445,10 +448,10 @@ def export(project: Project, out: str | Path, *, kind: str = "detect", template:
         data["tlstudio"] = {"template": tpl.name, "points": list(tpl.points),
                             "skeleton": [list(e) for e in tpl.skeleton]}  # fmt: skip
     yaml_path = out / "data.yaml"
-    yaml_path.write_text(
+    write_text_atomic(
+        yaml_path,
         "# YOLO dataset exported by tlstudio\n"
         + yaml.safe_dump(data, sort_keys=False, allow_unicode=True),
-        encoding="utf-8",
     )
     skipped = {"detect": ("tags", "landmarks", "masks"), "segment": ("tags", "boxes", "landmarks"),
                "pose": ("tags", "masks")}[kind]  # fmt: skip

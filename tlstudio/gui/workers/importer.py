@@ -18,7 +18,7 @@ from PySide6.QtCore import QObject, Qt, QThread, Signal, Slot
 from PySide6.QtWidgets import QProgressBar, QProgressDialog, QWidget
 
 from tlstudio.core import imageio
-from tlstudio.core.errors import FormatError, TlsError
+from tlstudio.core.errors import FormatError, TlsError, shown_path
 from tlstudio.core.formats import (
     LABEL_SUFFIXES,
     LabelImportReport,
@@ -154,7 +154,8 @@ class ImportWorker(QObject):
             )
             result.images_added = len(report.added)
             result.duplicates = [str(p) for p in report.duplicates]
-            result.failed += [(str(p), reason) for p, reason in report.failed]
+            result.failed += [(shown_path(p), reason) for p, reason in report.failed]
+            result.failed += [(shown_path(p), reason) for p, reason in report.skipped]
             result.warnings += [(str(p), msg) for p, msg in report.warnings]
             result.cancelled = report.cancelled
         for i, p in enumerate(labels):
