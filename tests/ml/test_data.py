@@ -16,10 +16,10 @@ from tlstudio.core.annotations import OCCLUDED, SKIPPED, VISIBLE, Box, LandmarkS
 from tlstudio.core.errors import ImageError
 from tlstudio.core.labelset import LandmarkTemplate
 from tlstudio.core.project import Project
+from tlstudio.ml.collate import collate
 from tlstudio.ml.data import (
     ProjectDataset,
     available_tasks,
-    collate,
     content_key,
     make_datasets,
     train_val_ids,

@@ -26,6 +26,7 @@ from tlstudio.core.runs import RunStore
 from . import data as data_mod
 from .backbones import build_backbone, get_spec
 from .callbacks import Callback, CancelToken
+from .collate import collate
 from .events import EpochEnded, FitEnded, TrainingFailed
 from .features import FeatureCache, extract_features, weights_id
 from .metrics import metrics_fn_for
@@ -269,12 +270,12 @@ def train(
             fit_train, fit_val = feats
         else:
             fit_model, fit_train, fit_val = model, train_ds, val_ds
-        collate = data_mod.collate
+        collate_fn = collate
         if spec.task == "classify" and not fast and (augment.mixup_alpha or augment.cutmix_alpha):
-            collate = mixup_cutmix_collate(classes, augment)
+            collate_fn = mixup_cutmix_collate(classes, augment)
         trainer = Trainer(
             fit_model, fit_train, fit_val if len(fit_val) else None, spec.train,
-            collate_fn=collate, metrics_fn=metrics_fn, callbacks=[recorder, *callbacks],
+            collate_fn=collate_fn, metrics_fn=metrics_fn, callbacks=[recorder, *callbacks],
             token=token, checkpoint_dir=run_dir, run_id=run_id,
         )  # fmt: skip
         ended = trainer.fit()
@@ -435,7 +436,7 @@ def evaluate(
     dev = select_device(device)
     model.to(dev)
     preds, targets = [], []
-    loader = torch.utils.data.DataLoader(ds, batch_size=16, collate_fn=data_mod.collate)
+    loader = torch.utils.data.DataLoader(ds, batch_size=16, collate_fn=collate)
     with torch.no_grad():
         for images, tg in loader:
             preds += [

@@ -33,6 +33,7 @@ from torch.utils.data import DataLoader, Dataset
 from tlstudio.core.atomic import replacing
 from tlstudio.core.errors import ImageError, TlsError
 from tlstudio.ml.callbacks import Callback, CancelToken
+from tlstudio.ml.collate import collate
 from tlstudio.ml.events import (
     BatchEnded,
     BatchSizeReduced,
@@ -272,13 +273,6 @@ def save_atomic(obj: Any, path: Path) -> None:
 # --------------------------------------------------------------------------- helpers
 
 
-def default_collate(
-    batch: list[tuple[torch.Tensor, dict[str, Any]]],
-) -> tuple[torch.Tensor, list[dict[str, Any]]]:
-    """Stack images to N×3×H×W; keep targets as a list of dicts."""
-    return torch.stack([b[0] for b in batch]), [b[1] for b in batch]
-
-
 def _move(obj: Any, device: torch.device, non_blocking: bool) -> Any:
     if isinstance(obj, torch.Tensor):
         return obj.to(device, non_blocking=non_blocking)
@@ -362,7 +356,7 @@ class Trainer:
         self.train_data = train_data
         self.val_data = val_data if val_data is not None and len(val_data) > 0 else None
         self.config = config
-        self.collate_fn = collate_fn or default_collate
+        self.collate_fn = collate_fn or collate
         self.metrics_fn = metrics_fn
         self.callbacks = list(callbacks)
         self.token = token if token is not None else CancelToken()
