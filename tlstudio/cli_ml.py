@@ -166,7 +166,7 @@ def _augment(choice: str):
 def spec_from_args(args: argparse.Namespace):
     """The RunSpec described by the train options shared by ``train`` and ``experiment``."""
     from .ml.runner import RunSpec
-    from .ml.trainer import TrainConfig
+    from .ml.train_config import TrainConfig
 
     freeze: int | str = args.freeze if args.freeze == "all" else int(args.freeze)
     cfg = TrainConfig(
@@ -444,7 +444,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 def train_demo(project) -> int:
     """``tlstudio demo DIR --train``: a quick classifier on the demo shapes."""
     from .ml.runner import RunSpec
-    from .ml.trainer import TrainConfig
+    from .ml.train_config import TrainConfig
 
     spec = RunSpec(task="classify", backbone="efficientnet_lite0", weights="auto",
                    train=TrainConfig(epochs=30, lr=3e-3, batch_size=16))  # fmt: skip

@@ -26,13 +26,16 @@ from tlstudio.core.runs import RunStore
 from . import data as data_mod
 from .backbones import build_backbone, get_spec
 from .callbacks import Callback, CancelToken
+from .checkpoints import load_checkpoint, save_atomic
 from .collate import collate
+from .devices import select_device
 from .events import EpochEnded, FitEnded, TrainingFailed
 from .features import FeatureCache, extract_features, weights_id
 from .metrics import metrics_fn_for
 from .tasks.base import TaskModel, to_image_frame
 from .tasks.factory import build_task_model
-from .trainer import TrainConfig, Trainer, load_checkpoint, save_atomic, select_device
+from .train_config import TrainConfig
+from .trainer import Trainer
 from .transforms import AugmentConfig, mixup_cutmix_collate
 
 MODEL_FILE = "model.pt"
@@ -177,7 +180,8 @@ class _FeatureDataset(torch.utils.data.Dataset):
 
 
 class _RunRecorder(Callback):
-    """Writes per-epoch metrics into the project as they arrive."""
+    """Writes per-epoch metrics into the project as they arrive (the run store's writer; a
+    multi-process fit would give it to rank 0 only, like the checkpoint writer)."""
 
     def __init__(self, runs: RunStore, run_id: int):
         self.runs, self.run_id = runs, run_id
