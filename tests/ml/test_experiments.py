@@ -37,6 +37,7 @@ def splits(project) -> dict[int, str | None]:
     return {r.id: r.split for r in project.images()}
 
 
+@pytest.mark.slow
 def test_cross_validation_trains_k_folds_and_leaves_splits_alone(demo, monkeypatch):
     before = splits(demo)
     test_ids = {i for i, s in before.items() if s == "test"}
@@ -77,6 +78,7 @@ def test_cross_validation_rejects_too_many_folds(demo):
         X.cross_validate(demo, small_spec(), k=30)
 
 
+@pytest.mark.slow
 def test_learning_curve_grows_nested_stratified_subsets(demo, monkeypatch):
     seen: list[tuple[list[int], list[int]]] = []
     real = runner.train

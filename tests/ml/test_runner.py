@@ -85,6 +85,7 @@ def test_predict_stores_predictions_in_image_pixels(demo):
     assert demo.stats()["kinds"]["boxes"] == sum(len(demo.boxes(i)) for i in demo.image_ids())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("task", ["segment", "landmarks", "autoencode"])
 def test_every_dense_task_trains_records_and_predicts(demo, task):
     result = runner.train(demo, small_spec(task, freeze=2))
