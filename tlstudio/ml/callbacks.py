@@ -56,6 +56,12 @@ class Callback:
     def on_batch_size_reduced(self, trainer: Trainer, event: BatchSizeReduced) -> None:
         """Out of memory: the epoch restarts with ``event.new`` images per batch."""
 
+    def on_validation_end(self, trainer: Trainer, epoch: int, metrics: dict[str, float]) -> None:
+        """After the epoch's validation (also when there is no validation data), before
+        ``on_epoch_end``: ``metrics`` are the epoch's (train_loss, val_loss and the
+        ``metrics_fn`` values); ``trainer.best_epoch == epoch`` when the monitored metric
+        improved. The epoch's checkpoints are written here."""
+
     def on_epoch_end(self, trainer: Trainer, event: EpochEnded) -> None:
         """After validation and after the epoch's checkpoints were written."""
 
@@ -124,11 +130,11 @@ class ModelCheckpoint(Callback):
     def __init__(self, folder: Path) -> None:
         self.folder = Path(folder)
 
-    def on_epoch_end(self, trainer: Trainer, event: EpochEnded) -> None:
+    def on_validation_end(self, trainer: Trainer, epoch: int, metrics: dict[str, float]) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
-        state = trainer.checkpoint_state(event.epoch, event.metrics)
+        state = trainer.checkpoint_state(epoch, metrics)
         save_atomic(state, self.folder / LAST_CHECKPOINT)
-        if event.is_best:
+        if trainer.best_epoch == epoch:
             save_atomic(state, self.folder / BEST_CHECKPOINT)
 
 

@@ -153,8 +153,8 @@ class Trainer:
     A callback ends the fit by setting ``should_stop``: after the current epoch (status
     "stopped_early"; a request in the last epoch changes nothing), or, with ``failure``
     set as well, at once (status "failed", after ``on_exception`` with ``failure``);
-    the trainer looks after ``on_before_backward``, ``on_batch_end`` and
-    ``on_epoch_end``. Other threads use ``token`` (cancel, pause) instead.
+    the trainer looks after ``on_before_backward``, ``on_batch_end``,
+    ``on_validation_end`` and ``on_epoch_end``. Other threads use ``token`` (cancel, pause) instead.
 
     During a fit, callbacks may read ``model``, ``config``, ``token``, ``device``,
     ``optimizer``, ``scheduler``, ``epoch``, ``step``, ``global_step``, ``batch_size``,
@@ -645,7 +645,8 @@ class Trainer:
             self.scheduler = self._build_scheduler(total, step)
 
     def _run_epoch(self, epoch: int) -> None:
-        """Train and validate one epoch, then ``on_epoch_end`` (checkpoints, early stop)."""
+        """Train and validate one epoch, then ``on_validation_end`` (checkpoints) and
+        ``on_epoch_end`` (early stopping)."""
         cfg = self.config
         self.epoch = epoch
         t_epoch = time.perf_counter()
@@ -682,6 +683,8 @@ class Trainer:
             )
         is_best = self._track_best(epoch, metrics[self.monitor])
         self._epochs_done = epoch + 1
+        self._emit("on_validation_end", epoch, metrics)
+        self._stop_if_failed()
         self._emit(
             "on_epoch_end",
             EpochEnded(
