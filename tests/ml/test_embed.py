@@ -13,8 +13,6 @@ from tlstudio.ml.features import FeatureCache
 from tlstudio.ml.runner import RunError, RunSpec
 from tlstudio.ml.trainer import TrainConfig
 
-pytestmark = pytest.mark.usefixtures("torch_one_thread")
-
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):

@@ -16,8 +16,6 @@ from tlstudio.ml import runner
 from tlstudio.ml.runner import RunError, RunSpec
 from tlstudio.ml.trainer import TrainConfig
 
-pytestmark = pytest.mark.usefixtures("torch_one_thread")
-
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):

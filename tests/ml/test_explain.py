@@ -32,9 +32,6 @@ from tlstudio.ml.trainer import TrainConfig
 SIZE = 160  # demo images and network input, pixels
 
 
-pytestmark = pytest.mark.usefixtures("torch_one_thread")
-
-
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """(project, explainer, [(rgb, bool mask of the deciding shape, class index)])."""

@@ -40,7 +40,7 @@ TIMINGS: dict[str, float] = {}
 
 
 # The exports (about 20 s: each ONNX export traces the model with dynamo) make this slow.
-pytestmark = [pytest.mark.usefixtures("torch_one_thread"), pytest.mark.slow]
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")

@@ -20,9 +20,6 @@ from tlstudio.ml.runner import RunSpec
 VOID = {"meta", "img", "br", "hr", "link", "input"}
 
 
-pytestmark = pytest.mark.usefixtures("torch_one_thread")
-
-
 @pytest.fixture(scope="module")
 def trained(trained_demo):
     """(project, task -> run id): the session's demo runs (classify has 2 epochs)."""

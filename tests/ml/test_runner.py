@@ -16,8 +16,6 @@ from tlstudio.ml.events import EpochEnded, TrainingFailed
 from tlstudio.ml.runner import RunSpec
 from tlstudio.ml.trainer import TrainConfig
 
-pytestmark = pytest.mark.usefixtures("torch_one_thread")
-
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
