@@ -1,18 +1,38 @@
-"""Shared fixtures: tiny generated images and a small project to edit.
+"""Shared fixtures: tiny generated images, a small project to edit, trained tiny models
+shared by the whole session (``trained_demo``) and umap with its compilation cached.
 
 ``tlstudio.core.project`` is imported inside the fixtures, so collecting tests
 that do not use them never depends on the project store.
+
+Markers: ``slow`` (several seconds each; CI runs them, ``-m "not slow"`` leaves them
+out of a quick local run).
 """
 
 from __future__ import annotations
 
+import os
 import sqlite3
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any, NamedTuple
 
-import cv2
-import numpy as np
-import pytest
+# Numba (under umap-learn) compiles its functions on first use, about 10 s per process.
+# Its on-disk cache goes under build/ (ignored by git); the variable is read when numba
+# is imported, so it is set here, before any test module imports it.
+os.environ.setdefault(
+    "NUMBA_CACHE_DIR", str(Path(__file__).resolve().parents[1] / "build" / "cache" / "numba")
+)
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "slow: takes several seconds; CI runs it, a quick run uses -m 'not slow'"
+    )
 
 
 def _write_image(path: Path, array: np.ndarray) -> Path:
@@ -196,3 +216,61 @@ def unprivileged(tmp_path_factory):
     _give_away(folder)
     yield folder, _run_unprivileged, _give_away
     shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def umap_jit_cached() -> None:
+    """Import umap-learn with every numba function of umap and pynndescent cached on disk
+    (``NUMBA_CACHE_DIR``). umap marks few of its functions ``cache=True``; the others
+    would compile again in every test session (about 10 s), so caching is switched on for
+    them before their first call. The first session fills the cache, later ones load it."""
+    import umap  # noqa: F401  (imports umap.umap_, layouts, ... and pynndescent)
+    from numba.core.dispatcher import Dispatcher
+
+    for name, module in list(sys.modules.items()):
+        if name.split(".")[0] not in ("umap", "pynndescent"):
+            continue
+        for obj in list(vars(module).values()):
+            if isinstance(obj, Dispatcher):
+                try:
+                    obj.enable_caching()
+                except RuntimeError:  # no file to key the cache on; it compiles as before
+                    pass
+
+
+class TrainedDemo(NamedTuple):
+    """A 12-image demo project (64 px) with one finished run per task and its stored
+    predictions. ``runs``: task -> run id. Shared by the whole session: add runs or
+    rename things only if you undo it."""
+
+    project: Any  # tlstudio.core.project.Project, imported only when the fixture runs
+    runs: dict[str, int]
+
+
+@pytest.fixture(scope="session")
+def trained_demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TrainedDemo]:
+    """Tiny models trained once per session: ResNet-18 from random weights, 64 px input,
+    batch 8; classify 2 epochs, detect/landmarks/segment/autoencode 1 epoch each (a few
+    seconds on one CPU thread)."""
+    import torch
+
+    from tlstudio.core.demo import create_demo_project
+    from tlstudio.ml import runner
+    from tlstudio.ml.runner import RunSpec
+    from tlstudio.ml.trainer import TrainConfig
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    project = create_demo_project(tmp_path_factory.mktemp("trained") / "demo", n_images=12, size=64)
+    try:
+        runs = {}
+        for task in ("classify", "segment", "landmarks", "autoencode", "detect"):
+            epochs = 2 if task == "classify" else 1
+            spec = RunSpec(task=task, backbone="resnet18", weights="none",
+                           train=TrainConfig(epochs=epochs, batch_size=8), input_size=64)  # fmt: skip
+            runs[task] = runner.train(project, spec).run_id
+            runner.predict(project, runs[task], device="cpu")
+    finally:
+        torch.set_num_threads(threads)
+    yield TrainedDemo(project, runs)
+    project.close()

@@ -25,51 +25,13 @@ def add_commands(sub: Any) -> None:
         "and ends with the validation metrics and the run id.",
     )
     p.add_argument("dir", metavar="DIR", help="project folder")
-    p.add_argument("--task", choices=TASKS, help="what to train (required unless --resume)")
+    add_run_options(p, task_default=None, task_required=False)
     p.add_argument(
         "--resume",
         metavar="RUN",
         type=int,
         help="go on with an interrupted, cancelled or failed run from its last checkpoint, "
         "with the settings it was started with (the other options are ignored)",
-    )
-    p.add_argument(
-        "--backbone",
-        default="efficientnet_lite0",
-        help="registry name (default: efficientnet_lite0)",
-    )
-    p.add_argument(
-        "--weights",
-        default="auto",
-        help="bundled | cached | none | auto | FILE (default: auto = bundled, else cached)",
-    )
-    p.add_argument(
-        "--freeze",
-        default="all",
-        help="leading backbone stages kept fixed: 'all' = feature extraction (default), 0 = full fine-tuning",
-    )
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--batch", type=int, default=16)
-    p.add_argument("--optimizer", choices=("adamw", "sgd"), default="adamw")
-    p.add_argument("--schedule", choices=("cosine", "onecycle", "step", "none"), default="cosine")
-    p.add_argument(
-        "--augment",
-        choices=AUGMENT_CHOICES,
-        default="none",
-        help="none (default), default or strong",
-    )
-    p.add_argument(
-        "--input-size",
-        type=int,
-        default=None,
-        help="network input size in px (default: the backbone's)",
-    )
-    p.add_argument("--patience", type=int, default=None, help="early stopping patience in epochs")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
-    p.add_argument(
-        "--no-feature-cache", action="store_true", help="never take the cached-feature fast path"
     )
     p.set_defaults(run=cmd_train)
 
@@ -170,6 +132,67 @@ def add_commands(sub: Any) -> None:
     add_experiment_command(sub)
 
 
+def add_run_options(
+    p: argparse.ArgumentParser,
+    *,
+    task_default: str | None,
+    task_required: bool = True,
+    seed_help: str | None = None,
+) -> None:
+    """The options that describe a training run (model, then training), read by
+    :func:`spec_from_args`; shared by ``train`` and ``experiment``. ``task_default`` None
+    makes ``--task`` required, or optional (checked by the caller: ``train --resume``
+    needs none) when ``task_required`` is False."""
+    from .ml.train_config import OPTIMIZERS, SCHEDULES  # plain tuples: no torch import
+
+    if task_default is None and task_required:
+        p.add_argument("--task", choices=TASKS, required=True)
+    elif task_default is None:
+        p.add_argument("--task", choices=TASKS, help="what to train (required unless --resume)")
+    else:
+        p.add_argument(
+            "--task", choices=TASKS, default=task_default, help=f"default: {task_default}"
+        )
+    p.add_argument(
+        "--backbone",
+        default="efficientnet_lite0",
+        help="registry name (default: efficientnet_lite0)",
+    )
+    p.add_argument(
+        "--weights",
+        default="auto",
+        help="bundled | cached | none | auto | FILE (default: auto = bundled, else cached)",
+    )
+    p.add_argument(
+        "--freeze",
+        default="all",
+        help="leading backbone stages kept fixed: 'all' = feature extraction (default), 0 = full fine-tuning",
+    )
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--optimizer", choices=OPTIMIZERS, default="adamw")
+    p.add_argument("--schedule", choices=SCHEDULES, default="cosine")
+    p.add_argument(
+        "--augment",
+        choices=AUGMENT_CHOICES,
+        default="none",
+        help="none (default), default or strong",
+    )
+    p.add_argument(
+        "--input-size",
+        type=int,
+        default=None,
+        help="network input size in px (default: the backbone's)",
+    )
+    p.add_argument("--patience", type=int, default=None, help="early stopping patience in epochs")
+    p.add_argument("--seed", type=int, default=0, help=seed_help)
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
+    p.add_argument(
+        "--no-feature-cache", action="store_true", help="never take the cached-feature fast path"
+    )
+
+
 def _augment(choice: str):
     from .ml.transforms import AugmentConfig
 
@@ -183,7 +206,7 @@ def _augment(choice: str):
 def spec_from_args(args: argparse.Namespace):
     """The RunSpec described by the train options shared by ``train`` and ``experiment``."""
     from .ml.runner import RunSpec
-    from .ml.trainer import TrainConfig
+    from .ml.train_config import TrainConfig
 
     freeze: int | str = args.freeze if args.freeze == "all" else int(args.freeze)
     cfg = TrainConfig(
@@ -486,7 +509,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 def train_demo(project) -> int:
     """``tlstudio demo DIR --train``: a quick classifier on the demo shapes."""
     from .ml.runner import RunSpec
-    from .ml.trainer import TrainConfig
+    from .ml.train_config import TrainConfig
 
     spec = RunSpec(task="classify", backbone="efficientnet_lite0", weights="auto",
                    train=TrainConfig(epochs=30, lr=3e-3, batch_size=16))  # fmt: skip
@@ -527,29 +550,9 @@ def add_experiment_command(sub: Any) -> None:
         default="logreg",
         help="sklearn: the head (default logreg)",
     )
-    p.add_argument("--task", choices=TASKS, default="classify", help="default: classify")
-    p.add_argument(
-        "--backbone",
-        default="efficientnet_lite0",
-        help="registry name (default: efficientnet_lite0)",
+    add_run_options(
+        p, task_default="classify", seed_help="training seed, also of folds and subsets"
     )
-    p.add_argument(
-        "--weights", default="auto", help="bundled | cached | none | auto | FILE (default: auto)"
-    )
-    p.add_argument(
-        "--freeze", default="all", help="leading backbone stages kept fixed (default: all)"
-    )
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--batch", type=int, default=16)
-    p.add_argument("--optimizer", choices=("adamw", "sgd"), default="adamw")
-    p.add_argument("--schedule", choices=("cosine", "onecycle", "step", "none"), default="cosine")
-    p.add_argument("--augment", choices=AUGMENT_CHOICES, default="none")
-    p.add_argument("--input-size", type=int, default=None, help="network input size in px")
-    p.add_argument("--patience", type=int, default=None, help="early stopping patience in epochs")
-    p.add_argument("--seed", type=int, default=0, help="training seed, also of folds and subsets")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
-    p.add_argument("--no-feature-cache", action="store_true")
     p.set_defaults(run=cmd_experiment)
 
 

@@ -53,6 +53,7 @@ from tlstudio.ml import data as data_mod  # noqa: E402
 from tlstudio.ml import experiments as X  # noqa: E402
 from tlstudio.ml import runner  # noqa: E402
 from tlstudio.ml.backbones import get_spec  # noqa: E402
+from tlstudio.ml.collate import collate  # noqa: E402
 from tlstudio.ml.runner import RunSpec  # noqa: E402
 from tlstudio.ml.trainer import TrainConfig  # noqa: E402
 
@@ -137,7 +138,7 @@ def recalibrated_test_accuracy(project: Project, run_id: int) -> float:
         if isinstance(m, nn.modules.batchnorm._BatchNorm):
             m.reset_running_stats()
             m.momentum = None  # cumulative moving average over the batches below
-    loader = DataLoader(train_ds, batch_size=32, collate_fn=data_mod.collate)
+    loader = DataLoader(train_ds, batch_size=32, collate_fn=collate)
     model.train()
     with torch.no_grad():
         for images, _ in loader:
@@ -145,7 +146,7 @@ def recalibrated_test_accuracy(project: Project, run_id: int) -> float:
     model.eval()
     hits = []
     with torch.no_grad():
-        for images, targets in DataLoader(test_ds, batch_size=64, collate_fn=data_mod.collate):
+        for images, targets in DataLoader(test_ds, batch_size=64, collate_fn=collate):
             pred = model(images).argmax(1)
             hits += (pred == torch.stack([t["label"] for t in targets])).tolist()
     return float(np.mean(hits))

@@ -17,10 +17,10 @@ from tlstudio.core.errors import ImageError
 from tlstudio.core.labelset import LandmarkTemplate
 from tlstudio.core.project import Project
 from tlstudio.core.windowing import to_display
+from tlstudio.ml.collate import collate
 from tlstudio.ml.data import (
     ProjectDataset,
     available_tasks,
-    collate,
     content_key,
     make_datasets,
     train_val_ids,

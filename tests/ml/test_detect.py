@@ -99,6 +99,7 @@ def _check_format(preds, num_classes):
             assert (p["scores"][:-1] >= p["scores"][1:]).all()  # sorted
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("arch", "steps"), [("fcos", 60), ("fasterrcnn", 50)])
 def test_detector_overfits_two_boxes(arch, steps):
     images, targets = _two_boxes()

@@ -13,8 +13,6 @@ from tlstudio.ml.features import FeatureCache
 from tlstudio.ml.runner import RunError, RunSpec
 from tlstudio.ml.trainer import TrainConfig
 
-pytestmark = pytest.mark.usefixtures("torch_one_thread")
-
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
@@ -95,6 +93,7 @@ def test_pca_and_tsne_give_n_by_2_and_repeat_exactly():
         assert gap > 2 * spread, method
 
 
+@pytest.mark.usefixtures("umap_jit_cached")
 def test_umap_projects_a_small_set():
     rng = np.random.default_rng(1)
     X = np.concatenate([rng.normal(c, 1.0, (15, 16)) for c in (0.0, 8.0)])

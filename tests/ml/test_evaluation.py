@@ -26,8 +26,6 @@ from tlstudio.ml.experiments import cross_validate
 from tlstudio.ml.runner import RunSpec
 from tlstudio.ml.trainer import TrainConfig
 
-pytestmark = pytest.mark.usefixtures("torch_one_thread")
-
 
 def small_spec(task: str, epochs: int = 1) -> RunSpec:
     cfg = TrainConfig(epochs=epochs, batch_size=8, lr=2e-3)

@@ -16,8 +16,6 @@ from tlstudio.ml import runner
 from tlstudio.ml.runner import RunError, RunSpec
 from tlstudio.ml.trainer import TrainConfig
 
-pytestmark = pytest.mark.usefixtures("torch_one_thread")
-
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
@@ -37,6 +35,7 @@ def splits(project) -> dict[int, str | None]:
     return {r.id: r.split for r in project.images()}
 
 
+@pytest.mark.slow
 def test_cross_validation_trains_k_folds_and_leaves_splits_alone(demo, monkeypatch):
     before = splits(demo)
     test_ids = {i for i, s in before.items() if s == "test"}
@@ -77,6 +76,7 @@ def test_cross_validation_rejects_too_many_folds(demo):
         X.cross_validate(demo, small_spec(), k=30)
 
 
+@pytest.mark.slow
 def test_learning_curve_grows_nested_stratified_subsets(demo, monkeypatch):
     seen: list[tuple[list[int], list[int]]] = []
     real = runner.train

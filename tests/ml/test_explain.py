@@ -32,9 +32,6 @@ from tlstudio.ml.trainer import TrainConfig
 SIZE = 160  # demo images and network input, pixels
 
 
-pytestmark = pytest.mark.usefixtures("torch_one_thread")
-
-
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """(project, explainer, [(rgb, bool mask of the deciding shape, class index)])."""
@@ -241,3 +238,45 @@ def test_detection_gets_class_agnostic_eigencam_only():
     with pytest.raises(ExplainError, match="supports EigenCAM only"):
         explainer.heatmap(rgb, "gradcam")
     assert _hooks(explainer.model) == 0
+
+
+# ----------------------------------------------------------------- reference implementation
+
+
+@pytest.mark.parametrize("layer", ["layer3", "layer4"])
+@pytest.mark.parametrize("method", ["gradcam", "gradcam++"])
+def test_gradient_cams_equal_pytorch_grad_cam(method, layer, monkeypatch):
+    """Dev-only (needs the ``grad-cam`` package): the map at the stage's resolution, before
+    resizing and ReLU, equals pytorch-grad-cam's for the same model, stage, image and class.
+    The head is scaled up so gradients dwarf the 1e-6 that the package adds to Grad-CAM++'s
+    denominator (this module replaces only a zero denominator)."""
+    grad_cam = pytest.importorskip("pytorch_grad_cam")
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    explainer = _explainer("classify", num_classes=3)
+    model = explainer.model
+    with torch.no_grad():
+        for p in model.head.parameters():
+            p.mul_(1e4)
+    ours: list[np.ndarray] = []
+
+    def keep_raw_map(cam: torch.Tensor, hw: tuple[int, int]) -> np.ndarray:
+        ours.append(cam.detach().cpu().numpy())
+        return np.zeros(hw, np.float32)
+
+    monkeypatch.setattr(explainer, "_to_image", keep_raw_map)
+    rgb = _image(64, 64)
+    explainer.heatmap(rgb, method, target=1, layer=layer)
+    stage = model.backbone.stages[explainer.layers.index(layer)]
+    x = explainer._input(rgb)
+    cam_class = grad_cam.GradCAM if method == "gradcam" else grad_cam.GradCAMPlusPlus
+    with cam_class(model=model, target_layers=[stage]) as cam:
+        targets = [ClassifierOutputTarget(1)]
+        cam(input_tensor=x, targets=targets)
+        act = cam.activations_and_grads.activations[0].numpy()
+        grad = cam.activations_and_grads.gradients[0].numpy()
+        theirs = cam.get_cam_image(x, stage, targets, act, grad)[0]
+    (raw,) = ours
+    assert raw.shape == theirs.shape == act.shape[2:]
+    assert np.abs(theirs).max() > 0
+    np.testing.assert_allclose(raw, theirs, rtol=1e-4, atol=1e-5 * np.abs(theirs).max())

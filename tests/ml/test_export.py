@@ -18,7 +18,6 @@ import pytest
 import torch
 
 from tlstudio.cli import main
-from tlstudio.core.demo import create_demo_project
 from tlstudio.core.runs import RunStore
 from tlstudio.ml import export as export_mod
 from tlstudio.ml import runner
@@ -26,7 +25,6 @@ from tlstudio.ml.backbones import get_spec
 from tlstudio.ml.data import load_input_image
 from tlstudio.ml.export import ExportError, export_model, pair_detections, torchscript_runner
 from tlstudio.ml.runner import RunSpec
-from tlstudio.ml.trainer import TrainConfig
 from tlstudio.runtime import ExportedModel, sidecar_path
 from tlstudio.runtime.images import read_rgb
 
@@ -38,27 +36,14 @@ SUFFIX = {"onnx": ".onnx", "torchscript": ".pt"}
 TIMINGS: dict[str, float] = {}
 
 
-pytestmark = pytest.mark.usefixtures("torch_one_thread")
+# The exports (about 20 s: each ONNX export traces the model with dynamo) make this slow.
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """A 12-image demo project with one 1-epoch run per task and its stored predictions."""
-    torch.set_num_threads(1)
-    project = create_demo_project(tmp_path_factory.mktemp("export") / "demo", n_images=12, size=64)
-    runs = {}
-    for task in TASKS:
-        spec = RunSpec(
-            task=task,
-            backbone="resnet18",
-            weights="none",
-            train=TrainConfig(epochs=1, batch_size=8),
-            input_size=64,
-        )
-        runs[task] = runner.train(project, spec).run_id
-        runner.predict(project, runs[task], device="cpu")
-    yield project, runs
-    project.close()
+def trained(trained_demo):
+    """(project, task -> run id): the session's demo runs, with stored predictions."""
+    return trained_demo
 
 
 @pytest.fixture(scope="module")

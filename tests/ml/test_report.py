@@ -11,34 +11,19 @@ from html.parser import HTMLParser
 import cv2
 import numpy as np
 import pytest
-import torch
 
 from tlstudio.cli import main
-from tlstudio.core.demo import create_demo_project
 from tlstudio.core.runs import RunStore
-from tlstudio.ml import runner
 from tlstudio.ml.report import SAMPLE_SIDE, write_report
 from tlstudio.ml.runner import RunSpec
-from tlstudio.ml.trainer import TrainConfig
 
 VOID = {"meta", "img", "br", "hr", "link", "input"}
 
 
-pytestmark = pytest.mark.usefixtures("torch_one_thread")
-
-
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    torch.set_num_threads(1)
-    project = create_demo_project(tmp_path_factory.mktemp("report") / "demo", n_images=12, size=64)
-    runs = {}
-    for task in ("classify", "landmarks"):
-        epochs = 2 if task == "classify" else 1
-        spec = RunSpec(task=task, backbone="resnet18", weights="none",
-                       train=TrainConfig(epochs=epochs, batch_size=8), input_size=64)  # fmt: skip
-        runs[task] = runner.train(project, spec).run_id
-    yield project, runs
-    project.close()
+def trained(trained_demo):
+    """(project, task -> run id): the session's demo runs (classify has 2 epochs)."""
+    return trained_demo
 
 
 class _Page(HTMLParser):

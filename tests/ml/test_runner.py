@@ -16,8 +16,6 @@ from tlstudio.ml.events import EpochEnded, TrainingFailed
 from tlstudio.ml.runner import RunSpec
 from tlstudio.ml.trainer import TrainConfig
 
-pytestmark = pytest.mark.usefixtures("torch_one_thread")
-
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
@@ -85,6 +83,7 @@ def test_predict_stores_predictions_in_image_pixels(demo):
     assert demo.stats()["kinds"]["boxes"] == sum(len(demo.boxes(i)) for i in demo.image_ids())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("task", ["segment", "landmarks", "autoencode"])
 def test_every_dense_task_trains_records_and_predicts(demo, task):
     result = runner.train(demo, small_spec(task, freeze=2))

@@ -626,3 +626,43 @@ def test_console_progress_tty_redraws_one_line():
     text = out.getvalue()
     assert "\repoch 1/1 [" in text and "img/s" in text and "ETA" in text and "loss" in text
     assert "epoch 1/1  train_loss" in text
+
+
+# --------------------------------------------------------------------------- stop requests
+
+
+def test_should_stop_from_a_callback_ends_the_fit_after_that_epoch(tmp_path):
+    class StopAt(Callback):
+        def __init__(self, epoch: int) -> None:
+            self.epoch = epoch
+
+        def on_batch_end(self, trainer, event):
+            if (event.epoch, event.step) == (self.epoch, 0):
+                trainer.should_stop = True
+
+    trainer, rec = make(tmp_path, callbacks=[StopAt(1)], epochs=4)
+    end = trainer.fit()
+    assert end.status == "stopped_early" and end.epochs_run == 2
+    assert [(b.epoch, b.step) for b in rec.of_type(BatchEnded)][-1] == (1, 2)  # epoch finished
+    assert [e.epoch for e in rec.of_type(EpochEnded)] == [0, 1]
+    assert load_checkpoint(tmp_path / "last.pt")["epoch"] == 1
+    # a request during the last epoch changes nothing
+    trainer, _ = make(callbacks=[StopAt(1)], epochs=2)
+    assert trainer.fit().status == "finished"
+
+
+def test_failure_from_a_callback_ends_the_fit_before_the_backward_pass(tmp_path):
+    failure = TrainingFailed("error", "the data looked wrong", 1, 1)
+
+    class FailAt(Callback):
+        def on_before_backward(self, trainer, loss):
+            assert math.isfinite(loss) and (trainer.epoch, trainer.step) != (1, 2)
+            if (trainer.epoch, trainer.step) == (1, 1):
+                trainer.failure, trainer.should_stop = failure, True
+
+    trainer, rec = make(tmp_path, callbacks=[FailAt()], epochs=3)
+    end = trainer.fit()
+    assert end.status == "failed" and end.epochs_run == 1
+    assert rec.of_type(TrainingFailed) == [failure]
+    assert [(b.epoch, b.step) for b in rec.of_type(BatchEnded)][-1] == (1, 0)
+    assert load_checkpoint(tmp_path / "last.pt")["epoch"] == 0

@@ -1,17 +1,24 @@
-"""Trainer callbacks (no-op hooks, Lightning style), the cancel/pause token and two
-ready-made callbacks: :class:`EventRecorder` and :class:`ConsoleProgress`.
+"""Trainer callbacks (no-op hooks, Lightning style), the cancel/pause token, the
+trainer's default callbacks (:class:`ModelCheckpoint`, :class:`EarlyStopping`,
+:class:`StopOnNonFiniteLoss`) and two for callers: :class:`EventRecorder` and
+:class:`ConsoleProgress`.
 
 Hooks run on the training thread, between batches; keep them short. Events are the
-frozen dataclasses of :mod:`tlstudio.ml.events`. Epochs and steps are 0-based.
+frozen dataclasses of :mod:`tlstudio.ml.events`. Epochs and steps are 0-based. A
+callback ends a fit through ``trainer.should_stop`` (see :class:`~tlstudio.ml.trainer.Trainer`);
+other threads use a :class:`CancelToken`.
 """
 
 from __future__ import annotations
 
+import math
 import sys
 import threading
 import time
+from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, TypeVar
 
+from tlstudio.ml.checkpoints import BEST_CHECKPOINT, LAST_CHECKPOINT, save_atomic
 from tlstudio.ml.events import (
     BatchEnded,
     BatchSizeReduced,
@@ -39,11 +46,21 @@ class Callback:
     def on_batch_start(self, trainer: Trainer, epoch: int, step: int) -> None:
         """Before the forward pass of a training batch."""
 
+    def on_before_backward(self, trainer: Trainer, loss: float) -> None:
+        """After the forward pass of training batch ``trainer.step``, with its loss (the
+        batch mean), before the backward pass and the optimizer step."""
+
     def on_batch_end(self, trainer: Trainer, event: BatchEnded) -> None:
         """After the optimizer (and per-step scheduler) step of a training batch."""
 
     def on_batch_size_reduced(self, trainer: Trainer, event: BatchSizeReduced) -> None:
         """Out of memory: the epoch restarts with ``event.new`` images per batch."""
+
+    def on_validation_end(self, trainer: Trainer, epoch: int, metrics: dict[str, float]) -> None:
+        """After the epoch's validation (also when there is no validation data), before
+        ``on_epoch_end``: ``metrics`` are the epoch's (train_loss, val_loss and the
+        ``metrics_fn`` values); ``trainer.best_epoch == epoch`` when the monitored metric
+        improved. The epoch's checkpoints are written here."""
 
     def on_epoch_end(self, trainer: Trainer, event: EpochEnded) -> None:
         """After validation and after the epoch's checkpoints were written."""
@@ -100,6 +117,59 @@ class CancelToken:
         while self._paused.is_set() and not self._cancelled.is_set():
             self._wake.wait(poll_s)
         return not self._cancelled.is_set()
+
+
+# --------------------------------------------------------------------------- defaults
+
+
+class ModelCheckpoint(Callback):
+    """Writes :meth:`~tlstudio.ml.trainer.Trainer.checkpoint_state` to ``folder`` (created
+    if needed) after every epoch as ``last.pt``, and as ``best.pt`` when the monitored
+    metric improved; both atomically. A multi-process fit would let rank 0 alone write."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = Path(folder)
+
+    def on_validation_end(self, trainer: Trainer, epoch: int, metrics: dict[str, float]) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        state = trainer.checkpoint_state(epoch, metrics)
+        save_atomic(state, self.folder / LAST_CHECKPOINT)
+        if trainer.best_epoch == epoch:
+            save_atomic(state, self.folder / BEST_CHECKPOINT)
+
+
+class EarlyStopping(Callback):
+    """Stops the fit once the monitored metric has not improved for ``patience`` epochs
+    in a row (``trainer.epochs_without_improvement``; a non-finite value never improves)."""
+
+    def __init__(self, patience: int) -> None:
+        self.patience = int(patience)
+
+    def on_epoch_end(self, trainer: Trainer, event: EpochEnded) -> None:
+        if trainer.epochs_without_improvement >= self.patience:
+            trainer.should_stop = True
+
+
+class StopOnNonFiniteLoss(Callback):
+    """Fails the fit (``kind="nan_loss"``) at the first training batch whose loss is NaN or
+    infinite, before its backward pass, so the weights and checkpoints stay finite."""
+
+    def on_before_backward(self, trainer: Trainer, loss: float) -> None:
+        if math.isfinite(loss):
+            return
+        epoch, step = trainer.epoch, trainer.step
+        trainer.failure = TrainingFailed(
+            "nan_loss",
+            f"the loss became {loss} at epoch {epoch + 1}, batch {step + 1}; "
+            f"training stopped. Lower the learning rate (now {trainer.config.lr:g}) "
+            "or set gradient clipping.",
+            epoch,
+            step,
+        )
+        trainer.should_stop = True
+
+
+# --------------------------------------------------------------------------- for callers
 
 
 class EventRecorder(Callback):

@@ -379,11 +379,3 @@ def make_datasets(
     train = ProjectDataset(project, task, train_ids, input_size, mean, std, transform, **common)
     val = ProjectDataset(project, task, val_ids, input_size, mean, std, None, **common)
     return train, val
-
-
-def collate(
-    batch: list[tuple[torch.Tensor, dict[str, Any]]],
-) -> tuple[torch.Tensor, list[dict[str, Any]]]:
-    """Stack images to N×3×H×W; keep targets as a list of dicts."""
-    images = torch.stack([b[0] for b in batch])
-    return images, [b[1] for b in batch]

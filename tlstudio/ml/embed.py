@@ -28,9 +28,9 @@ from tlstudio.core.runs import RunStore
 
 from .backbones import get_spec
 from .data import ProjectDataset, load_input_image
+from .devices import select_device
 from .features import FeatureCache, _file_sha256, extract_features
 from .runner import RunError, RunSpec, load_run_model, predict
-from .trainer import select_device
 
 ProgressFn = Callable[[int, int], None]  # (done, total)
 METHODS = ("pca", "tsne", "umap")

@@ -245,9 +245,9 @@ def _run_model(
 
     from . import data as data_mod
     from .backbones import get_spec
+    from .devices import select_device
     from .runner import load_run_model
     from .tasks.base import to_image_frame
-    from .trainer import select_device
 
     model, spec = load_run_model(project, run_id)
     ids = [r.id for r in project.images_in_split(split)]

@@ -33,11 +33,12 @@ from . import data as data_mod
 from . import runner
 from .backbones import build_backbone, get_spec
 from .callbacks import Callback, CancelToken
+from .devices import select_device
 from .features import HEAD_KINDS, FeatureCache, FittedHead, extract_features, fit_sklearn_head
 from .features import weights_id as make_weights_id
 from .metrics import cross_validation_summary, metrics_fn_for
 from .runner import RunError, RunSpec
-from .trainer import TrainConfig, select_device
+from .train_config import TrainConfig
 
 #: File in ``runs/<id>/`` holding a scikit-learn run's training features and labels.
 SKLEARN_HEAD_FILE = "sklearn_head.npz"

@@ -19,6 +19,14 @@ Targets (the scalar a heatmap explains; ``Heatmap.score`` is its value):
 - detect, autoencode: EigenCAM of the backbone stage only (class-agnostic: no target,
              score None); the gradient and Score-CAM methods raise :class:`ExplainError`.
 
+Score-CAM is a variant of Wang et al. (2020), not the paper's method: only the
+``scorecam_channels`` (64) channels with the highest mean activation take part (the paper
+uses every channel), and a channel's weight is the linear gain of the target score over
+an all-zero input (zero after normalisation, i.e. the mean colour), ``s(x·m_k) - s(0)``,
+with no softmax (the paper, and pytorch-grad-cam, weight the channels by a softmax of
+their scores). Grad-CAM and Grad-CAM++ follow their papers (Grad-CAM++: the closed form
+for an exponential score, as in pytorch-grad-cam).
+
 Hooks. A forward hook on the chosen stage captures its output; gradients are taken with
 :func:`torch.autograd.grad` on that tensor, so no parameter's ``.grad`` is touched. The
 hook is removed when the call ends, also when it raises, and every parameter's
@@ -133,7 +141,8 @@ class Explainer:
     """Heatmaps, activations and filters of one trained model (see the module docstring).
 
     ``scorecam_channels``: Score-CAM uses this many channels at most (the top ones by
-    mean activation); ``scorecam_batch``: masked inputs per forward pass."""
+    mean activation; the paper uses all); ``scorecam_batch``: masked inputs per forward
+    pass."""
 
     def __init__(
         self,
@@ -277,7 +286,8 @@ class Explainer:
 
     @staticmethod
     def _gradcam(act: Tensor, grad: Tensor, plus: bool) -> Tensor:
-        """C×h×w activations and gradients → h×w map (before ReLU)."""
+        """C×h×w activations and gradients → h×w map (before ReLU). Grad-CAM++ replaces only
+        a zero denominator of its alphas (pytorch-grad-cam adds 1e-6 to every one)."""
         if not plus:
             weights = grad.mean(dim=(1, 2))
         else:  # Chattopadhyay et al. 2018, closed form for an exponential score
@@ -301,9 +311,10 @@ class Explainer:
         return proj.float()
 
     def _scorecam(self, x: Tensor, act: Tensor, objective: Callable[[Any], Tensor]) -> Tensor:
-        """Wang et al. 2020: each of the top-K channels (by mean activation), upsampled and
-        scaled to [0, 1], masks the input (masked pixels = the mean colour, 0 after
-        normalisation); its weight is the target's gain over the all-masked input."""
+        """Score-CAM variant (see the module docstring): each of the top-K channels (K =
+        ``scorecam_channels``, by mean activation), upsampled and min-max scaled to [0, 1],
+        masks the input (masked pixels = the mean colour, 0 after normalisation); its
+        weight is the linear gain of the target over the all-zero input, no softmax."""
         k = min(self.scorecam_channels, act.shape[0])
         top = act.mean(dim=(1, 2)).topk(k).indices
         maps = F.interpolate(act[top][None], size=x.shape[-2:], mode="bilinear",

@@ -34,7 +34,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Subset
 
 from tlstudio.core.errors import TlsError
-from tlstudio.ml.data import collate
+from tlstudio.ml.collate import collate
 
 FEATURES_DIR = "features"
 ProgressFn = Callable[[int, int], None]  # (done, total)

@@ -21,13 +21,15 @@ Return values
     in a flat dict). :func:`metrics_fn_for` builds the trainer's ``metrics_fn``,
     which returns a flat ``dict[str, float]`` whose keys do not depend on the data,
     so curves stay continuous; undefined values are NaN (the trainer never picks a
-    non-finite value as best).
+    non-finite value as best). Which values it keeps per task is the table
+    ``_FLAT_METRICS`` at the end of this module.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -50,16 +52,6 @@ __all__ = [
 #: IoU thresholds .50:.05:.95 and recall points 0:.01:1, built exactly as pycocotools does
 COCO_IOU_THRESHOLDS = np.linspace(0.5, 0.95, int(np.round((0.95 - 0.5) / 0.05)) + 1, endpoint=True)
 COCO_RECALL_THRESHOLDS = np.linspace(0.0, 1.0, int(np.round((1.0 - 0.0) / 0.01)) + 1, endpoint=True)
-
-#: the key of each task's main metric in :func:`metrics_fn_for`'s output
-MAIN_METRIC = {
-    "classify": "accuracy",
-    "classify_multi": "f1_macro",
-    "detect": "map50",
-    "landmarks": "nme",
-    "segment": "miou",
-    "autoencode": "recon_error",
-}
 
 _NAN = float("nan")
 
@@ -123,7 +115,10 @@ def _midranks(x: np.ndarray) -> np.ndarray:
 
 def _binary_auc(positive: np.ndarray, score: np.ndarray) -> float | None:
     """Area under the ROC curve (Mann-Whitney U with mid-ranks for ties, which equals
-    the trapezoidal ROC area); None when one of the two groups is empty."""
+    the trapezoidal ROC area); None when one of the two groups is empty.
+
+    Not scikit-learn's ``roc_auc_score``: that raises on NaN scores (a diverging model's
+    validation pass) and differs from this in the last bit in about a third of cases."""
     positive = positive.astype(bool)
     n_pos = int(positive.sum())
     n_neg = len(positive) - n_pos
@@ -712,6 +707,96 @@ def reconstruction_metrics(errors: Any) -> dict[str, Any]:
 # --------------------------------------------------------------------------- trainer glue
 
 
+def _stack(items: list[dict[str, Any]], key: str, width: int) -> np.ndarray:
+    """N×width float64 rows from ``item[key]`` of each item (0×width when there is none)."""
+    if not items:
+        return np.zeros((0, width))
+    return np.stack([_np(it[key], np.float64).reshape(-1) for it in items])
+
+
+def _classify_full(preds: list, targets: list, c: int, threshold: float) -> dict[str, Any]:
+    labels = np.array([int(_np(t["label"]).reshape(())) for t in targets], dtype=np.int64)
+    return classification_metrics(_stack(preds, "probs", c), labels)
+
+
+def _classify_multi_full(preds: list, targets: list, c: int, threshold: float) -> dict[str, Any]:
+    probs, labels = _stack(preds, "probs", c), _stack(targets, "labels", c)
+    return multilabel_metrics(probs, labels, threshold=threshold)
+
+
+def _detect_full(preds: list, targets: list, c: int, threshold: float) -> dict[str, Any]:
+    return detection_metrics(preds, targets, c)
+
+
+def _landmarks_full(preds: list, targets: list, c: int, threshold: float) -> dict[str, Any]:
+    return landmark_metrics(preds, targets, norm="bbox", pck_thresholds=(0.05, 0.1))
+
+
+def _segment_full(preds: list, targets: list, c: int, threshold: float) -> dict[str, Any]:
+    return segmentation_metrics(preds, targets, c)
+
+
+def _autoencode_full(preds: list, targets: list, c: int, threshold: float) -> dict[str, Any]:
+    return reconstruction_metrics(preds)
+
+
+@dataclass(frozen=True)
+class _FlatMetrics:
+    """One task's row: ``full(preds, targets, num_classes, threshold)`` computes the full
+    metrics; ``keys`` maps each flat key to its entry there; ``main`` is the flat key of
+    the task's main metric."""
+
+    full: Callable[[list, list, int, float], dict[str, Any]]
+    keys: dict[str, str]
+    main: str
+
+
+def _same(*names: str) -> dict[str, str]:
+    return {n: n for n in names}
+
+
+_FLAT_METRICS: dict[str, _FlatMetrics] = {
+    "classify": _FlatMetrics(
+        _classify_full,
+        _same(
+            "accuracy",
+            "balanced_accuracy",
+            "precision_macro",
+            "recall_macro",
+            "f1_macro",
+            "roc_auc",
+        ),
+        "accuracy",
+    ),
+    "classify_multi": _FlatMetrics(
+        _classify_multi_full,
+        _same(
+            "f1_macro",
+            "f1_micro",
+            "precision_macro",
+            "recall_macro",
+            "subset_accuracy",
+            "hamming_accuracy",
+            "roc_auc",
+        ),
+        "f1_macro",
+    ),
+    "detect": _FlatMetrics(_detect_full, _same("map50", "map", "map75", "mean_iou"), "map50"),
+    "landmarks": _FlatMetrics(
+        _landmarks_full, _same("nme", "pck@0.05", "pck@0.1", "mean_error_px"), "nme"
+    ),
+    "segment": _FlatMetrics(_segment_full, _same("miou", "mdice", "pixel_accuracy"), "miou"),
+    "autoencode": _FlatMetrics(
+        _autoencode_full,
+        {"recon_error": "mean", "recon_error_median": "median", "recon_error_p95": "p95"},
+        "recon_error",
+    ),
+}
+
+#: the key of each task's main metric in :func:`metrics_fn_for`'s output
+MAIN_METRIC = {task: row.main for task, row in _FLAT_METRICS.items()}
+
+
 def metrics_fn_for(
     task: str,
     num_classes: int,
@@ -733,85 +818,15 @@ def metrics_fn_for(
     - segment: ``miou``, ``mdice``, ``pixel_accuracy``
     - autoencode: ``recon_error`` (mean), ``recon_error_median``, ``recon_error_p95``
     """
+    key = "classify_multi" if task == "classify" and multi_label else task
+    if task == "classify_multi" or key not in _FLAT_METRICS:  # a row name, not a task
+        raise ValueError(f"unknown task {task!r}")
+    row = _FLAT_METRICS[key]
     c = int(num_classes)
 
-    if task == "classify" and not multi_label:
-
-        def fn(preds: list[dict[str, Any]], targets: list[dict[str, Any]]) -> dict[str, float]:
-            probs = (
-                np.stack([_np(p["probs"], np.float64).reshape(-1) for p in preds])
-                if preds
-                else np.zeros((0, c))
-            )
-            labels = np.array([int(_np(t["label"]).reshape(())) for t in targets], dtype=np.int64)
-            r = classification_metrics(probs, labels)
-            keys = (
-                "accuracy",
-                "balanced_accuracy",
-                "precision_macro",
-                "recall_macro",
-                "f1_macro",
-                "roc_auc",
-            )
-            return {k: _nan(r[k]) for k in keys}
-
-    elif task == "classify":
-
-        def fn(preds: list[dict[str, Any]], targets: list[dict[str, Any]]) -> dict[str, float]:
-            probs = (
-                np.stack([_np(p["probs"], np.float64).reshape(-1) for p in preds])
-                if preds
-                else np.zeros((0, c))
-            )
-            labels = (
-                np.stack([_np(t["labels"], np.float64).reshape(-1) for t in targets])
-                if targets
-                else np.zeros((0, c))
-            )
-            r = multilabel_metrics(probs, labels, threshold=threshold)
-            keys = (
-                "f1_macro",
-                "f1_micro",
-                "precision_macro",
-                "recall_macro",
-                "subset_accuracy",
-                "hamming_accuracy",
-                "roc_auc",
-            )
-            return {k: _nan(r[k]) for k in keys}
-
-    elif task == "detect":
-
-        def fn(preds: list[dict[str, Any]], targets: list[dict[str, Any]]) -> dict[str, float]:
-            r = detection_metrics(preds, targets, c)
-            return {k: _nan(r[k]) for k in ("map50", "map", "map75", "mean_iou")}
-
-    elif task == "landmarks":
-
-        def fn(preds: list[dict[str, Any]], targets: list[dict[str, Any]]) -> dict[str, float]:
-            if not preds:
-                return {"nme": _NAN, "pck@0.05": _NAN, "pck@0.1": _NAN, "mean_error_px": _NAN}
-            r = landmark_metrics(preds, targets, norm="bbox", pck_thresholds=(0.05, 0.1))
-            return {k: _nan(r[k]) for k in ("nme", "pck@0.05", "pck@0.1", "mean_error_px")}
-
-    elif task == "segment":
-
-        def fn(preds: list[dict[str, Any]], targets: list[dict[str, Any]]) -> dict[str, float]:
-            r = segmentation_metrics(preds, targets, c)
-            return {k: _nan(r[k]) for k in ("miou", "mdice", "pixel_accuracy")}
-
-    elif task == "autoencode":
-
-        def fn(preds: list[dict[str, Any]], targets: list[dict[str, Any]]) -> dict[str, float]:
-            r = reconstruction_metrics(preds)
-            return {
-                "recon_error": _nan(r["mean"]),
-                "recon_error_median": _nan(r["median"]),
-                "recon_error_p95": _nan(r["p95"]),
-            }
-
-    else:
-        raise ValueError(f"unknown task {task!r}")
+    def fn(preds: list[dict[str, Any]], targets: list[dict[str, Any]]) -> dict[str, float]:
+        full = row.full(preds, targets, c, threshold)
+        return {flat: _nan(full[key]) for flat, key in row.keys.items()}
 
     return fn
 

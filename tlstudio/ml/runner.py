@@ -26,12 +26,16 @@ from tlstudio.core.runs import RunStore
 from . import data as data_mod
 from .backbones import build_backbone, get_spec
 from .callbacks import Callback, CancelToken
+from .checkpoints import load_checkpoint, save_atomic
+from .collate import collate
+from .devices import select_device
 from .events import EpochEnded, FitEnded, TrainingFailed
 from .features import FeatureCache, extract_features, weights_id
 from .metrics import metrics_fn_for
 from .tasks.base import TaskModel, to_image_frame
 from .tasks.factory import build_task_model
-from .trainer import TrainConfig, Trainer, load_checkpoint, save_atomic, select_device
+from .train_config import TrainConfig
+from .trainer import Trainer
 from .transforms import AugmentConfig, mixup_cutmix_collate
 
 MODEL_FILE = "model.pt"
@@ -176,7 +180,8 @@ class _FeatureDataset(torch.utils.data.Dataset):
 
 
 class _RunRecorder(Callback):
-    """Writes per-epoch metrics into the project as they arrive."""
+    """Writes per-epoch metrics into the project as they arrive (the run store's writer; a
+    multi-process fit would give it to rank 0 only, like the checkpoint writer)."""
 
     def __init__(self, runs: RunStore, run_id: int):
         self.runs, self.run_id = runs, run_id
@@ -304,12 +309,12 @@ def train(
             fit_train, fit_val = feats
         else:
             fit_model, fit_train, fit_val = model, train_ds, val_ds
-        collate = data_mod.collate
+        collate_fn = collate
         if spec.task == "classify" and not fast and (augment.mixup_alpha or augment.cutmix_alpha):
-            collate = mixup_cutmix_collate(classes, augment)
+            collate_fn = mixup_cutmix_collate(classes, augment)
         trainer = Trainer(
             fit_model, fit_train, fit_val if len(fit_val) else None, spec.train,
-            collate_fn=collate, metrics_fn=metrics_fn, callbacks=[recorder, *callbacks],
+            collate_fn=collate_fn, metrics_fn=metrics_fn, callbacks=[recorder, *callbacks],
             token=token, checkpoint_dir=run_dir, run_id=run_id,
         )  # fmt: skip
         ended = trainer.fit(resume_from=resume_from)
@@ -518,7 +523,7 @@ def evaluate(
     dev = select_device(device)
     model.to(dev)
     preds, targets = [], []
-    loader = torch.utils.data.DataLoader(ds, batch_size=16, collate_fn=data_mod.collate)
+    loader = torch.utils.data.DataLoader(ds, batch_size=16, collate_fn=collate)
     with torch.no_grad():
         for images, tg in loader:
             preds += [

@@ -3,36 +3,57 @@
 It builds its own DataLoaders, optimizer and learning-rate schedule, applies the freeze
 schedule (head warm-up, freeze depth, progressive unfreezing), reports to callbacks
 with the events of :mod:`tlstudio.ml.events`, checks a :class:`CancelToken` before every
-batch, stops on a non-finite loss, halves the batch on CUDA out-of-memory, writes
-``last.pt``/``best.pt`` checkpoints that resume, and uses AMP and channels_last on CUDA.
+batch, halves the batch on CUDA out-of-memory and uses AMP and channels_last on CUDA.
+Writing ``last.pt``/``best.pt`` checkpoints that resume, early stopping and the stop on a
+non-finite loss are default callbacks (:mod:`tlstudio.ml.callbacks`) that run before the
+caller's; they end a fit through :attr:`Trainer.should_stop`.
 
 Epochs and steps are 0-based in events and attributes; messages for people count from 1.
-The number of torch threads is left alone (the caller decides).
+The number of torch threads is left alone (the caller decides). Re-exported here for
+callers: :class:`TrainConfig` (:mod:`tlstudio.ml.train_config`), :func:`select_device`
+and :func:`seed_everything` (:mod:`tlstudio.ml.devices`), :func:`load_checkpoint`
+(:mod:`tlstudio.ml.checkpoints`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import gc
 import inspect
 import math
-import random
 import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
-import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from tlstudio.core.atomic import replacing
-from tlstudio.core.errors import ImageError, TlsError
-from tlstudio.ml.callbacks import Callback, CancelToken
+from tlstudio.core.errors import ImageError
+from tlstudio.ml import freezing
+from tlstudio.ml.callbacks import (
+    Callback,
+    CancelToken,
+    EarlyStopping,
+    ModelCheckpoint,
+    StopOnNonFiniteLoss,
+)
+from tlstudio.ml.checkpoints import (
+    BEST_CHECKPOINT,
+    CHECKPOINT_FORMAT,
+    CheckpointError,
+    load_checkpoint,
+)
+from tlstudio.ml.collate import collate
+from tlstudio.ml.devices import (
+    DeviceError,
+    rng_state,
+    seed_everything,
+    select_device,
+    set_rng_state,
+)
 from tlstudio.ml.events import (
     BatchEnded,
     BatchSizeReduced,
@@ -42,245 +63,28 @@ from tlstudio.ml.events import (
     TrainingFailed,
 )
 from tlstudio.ml.tasks.base import TaskModel
+from tlstudio.ml.train_config import OPTIMIZERS, SCHEDULES, TrainConfig, TrainConfigError
 
-try:  # written alongside this module; without it the trainer trains all parameters
-    from tlstudio.ml import freezing
-except ImportError:  # pragma: no cover
-    freezing = None  # type: ignore[assignment]
+__all__ = [
+    "OPTIMIZERS",
+    "SCHEDULES",
+    "CheckpointError",
+    "DeviceError",
+    "MetricsFn",
+    "TrainConfig",
+    "TrainConfigError",
+    "Trainer",
+    "load_checkpoint",
+    "seed_everything",
+    "select_device",
+]
 
 MetricsFn = Callable[[list[dict[str, Any]], list[dict[str, Any]]], dict[str, float]]
 
-CHECKPOINT_FORMAT = 1
-LAST_CHECKPOINT = "last.pt"
-BEST_CHECKPOINT = "best.pt"
-
-OPTIMIZERS = ("adamw", "sgd")
-SCHEDULES = ("cosine", "onecycle", "step", "none")
 _LOWER_IS_BETTER = ("loss", "err", "mse", "mae", "nme", "distance")
 
 
-class DeviceError(TlsError):
-    """The requested device (CUDA, MPS) is not available or does not exist."""
-
-
-class TrainConfigError(TlsError, ValueError):
-    """A training setting is impossible (the message names the field and the value)."""
-
-
-class CheckpointError(TlsError):
-    """A checkpoint cannot be read or does not fit the model/configuration."""
-
-
-# --------------------------------------------------------------------------- config
-
-
-@dataclass
-class TrainConfig:
-    """Training settings. ``lr`` is the head's learning rate (the peak for onecycle)."""
-
-    epochs: int = 10
-    batch_size: int = 16
-    lr: float = 1e-3
-    optimizer: str = "adamw"  # adamw | sgd
-    momentum: float = 0.9  # SGD only
-    weight_decay: float = 1e-4
-    schedule: str = "cosine"  # cosine | onecycle (per step) | step (per epoch) | none
-    step_size: int = 10  # epochs between decays of the step schedule
-    gamma: float = 0.1  # factor of the step schedule
-    freeze: int | str = "all"  # leading backbone stages kept fixed; "all" = feature extraction
-    stage_lr_decay: float = 1.0  # stage k below the head trains at lr * decay**k
-    head_warmup_epochs: int = 0  # epochs with the whole backbone frozen before `freeze` applies
-    progressive_every: int = 0  # >0: unfreeze one more stage every N epochs, down to 0
-    early_stopping_patience: int | None = None  # epochs without improvement before stopping
-    monitor: str | None = None  # metric for best checkpoint / early stopping
-    grad_clip: float | None = None  # max global gradient norm
-    seed: int = 0
-    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
-    amp: bool = True  # CUDA only: bfloat16 autocast, or float16 with a GradScaler
-    channels_last: bool = True  # CUDA only
-    num_workers: int = 0
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain dict of every field."""
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
-        """Inverse of :meth:`to_dict`; unknown keys are ignored, missing ones get defaults."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        values = {k: v for k, v in d.items() if k in names}
-        freeze = values.get("freeze")
-        if isinstance(freeze, str) and freeze.strip().isdigit():
-            values["freeze"] = int(freeze)
-        return cls(**values)
-
-    def validate(self) -> None:
-        """Raise :class:`TrainConfigError` naming the first impossible field."""
-
-        def bad(name: str, why: str) -> TrainConfigError:
-            return TrainConfigError(f"{name} = {getattr(self, name)!r}: {why}")
-
-        if self.epochs < 1:
-            raise bad("epochs", "must be >= 1")
-        if self.batch_size < 1:
-            raise bad("batch_size", "must be >= 1")
-        if not self.lr > 0:
-            raise bad("lr", "must be > 0")
-        if self.optimizer not in OPTIMIZERS:
-            raise bad("optimizer", f"use one of {', '.join(OPTIMIZERS)}")
-        if self.schedule not in SCHEDULES:
-            raise bad("schedule", f"use one of {', '.join(SCHEDULES)}")
-        if self.momentum < 0 or self.weight_decay < 0:
-            raise bad("momentum" if self.momentum < 0 else "weight_decay", "must be >= 0")
-        if self.step_size < 1:
-            raise bad("step_size", "must be >= 1")
-        if not self.gamma > 0:
-            raise bad("gamma", "must be > 0")
-        if self.freeze != "all" and (
-            isinstance(self.freeze, bool) or not isinstance(self.freeze, int) or self.freeze < 0
-        ):
-            raise bad("freeze", "must be 'all' or a number of stages >= 0")
-        if not self.stage_lr_decay > 0:
-            raise bad("stage_lr_decay", "must be > 0")
-        if self.head_warmup_epochs < 0 or self.progressive_every < 0:
-            name = "head_warmup_epochs" if self.head_warmup_epochs < 0 else "progressive_every"
-            raise bad(name, "must be >= 0")
-        if self.early_stopping_patience is not None and self.early_stopping_patience < 1:
-            raise bad("early_stopping_patience", "must be >= 1 or None")
-        if self.grad_clip is not None and not self.grad_clip > 0:
-            raise bad("grad_clip", "must be > 0 or None")
-        if self.num_workers < 0:
-            raise bad("num_workers", "must be >= 0")
-
-
-# --------------------------------------------------------------------------- device, seeds
-
-
-def select_device(pref: str = "auto") -> torch.device:
-    """``auto``: CUDA, then MPS, then CPU. An explicit ``cuda``/``cuda:N``/``mps`` that is not
-    available raises :class:`DeviceError` saying why."""
-    p = (pref or "auto").strip().lower()
-    mps = getattr(torch.backends, "mps", None)
-    mps_ok = bool(mps is not None and mps.is_available())
-    if p == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        return torch.device("mps") if mps_ok else torch.device("cpu")
-    if p == "cpu":
-        return torch.device("cpu")
-    if p == "cuda" or p.startswith("cuda:"):
-        if not torch.cuda.is_available():
-            why = (
-                "this torch build has no CUDA support"
-                if torch.version.cuda is None
-                else "no NVIDIA GPU or driver was found"
-            )
-            raise DeviceError(
-                f"device {pref!r} was requested but CUDA is not available ({why}); "
-                "choose device 'cpu' or 'auto'"
-            )
-        try:
-            dev = torch.device(p)
-        except RuntimeError as exc:
-            raise DeviceError(f"device {pref!r} is not a valid CUDA device name: {exc}") from None
-        count = torch.cuda.device_count()
-        if dev.index is not None and dev.index >= count:
-            raise DeviceError(
-                f"device {pref!r} does not exist: {count} CUDA device(s), numbered 0..{count - 1}"
-            )
-        return dev
-    if p == "mps":
-        if not mps_ok:
-            raise DeviceError(
-                "device 'mps' was requested but Apple Metal (MPS) is not available; "
-                "choose device 'cpu' or 'auto'"
-            )
-        return torch.device("mps")
-    raise DeviceError(f"unknown device {pref!r}; use auto, cpu, cuda, cuda:N or mps")
-
-
-def seed_everything(seed: int) -> None:
-    """Seed Python's ``random``, NumPy's global generator and torch (CPU and every GPU)."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)  # also seeds every CUDA device
-
-
-def _rng_state() -> dict[str, Any]:
-    """Every global RNG state as tensors and plain values (loadable with weights_only)."""
-    np_state = np.random.get_state(legacy=False)
-    py_version, py_state, py_gauss = random.getstate()
-    state: dict[str, Any] = {
-        "python": [py_version, list(py_state), py_gauss],
-        "numpy_key": torch.from_numpy(np_state["state"]["key"].astype(np.int64)),
-        "numpy_pos": int(np_state["state"]["pos"]),
-        "numpy_has_gauss": int(np_state["has_gauss"]),
-        "numpy_gauss": float(np_state["gauss"]),
-        "torch": torch.get_rng_state(),
-    }
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    py_version, py_state, py_gauss = state["python"]
-    random.setstate((py_version, tuple(py_state), py_gauss))
-    np.random.set_state(
-        {
-            "bit_generator": "MT19937",
-            "state": {
-                "key": state["numpy_key"].numpy().astype(np.uint32),
-                "pos": state["numpy_pos"],
-            },
-            "has_gauss": state["numpy_has_gauss"],
-            "gauss": state["numpy_gauss"],
-        }
-    )
-    torch.set_rng_state(state["torch"])
-    cuda = state.get("cuda")
-    if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all(cuda)
-
-
-# --------------------------------------------------------------------------- checkpoints
-
-
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Read a trainer checkpoint onto the CPU with ``weights_only=True``.
-
-    Keys: format, epoch, global_step, batch_size, model, optimizer, scheduler, scaler,
-    best_value, best_epoch, monitor, bad_epochs, metrics, config, rng, run_id, task."""
-    path = Path(path)
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise
-    except Exception as exc:
-        from .pickle_scan import load_failure
-
-        raise CheckpointError(
-            f"{path}: not a readable checkpoint: {load_failure(path, exc)}"
-        ) from exc
-    if not isinstance(ckpt, dict) or "model" not in ckpt or "epoch" not in ckpt:
-        raise CheckpointError(f"{path}: not a tlstudio trainer checkpoint")
-    return ckpt
-
-
-def save_atomic(obj: Any, path: Path) -> None:
-    """torch.save, atomically (never a half-written checkpoint or model)."""
-    with replacing(path) as tmp, open(tmp, "wb") as f:
-        torch.save(obj, f)
-
-
 # --------------------------------------------------------------------------- helpers
-
-
-def default_collate(
-    batch: list[tuple[torch.Tensor, dict[str, Any]]],
-) -> tuple[torch.Tensor, list[dict[str, Any]]]:
-    """Stack images to N×3×H×W; keep targets as a list of dicts."""
-    return torch.stack([b[0] for b in batch]), [b[1] for b in batch]
 
 
 def _move(obj: Any, device: torch.device, non_blocking: bool) -> Any:
@@ -342,9 +146,20 @@ class Trainer:
     needed) receives ``last.pt`` every epoch and ``best.pt`` when the monitored metric
     improves; without it nothing is written.
 
+    Default callbacks run before ``callbacks``, in this order: :class:`ModelCheckpoint`
+    (with ``checkpoint_dir``), :class:`EarlyStopping` (with
+    ``config.early_stopping_patience``) and :class:`StopOnNonFiniteLoss`.
+
+    A callback ends the fit by setting ``should_stop``: after the current epoch (status
+    "stopped_early"; a request in the last epoch changes nothing), or, with ``failure``
+    set as well, at once (status "failed", after ``on_exception`` with ``failure``);
+    the trainer looks after ``on_before_backward``, ``on_batch_end``,
+    ``on_validation_end`` and ``on_epoch_end``. Other threads use ``token`` (cancel, pause) instead.
+
     During a fit, callbacks may read ``model``, ``config``, ``token``, ``device``,
     ``optimizer``, ``scheduler``, ``epoch``, ``step``, ``global_step``, ``batch_size``,
-    ``steps_per_epoch``, ``freeze_depth``, ``monitor``, ``best_value``, ``best_epoch``.
+    ``steps_per_epoch``, ``freeze_depth``, ``monitor``, ``best_value``, ``best_epoch``,
+    ``epochs_without_improvement``.
     """
 
     def __init__(
@@ -366,7 +181,7 @@ class Trainer:
         self.train_data = train_data
         self.val_data = val_data if val_data is not None and len(val_data) > 0 else None
         self.config = config
-        self.collate_fn = collate_fn or default_collate
+        self.collate_fn = collate_fn or collate
         self.metrics_fn = metrics_fn
         self.callbacks = list(callbacks)
         self.token = token if token is not None else CancelToken()
@@ -387,7 +202,11 @@ class Trainer:
         self.monitor: str | None = None
         self.best_value: float | None = None
         self.best_epoch: int | None = None
+        self.epochs_without_improvement = 0
+        self.should_stop = False
+        self.failure: TrainingFailed | None = None
 
+        self._fit_callbacks: list[Callback] = []
         self._train_loader: DataLoader | None = None
         self._val_loader: DataLoader | None = None
         self._train_gen = torch.Generator()
@@ -396,7 +215,6 @@ class Trainer:
         self._channels_last = False
         self._higher_better = False
         self._monitor_explicit = False
-        self._bad_epochs = 0
         self._epochs_done = 0
         self._ema_step_s: float | None = None
         self._ema_ips: float | None = None
@@ -412,15 +230,39 @@ class Trainer:
         ``on_exception``); any other exception is sent to ``on_exception`` as
         ``kind="error"`` (``"bad_image"`` for unreadable images) and re-raised."""
         t0 = time.perf_counter()
+        self._fit_callbacks = [*self._default_callbacks(), *self.callbacks]
         try:
             return self._fit(resume_from, t0)
         except Exception as exc:
             kind = "bad_image" if isinstance(exc, ImageError) else "error"
             event = TrainingFailed(kind, str(exc) or type(exc).__name__, self.epoch, self.step)
-            for cb in self.callbacks:
+            for cb in self._fit_callbacks:
                 with contextlib.suppress(Exception):  # the original error matters more
                     cb.on_exception(self, event)
             raise
+
+    def checkpoint_state(self, epoch: int, metrics: dict[str, float]) -> dict[str, Any]:
+        """Everything a resume needs after ``epoch`` (keys: see :func:`load_checkpoint`);
+        ``metrics`` are the epoch's. Tensors are the live ones: save before training on."""
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "epoch": epoch,
+            "global_step": self.global_step,
+            "batch_size": self.batch_size,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            "best_value": self.best_value,
+            "best_epoch": self.best_epoch,
+            "monitor": self.monitor,
+            "bad_epochs": self.epochs_without_improvement,
+            "metrics": dict(metrics),
+            "config": self.config.to_dict(),
+            "rng": rng_state(),
+            "run_id": self.run_id,
+            "task": self.model.task,
+        }
 
     @property
     def checkpoint_path(self) -> Path | None:
@@ -432,9 +274,16 @@ class Trainer:
 
     # ----------------------------------------------------------------- setup
 
+    def _default_callbacks(self) -> list[Callback]:
+        callbacks: list[Callback] = []
+        if self.checkpoint_dir is not None:
+            callbacks.append(ModelCheckpoint(self.checkpoint_dir))
+        if self.config.early_stopping_patience is not None:
+            callbacks.append(EarlyStopping(self.config.early_stopping_patience))
+        callbacks.append(StopOnNonFiniteLoss())
+        return callbacks
+
     def _backbone_stages(self) -> tuple[nn.Module | None, nn.ModuleList | None]:
-        if freezing is None:
-            return None, None
         backbone = getattr(self.model, "backbone", None)
         stages = getattr(backbone, "stages", None)
         if isinstance(stages, nn.ModuleList) and len(stages) > 0:
@@ -465,8 +314,7 @@ class Trainer:
 
     def _set_train_mode(self) -> None:
         self.model.train()
-        if freezing is not None:
-            freezing.apply_frozen_bn_eval(self.model)
+        freezing.apply_frozen_bn_eval(self.model)
 
     def _param_groups(self) -> list[dict[str, Any]]:
         """Groups over every parameter that trains at any epoch of this fit.
@@ -615,8 +463,19 @@ class Trainer:
     # ----------------------------------------------------------------- loop
 
     def _emit(self, hook: str, *args: Any) -> None:
-        for cb in self.callbacks:
+        for cb in self._fit_callbacks:
             getattr(cb, hook)(self, *args)
+
+    def _fail(self, event: TrainingFailed) -> NoReturn:
+        """End the fit now with status "failed", after ``on_exception(event)``."""
+        self.failure, self.should_stop = event, True
+        self._emit("on_exception", event)
+        raise _StopFit("failed")
+
+    def _stop_if_failed(self) -> None:
+        """A callback asked to stop with a failure (``should_stop`` and ``failure``)."""
+        if self.should_stop and self.failure is not None:
+            self._fail(self.failure)
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self._amp_dtype is None:
@@ -668,21 +527,15 @@ class Trainer:
         self.scheduler = self._build_scheduler(cfg.epochs * self.steps_per_epoch, 0)
         self._resolve_monitor()
         self.best_value = self.best_epoch = None
-        self._bad_epochs = 0
+        self.epochs_without_improvement = 0
+        self.should_stop, self.failure = False, None
         self._epochs_done = start_epoch
         self._ema_step_s = self._ema_ips = None
         self._val_s = 0.0
         if ckpt is not None:
             self._restore(ckpt, Path(resume_from))
 
-        trainable, total = (
-            freezing.count_parameters(self.model)
-            if freezing is not None
-            else (
-                sum(p.numel() for p in self.model.parameters() if p.requires_grad),
-                sum(p.numel() for p in self.model.parameters()),
-            )
-        )
+        trainable, total = freezing.count_parameters(self.model)
         self._emit(
             "on_fit_start",
             FitStarted(
@@ -701,7 +554,8 @@ class Trainer:
             for epoch in range(start_epoch, cfg.epochs):
                 if self.token.is_cancelled:
                     raise _StopFit("cancelled")
-                if self._run_epoch(epoch):
+                self._run_epoch(epoch)
+                if self.should_stop and epoch + 1 < cfg.epochs:
                     status = "stopped_early"
                     break
                 if self.token.is_cancelled:
@@ -738,9 +592,9 @@ class Trainer:
         if ckpt.get("monitor") == self.monitor:
             self.best_value = ckpt.get("best_value")
             self.best_epoch = ckpt.get("best_epoch")
-            self._bad_epochs = int(ckpt.get("bad_epochs", 0))
+            self.epochs_without_improvement = int(ckpt.get("bad_epochs", 0))
         if ckpt.get("rng") is not None:
-            _set_rng_state(ckpt["rng"])
+            set_rng_state(ckpt["rng"])
 
     def _retry_on_oom(
         self, epoch: int, run: Callable[[], Any], reset: Callable[[], None], epochs_left: int
@@ -769,8 +623,7 @@ class Trainer:
             self.scaler = scaler
         old = self.batch_size
         if old <= 1:
-            self._emit(
-                "on_exception",
+            self._fail(
                 TrainingFailed(
                     "out_of_memory",
                     f"the {self.device.type.upper()} device ran out of memory at epoch {epoch + 1} "
@@ -778,9 +631,8 @@ class Trainer:
                     "or train on the CPU",
                     epoch,
                     self.step,
-                ),
+                )
             )
-            raise _StopFit("failed")
         new = old // 2
         self.batch_size = new
         self._emit("on_batch_size_reduced", BatchSizeReduced(old=old, new=new))
@@ -792,8 +644,9 @@ class Trainer:
             total = step + epochs_left * self.steps_per_epoch
             self.scheduler = self._build_scheduler(total, step)
 
-    def _run_epoch(self, epoch: int) -> bool:
-        """Train and validate one epoch; True if early stopping ends the fit."""
+    def _run_epoch(self, epoch: int) -> None:
+        """Train and validate one epoch, then ``on_validation_end`` (checkpoints) and
+        ``on_epoch_end`` (early stopping)."""
         cfg = self.config
         self.epoch = epoch
         t_epoch = time.perf_counter()
@@ -828,18 +681,10 @@ class Trainer:
             raise TrainConfigError(
                 f"monitor {self.monitor!r} is not among the epoch's metrics ({', '.join(metrics)})"
             )
-        value = metrics[self.monitor]
-        is_best = math.isfinite(value) and (
-            self.best_value is None
-            or (value > self.best_value if self._higher_better else value < self.best_value)
-        )
-        if is_best:
-            self.best_value, self.best_epoch = float(value), epoch
-            self._bad_epochs = 0
-        else:
-            self._bad_epochs += 1
+        is_best = self._track_best(epoch, metrics[self.monitor])
         self._epochs_done = epoch + 1
-        self._save_checkpoints(epoch, metrics, is_best)
+        self._emit("on_validation_end", epoch, metrics)
+        self._stop_if_failed()
         self._emit(
             "on_epoch_end",
             EpochEnded(
@@ -853,8 +698,21 @@ class Trainer:
                 is_best=is_best,
             ),
         )
-        patience = cfg.early_stopping_patience
-        return patience is not None and self._bad_epochs >= patience and epoch + 1 < cfg.epochs
+        self._stop_if_failed()
+
+    def _track_best(self, epoch: int, value: float) -> bool:
+        """Update the best value of the monitored metric; True if ``value`` is a new best
+        (a non-finite value never is)."""
+        is_best = math.isfinite(value) and (
+            self.best_value is None
+            or (value > self.best_value if self._higher_better else value < self.best_value)
+        )
+        if is_best:
+            self.best_value, self.best_epoch = float(value), epoch
+            self.epochs_without_improvement = 0
+        else:
+            self.epochs_without_improvement += 1
+        return is_best
 
     def _batches(self, loader: DataLoader) -> Iterator[tuple[int, Any, float]]:
         """(step, batch, seconds spent loading it), honouring pause and cancel."""
@@ -888,19 +746,8 @@ class Trainer:
                 out = model.training_step(images, targets)
             loss = out["loss"]
             loss_value = float(loss.detach())
-            if not math.isfinite(loss_value):
-                self._emit(
-                    "on_exception",
-                    TrainingFailed(
-                        "nan_loss",
-                        f"the loss became {loss_value} at epoch {epoch + 1}, batch {step + 1}; "
-                        f"training stopped. Lower the learning rate (now {cfg.lr:g}) "
-                        "or set gradient clipping.",
-                        epoch,
-                        step,
-                    ),
-                )
-                raise _StopFit("failed")
+            self._emit("on_before_backward", loss_value)
+            self._stop_if_failed()
             if self.scaler is not None:
                 self.scaler.scale(loss).backward()
             else:
@@ -946,8 +793,10 @@ class Trainer:
                     eta_s=max(0.0, eta),
                 ),
             )
+            self._stop_if_failed()
             if self.token.is_cancelled:
                 raise _StopFit("cancelled")
+        loss_sum, seen = self._sum_over_processes(loss_sum, seen)
         return loss_sum / max(seen, 1), lr
 
     def _validate(self, epoch: int) -> tuple[float | None, dict[str, float]]:
@@ -973,34 +822,25 @@ class Trainer:
                         out = model.predict_step(x)
                     preds.extend(_to_cpu(out))
                     targets_all.extend(targets)
+        loss_sum, seen = self._sum_over_processes(loss_sum, seen)
         metrics: dict[str, float] = {}
         if self.metrics_fn is not None:
+            preds, targets_all = self._gather_over_processes(preds, targets_all)
             metrics = {k: float(v) for k, v in self.metrics_fn(preds, targets_all).items()}
         return loss_sum / max(seen, 1), metrics
 
-    def _save_checkpoints(self, epoch: int, metrics: dict[str, float], is_best: bool) -> None:
-        if self.checkpoint_dir is None:
-            return
-        self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
-        state = {
-            "format": CHECKPOINT_FORMAT,
-            "epoch": epoch,
-            "global_step": self.global_step,
-            "batch_size": self.batch_size,
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
-            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
-            "best_value": self.best_value,
-            "best_epoch": self.best_epoch,
-            "monitor": self.monitor,
-            "bad_epochs": self._bad_epochs,
-            "metrics": dict(metrics),
-            "config": self.config.to_dict(),
-            "rng": _rng_state(),
-            "run_id": self.run_id,
-            "task": self.model.task,
-        }
-        save_atomic(state, self.checkpoint_dir / LAST_CHECKPOINT)
-        if is_best:
-            save_atomic(state, self.checkpoint_dir / BEST_CHECKPOINT)
+    # ----------------------------------------------------------------- across processes
+    # One process trains today. A multi-process fit (DistributedDataParallel) would
+    # all-reduce the epoch's sums and all-gather the validation outputs here, so every
+    # process computes the same losses, metrics and best epoch; only rank 0 would keep
+    # the writers (ModelCheckpoint and the run store's recorder).
+
+    def _sum_over_processes(self, loss_sum: float, seen: int) -> tuple[float, int]:
+        """(loss sum, images) summed over the training processes: one process, unchanged."""
+        return loss_sum, seen
+
+    def _gather_over_processes(
+        self, preds: list[dict[str, Any]], targets: list[dict[str, Any]]
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """Every process's validation predictions and targets: one process, its own."""
+        return preds, targets

@@ -35,6 +35,8 @@ import torchvision.transforms.v2.functional as F
 from torch import Tensor
 from torchvision import tv_tensors
 
+from tlstudio.ml.collate import collate
+
 AUGMENT_HELP: dict[str, str] = {
     "hflip": "Probability of mirroring the image left-right (landmark left/right pairs swap).",
     "vflip": "Probability of mirroring the image top-bottom; use only when upside-down images make sense.",
@@ -329,8 +331,6 @@ class MixupCutmixCollate:
     def __call__(
         self, batch: list[tuple[Tensor, dict[str, Any]]]
     ) -> tuple[Tensor, list[dict[str, Any]]]:
-        from tlstudio.ml.data import collate
-
         images, targets = collate(batch)
         if self._mix is None or not targets:
             return images, targets

@@ -21,7 +21,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlparse
 from urllib.request import Request, urlopen
 
@@ -29,6 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from tlstudio.core.errors import TlsError
+from tlstudio.ml.architectures import build_architecture, get_spec
 
 # name -> (package, class with get_model_file_path(), file name inside the package)
 _BUNDLED: dict[str, tuple[str, str, str]] = {
@@ -81,12 +81,6 @@ class WeightsError(TlsError):
         super().__init__(message)
 
 
-def _spec(name: str) -> Any:
-    from tlstudio.ml.backbones import get_spec
-
-    return get_spec(name)
-
-
 # --------------------------------------------------------------------------- locations
 
 
@@ -97,7 +91,7 @@ def hub_checkpoint_dir() -> Path:
 
 def weights_url(name: str) -> str | None:
     """torchvision's download URL for ``name``'s ImageNet weights; None for EfficientNet-Lite."""
-    spec = _spec(name)
+    spec = get_spec(name)
     if spec.torchvision_weights is None:
         return None
     import torchvision.models
@@ -156,7 +150,7 @@ class WeightsStatus:
 
 def weights_status(name: str) -> WeightsStatus:
     """Check (on disk only, never the network) which weight sources ``name`` has."""
-    _spec(name)
+    get_spec(name)  # KeyError naming the known backbones
     bundled = bundled_weights_path(name)
     cached = cached_weights_path(name)
     return WeightsStatus(
@@ -230,8 +224,6 @@ def load_state_dict_safely(path: str | Path) -> dict[str, Tensor]:
 
 @lru_cache(maxsize=32)
 def _reference_shapes(name: str) -> dict[str, tuple[int, ...]]:
-    from tlstudio.ml.backbones import build_architecture
-
     model = build_architecture(name, "meta")
     return {k: tuple(v.shape) for k, v in model.state_dict().items()}
 
@@ -295,7 +287,7 @@ def resolve_state_dict(name: str, choice: object) -> dict[str, Tensor] | None:
     if isinstance(choice, Path):
         return load_state_dict_safely(choice)
     if choice == "none":
-        _spec(name)
+        get_spec(name)  # KeyError naming the known backbones
         return None
     status = weights_status(name)
     if choice == "auto":
