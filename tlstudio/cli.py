@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 GUI_MISSING = "The tlstudio window is not built yet; use the subcommands (tlstudio --help)."
 COMMANDS = (
     "new", "import", "export", "info", "demo", "train", "evaluate", "predict", "experiment",
-    "export-model", "report",
+    "export-model", "report", "doctor",
 )  # fmt: skip
 IMPORT_FORMATS = ("coco", "yolo", "voc", "labelme", "folders", "csv", "images")
 EXPORT_FORMATS = ("coco", "yolo", "voc", "labelme", "folders", "csv")
@@ -144,6 +144,9 @@ def _parser() -> argparse.ArgumentParser:
     from .cli_ml import add_commands
 
     add_commands(sub)
+    from .doctor import add_command as add_doctor
+
+    add_doctor(sub)
     parser.set_defaults(run=lambda _args: _open_window(None))
     return parser
 
