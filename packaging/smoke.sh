@@ -27,6 +27,7 @@ bare_env=(env -i PATH=/usr/bin:/bin HOME="$work/home" LANG=C.UTF-8 TMPDIR="$work
 run() { "${bare_env[@]}" "$@"; }
 say() { step=$((step + 1)); echo; echo "== $step. $*"; }
 fail() { echo "SMOKE FAILED: $*" >&2; exit 1; }
+trap 'echo "SMOKE FAILED in step $step (exit status $?)" >&2' ERR
 
 say "folder: $(du -sh "$dist" | cut -f1); Qt platform plugins, icons, templates, weights"
 for f in platforms/libqxcb.so platforms/libqoffscreen.so; do
@@ -101,6 +102,9 @@ if command -v Xvfb >/dev/null; then
   xvfb_pid=$!
   sleep 2
   window xcb DISPLAY=:93
+  say "tlstudio doctor on X11 (xcb, Xvfb :93): the Qt and Rendering sections"
+  run DISPLAY=:93 "$dist/tlstudio" doctor > doctor-xcb.log 2>&1 || { cat doctor-xcb.log; fail "doctor (xcb) failed"; }
+  sed -n '/^Qt window/,/^PyTorch/p' doctor-xcb.log | sed '$d' | sed 's/^/  /'
 else
   echo; echo "(Xvfb not installed: the xcb window step is skipped)"
 fi

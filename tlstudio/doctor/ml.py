@@ -45,8 +45,26 @@ def torch_checks() -> list[Check]:
                             "pip install -c constraints.txt torchvision (matching torch)"))  # fmt: skip
     else:
         checks.append(Check(SECTION, "torchvision", OK, torchvision.__version__))
+        checks.append(torchvision_ops_check())
     checks.append(device_check(torch))
     return checks
+
+
+def torchvision_ops_check() -> Check:
+    """torchvision's compiled operators (nms, roi_align) load: detection needs them; they
+    fail to load when torch and torchvision do not match or a build left them out."""
+    import torch
+
+    try:
+        torch.ops.torchvision.nms  # noqa: B018 (looking it up is the check)
+    except (AttributeError, RuntimeError):
+        pass
+    else:
+        return Check(SECTION, "torchvision C++ ops", OK, "loaded (nms, roi_align)")
+    return Check(SECTION, "torchvision C++ ops", FAIL,
+                 "did not load: detection cannot train or predict (torch and torchvision "
+                 "may not match)", "pip install -c constraints.txt torch torchvision  "
+                 "(frozen build: rebuild it)")  # fmt: skip
 
 
 def device_check(torch: Any) -> Check:

@@ -136,6 +136,7 @@ def qt_checks(
         return [Check(SECTION, "PySide6", FAIL, f"cannot import PySide6 ({exc})",
                       "pip install PySide6-Essentials  (or reinstall tlstudio)")]  # fmt: skip
     checks = [Check(SECTION, "Qt", OK, f"PySide6 {PySide6.__version__}, Qt {QtCore.qVersion()}")]
+    path: Path | None
     if plugin is not None:
         platform = plugin.name.split(".")[0].removeprefix("lib")[1:]  # libqxcb.so -> xcb
         why, path = "--platform-plugin", plugin

@@ -63,7 +63,7 @@ def storage_checks(project_dir: Path | None = None) -> list[Check]:
     folder) and free space on their disks."""
     folders = [("weights cache", _hub_dir(), "TORCH_HOME=/a/writable/folder tlstudio ...")]
     if project_dir is not None:
-        cache = project_dir / "cache"
+        cache = project_dir.absolute() / "cache"
         folders.append(("project cache", cache, f"make {cache} writable (or copy the project)"))
     folders.append(("temp folder", Path(tempfile.gettempdir()), "set TMPDIR to a writable folder"))
     checks: list[Check] = []

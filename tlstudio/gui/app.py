@@ -12,6 +12,7 @@ import signal
 import sys
 import traceback
 from pathlib import Path
+from typing import cast
 
 from PySide6.QtCore import (
     QCoreApplication,
@@ -40,7 +41,7 @@ def create_application(argv: list[str] | None = None) -> QApplication:
     QCoreApplication.setOrganizationName(ORGANIZATION)
     QCoreApplication.setApplicationName(APPLICATION)
     QCoreApplication.setApplicationVersion(__version__)
-    app = QApplication.instance()
+    app = cast("QApplication | None", QApplication.instance())
     if app is None:
         previous = qInstallMessageHandler(_explain_fatal_platform_error)
         try:
@@ -53,7 +54,7 @@ def create_application(argv: list[str] | None = None) -> QApplication:
     from tlstudio.gui.icons import app_icon
 
     app.setWindowIcon(app_icon())
-    return app  # type: ignore[return-value]
+    return app
 
 
 _held_messages: list[str] = []

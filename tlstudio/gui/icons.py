@@ -13,12 +13,19 @@ from __future__ import annotations
 from collections.abc import Sequence
 from functools import cache
 from importlib import resources
-from importlib.resources.abc import Traversable
+from typing import TYPE_CHECKING, cast
 
 from PySide6.QtCore import QByteArray, QRectF, Qt
-from PySide6.QtGui import QActionGroup, QGuiApplication, QIcon, QPainter, QPalette, QPixmap
+from PySide6.QtGui import QAction, QActionGroup, QGuiApplication, QIcon, QPainter, QPalette, QPixmap
 from PySide6.QtSvg import QSvgRenderer
-from PySide6.QtWidgets import QMainWindow, QMenu, QToolBar, QToolButton
+from PySide6.QtWidgets import QMenu, QToolBar, QToolButton
+
+if TYPE_CHECKING:
+    from importlib.resources.abc import Traversable
+
+    from tlstudio.gui.actions import Actions
+    from tlstudio.gui.canvas.view import CanvasView
+    from tlstudio.gui.main_window import MainWindow
 
 APP_ICON = "tlstudio"
 ICON_FOLDER = ("resources", "icons")  # inside the tlstudio package
@@ -97,12 +104,12 @@ def app_icon() -> QIcon:
     return icon(APP_ICON)
 
 
-def decorate_window(window: QMainWindow, modes: Sequence[str] = ()) -> None:
+def decorate_window(window: MainWindow, modes: Sequence[str] = ()) -> None:
     """Put the icons on ``window`` (a :class:`~tlstudio.gui.main_window.MainWindow`): its
     actions, the toolbars (text beside the icon, so the words stay), the mode tabs
     (``modes``: action names in tab order), the Predict/Accept buttons; and the Mask
     tool's button gets a menu of the mask modes."""
-    actions = window.actions
+    actions = cast("Actions", window.actions)  # the attribute shadows QWidget.actions()
     for name, icon_name in ACTION_ICONS.items():
         actions[name].setIcon(icon(icon_name))
     for bar in window.findChildren(QToolBar):
@@ -117,23 +124,24 @@ def decorate_window(window: QMainWindow, modes: Sequence[str] = ()) -> None:
     _add_mask_mode_menu(window)
 
 
-def _add_mask_mode_menu(window: QMainWindow) -> None:
+def _add_mask_mode_menu(window: MainWindow) -> None:
     """The Mask button opens the mask tool; its arrow picks brush, eraser or polygon (the
     canvas's M/E/P keys). The button shows the current mode's icon."""
-    canvas, mask_action = window.canvas, window.actions["tool_mask"]
+    mask_action = cast("Actions", window.actions)["tool_mask"]
     button = window.tool_bar.widgetForAction(mask_action)
-    if not isinstance(button, QToolButton) or not hasattr(canvas, "set_mask_mode"):
+    if not isinstance(button, QToolButton) or not hasattr(window.canvas, "set_mask_mode"):
         return  # no toolbar button, or the placeholder canvas (no mask tool)
+    canvas = cast("CanvasView", window.canvas)
     menu = QMenu(button)
     menu.setObjectName("maskModeMenu")
     group = QActionGroup(menu)
-    by_mode = {}
+    by_mode: dict[str, QAction] = {}
     for mode, (icon_name, text) in MASK_MODE_ITEMS.items():
         act = menu.addAction(icon(icon_name), text)
         act.setObjectName(f"action_mask_{mode}")
         act.setCheckable(True)
         group.addAction(act)
-        act.triggered.connect(lambda _=False, mode=mode: _choose_mask_mode(window, mode))
+        act.triggered.connect(lambda _=False, mode=mode: _choose_mask_mode(window, canvas, mode))
         by_mode[mode] = act
 
     def show_mode(mode: str) -> None:
@@ -146,6 +154,6 @@ def _add_mask_mode_menu(window: QMainWindow) -> None:
     button.setPopupMode(QToolButton.ToolButtonPopupMode.MenuButtonPopup)
 
 
-def _choose_mask_mode(window: QMainWindow, mode: str) -> None:
-    window.canvas.set_mask_mode(mode)
+def _choose_mask_mode(window: MainWindow, canvas: CanvasView, mode: str) -> None:
+    canvas.set_mask_mode(mode)
     window.app_state.set_tool("mask")
