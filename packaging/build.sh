@@ -7,9 +7,9 @@
 #   packaging/build.sh --keep-venv  # reuse build/venv if it exists (quicker rebuild)
 #   PYTHON=python3.11 packaging/build.sh
 #
-# On Linux, the Qt xcb plugin's system libraries that this machine has are bundled (PyInstaller
-# collects every library a plugin links, except the graphics stack and libc); the ones it lacks
-# are listed with the apt-get line, since the build cannot carry what it cannot see.
+# On Linux the Qt xcb plugin's system libraries are bundled (PyInstaller collects every library
+# a plugin links, except the graphics stack, libxcb itself and libc); those this machine lacks
+# are fetched as Debian packages (apt-get download) and unpacked under build/ first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
@@ -18,7 +18,7 @@ keep_venv=0
 for arg in "$@"; do
   case "$arg" in
     --keep-venv) keep_venv=1 ;;
-    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
     *) echo "build.sh: unknown option $arg (try --help)" >&2; exit 2 ;;
   esac
 done
@@ -37,16 +37,41 @@ fi
 venv_done=$(date +%s)
 
 if [ "$(uname -s)" = Linux ]; then
+  # Libraries of the Qt xcb plugin missing on this machine: fetch their Debian packages
+  # (apt-get download: no root, nothing installed) and unpack them under build/, where
+  # PyInstaller (which resolves with ldd, so LD_LIBRARY_PATH) finds and bundles them.
+  missing_packages=$("$VENV/bin/python" - <<'PY'
+from tlstudio.doctor.qt import debian_package, missing_libraries, platform_plugin
+
+plugin = platform_plugin("xcb")
+missing = (missing_libraries(plugin) or []) if plugin else []
+print(" ".join(dict.fromkeys(debian_package(lib) for lib in missing)))
+PY
+)
+  if [ -z "$missing_packages" ]; then
+    echo "== the Qt xcb plugin's libraries are all on this machine; the build bundles them"
+  elif command -v apt-get >/dev/null && command -v dpkg-deb >/dev/null; then
+    echo "== this machine lacks $missing_packages (Qt xcb plugin); fetching them to bundle"
+    extra=build/system-libs
+    rm -rf "$extra"
+    mkdir -p "$extra/debs" "$extra/root"
+    (cd "$extra/debs" && apt-get download $missing_packages 2>&1 | grep -v "unsandboxed" || true)
+    for deb in "$extra"/debs/*.deb; do dpkg-deb -x "$deb" "$extra/root"; done
+    lib_dirs=$(find "$PWD/$extra/root" -name "*.so*" -printf '%h\n' | sort -u | paste -sd:)
+    export LD_LIBRARY_PATH="$lib_dirs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  else
+    echo "warning: this machine lacks libraries of the Qt xcb plugin ($missing_packages) and"
+    echo "  cannot fetch them (no apt-get); the build will not carry them. Install them first:"
+    echo "  sudo apt-get install $missing_packages"
+  fi
   "$VENV/bin/python" - <<'PY'
-from tlstudio.doctor.qt import install_hint, missing_libraries, platform_plugin
+from tlstudio.doctor.qt import missing_libraries, platform_plugin
 
 plugin = platform_plugin("xcb")
 missing = missing_libraries(plugin) if plugin else None
 if missing:
-    print("warning: this machine lacks libraries of the Qt xcb plugin, so the build cannot "
-          f"bundle them: {', '.join(missing)}\n  " + install_hint(missing).replace("\n", "\n  "))
-elif missing == []:
-    print("== the Qt xcb plugin's libraries are all here; the build bundles them")
+    print(f"warning: the build will lack {', '.join(missing)}: the window will need them "
+          "installed on the machine that runs it")
 PY
 fi
 
