@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
 COMMANDS = (
     "new", "import", "export", "info", "demo", "train", "evaluate", "predict", "experiment",
-    "export-model", "report",
+    "export-model", "report", "doctor",
 )  # fmt: skip
 IMPORT_FORMATS = (*FORMATS, "images")  # "images": add the paths as images only
 KIND_NAMES = {  # kind: (one, several)
@@ -135,6 +135,9 @@ def _parser() -> argparse.ArgumentParser:
     from .cli_ml import add_commands
 
     add_commands(sub)
+    from .doctor import add_command as add_doctor
+
+    add_doctor(sub)
     parser.set_defaults(run=lambda _args: _open_window(None))
     return parser
 
