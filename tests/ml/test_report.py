@@ -36,7 +36,9 @@ def trained(tmp_path_factory):
         epochs = 2 if task == "classify" else 1
         spec = RunSpec(task=task, backbone="resnet18", weights="none",
                        train=TrainConfig(epochs=epochs, batch_size=8), input_size=64)  # fmt: skip
-        runs[task] = runner.train(project, spec).run_id
+        result = runner.train(project, spec)
+        runs[task] = result.run_id
+        runs[f"{task} best epoch"] = result.ended.best_epoch  # 0-based, as events carry it
     yield project, runs
     project.close()
 
@@ -175,3 +177,14 @@ def test_cli_report(trained, tmp_path, capsys):
     assert code == 0
     assert str(out) in capsys.readouterr().out
     assert "<h2>Metrics (test)</h2>" in out.read_text(encoding="utf-8")
+
+
+def test_report_counts_the_best_epoch_from_1_like_the_train_panel(trained, tmp_path):
+    project, runs = trained
+    out = write_report(project, runs["classify"], tmp_path / "epochs.html", samples=1,
+                       heatmaps=False)  # fmt: skip
+    text = out.read_text(encoding="utf-8")
+    best = runs["classify best epoch"]
+    assert best is not None
+    # the monitor and the CLI say "best … at epoch {best + 1}"; the report must agree
+    assert f"marks the best epoch ({best + 1})" in text
