@@ -9,8 +9,8 @@ writes into OUT_DIR (default ``docs/screenshots``):
   strategy, the estimated time, the images);
 - ``train_config.png``: "All settings…" for detection with "Fine-tune top stages":
   strategy, backbone table, freeze depth;
-- ``train_config_advanced.png``: further down the same view, landmarks: the advanced
-  options, the augmentation with its preview (landmarks follow the flips).
+- ``train_config_advanced.png``: further down the same view, landmarks: the end of the
+  advanced options, the augmentation with its preview (landmarks follow the flips).
 
 Not a test (pytest does not collect it); ``test_train_config.py`` runs it once into a
 temporary folder so it keeps working.
@@ -86,8 +86,9 @@ def make_screenshots(out_dir: str | Path, n_images: int = 24) -> list[Path]:
         wait_for(lambda: _settled(panel) and panel.preview.result().task == "landmarks")
         settle(100)
         bar = panel.full_scroll.verticalScrollBar()
-        top = panel.advanced_button.mapTo(panel.full_view, panel.advanced_button.rect().topLeft())
-        bar.setValue(top.y() - 8)
+        editor = panel.augment_editor
+        top = editor.mapTo(panel.full_view, editor.rect().topLeft())
+        bar.setValue(top.y() - 160)
         grab("train_config_advanced.png")
 
         panel.wait_idle()

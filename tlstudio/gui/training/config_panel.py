@@ -463,7 +463,10 @@ class TrainConfigPanel(QWidget):
             self.quick_view.set_data_summary("")
             return
         spec = self.spec()
-        self.quick_view.set_data_summary(images_for_run(facts, spec.task)[2])
+        warnings = self.split_summary.warnings()  # too few images of a class, and such
+        self.quick_view.set_data_summary(
+            "\n".join([images_for_run(facts, spec.task)[2], *warnings])
+        )
         n, depth = self.freeze_strip.num_stages(), self.freeze_strip.depth()
         measured = self.backbone_table.measured_ms(spec.backbone)
         text = describe_estimate(

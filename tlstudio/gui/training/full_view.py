@@ -34,6 +34,7 @@ from tlstudio.gui.training.split_summary import SplitSummary
 from tlstudio.ml.presets import CUSTOM, PRESETS
 from tlstudio.ml.tasks.registry import task_info
 
+SIDE_BY_SIDE_PX = 980  # narrower, two columns squeeze the stage boxes and the tables
 FAST_PATH_TEXT = (
     "Backbone frozen and no augmentation: features are computed once and cached; "
     "epochs train only the head (fast)."
@@ -82,7 +83,8 @@ class FullView(QWidget):
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addLayout(row)
         layout.addWidget(self.preset_note)
-        layout.addWidget(Columns(self._left(settings), self._right()), 1)
+        columns = Columns(self._left(settings), self._right(), min_width=SIDE_BY_SIDE_PX)
+        layout.addWidget(columns, 1)
 
     def _left(self, settings: QSettings | None) -> QWidget:
         """Backbone, freeze depth, training options."""

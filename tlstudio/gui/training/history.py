@@ -270,7 +270,6 @@ class RunHistoryPanel(QWidget):
         self.metric_plot = self.plots.add_plot("main metric")
         for plot in (self.loss_plot, self.metric_plot):
             plot.addLegend(offset=(-5, 5), labelTextColor="k")
-        self.metric_plot.setXLink(self.loss_plot)
 
     def _overlay(self, run_ids: list[int]) -> None:
         self._overlaid = list(run_ids)

@@ -267,7 +267,8 @@ class TrainingMonitor(QWidget):
         if self._built:
             self._remove_markers()
             self._x_span = 0
-            self.loss_plot.enableAutoRange(axis="x")
+            for plot in self._plots:
+                plot.enableAutoRange(axis="x")
         self._markers_drawn = 0
         self._dirty = True
 
@@ -301,7 +302,8 @@ class TrainingMonitor(QWidget):
         c["metric"].setData(mx, my)
         if self.epochs and self._x_span != self.epochs:  # the whole run's width from the start
             self._x_span = self.epochs
-            self.loss_plot.setXRange(0, self.epochs, padding=0.02)
+            for plot in self._plots:
+                plot.setXRange(0, self.epochs, padding=0.02)
         if self._metric_title != self.metric_name:  # setTitle re-lays out the plot: only on change
             self._metric_title = self.metric_name
             self.metric_plot.setTitle(self.metric_name)
@@ -527,8 +529,8 @@ class TrainingMonitor(QWidget):
         self._x_span = 0
         self.lr_plot = self.plots.add_plot("learning rate")
         self._plots = (self.loss_plot, self.metric_plot, self.lr_plot)
-        self.metric_plot.setXLink(self.loss_plot)
-        self.lr_plot.setXLink(self.loss_plot)
+        # no setXLink: the plots are separate widgets of different widths, and linking
+        # would align them by screen position; each shows the whole run instead
         self.loss_plot.addLegend(offset=(-5, 5), labelTextColor="k")
 
         def pen(name: str, width: float = 1.5, style=None):

@@ -74,7 +74,7 @@ class QuickView(QWidget):
             self.radios[name] = radio
             radio.toggled.connect(lambda on, n=name: self._toggled(n, on))
             layout.addWidget(radio)
-            detail = _label(meaning, "color: palette(mid); margin-left: 22px;")
+            detail = _label(meaning, "color: #555; margin-left: 22px;")
             layout.addWidget(detail)
         self.custom_note = _label(
             "Your settings match none of these answers: see All settings…",

@@ -47,11 +47,16 @@ class VerticalScrollArea(QScrollArea):
 
 
 class Columns(QWidget):
-    """Two columns side by side when both fit, else the second below the first."""
+    """Two columns side by side when both fit (and the width is at least ``min_width``,
+    below which side by side squeezes them), else the second below the first."""
 
-    def __init__(self, first: QWidget, second: QWidget, parent: QWidget | None = None):
+    def __init__(
+        self, first: QWidget, second: QWidget, parent: QWidget | None = None, *,
+        min_width: int = 0,
+    ):  # fmt: skip
         super().__init__(parent)
         self.first, self.second = first, second
+        self.min_width = min_width
         self._box = QBoxLayout(QBoxLayout.Direction.TopToBottom, self)
         self._box.setContentsMargins(0, 0, 0, 0)
         self._box.setSpacing(8)
@@ -74,7 +79,7 @@ class Columns(QWidget):
 
     def resizeEvent(self, event: QResizeEvent) -> None:
         super().resizeEvent(event)
-        wide = self.width() >= self._wide_minimum() + SLACK_PX
+        wide = self.width() >= max(self._wide_minimum() + SLACK_PX, self.min_width)
         if wide != self.side_by_side():
             self._box.setDirection(
                 QBoxLayout.Direction.LeftToRight if wide else QBoxLayout.Direction.TopToBottom
