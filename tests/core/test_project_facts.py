@@ -6,7 +6,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from tlstudio.core.annotations import Box
@@ -44,15 +43,10 @@ def test_counts_per_kind_class_and_split_match_the_store(tmp_path: Path) -> None
         assert facts.runs == 0
 
 
-def test_facts_of_a_fresh_project_without_splits(tmp_path: Path) -> None:
-    import cv2
-
+def test_facts_of_a_fresh_project_without_splits(tmp_path: Path, make_images) -> None:
     root = tmp_path / "p"
-    root.mkdir()
-    for i in range(4):
-        cv2.imwrite(str(root / f"{i}.png"), np.full((16, 16, 3), 40 * i, np.uint8))
     with Project.create(root) as project:
-        project.add_images([root])
+        project.add_images(make_images(root, 4, (16, 16)))
         cls = project.add_class("spot")
         project.add_box(project.image_ids()[0], Box(cls.id, 1, 1, 8, 8))
     facts = read_project_facts(root)

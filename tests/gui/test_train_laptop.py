@@ -219,19 +219,13 @@ def test_quick_view_is_the_default_and_edits_the_same_configuration(qtbot, main_
     assert config.spec() == spec
 
 
-def test_quick_view_says_why_a_task_cannot_train(qtbot, main_window, tmp_path):
-    import cv2
-    import numpy as np
-
+def test_quick_view_says_why_a_task_cannot_train(qtbot, main_window, tmp_path, make_images):
     from tlstudio.core.annotations import Box
     from tlstudio.core.project import Project
 
     root = tmp_path / "boxes_only"
-    root.mkdir()
-    for i in range(4):
-        cv2.imwrite(str(root / f"{i}.png"), np.full((32, 32, 3), 50 * i, np.uint8))
     with Project.create(root) as project:
-        project.add_images([root])
+        project.add_images(make_images(root, 4, (32, 32)))
         spot = project.add_class("spot")
         project.add_box(project.image_ids()[0], Box(spot.id, 2, 2, 20, 20))
     assert main_window.open_project(root)
