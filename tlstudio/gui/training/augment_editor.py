@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from PySide6.QtCore import Signal
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import QCheckBox, QVBoxLayout, QWidget
 
 from tlstudio.gui.training.setting_widgets import SettingsForm
@@ -40,7 +40,7 @@ class AugmentEditor(QWidget):
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.setSpacing(4)
-        layout.addWidget(self.switch)
+        layout.addWidget(self.switch, 0, Qt.AlignmentFlag.AlignLeft)  # as wide as its text
         layout.addWidget(self.form)
         self.switch.toggled.connect(self._switched)
         self.form.changed.connect(lambda _name: self.changed.emit())
