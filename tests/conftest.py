@@ -240,11 +240,13 @@ def umap_jit_cached() -> None:
 
 class TrainedDemo(NamedTuple):
     """A 12-image demo project (64 px) with one finished run per task and its stored
-    predictions. ``runs``: task -> run id. Shared by the whole session: add runs or
-    rename things only if you undo it."""
+    predictions. ``runs``: task -> run id; ``best_epochs``: task -> the best epoch as the
+    trainer's events carry it (0-based). Shared by the whole session: add runs or rename
+    things only if you undo it."""
 
     project: Any  # tlstudio.core.project.Project, imported only when the fixture runs
     runs: dict[str, int]
+    best_epochs: dict[str, int | None]
 
 
 @pytest.fixture(scope="session")
@@ -263,14 +265,15 @@ def trained_demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TrainedDe
     torch.set_num_threads(1)
     project = create_demo_project(tmp_path_factory.mktemp("trained") / "demo", n_images=12, size=64)
     try:
-        runs = {}
+        runs, best_epochs = {}, {}
         for task in ("classify", "segment", "landmarks", "autoencode", "detect"):
             epochs = 2 if task == "classify" else 1
             spec = RunSpec(task=task, backbone="resnet18", weights="none",
                            train=TrainConfig(epochs=epochs, batch_size=8), input_size=64)  # fmt: skip
-            runs[task] = runner.train(project, spec).run_id
+            result = runner.train(project, spec)
+            runs[task], best_epochs[task] = result.run_id, result.ended.best_epoch
             runner.predict(project, runs[task], device="cpu")
     finally:
         torch.set_num_threads(threads)
-    yield TrainedDemo(project, runs)
+    yield TrainedDemo(project, runs, best_epochs)
     project.close()

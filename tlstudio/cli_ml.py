@@ -12,7 +12,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-TASKS = ("classify", "detect", "landmarks", "segment", "autoencode")
+from .ml.presets import PRESET_NAMES
+from .ml.tasks.registry import TASK_NAMES as TASKS
+
 AUGMENT_CHOICES = ("none", "default", "strong")
 
 
@@ -164,19 +166,27 @@ def add_run_options(
         help="bundled | cached | none | auto | FILE (default: auto = bundled, else cached)",
     )
     p.add_argument(
+        "--preset",
+        choices=PRESET_NAMES,
+        default=None,
+        help="a training strategy as in the Train panel: sets freeze, lr, epochs, per-stage "
+        "lr decay, progressive unfreezing and augmentation; options given explicitly win",
+    )
+    # default None: "not given", so a --preset value shows through (see spec_from_args)
+    p.add_argument(
         "--freeze",
-        default="all",
+        default=None,
         help="leading backbone stages kept fixed: 'all' = feature extraction (default), 0 = full fine-tuning",
     )
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--epochs", type=int, default=None, help="default: 10")
+    p.add_argument("--lr", type=float, default=None, help="default: 1e-3")
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--optimizer", choices=OPTIMIZERS, default="adamw")
     p.add_argument("--schedule", choices=SCHEDULES, default="cosine")
     p.add_argument(
         "--augment",
         choices=AUGMENT_CHOICES,
-        default="none",
+        default=None,
         help="none (default), default or strong",
     )
     p.add_argument(
@@ -208,16 +218,34 @@ def spec_from_args(args: argparse.Namespace):
     from .ml.runner import RunSpec
     from .ml.train_config import TrainConfig
 
-    freeze: int | str = args.freeze if args.freeze == "all" else int(args.freeze)
     cfg = TrainConfig(
-        epochs=args.epochs, batch_size=args.batch, lr=args.lr, optimizer=args.optimizer,
-        schedule=args.schedule, freeze=freeze, early_stopping_patience=args.patience,
-        seed=args.seed, device=args.device,
+        batch_size=args.batch, optimizer=args.optimizer, schedule=args.schedule,
+        early_stopping_patience=args.patience, seed=args.seed, device=args.device,
     )  # fmt: skip
+    augment = "none"
+    preset_name = getattr(args, "preset", None)
+    if preset_name:  # the preset first; the options given explicitly below override it
+        from .core.errors import ValidationError
+        from .ml.backbones import get_spec
+        from .ml.presets import get_preset
+
+        try:
+            n_stages = len(get_spec(args.backbone).stages)
+        except KeyError as exc:
+            raise ValidationError(str(exc.args[0])) from None
+        preset = get_preset(preset_name)
+        cfg = preset.apply(cfg, n_stages)
+        augment = "default" if preset.augment else "none"
+    if args.freeze is not None:
+        cfg.freeze = args.freeze if args.freeze == "all" else int(args.freeze)
+    if args.epochs is not None:
+        cfg.epochs = args.epochs
+    if args.lr is not None:
+        cfg.lr = args.lr
     return RunSpec(
         task=args.task, backbone=args.backbone, weights=args.weights, train=cfg,
-        augment=_augment(args.augment), input_size=args.input_size,
-        use_feature_cache=not args.no_feature_cache,
+        augment=_augment(args.augment if args.augment is not None else augment),
+        input_size=args.input_size, use_feature_cache=not args.no_feature_cache,
     )  # fmt: skip
 
 

@@ -1,11 +1,19 @@
-"""Screenshots of the training configuration panel, for the docs.
+"""Screenshots of the Train panel's configuration, in the whole window at 1280×800 (a
+laptop), for the docs.
 
     QT_QPA_PLATFORM=offscreen python tests/gui/make_screenshots_train.py [OUT_DIR]
 
-writes ``train_config.png`` (detection, "Fine-tune top stages", the augmentation
-preview with boxes) and ``train_config_advanced.png`` (landmarks, advanced settings
-open) into OUT_DIR (default ``docs/screenshots``). Not a test (pytest does not collect
-it); ``test_train_config.py`` runs it once into a temporary folder so it keeps working.
+writes into OUT_DIR (default ``docs/screenshots``):
+
+- ``train_quick.png``: the Quick view of a new project (the question that picks a
+  strategy, the estimated time, the images);
+- ``train_config.png``: "All settings…" for detection with "Fine-tune top stages":
+  strategy, backbone table, freeze depth;
+- ``train_config_advanced.png``: further down the same view, landmarks: the end of the
+  advanced options, the augmentation with its preview (landmarks follow the flips).
+
+Not a test (pytest does not collect it); ``test_train_config.py`` runs it once into a
+temporary folder so it keeps working.
 """
 
 from __future__ import annotations
@@ -15,10 +23,10 @@ import tempfile
 from pathlib import Path
 
 from PySide6.QtCore import QSettings
-from PySide6.QtWidgets import QApplication
-from screenshot_support import wait_for
+from screenshot_support import settle, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
+SIZE = (1280, 800)
 
 
 def _settled(panel) -> bool:
@@ -33,50 +41,59 @@ def _settled(panel) -> bool:
 
 def make_screenshots(out_dir: str | Path, n_images: int = 24) -> list[Path]:
     """Render the panel states into ``out_dir``; returns the PNG paths."""
-    import tlstudio.gui  # noqa: F401  (PySide6 signal fix first)
     from tlstudio.core.demo import create_demo_project
-    from tlstudio.gui.state import AppState
-    from tlstudio.gui.training.config_panel import TrainConfigPanel
+    from tlstudio.gui.app import create_application, create_main_window
+    from tlstudio.gui.workers.tasks import wait_for_background
 
-    app = QApplication.instance() or QApplication([])
+    create_application()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     with tempfile.TemporaryDirectory() as tmp:
-        state = AppState()
-        state.open_project(create_demo_project(Path(tmp) / "demo", n_images=n_images, size=128))
+        root = Path(tmp) / "Shapes demo"
+        create_demo_project(root, n_images=n_images, size=128).close()
         settings = QSettings(str(Path(tmp) / "settings.ini"), QSettings.Format.IniFormat)
-        panel = TrainConfigPanel(state, settings=settings)
-        panel.resize(900, 800)
-        panel.show()
+        window = create_main_window(root, settings)
+        window.resize(*SIZE)
+        window.show()
+        window.modes.setCurrentWidget(window.train_panel)
+        panel = window.train_panel.config
         panel.wait_ready()
         wait_for(panel.has_facts)
+        settle(300)
 
+        def grab(name: str) -> None:
+            settle(200)
+            path = out / name
+            window.grab().save(str(path))
+            written.append(path)
+
+        grab("train_quick.png")
+
+        panel.show_all_settings(True)
         spec = panel.spec()
         spec.task = "detect"
         panel.set_spec(spec)
         panel.preset_combo.setCurrentIndex(panel.preset_combo.findData("fine_tune_top"))
         panel.preview.shuffle(seed=7)
         wait_for(lambda: _settled(panel))
-        path = out / "train_config.png"
-        panel.grab().save(str(path))
-        written.append(path)
+        grab("train_config.png")
 
         spec = panel.spec()
         spec.task = "landmarks"
         panel.set_spec(spec)
         panel.advanced_button.setChecked(True)
-        panel.resize(900, 1000)
         wait_for(lambda: _settled(panel) and panel.preview.result().task == "landmarks")
-        path = out / "train_config_advanced.png"
-        panel.grab().save(str(path))
-        written.append(path)
+        settle(100)
+        bar = panel.full_scroll.verticalScrollBar()
+        editor = panel.augment_editor
+        top = editor.mapTo(panel.full_view, editor.rect().topLeft())
+        bar.setValue(top.y() - 160)
+        grab("train_config_advanced.png")
 
         panel.wait_idle()
-        panel.close()
-        panel.deleteLater()
-        app.processEvents()
-        state.close_project()
+        window.close()
+        wait_for_background()
     return written
 
 

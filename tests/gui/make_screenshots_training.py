@@ -1,10 +1,11 @@
-"""Screenshots of the Train panel for the docs.
+"""Screenshots of the Train panel during and after runs, in the whole window at 1280×800
+(a laptop), for the docs.
 
     QT_QPA_PLATFORM=offscreen python tests/gui/make_screenshots_training.py [OUT_DIR]
 
 writes into OUT_DIR (default ``docs/screenshots``):
 
-- ``train_running.png``: the Train panel during a run (a ResNet-18 without pretrained
+- ``train_running.png``: the Monitor during a run (a ResNet-18 without pretrained
   weights on the demo project, 8 epochs), grabbed after the fourth epoch with the hover
   readout showing;
 - ``run_history.png``: the History tab after three runs with different freeze depths,
@@ -40,24 +41,27 @@ def spec(freeze: int, epochs: int):
 
 
 def make_screenshots(out_dir: Path) -> list[Path]:
-    from PySide6.QtWidgets import QApplication
+    from PySide6.QtCore import QSettings
 
     from tlstudio.core.demo import create_demo_project
-    from tlstudio.gui.state import AppState
-    from tlstudio.gui.training.train_dock import TrainDock
+    from tlstudio.gui.app import create_application, create_main_window
     from tlstudio.gui.workers.tasks import wait_for_background
 
-    _app = QApplication.instance() or QApplication(sys.argv)
+    create_application()
     out_dir.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix="tlstudio_train_shots_"))
     written: list[Path] = []
-    state = AppState()
+    window = None
     try:
-        state.open_project(create_demo_project(tmp / "Shapes demo", n_images=40, size=96))
-        dock = TrainDock(state)
-        dock.resize(1500, 760)
-        dock.show()
+        create_demo_project(tmp / "Shapes demo", n_images=40, size=96).close()
+        settings = QSettings(str(tmp / "settings.ini"), QSettings.Format.IniFormat)
+        window = create_main_window(tmp / "Shapes demo", settings)
+        window.resize(1280, 800)
+        window.show()
+        window.modes.setCurrentWidget(window.train_panel)
+        dock = window.train_panel
         dock.config.wait_ready()
+        wait_until(dock.config.has_facts, 30)
         settle(500)
 
         # -- a run in progress ------------------------------------------------------------
@@ -71,7 +75,7 @@ def make_screenshots(out_dir: Path) -> list[Path]:
         m.show_readout(2.5)
         settle(100)
         path = out_dir / "train_running.png"
-        dock.grab().save(str(path))
+        window.grab().save(str(path))
         written.append(path)
         wait_until(lambda: not dock.controller.is_running)
 
@@ -85,13 +89,13 @@ def make_screenshots(out_dir: Path) -> list[Path]:
         dock.history.select_runs(ids[:2])
         settle(300)
         path = out_dir / "run_history.png"
-        dock.grab().save(str(path))
+        window.grab().save(str(path))
         written.append(path)
         dock.shutdown()
-        dock.close()
     finally:
+        if window is not None:
+            window.close()
         wait_for_background()
-        state.close_project()
         shutil.rmtree(tmp, ignore_errors=True)
     return written
 

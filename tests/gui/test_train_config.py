@@ -41,6 +41,8 @@ def _open_panel(qtbot, state, qsettings):
     qtbot.waitExposed(panel)
     panel.wait_ready()
     qtbot.waitUntil(panel.has_facts, timeout=10000)
+    qtbot.mouseClick(panel.view_button, Qt.MouseButton.LeftButton)  # the full view
+    assert not panel.is_quick_view()
     return panel
 
 
@@ -112,9 +114,10 @@ def test_presets_fill_the_settings_and_an_edit_makes_custom(qtbot, panel):
 
     # open the advanced settings and step the learning rate up: the strategy is now Custom
     qtbot.mouseClick(panel.advanced_button, Qt.MouseButton.LeftButton)
-    assert panel.lr_spin.isVisible()
-    panel.lr_spin.setFocus()
-    qtbot.keyClick(panel.lr_spin, Qt.Key.Key_Up)
+    lr_spin = panel.options_editor.widget("lr")
+    assert lr_spin.isVisible()
+    lr_spin.setFocus()
+    qtbot.keyClick(lr_spin, Qt.Key.Key_Up)
     assert panel.preset() == "custom"
     assert panel.spec().train.lr == pytest.approx(2e-3)
     assert panel.spec().train.progressive_every == 3  # the rest stays as the preset left it
@@ -490,12 +493,13 @@ def test_preview_shows_nine_tiles_that_change_with_the_seed(qtbot, panel):
 
 def _mirror_only(panel) -> None:
     """Augmentation on, every option off except a certain left-right flip."""
-    for spin in (panel.aug_rotate, panel.aug_jitter, panel.aug_erasing):
-        spin.setValue(0)
-    panel.aug_scale_min.setValue(1.0)
-    panel.aug_scale_max.setValue(1.0)
-    panel.aug_crop.setChecked(False)
-    panel.aug_hflip.setValue(1.0)
+    form = panel.augment_editor.form
+    for name in ("rotate_deg", "color_jitter", "random_erasing"):
+        form.widget(name).setValue(0)
+    form.widget("scale").low.setValue(1.0)
+    form.widget("scale").high.setValue(1.0)
+    form.widget("random_resized_crop").setChecked(False)
+    form.widget("hflip").setValue(1.0)
 
 
 def test_preview_boxes_and_landmarks_follow_the_flip(qtbot, panel):
@@ -582,5 +586,9 @@ def test_screenshot_script_runs(qtbot, tmp_path, torch_home):
     finally:
         sys.path.pop(0)
     paths = make_screenshots(tmp_path / "shots", n_images=12)
-    assert [p.name for p in paths] == ["train_config.png", "train_config_advanced.png"]
+    assert [p.name for p in paths] == [
+        "train_quick.png",
+        "train_config.png",
+        "train_config_advanced.png",
+    ]
     assert all(p.stat().st_size > 10_000 for p in paths)

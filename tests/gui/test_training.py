@@ -434,7 +434,7 @@ def test_hover_over_plot_shows_values(qtbot):
     vb = m.loss_plot.getViewBox()
     vb.setRange(xRange=(0, 2), yRange=(0, 2), padding=0)
     qtbot.wait(100)  # let the view box apply the range before mapping into it
-    view = m.graphics
+    view = m.loss_plot.getViewWidget()  # the loss plot has a widget of its own
     target = view.mapFromScene(vb.mapViewToScene(QPointF(1.0, 1.0)))
     qtbot.mouseMove(view.viewport(), target - QPoint(5, 0))
     qtbot.mouseMove(view.viewport(), target)

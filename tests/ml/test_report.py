@@ -23,7 +23,7 @@ VOID = {"meta", "img", "br", "hr", "link", "input"}
 @pytest.fixture(scope="module")
 def trained(trained_demo):
     """(project, task -> run id): the session's demo runs (classify has 2 epochs)."""
-    return trained_demo
+    return trained_demo.project, trained_demo.runs
 
 
 class _Page(HTMLParser):
@@ -160,3 +160,14 @@ def test_cli_report(trained, tmp_path, capsys):
     assert code == 0
     assert str(out) in capsys.readouterr().out
     assert "<h2>Metrics (test)</h2>" in out.read_text(encoding="utf-8")
+
+
+def test_report_counts_the_best_epoch_from_1_like_the_train_panel(trained_demo, tmp_path):
+    project, runs, best_epochs = trained_demo
+    out = write_report(project, runs["classify"], tmp_path / "epochs.html", samples=1,
+                       heatmaps=False)  # fmt: skip
+    text = out.read_text(encoding="utf-8")
+    best = best_epochs["classify"]
+    assert best is not None
+    # the monitor and the CLI say "best … at epoch {best + 1}"; the report must agree
+    assert f"marks the best epoch ({best + 1})" in text

@@ -142,3 +142,39 @@ def test_epoch_events_reach_callbacks(demo):
     rec = EventRecorder()
     runner.train(demo, small_spec("classify", epochs=2, freeze="all"), callbacks=[rec])
     assert [e.epoch for e in rec.of_type(EpochEnded)] == [0, 1]
+
+
+def test_cli_train_preset_sets_the_strategy_and_explicit_options_win(demo, monkeypatch):
+    from tlstudio.ml import presets
+    from tlstudio.ml.backbones import get_spec
+    from tlstudio.ml.transforms import AugmentConfig
+
+    seen: list[RunSpec] = []
+    monkeypatch.setattr("tlstudio.cli_ml.train_and_report", lambda _p, spec: seen.append(spec) or 0)
+    n = len(get_spec("resnet18").stages)
+    base = ["train", str(demo.root), "--task", "classify", "--backbone", "resnet18"]
+    for preset in presets.PRESETS:  # the GUI's strategy names, one by one
+        assert main([*base, "--preset", preset.name]) == 0
+        t, augment = seen[-1].train, seen[-1].augment
+        assert (t.freeze, t.lr, t.epochs) == (preset.freeze_value(n), preset.lr, preset.epochs)
+        assert (t.stage_lr_decay, t.progressive_every, t.head_warmup_epochs) == (
+            preset.stage_lr_decay, preset.progressive_every, preset.head_warmup_epochs
+        )  # fmt: skip
+        assert augment == (AugmentConfig() if preset.augment else None)
+    assert seen[1].train.freeze == n - 2  # "fine-tune top stages": all but the top two
+    # explicit options override the preset, the rest of the preset stays
+    assert main([*base, "--preset", "fine_tune_top", "--epochs", "3", "--lr", "0.01",
+                 "--freeze", "1", "--augment", "none"]) == 0  # fmt: skip
+    t = seen[-1].train
+    assert (t.epochs, t.lr, t.freeze, seen[-1].augment) == (3, 0.01, 1, None)
+    assert t.stage_lr_decay == 0.5
+    # without a preset the documented defaults hold
+    assert main(base) == 0
+    t = seen[-1].train
+    assert (t.freeze, t.epochs, t.lr, seen[-1].augment) == ("all", 10, 1e-3, None)
+
+
+def test_cli_train_unknown_preset_is_a_usage_error(demo, capsys):
+    status = main(["train", str(demo.root), "--task", "classify", "--preset", "fastest"])
+    assert status == 2
+    assert "feature_extraction" in capsys.readouterr().err

@@ -29,6 +29,7 @@ from torchvision import tv_tensors
 from tlstudio.core.errors import TlsError
 from tlstudio.core.project import Project
 from tlstudio.ml.tasks.base import TASKS
+from tlstudio.ml.tasks.registry import unavailable_reasons
 from tlstudio.ml.transforms import AugmentConfig, build_train_transform
 from tlstudio.runtime.images import (  # noqa: F401 (re-exported: ml reads images through data)
     ImageReadError,
@@ -51,22 +52,13 @@ class DatasetError(TlsError):
 def available_tasks(project: Project) -> dict[str, str | None]:
     """For each task in :data:`TASKS`: None if the project can train it, else why not."""
     stats = project.stats()
-    kinds = stats["kinds"]
-    out: dict[str, str | None] = {}
-    if stats["images"] == 0:
-        return dict.fromkeys(TASKS, "no images in the project")
     tagged = sum(1 for usage in stats["classes"].values() if usage["tags"] > 0)
-    if kinds["tags"] == 0:
-        out["classify"] = "no class tags labelled"
-    elif tagged < 2 and not project.multi_label:
-        out["classify"] = "only one class is tagged; classification needs at least two"
-    else:
-        out["classify"] = None
-    out["detect"] = None if kinds["boxes"] else "no boxes labelled"
-    out["landmarks"] = None if kinds["landmarks"] else "no landmarks labelled (no template is used)"
-    out["segment"] = None if kinds["masks"] else "no masks painted"
-    out["autoencode"] = None
-    return out
+    return unavailable_reasons(
+        images=stats["images"],
+        labelled=stats["kinds"],
+        tagged_classes=tagged,
+        multi_label=project.multi_label,
+    )
 
 
 def content_key(project: Project, image_id: int) -> str:

@@ -335,7 +335,7 @@ def _img_tag(b64: str, alt: str, cls: str = "") -> str:
 def _curves(epochs: list[tuple[int, dict[str, float]]], record: RunRecord) -> str:
     if not epochs:
         return _note("No epochs were recorded for this run.")
-    xs = [e for e, _ in epochs]
+    xs = [e + 1 for e, _ in epochs]  # stored 0-based; people count epochs from 1
     keys: list[str] = []
     for _, m in epochs:
         keys += [k for k in m if k not in keys and k not in _HIDDEN_EPOCH_KEYS]
@@ -369,12 +369,13 @@ def _curves(epochs: list[tuple[int, dict[str, float]]], record: RunRecord) -> st
 
 
 def _best_epoch(epochs: list[tuple[int, dict[str, float]]], record: RunRecord) -> int | None:
+    """The best epoch counted from 1 (as the Train panel and the CLI show it), or None."""
     if record.metric_name is None or record.best_metric is None:
         return None
     for e, m in epochs:
         v = m.get(record.metric_name)
         if v is not None and abs(v - record.best_metric) <= 1e-9 * max(1.0, abs(v)):
-            return e
+            return e + 1
     return None
 
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tlstudio.core.errors import TlsError
+from tlstudio.ml.setting import setting
 
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("cosine", "onecycle", "step", "none")
@@ -20,24 +21,95 @@ class TrainConfigError(TlsError, ValueError):
 class TrainConfig:
     """Training settings. ``lr`` is the head's learning rate (the peak for onecycle)."""
 
-    epochs: int = 10
-    batch_size: int = 16
-    lr: float = 1e-3
-    optimizer: str = "adamw"  # adamw | sgd
+    # Fields with a label get an editor in the Train panel (tlstudio.ml.setting).
+    epochs: int = setting(
+        10, label="Epochs", range=(1, 10000), help="Passes over the training images."
+    )
+    batch_size: int = setting(
+        16,
+        label="Batch size",
+        range=(1, 4096),
+        help="Images per optimiser step; lower it if memory runs out.",
+    )
+    lr: float = setting(
+        1e-3,
+        label="Learning rate",
+        range=(1e-7, 10.0),
+        log=True,
+        help="Learning rate of the head; the peak rate for the one-cycle schedule.",
+    )
+    optimizer: str = setting(
+        "adamw",
+        label="Optimiser",
+        choices=(("adamw", "AdamW"), ("sgd", "SGD + momentum")),
+        help="The optimiser: AdamW adapts per weight; SGD with momentum is the classic choice.",
+    )
     momentum: float = 0.9  # SGD only
-    weight_decay: float = 1e-4
-    schedule: str = "cosine"  # cosine | onecycle (per step) | step (per epoch) | none
+    weight_decay: float = setting(
+        1e-4,
+        label="Weight decay",
+        range=(0.0, 1.0),
+        log=True,
+        help="Weight decay (L2 penalty) that keeps weights small to curb overfitting.",
+    )
+    schedule: str = setting(
+        "cosine",
+        label="Schedule",
+        choices=(
+            ("cosine", "cosine"),
+            ("onecycle", "one-cycle"),
+            ("step", "step"),
+            ("none", "constant"),
+        ),
+        help="How the learning rate changes over training.",
+    )  # cosine | onecycle (per step) | step (per epoch) | none
     step_size: int = 10  # epochs between decays of the step schedule
     gamma: float = 0.1  # factor of the step schedule
     freeze: int | str = "all"  # leading backbone stages kept fixed; "all" = feature extraction
-    stage_lr_decay: float = 1.0  # stage k below the head trains at lr * decay**k
-    head_warmup_epochs: int = 0  # epochs with the whole backbone frozen before `freeze` applies
-    progressive_every: int = 0  # >0: unfreeze one more stage every N epochs, down to 0
-    early_stopping_patience: int | None = None  # epochs without improvement before stopping
+    stage_lr_decay: float = setting(
+        1.0,
+        label="Per-stage LR decay",
+        range=(0.05, 1.0),
+        step=0.05,
+        help="Each stage below the head trains at this factor times the rate of the stage above it (1 = same rate).",
+    )
+    head_warmup_epochs: int = setting(
+        0,
+        label="Head warm-up",
+        range=(0, 1000),
+        suffix=" epochs",
+        help="Epochs that train only the head, with the whole backbone frozen, before the freeze depth applies.",
+    )
+    progressive_every: int = setting(
+        0,
+        label="Unfreeze every",
+        range=(0, 1000),
+        suffix=" epochs",
+        off="off",
+        help="Unfreeze one more stage from the top every this many epochs (off = fixed freeze depth).",
+    )
+    early_stopping_patience: int | None = setting(
+        None,
+        label="Early stopping",
+        range=(0, 1000),
+        suffix=" epochs",
+        off="off",
+        help="Stop when the validation metric has not improved for this many epochs (off = train all epochs).",
+    )
     monitor: str | None = None  # metric for best checkpoint / early stopping
     grad_clip: float | None = None  # max global gradient norm
-    seed: int = 0
-    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
+    seed: int = setting(
+        0,
+        label="Seed",
+        range=(0, 2**31 - 1),
+        help="Random seed for splits, initial head weights and augmentation, so runs repeat.",
+    )
+    device: str = setting(
+        "auto",
+        label="Device",
+        choices=(("auto", "auto"), ("cpu", "CPU"), ("cuda", "CUDA GPU"), ("mps", "Apple GPU")),
+        help="Where to train: auto picks a GPU when there is one.",
+    )  # auto | cpu | cuda | cuda:N | mps
     amp: bool = True  # CUDA only: bfloat16 autocast, or float16 with a GradScaler
     channels_last: bool = True  # CUDA only
     num_workers: int = 0

@@ -36,35 +36,82 @@ from torch import Tensor
 from torchvision import tv_tensors
 
 from tlstudio.ml.collate import collate
-
-AUGMENT_HELP: dict[str, str] = {
-    "hflip": "Probability of mirroring the image left-right (landmark left/right pairs swap).",
-    "vflip": "Probability of mirroring the image top-bottom; use only when upside-down images make sense.",
-    "rotate_deg": "Largest random rotation, in degrees, either way (0 = no rotation).",
-    "scale": "Range of random zoom factors (min, max); (1, 1) = no zoom.",
-    "random_resized_crop": "Crop a random part of the image and stretch it back to the input size.",
-    "crop_scale": "Range of the crop's area as a fraction of the image (min, max), for the random crop.",
-    "color_jitter": "Strength of random brightness, contrast and saturation changes (0 = none, 0.2 = ±20 %).",
-    "random_erasing": "Probability of blanking a random rectangle, so the model cannot rely on one spot.",
-    "mixup_alpha": "Classification only: blend pairs of images and their labels (Beta(α, α) weights; 0 = off).",
-    "cutmix_alpha": "Classification only: paste a patch of another image and mix labels by area (0 = off).",
-}
+from tlstudio.ml.setting import setting, settings_of
 
 
 @dataclass
 class AugmentConfig:
     """Augmentation options. Probabilities are in [0, 1]; angles in degrees."""
 
-    hflip: float = 0.5
-    vflip: float = 0.0
-    rotate_deg: float = 10.0
-    scale: tuple[float, float] = (0.9, 1.1)
-    random_resized_crop: bool = True
-    crop_scale: tuple[float, float] = (0.7, 1.0)
-    color_jitter: float = 0.2
-    random_erasing: float = 0.0
-    mixup_alpha: float = 0.0
-    cutmix_alpha: float = 0.0
+    hflip: float = setting(
+        0.5,
+        label="Flip left-right",
+        range=(0, 1),
+        step=0.1,
+        help="Probability of mirroring the image left-right (landmark left/right pairs swap).",
+    )
+    vflip: float = setting(
+        0.0,
+        label="Flip top-bottom",
+        range=(0, 1),
+        step=0.1,
+        help="Probability of mirroring the image top-bottom; use only when upside-down images make sense.",
+    )
+    rotate_deg: float = setting(
+        10.0,
+        label="Rotate ±",
+        range=(0, 180),
+        step=5,
+        decimals=0,
+        suffix="°",
+        help="Largest random rotation, in degrees, either way (0 = no rotation).",
+    )
+    scale: tuple[float, float] = setting(
+        (0.9, 1.1),
+        label="Zoom",
+        range=(0.1, 4),
+        step=0.05,
+        help="Range of random zoom factors (min, max); (1, 1) = no zoom.",
+    )
+    random_resized_crop: bool = setting(
+        True,
+        label="Crop area",
+        help="Crop a random part of the image and stretch it back to the input size.",
+    )
+    crop_scale: tuple[float, float] = setting(
+        (0.7, 1.0),
+        label="Crop area",
+        range=(0.05, 1),
+        step=0.05,
+        needs="random_resized_crop",
+        help="Range of the crop's area as a fraction of the image (min, max), for the random crop.",
+    )
+    color_jitter: float = setting(
+        0.2,
+        label="Colour jitter",
+        range=(0, 1),
+        step=0.05,
+        help="Strength of random brightness, contrast and saturation changes (0 = none, 0.2 = ±20 %).",
+    )
+    random_erasing: float = setting(
+        0.0,
+        label="Erasing",
+        range=(0, 1),
+        step=0.1,
+        help="Probability of blanking a random rectangle, so the model cannot rely on one spot.",
+    )
+    mixup_alpha: float = setting(
+        0.0,
+        label="Mix-up α",
+        range=(0, 2),
+        step=0.1,
+        tasks=("classify",),
+        help="Classification only: blend pairs of images and their labels (Beta(α, α) weights; 0 = off).",
+    )
+    cutmix_alpha: float = setting(
+        0.0, label="CutMix α", range=(0, 2), step=0.1, tasks=("classify",),
+        help="Classification only: paste a patch of another image and mix labels by area (0 = off).",
+    )  # fmt: skip
 
     def __post_init__(self) -> None:
         for name in ("hflip", "vflip", "random_erasing"):
@@ -141,6 +188,10 @@ class AugmentConfig:
         names = {f.name for f in fields(cls)}
         kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in names}
         return cls(**kwargs)
+
+
+#: Help text per option (from the fields' :class:`~tlstudio.ml.setting.SettingInfo`).
+AUGMENT_HELP: dict[str, str] = {f.name: info.help for f, info in settings_of(AugmentConfig)}
 
 
 # --------------------------------------------------------------------------- flips

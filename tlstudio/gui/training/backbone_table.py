@@ -161,6 +161,7 @@ class BackboneTable(QWidget):
     backbone_changed = Signal(str)
     weights_changed = Signal()  # the weights choice, or what is available, changed
     status_refreshed = Signal()  # weights availability re-read from disk
+    speed_measured = Signal(str)  # a backbone's CPU time per image was measured and kept
     message = Signal(str)  # confirmations for a status bar
 
     def __init__(
@@ -578,6 +579,7 @@ class BackboneTable(QWidget):
         self._set_busy(False)
         self._show_speed(name)
         self.status_label.setText(f"{name}: {ms:.1f} ms per image on this CPU (forward pass).")
+        self.speed_measured.emit(name)
 
     def _measure_failed(self, name: str, msg: str) -> None:
         self._set_busy(False)

@@ -25,6 +25,7 @@ from PySide6.QtWidgets import (
 )
 
 from tlstudio.core.runs import RunRecord, RunStore
+from tlstudio.gui.plots.grid import PlotGrid
 
 if TYPE_CHECKING:  # pragma: no cover
     from tlstudio.gui.state import AppState
@@ -104,24 +105,25 @@ class RunHistoryPanel(QWidget):
         self.refresh_button = QPushButton("Refresh")
         self.info_label = QLabel("Select runs to compare their curves.")
         self.info_label.setStyleSheet("color: #555;")
-        self.plot_host = QWidget()
-        self.plot_host.setMinimumHeight(160)
-        QVBoxLayout(self.plot_host).setContentsMargins(0, 0, 0, 0)
+        self.info_label.setWordWrap(True)
+        self.plots = PlotGrid()  # validation loss and main metric; filled when first shown
+        self.plots.setObjectName("historyPlots")
 
         buttons = QHBoxLayout()
         buttons.addWidget(self.reuse_button)
         buttons.addWidget(self.delete_button)
         buttons.addStretch(1)
-        buttons.addWidget(self.info_label)
         buttons.addWidget(self.refresh_button)
         top = QWidget()
         tl = QVBoxLayout(top)
         tl.setContentsMargins(0, 0, 0, 0)
         tl.addWidget(self.table, 1)
         tl.addLayout(buttons)
+        tl.addWidget(self.info_label)
         self.splitter = QSplitter(Qt.Orientation.Vertical)
+        self.splitter.setChildrenCollapsible(False)
         self.splitter.addWidget(top)
-        self.splitter.addWidget(self.plot_host)
+        self.splitter.addWidget(self.plots)
         self.splitter.setStretchFactor(0, 1)
         self.splitter.setStretchFactor(1, 1)
         self.splitter.setSizes([300, 300])
@@ -264,20 +266,10 @@ class RunHistoryPanel(QWidget):
 
         self._built = True
         self._pg = pg
-        glw = pg.GraphicsLayoutWidget()
-        glw.setBackground("w")
-        self.plot_host.layout().addWidget(glw)
-        self.graphics = glw
-        self.loss_plot = glw.addPlot(row=0, col=0, title="validation loss")
-        self.metric_plot = glw.addPlot(row=0, col=1, title="main metric")
+        self.loss_plot = self.plots.add_plot("validation loss")
+        self.metric_plot = self.plots.add_plot("main metric")
         for plot in (self.loss_plot, self.metric_plot):
-            plot.showGrid(x=True, y=True, alpha=0.2)
-            plot.setLabel("bottom", "epoch")
-            for axis in ("left", "bottom"):
-                plot.getAxis(axis).setTextPen("k")
-                plot.getAxis(axis).setPen((120, 120, 120))
             plot.addLegend(offset=(-5, 5), labelTextColor="k")
-        self.metric_plot.setXLink(self.loss_plot)
 
     def _overlay(self, run_ids: list[int]) -> None:
         self._overlaid = list(run_ids)

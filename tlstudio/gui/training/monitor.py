@@ -27,6 +27,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from tlstudio.gui.plots.grid import PlotGrid
 from tlstudio.ml.events import BatchEnded, EpochEnded, FitEnded, FitStarted
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -144,12 +145,17 @@ class TrainingMonitor(QWidget):
         self.status_label.setWordWrap(True)
         self.status_label.setTextFormat(Qt.TextFormat.RichText)
         self.status_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.note_label = QLabel()  # how the images were split for this run, and such
+        self.note_label.setObjectName("runNoteLabel")
+        self.note_label.setWordWrap(True)
+        self.note_label.setStyleSheet("color: #8a5a00;")
+        self.note_label.hide()
         self.hover_label = QLabel(" ")
         self.hover_label.setStyleSheet("color: #555;")
-        self.plot_host = QWidget()
-        self.plot_host.setMinimumHeight(180)
-        self.plot_host.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
-        QVBoxLayout(self.plot_host).setContentsMargins(0, 0, 0, 0)
+        self.hover_label.setWordWrap(True)
+        self.hover_label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        self.plots = PlotGrid()  # loss, metric, learning rate; filled when first shown
+        self.plots.setObjectName("monitorPlots")
 
         top = QHBoxLayout()
         top.addWidget(QLabel("Device:"))
@@ -157,6 +163,7 @@ class TrainingMonitor(QWidget):
         top.addWidget(self.memory_label)
         top.addStretch(1)
         top.addWidget(self.fast_path_label)
+        self.fast_path_label.setWordWrap(True)
         bar = QHBoxLayout()
         bar.addWidget(self.progress, 1)
         bar.addWidget(self.pause_button)
@@ -165,7 +172,8 @@ class TrainingMonitor(QWidget):
         lay.addLayout(top)
         lay.addLayout(bar)
         lay.addWidget(self.status_label)
-        lay.addWidget(self.plot_host, 1)
+        lay.addWidget(self.note_label)
+        lay.addWidget(self.plots, 1)
         lay.addWidget(self.hover_label)
 
         self.pause_button.clicked.connect(self._toggle_pause)
@@ -224,6 +232,25 @@ class TrainingMonitor(QWidget):
         self._devices_requested = True
         run_in_background(list_devices, self.set_devices, context=self)
 
+    def clear(self) -> None:
+        """Forget every run (another project was opened): empty curves, "No run yet"."""
+        self.reset()
+        self.set_note("")
+        self.progress.setFormat("No run yet")
+        self._set_status("Configure a run and press Train.")
+        self.hover_label.setText(" ")
+        for line in getattr(self, "_cursors", []):
+            line.hide()
+
+    def set_note(self, text: str) -> None:
+        """A line about the run shown under the status (empty: hidden)."""
+        self.note_label.setText(text)
+        self.note_label.setVisible(bool(text))
+
+    def plot_widgets(self) -> list[QWidget]:
+        """The loss, metric and learning-rate plots' widgets (empty until first shown)."""
+        return self.plots.plot_widgets()
+
     def reset(self) -> None:
         """Forget the previous run's data (a new run starts)."""
         self._clear_data()
@@ -240,7 +267,8 @@ class TrainingMonitor(QWidget):
         if self._built:
             self._remove_markers()
             self._x_span = 0
-            self.loss_plot.enableAutoRange(axis="x")
+            for plot in self._plots:
+                plot.enableAutoRange(axis="x")
         self._markers_drawn = 0
         self._dirty = True
 
@@ -254,6 +282,7 @@ class TrainingMonitor(QWidget):
             self.paused = False
             self.pause_button.setText("Pause")
             self._dirty = True
+            self._update_progress()  # the bar's last word agrees with the status text now
 
     def redraw(self) -> None:
         """Redraw the curves and the progress text now (the timer calls it when needed)."""
@@ -273,7 +302,8 @@ class TrainingMonitor(QWidget):
         c["metric"].setData(mx, my)
         if self.epochs and self._x_span != self.epochs:  # the whole run's width from the start
             self._x_span = self.epochs
-            self.loss_plot.setXRange(0, self.epochs, padding=0.02)
+            for plot in self._plots:
+                plot.setXRange(0, self.epochs, padding=0.02)
         if self._metric_title != self.metric_name:  # setTitle re-lays out the plot: only on change
             self._metric_title = self.metric_name
             self.metric_plot.setTitle(self.metric_name)
@@ -293,9 +323,10 @@ class TrainingMonitor(QWidget):
         self.run_device = ev.device
         self._extraction = None
         self.fast_path_label.setVisible(bool(ev.feature_cache))
-        val = f" / {ev.val_images} val" if ev.val_images else " (no validation images)"
+        images = f"{ev.train_images} training image{'s' if ev.train_images != 1 else ''}"
+        images += f", {ev.val_images} for validation" if ev.val_images else ", no validation images"
         self._set_status(
-            f"Training on {html.escape(ev.device)}: {ev.train_images} train{val} images; "
+            f"Training on {html.escape(ev.device)}: {images}; "
             f"{ev.trainable_params:,} of {ev.total_params:,} parameters train."
         )
         self._progress_dirty = True
@@ -334,6 +365,7 @@ class TrainingMonitor(QWidget):
     def on_fit_ended(self, ev: FitEnded) -> None:
         self._progress_dirty = True
         self._dirty = True
+        self.epochs_done = ev.epochs_run
         if ev.status == "failed":
             return  # the error message (failed signal) stays
         text = {"finished": "Finished", "stopped_early": "Stopped early", "cancelled": "Cancelled"}
@@ -386,6 +418,7 @@ class TrainingMonitor(QWidget):
         self.metric_epoch: list[float] = []
         self.epoch_metrics: list[dict[str, float]] = []
         self.ended_status: str | None = None
+        self.epochs_done: int | None = None  # completed epochs, once the run ended
         self.error_kind: str | None = None
         self.error_message: str | None = None
         self._ema, self._ema_n = 0.0, 0
@@ -455,6 +488,17 @@ class TrainingMonitor(QWidget):
             self.progress.setValue(int(1000 * done / total) if total else 0)
             self.progress.setFormat(f"Computing features ({what} images): {done}/{total}")
             return
+        if not self.running and self.ended_status:
+            # one count with the status text: completed epochs (the last one's number)
+            done = self.epochs_done if self.epochs_done is not None else len(self.epoch_x)
+            of = max(self.epochs, 1)
+            status = self.ended_status.replace("_", " ")
+            self.progress.setValue(1000 if status == "finished" else int(1000 * done / of))
+            if done:
+                self.progress.setFormat(f"{status} after epoch {done}/{of}")
+            else:
+                self.progress.setFormat(f"{status} before the first epoch ended")
+            return
         if ev is None:
             return
         epochs = max(self.epochs, 1)
@@ -469,8 +513,6 @@ class TrainingMonitor(QWidget):
         )
         if self.paused:
             text += " · paused"
-        elif not self.running and self.ended_status:
-            text = f"{self.ended_status.replace('_', ' ')} · " + text.split(" · ETA")[0]
         self.progress.setFormat(text)
 
     # -- plots --------------------------------------------------------------------------------
@@ -481,26 +523,14 @@ class TrainingMonitor(QWidget):
 
         self._built = True
         self._pg = pg
-        glw = pg.GraphicsLayoutWidget()
-        glw.setBackground("w")
-        self.plot_host.layout().addWidget(glw)
-        self.graphics = glw
-        self.loss_plot = glw.addPlot(row=0, col=0, title="loss")
-        self.metric_plot = glw.addPlot(row=0, col=1, title=self.metric_name)
+        self.loss_plot = self.plots.add_plot("loss")
+        self.metric_plot = self.plots.add_plot(self.metric_name)
         self._metric_title = self.metric_name
         self._x_span = 0
-        self.lr_plot = glw.addPlot(row=0, col=2, title="learning rate")
+        self.lr_plot = self.plots.add_plot("learning rate")
         self._plots = (self.loss_plot, self.metric_plot, self.lr_plot)
-        for plot in self._plots:
-            plot.showGrid(x=True, y=True, alpha=0.2)
-            plot.setLabel("bottom", "epoch")
-            for axis in ("left", "bottom"):
-                plot.getAxis(axis).setTextPen("k")
-                plot.getAxis(axis).setPen((120, 120, 120))
-            # A fixed width: longer tick labels must not re-lay out the scene on a redraw.
-            plot.getAxis("left").setWidth(52)
-        self.metric_plot.setXLink(self.loss_plot)
-        self.lr_plot.setXLink(self.loss_plot)
+        # no setXLink: the plots are separate widgets of different widths, and linking
+        # would align them by screen position; each shows the whole run instead
         self.loss_plot.addLegend(offset=(-5, 5), labelTextColor="k")
 
         def pen(name: str, width: float = 1.5, style=None):
@@ -544,7 +574,9 @@ class TrainingMonitor(QWidget):
             line.hide()
             plot.addItem(line, ignoreBounds=True)
             self._cursors.append(line)
-        glw.scene().sigMouseMoved.connect(self._on_mouse_moved)
+        for plot in self._plots:
+            # every plot has a scene of its own: a position means something in its plot only
+            plot.scene().sigMouseMoved.connect(lambda pos, p=plot: self._on_mouse_moved(p, pos))
         self._dirty = True
 
     def _remove_markers(self) -> None:
@@ -573,12 +605,10 @@ class TrainingMonitor(QWidget):
         """x of the epoch marker lines drawn so far (one per finished epoch)."""
         return [line.value() for plot, line in self._markers if plot is self.loss_plot]
 
-    def _on_mouse_moved(self, pos: Any) -> None:
-        for plot in self._plots:
-            if plot.sceneBoundingRect().contains(pos):
-                x = plot.getViewBox().mapSceneToView(pos).x()
-                self.show_readout(x)
-                return
+    def _on_mouse_moved(self, plot: Any, pos: Any) -> None:
+        if plot.getViewBox().sceneBoundingRect().contains(pos):
+            self.show_readout(plot.getViewBox().mapSceneToView(pos).x())
+            return
         for line in self._cursors:
             line.hide()
 

@@ -1,5 +1,7 @@
-"""The Train panel: the run configuration on the left, the live monitor and the run
-history in tabs on the right, and the training controller that connects them.
+"""The Train panel: the run configuration, the live monitor and the run history, and the
+training controller that connects them. On a wide panel the configuration sits left of
+the Monitor and History tabs; on a narrow one (a laptop) it becomes a third tab,
+"Settings", so every control stays reachable without sideways scrolling.
 
 Put it in a dock: ``dock.setWidget(TrainDock(app_state))``; in the window's
 ``closeEvent`` call ``train_dock.confirm_close()`` and ignore the event when it
@@ -11,7 +13,8 @@ from __future__ import annotations
 import copy
 from typing import TYPE_CHECKING, Any
 
-from PySide6.QtCore import Qt, Slot
+from PySide6.QtCore import QSize, Qt, Slot
+from PySide6.QtGui import QResizeEvent
 from PySide6.QtWidgets import (
     QMessageBox,
     QSplitter,
@@ -27,6 +30,11 @@ from .config_panel import TrainConfigPanel
 from .history import RunHistoryPanel
 from .monitor import TrainingMonitor
 from .worker import TrainingController
+
+#: Panel width (px) from which the configuration sits beside the tabs: its own minimum
+#: plus room for two monitor plots of 300 px side by side.
+SIDE_BY_SIDE_PX = 1200
+SETTINGS_TAB = "Settings"
 
 if TYPE_CHECKING:  # pragma: no cover
     from tlstudio.gui.state import AppState
@@ -49,16 +57,20 @@ class TrainDock(QWidget):
         self.monitor = TrainingMonitor()
         self.history = RunHistoryPanel(app_state)
         self.tabs = QTabWidget()
+        self.tabs.setObjectName("trainTabs")
         self.tabs.addTab(self.monitor, "Monitor")
         self.tabs.addTab(self.history, "History")
         self.splitter = QSplitter(Qt.Orientation.Horizontal)
-        self.splitter.addWidget(self.config)
+        self.splitter.setChildrenCollapsible(False)
         self.splitter.addWidget(self.tabs)
-        self.splitter.setStretchFactor(0, 0)
-        self.splitter.setStretchFactor(1, 1)
         lay = QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
+        # the narrow arrangement's minimum is the panel's (see minimumSizeHint)
+        lay.setSizeConstraint(QVBoxLayout.SizeConstraint.SetNoConstraint)
         lay.addWidget(self.splitter)
+        self._side_by_side: bool | None = None
+        self._arrange(False)
+        self.tabs.setCurrentWidget(self.config)  # where a session starts
 
         self.monitor.bind(self.controller)
         self.config.start_requested.connect(self.start)
@@ -68,6 +80,8 @@ class TrainDock(QWidget):
         c.fit_started.connect(self._on_fit_started)
         c.finished.connect(self._on_finished)
         c.failed.connect(lambda *_: self.history.refresh())
+        app_state.project_opened.connect(lambda _p: self._project_changed())
+        app_state.project_closed.connect(self._project_changed)
 
     # -- public -------------------------------------------------------------------------------
     @Slot(object)
@@ -85,8 +99,28 @@ class TrainDock(QWidget):
             spec.train.device = device
         if not self.controller.start(spec):
             return False
+        self.monitor.set_note(self.config.take_run_note())
         self.tabs.setCurrentWidget(self.monitor)
         return True
+
+    def side_by_side(self) -> bool:
+        """True when the configuration sits beside the tabs, False when it is a tab."""
+        return bool(self._side_by_side)
+
+    def show_settings(self) -> None:
+        """Bring the configuration into view (its tab, when it is one)."""
+        if not self._side_by_side:
+            self.tabs.setCurrentWidget(self.config)
+
+    def minimumSizeHint(self) -> QSize:
+        """The narrow arrangement's minimum: the configuration is one of the tabs."""
+        tabs = self.tabs.minimumSizeHint()
+        config = self.config.minimumSizeHint()
+        return QSize(max(tabs.width(), config.width()), max(tabs.height(), config.height()))
+
+    def resizeEvent(self, event: QResizeEvent) -> None:
+        super().resizeEvent(event)
+        self._arrange(self.width() >= SIDE_BY_SIDE_PX)
 
     def confirm_close(self) -> bool:
         """For the window's closeEvent: True when it may close. While a run is going, asks
@@ -109,6 +143,30 @@ class TrainDock(QWidget):
         return self.controller.shutdown(ms)
 
     # -- internals ------------------------------------------------------------------------------
+    def _arrange(self, side_by_side: bool) -> None:
+        if side_by_side == self._side_by_side:
+            return
+        self._side_by_side = side_by_side
+        current = self.tabs.currentWidget()
+        if side_by_side:
+            self.tabs.removeTab(self.tabs.indexOf(self.config))
+            self.splitter.insertWidget(0, self.config)
+            self.splitter.setStretchFactor(0, 0)
+            self.splitter.setStretchFactor(1, 1)
+            self.config.show()
+            if current is self.config:
+                current = self.monitor
+        else:
+            self.tabs.insertTab(0, self.config, SETTINGS_TAB)
+        self.tabs.setCurrentWidget(current)
+
+    def _project_changed(self) -> None:
+        """Another project: nothing of the last one's runs stays in the monitor."""
+        if not self.controller.is_running:
+            self.monitor.clear()
+        if not self._side_by_side:
+            self.tabs.setCurrentWidget(self.config)
+
     def _on_running_changed(self, running: bool) -> None:
         setter = getattr(self.config, "set_running", None)
         if setter is not None:

@@ -27,7 +27,9 @@ from typing import Any
 import torch
 from torch import nn
 
-TASKS = ("classify", "detect", "landmarks", "segment", "autoencode")
+from tlstudio.ml.tasks.registry import TASK_NAMES
+
+TASKS = TASK_NAMES  # the registry's names (tlstudio.ml.tasks.registry)
 
 
 class TaskModel(nn.Module):

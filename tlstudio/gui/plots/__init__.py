@@ -1,0 +1,1 @@
+"""Plots shared by the panels (pyqtgraph is imported when the first plot is made)."""
