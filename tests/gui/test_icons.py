@@ -96,7 +96,7 @@ def _click_menu_item(menu_holder: dict, text: str) -> None:
 
 
 def test_mask_button_menu_picks_the_mode_and_the_tool(main_window, qtbot) -> None:
-    actions, canvas = main_window.actions, main_window.canvas
+    actions, canvas = main_window.action_table, main_window.canvas
     actions["tool_select"].trigger()
     button = main_window.tool_bar.widgetForAction(actions["tool_mask"])
     assert button.popupMode() == QToolButton.ToolButtonPopupMode.MenuButtonPopup

@@ -354,7 +354,7 @@ def test_training_without_a_split_offers_to_make_one(qtbot, main_window):
         f"{splits['test']} test images (Edit ▸ Undo takes it back)."
     )
     assert dock.shutdown(60_000)
-    undo = main_window.actions["undo"]
+    undo = main_window.action_table["undo"]
     assert undo.text() == "&Undo Split for training"
     undo.trigger()  # Edit ▸ Undo: one step
     assert all(r.split is None for r in project.images())

@@ -23,7 +23,6 @@ from PySide6.QtWidgets import QMenu, QToolBar, QToolButton
 if TYPE_CHECKING:
     from importlib.resources.abc import Traversable
 
-    from tlstudio.gui.actions import Actions
     from tlstudio.gui.canvas.view import CanvasView
     from tlstudio.gui.main_window import MainWindow
 
@@ -109,7 +108,7 @@ def decorate_window(window: MainWindow, modes: Sequence[str] = ()) -> None:
     actions, the toolbars (text beside the icon, so the words stay), the mode tabs
     (``modes``: action names in tab order), the Predict/Accept buttons; and the Mask
     tool's button gets a menu of the mask modes."""
-    actions = cast("Actions", window.actions)  # the attribute shadows QWidget.actions()
+    actions = window.action_table
     for name, icon_name in ACTION_ICONS.items():
         actions[name].setIcon(icon(icon_name))
     for bar in window.findChildren(QToolBar):
@@ -127,7 +126,7 @@ def decorate_window(window: MainWindow, modes: Sequence[str] = ()) -> None:
 def _add_mask_mode_menu(window: MainWindow) -> None:
     """The Mask button opens the mask tool; its arrow picks brush, eraser or polygon (the
     canvas's M/E/P keys). The button shows the current mode's icon."""
-    mask_action = cast("Actions", window.actions)["tool_mask"]
+    mask_action = window.action_table["tool_mask"]
     button = window.tool_bar.widgetForAction(mask_action)
     if not isinstance(button, QToolButton) or not hasattr(window.canvas, "set_mask_mode"):
         return  # no toolbar button, or the placeholder canvas (no mask tool)
