@@ -150,7 +150,9 @@ def test_cli_train_preset_sets_the_strategy_and_explicit_options_win(demo, monke
     from tlstudio.ml.transforms import AugmentConfig
 
     seen: list[RunSpec] = []
-    monkeypatch.setattr("tlstudio.cli_ml.train_and_report", lambda _p, spec: seen.append(spec) or 0)
+    monkeypatch.setattr(
+        "tlstudio.cli_ml.train_and_report", lambda _p, spec, **_kw: seen.append(spec) or 0
+    )
     n = len(get_spec("resnet18").stages)
     base = ["train", str(demo.root), "--task", "classify", "--backbone", "resnet18"]
     for preset in presets.PRESETS:  # the GUI's strategy names, one by one

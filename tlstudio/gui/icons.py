@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from functools import cache
 from importlib import resources
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING
 
 from PySide6.QtCore import QByteArray, QRectF, Qt
 from PySide6.QtGui import QAction, QActionGroup, QGuiApplication, QIcon, QPainter, QPalette, QPixmap
@@ -128,9 +128,9 @@ def _add_mask_mode_menu(window: MainWindow) -> None:
     canvas's M/E/P keys). The button shows the current mode's icon."""
     mask_action = window.action_table["tool_mask"]
     button = window.tool_bar.widgetForAction(mask_action)
-    if not isinstance(button, QToolButton) or not hasattr(window.canvas, "set_mask_mode"):
-        return  # no toolbar button, or the placeholder canvas (no mask tool)
-    canvas = cast("CanvasView", window.canvas)
+    if not isinstance(button, QToolButton):
+        return  # the action has no toolbar button
+    canvas = window.canvas
     menu = QMenu(button)
     menu.setObjectName("maskModeMenu")
     group = QActionGroup(menu)

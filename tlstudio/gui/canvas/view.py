@@ -77,6 +77,7 @@ class CanvasView(QGraphicsView):
     selection_changed = Signal(object)  # Selection or None
     cursor_moved = Signal(float, float)  # image px under the mouse
     cursor_left = Signal()  # the mouse left the canvas, or the image under it changed
+    mask_mode_changed = Signal(str)  # "brush", "eraser" or "polygon" (keys M/E/P, menus)
 
     def __init__(self, app_state: AppState, parent: QWidget | None = None):
         super().__init__(parent)
@@ -337,7 +338,10 @@ class CanvasView(QGraphicsView):
 
     def set_mask_mode(self, mode: str) -> None:
         """ "brush", "eraser" or "polygon" (the mask tool's mode; does not switch tools)."""
+        changed = mode != self.mask_mode()
         self.tools["mask"].set_mode(mode)
+        if changed:
+            self.mask_mode_changed.emit(mode)
 
     # ------------------------------------------------------------------ predictions
     def set_prediction(
