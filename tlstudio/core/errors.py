@@ -1,12 +1,58 @@
-"""Typed errors. Every message names the file or record and the reason."""
+"""Typed errors. Every message names the file or record and the reason.
+
+Each class carries a ``kind`` that says what went wrong in terms a window can act on
+(which words to use, whether it is the user's to fix); :func:`error_kind` gives the kind
+of any exception, so nobody compares class names as strings."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import ClassVar
+
+#: the request cannot be done as asked (a setting, a choice, a record that is gone)
+USER = "user"
+#: something needed is not there (a file, weights, a codec)
+MISSING = "missing"
+#: a file is there but its content is wrong (corrupt image, malformed label file)
+FORMAT = "format"
+#: the file system refused (permissions, a full disk)
+IO = "io"
+#: the compute device is unavailable or out of memory
+DEVICE = "device"
+#: the work stopped because it was asked to
+CANCELLED = "cancelled"
+#: anything else: a bug in tlstudio or a library, worth a report
+INTERNAL = "internal"
+ERROR_KINDS = (USER, MISSING, FORMAT, IO, DEVICE, CANCELLED, INTERNAL)
 
 
 class TlsError(Exception):
-    """Base class of every error tlstudio raises on purpose."""
+    """Base class of every error tlstudio raises on purpose; ``kind``: one of
+    :data:`ERROR_KINDS` (never :data:`INTERNAL`: these are raised on purpose)."""
+
+    kind: ClassVar[str] = USER
+
+
+class Cancelled(TlsError):
+    """Work stopped because it was asked to (its cancel token); raised by code that
+    has no result to give after a cancel."""
+
+    kind = CANCELLED
+
+
+def error_kind(exc: BaseException) -> str:
+    """The kind (:data:`ERROR_KINDS`) of any exception: a :class:`TlsError`'s own;
+    missing files and other file-system refusals by their OSError class; running out of
+    memory is :data:`DEVICE`; everything else is :data:`INTERNAL` (a bug)."""
+    if isinstance(exc, TlsError):
+        return exc.kind
+    if isinstance(exc, (FileNotFoundError, NotADirectoryError)):
+        return MISSING
+    if isinstance(exc, OSError):
+        return IO
+    if isinstance(exc, MemoryError):
+        return DEVICE
+    return INTERNAL
 
 
 class ProjectError(TlsError):
@@ -16,6 +62,8 @@ class ProjectError(TlsError):
 class SchemaTooNewError(ProjectError):
     """The project was written by a newer tlstudio (higher schema version)."""
 
+    kind = FORMAT
+
 
 class ValidationError(TlsError):
     """Annotation or label-set data is impossible (box outside image, unknown class, ...)."""
@@ -23,6 +71,8 @@ class ValidationError(TlsError):
 
 class ImageError(TlsError):
     """An image file cannot be read. ``path`` names the file, ``reason`` says why."""
+
+    kind = FORMAT
 
     def __init__(self, path: str | Path, reason: str):
         self.path = Path(path)
@@ -41,6 +91,8 @@ class CorruptImageError(ImageError):
 class MissingCodecError(ImageError):
     """A compressed DICOM needs a codec that is not installed (the message names it)."""
 
+    kind = MISSING
+
 
 class ImageTooLargeError(ImageError):
     """The image has more pixels than the limit; refused before decoding pixels."""
@@ -48,6 +100,8 @@ class ImageTooLargeError(ImageError):
 
 class FormatError(TlsError):
     """An interchange file is malformed. ``path`` names the file, ``where`` the field or line."""
+
+    kind = FORMAT
 
     def __init__(self, path: str | Path, where: str, reason: str):
         self.path = Path(path)

@@ -31,7 +31,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from tlstudio.core.atomic import replacing
-from tlstudio.core.errors import ImageError, TlsError
+from tlstudio.core.errors import DEVICE, FORMAT, ImageError, TlsError
 from tlstudio.ml.callbacks import Callback, CancelToken
 from tlstudio.ml.events import (
     BatchEnded,
@@ -62,6 +62,8 @@ _LOWER_IS_BETTER = ("loss", "err", "mse", "mae", "nme", "distance")
 class DeviceError(TlsError):
     """The requested device (CUDA, MPS) is not available or does not exist."""
 
+    kind = DEVICE
+
 
 class TrainConfigError(TlsError, ValueError):
     """A training setting is impossible (the message names the field and the value)."""
@@ -69,6 +71,8 @@ class TrainConfigError(TlsError, ValueError):
 
 class CheckpointError(TlsError):
     """A checkpoint cannot be read or does not fit the model/configuration."""
+
+    kind = FORMAT
 
 
 # --------------------------------------------------------------------------- config
