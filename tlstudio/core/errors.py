@@ -55,6 +55,15 @@ def error_kind(exc: BaseException) -> str:
     return INTERNAL
 
 
+def error_message(exc: BaseException) -> str:
+    """The text to show for ``exc``: its own message (written for people) unless it is
+    :data:`INTERNAL`, whose type is named too, as a bug report needs it."""
+    text = str(exc)
+    if error_kind(exc) == INTERNAL:
+        return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return text or type(exc).__name__
+
+
 class ProjectError(TlsError):
     """A project folder cannot be created or opened."""
 

@@ -17,7 +17,7 @@ from PySide6.QtCore import QObject, Qt, Signal
 from PySide6.QtWidgets import QProgressBar, QProgressDialog, QWidget
 
 from tlstudio.core import imageio
-from tlstudio.core.errors import FormatError, TlsError
+from tlstudio.core.errors import FormatError, TlsError, error_message
 from tlstudio.core.formats import (
     LABEL_SUFFIXES,
     LabelImportReport,
@@ -110,7 +110,7 @@ def run_import(
     try:
         _import(project, job, token, progress, result)
     except Exception as exc:  # reported in the result dialog, never a crash
-        result.failed.append(("(import)", f"{type(exc).__name__}: {exc}"))
+        result.failed.append(("(import)", error_message(exc)))
     finally:
         project.close()
     return result

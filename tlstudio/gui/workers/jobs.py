@@ -8,8 +8,9 @@ outcome comes back on the GUI thread as exactly one of
 
 - ``succeeded(value)``: ``fn`` returned ``value``;
 - ``failed(kind, message)``: it raised; ``kind`` is :func:`tlstudio.core.errors.error_kind`
-  of the exception (``"internal"`` means a bug: its traceback is logged), ``message``
-  the exception's text for people;
+  of the exception, ``message`` its :func:`~tlstudio.core.errors.error_message` (kind
+  ``"internal"`` is a bug: the message names the exception's type and the traceback is
+  logged);
 - ``cancelled()``: ``fn`` raised an error of kind ``"cancelled"`` (e.g.
   :class:`~tlstudio.core.errors.Cancelled`), or raised anything after
   :meth:`BackgroundJob.cancel`, or the job was cancelled before it began. A ``fn``
@@ -36,7 +37,7 @@ from typing import Any, Protocol
 import shiboken6
 from PySide6.QtCore import QObject, QThreadPool, Signal
 
-from tlstudio.core.errors import CANCELLED, INTERNAL, error_kind
+from tlstudio.core.errors import CANCELLED, INTERNAL, error_kind, error_message
 from tlstudio.ml.callbacks import CancelToken
 
 log = logging.getLogger(__name__)
@@ -205,7 +206,7 @@ class BackgroundJob(QObject):
                 else:
                     if kind == INTERNAL:
                         log.error("background job %s failed", self.name, exc_info=exc)
-                    outcome = (_FAILED, (kind, str(exc) or type(exc).__name__))
+                    outcome = (_FAILED, (kind, error_message(exc)))
             else:
                 outcome = (_SUCCEEDED, value)
         self._outcome = outcome

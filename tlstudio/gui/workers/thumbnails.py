@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from PySide6.QtCore import QObject, QRect, Qt, Signal
 from PySide6.QtGui import QColor, QIcon, QImage, QPainter, QPixmap
 
-from tlstudio.core.errors import ImageError
+from tlstudio.core.errors import ImageError, error_message
 from tlstudio.core.thumbnails import ThumbnailCache
 from tlstudio.gui.workers.jobs import job_pool
 
@@ -187,7 +187,7 @@ class ThumbnailLoader(QObject):
         except OSError as exc:
             return None, f"cannot read file ({exc.strerror or exc})"
         except Exception as exc:  # a thumbnail must never take the window down
-            return None, f"{type(exc).__name__}: {exc}"
+            return None, error_message(exc)
         image = QImage(str(png))
         if image.isNull():
             return None, "cannot load the cached thumbnail"
