@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 
 import pytest
-from PySide6.QtCore import QThread
+from PySide6.QtCore import QThread, QThreadPool
 from PySide6.QtWidgets import QWidget
 from thread_leaks import ThreadWatch, check_no_leaks
 
@@ -222,9 +222,13 @@ def test_the_leak_check_names_a_busy_private_pool_and_passes_once_it_is_idle(qtb
     owner = QWidget()
     job = BackgroundJob(lambda token, progress: release.wait(10))
     job.start(job_pool(owner, 1, "deliberately busy"))
+    unnamed = QThreadPool(owner)  # made without job_pool: named by its owner
+    unnamed.start(lambda: release.wait(10))
     try:
-        mine = [leak for leak in watch.settle(grace_ms=50) if "'deliberately busy'" in leak]
+        leaks = watch.settle(grace_ms=50)
+        mine = [leak for leak in leaks if "'deliberately busy'" in leak]
         assert len(mine) == 1 and "test_background_jobs.py" in mine[0]
+        assert any("'of QWidget'" in leak and "test_background_jobs.py" in leak for leak in leaks)
     finally:
         release.set()
     check_no_leaks(watch, grace_ms=5000)  # passes: the job ends within the grace

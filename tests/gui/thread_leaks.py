@@ -82,8 +82,11 @@ class ThreadWatch:
     def busy(self) -> list[str]:
         """One line per QThread still running, pool with active work or unfinished
         future, naming where it was started."""
+        from PySide6.QtCore import QThreadPool
+
         from tlstudio.gui.workers.jobs import registered_pools
 
+        global_pool = QThreadPool.globalInstance()
         found = []
         for thread, place in list(self.threads.items()):
             if _alive(thread) and thread.isRunning():
@@ -93,7 +96,10 @@ class ThreadWatch:
         pools.update({id(p): p for p in list(self.pools.keys())})
         for pool in pools.values():
             if _alive(pool) and pool.activeThreadCount() > 0:
-                name = pool.objectName() or "global"
+                owner = pool.parent()
+                name = pool.objectName() or (
+                    "global" if pool is global_pool else f"of {type(owner).__name__}"
+                )
                 places = sorted(set(self.pools.get(pool, []))) or ["(before this test)"]
                 found.append(f"thread pool {name!r} busy; work started at {', '.join(places)}")
         for future, place in self.futures:
