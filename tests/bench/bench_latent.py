@@ -82,7 +82,8 @@ def scatter_redraw() -> None:
     from PySide6.QtGui import QColor
     from PySide6.QtWidgets import QApplication
 
-    from tlstudio.gui.inspect.latent_view import _Scatter, points_in_polygon
+    from tlstudio.gui.inspect.latent_scatter import AtlasScatter as _Scatter
+    from tlstudio.gui.inspect.latent_scatter import points_in_polygon
 
     app = QApplication.instance() or QApplication([])
     print("\n== scatter redraw: set the points + repaint of a 1000×700 PlotWidget's viewport ==")

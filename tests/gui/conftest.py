@@ -6,6 +6,10 @@ folder of a closed demo project. ``qsettings``: QSettings in a temporary INI fil
 so no test touches the user's settings. ``main_window``: the window as ``run`` builds
 it (without exec), with ``demo_dir`` opened. ``trained_demo_dir``: a closed demo project
 with one tiny trained run (session-wide: copy it before changing it).
+
+Every test here ends with ``no_background_work_left`` (autouse): it fails a test that
+leaves a QThread running, a thread pool busy or an executor task unfinished, after a
+short grace (see :mod:`thread_leaks`).
 """
 
 from __future__ import annotations
@@ -13,6 +17,20 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from thread_leaks import ThreadWatch, check_no_leaks
+
+#: how long (ms) work may go on after a test before it counts as left running
+LEAK_GRACE_MS = 1000
+
+
+@pytest.fixture(autouse=True)
+def no_background_work_left(qapp, monkeypatch):
+    """Fail the test if background work it started is still running after it (and after
+    the other fixtures' teardown: this one is set up first, so it is torn down last)."""
+    watch = ThreadWatch()
+    watch.install(monkeypatch)
+    yield watch
+    check_no_leaks(watch, LEAK_GRACE_MS)
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from PySide6.QtWidgets import QApplication
 from tlstudio.core.commands import SetSplits, SetTags
 from tlstudio.core.project import Project
 from tlstudio.gui.app import create_main_window
-from tlstudio.gui.panels import browser as browser_mod
+from tlstudio.gui.panels import browser_model as browser_mod
 from tlstudio.gui.panels.image_query import ImageFilter
 
 

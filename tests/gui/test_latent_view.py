@@ -222,7 +222,7 @@ def test_scatter_category_path_draws_the_same_pixels_as_plain_set_data(qtbot):
     what ``setData(brush=[...])`` draws (guards against pyqtgraph internals changing)."""
     import pyqtgraph as pg
 
-    from tlstudio.gui.inspect.latent_view import _Scatter
+    from tlstudio.gui.inspect.latent_scatter import AtlasScatter as _Scatter
 
     rng = np.random.default_rng(0)
     xy = rng.normal(size=(300, 2))

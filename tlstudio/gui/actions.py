@@ -24,7 +24,7 @@ from tlstudio.gui.panels.dialogs import ExportDialog, LabelImportDialog, NewProj
 from tlstudio.gui.panels.dialogs import show_message as _show_message
 from tlstudio.gui.state import AppState
 from tlstudio.gui.workers.importer import ImportController, ImportJob
-from tlstudio.gui.workers.tasks import run_in_background
+from tlstudio.gui.workers.jobs import start_job
 
 MAX_RECENT = 10
 RECENT_KEY = "recent/projects"
@@ -379,4 +379,9 @@ class ProjectActions(QObject):
                               f"{text}\n\n{shown}{more}", QMessageBox.Icon.Information)  # fmt: skip
 
         self.message.emit(f"Exporting {fmt} to {out}…")
-        run_in_background(work, done, lambda m: self._error("Export failed", m), context=self)
+        start_job(
+            lambda _token, _progress: work(),
+            context=self,
+            succeeded=done,
+            failed=lambda _kind, message: self._error("Export failed", message),
+        )

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from tlstudio.core.atomic import replacing
-from tlstudio.core.errors import TlsError
+from tlstudio.core.errors import FORMAT, TlsError
 
 CHECKPOINT_FORMAT = 1
 LAST_CHECKPOINT = "last.pt"
@@ -21,6 +21,8 @@ BEST_CHECKPOINT = "best.pt"
 
 class CheckpointError(TlsError):
     """A checkpoint cannot be read or does not fit the model/configuration."""
+
+    kind = FORMAT
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:

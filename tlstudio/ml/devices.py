@@ -12,11 +12,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from tlstudio.core.errors import TlsError
+from tlstudio.core.errors import DEVICE, TlsError
 
 
 class DeviceError(TlsError):
     """The requested device (CUDA, MPS) is not available or does not exist."""
+
+    kind = DEVICE
 
 
 def select_device(pref: str = "auto") -> torch.device:

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from tlstudio.core.errors import TlsError
+from tlstudio.core.errors import CANCELLED, TlsError
 from tlstudio.core.project import Project
 from tlstudio.core.runs import RunRecord, RunStore
 
@@ -88,6 +88,8 @@ class EvaluationError(TlsError):
 
 class EvaluationCancelled(EvaluationError):
     """The evaluation was cancelled through its token."""
+
+    kind = CANCELLED
 
 
 @dataclass(frozen=True)

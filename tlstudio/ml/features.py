@@ -33,7 +33,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 
-from tlstudio.core.errors import TlsError
+from tlstudio.core.errors import CANCELLED, TlsError
 from tlstudio.ml.collate import collate
 
 FEATURES_DIR = "features"
@@ -42,6 +42,8 @@ ProgressFn = Callable[[int, int], None]  # (done, total)
 
 class ExtractionCancelled(TlsError):
     """Feature extraction stopped because the token asked; finished vectors stay cached."""
+
+    kind = CANCELLED
 
 
 def _cancelled(token: Any) -> bool:

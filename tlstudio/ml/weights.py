@@ -27,7 +27,7 @@ from urllib.request import Request, urlopen
 import torch
 from torch import Tensor, nn
 
-from tlstudio.core.errors import TlsError
+from tlstudio.core.errors import MISSING, TlsError
 from tlstudio.ml.architectures import build_architecture, get_spec
 
 # name -> (package, class with get_model_file_path(), file name inside the package)
@@ -64,6 +64,8 @@ class WeightsError(TlsError):
     ``path`` names the file when there is one; ``missing``, ``unexpected`` and
     ``mismatched`` (key, file shape, model shape) list every problem found.
     """
+
+    kind = MISSING
 
     def __init__(
         self,

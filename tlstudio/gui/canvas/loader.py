@@ -14,13 +14,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PySide6.QtCore import QObject, QRunnable, QThreadPool, Signal
+from PySide6.QtCore import QObject, QRunnable, Signal
 from PySide6.QtGui import QImage, QPixmap
 
 from tlstudio.core.imageio import ImageData, read_image
 from tlstudio.core.reduced import read_reduced
 from tlstudio.core.window_presets import DisplayFacts, display_facts
 from tlstudio.core.windowing import to_display
+from tlstudio.gui.workers.jobs import job_pool
 
 _LITTLE = sys.byteorder == "little"
 # 0xAARRGGBB as a native uint32 is B, G, R, A in memory on little-endian machines
@@ -178,8 +179,9 @@ class BackgroundRenderer(QObject):
 
     def __init__(self, parent: QObject | None = None):
         super().__init__(parent)
-        self._pool = QThreadPool(self)
-        self._pool.setMaxThreadCount(2)
+        # QRunnables, not BackgroundJobs: a load sends a preview buffer midway and the
+        # canvas drops superseded results by token (latency: tests/bench/bench_canvas.py)
+        self._pool = job_pool(self, 2, "image loader")
         self._sink = _Sink(self)
         self._sink.done.connect(self.done)
         self._sink.preview.connect(self.preview)

@@ -3,7 +3,8 @@ first) with thumbnails; the selected image is shown next to its reconstruction a
 difference. Double-click opens the image in the Label canvas.
 
 The ranking (which predicts the images that have no stored prediction yet) and each
-reconstruction run in this view's thread pool with their own Project connection.
+reconstruction run as :class:`~tlstudio.gui.workers.jobs.BackgroundJob` s in this
+view's thread pool, each with its own Project connection.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PySide6.QtCore import QAbstractListModel, QModelIndex, QSize, Qt, QThreadPool, Signal
+from PySide6.QtCore import QAbstractListModel, QModelIndex, QSize, Qt, Signal
 from PySide6.QtGui import QImage, QPixmap
 from PySide6.QtWidgets import (
     QAbstractItemView,
@@ -28,10 +29,12 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from tlstudio.core.errors import Cancelled
 from tlstudio.core.runs import RunStore
-from tlstudio.gui.inspect.latent_view import _Job
 from tlstudio.gui.state import AppState
-from tlstudio.gui.workers.thumbnails import ThumbnailLoader, placeholder_icon
+from tlstudio.gui.workers.jobs import BackgroundJob, Progress, job_pool
+from tlstudio.gui.workers.thumbnails import ProjectThumbnails, placeholder_icon
+from tlstudio.ml.callbacks import CancelToken
 
 ICON_PX = 64  # list thumbnails, longest side (screen pixels)
 PREVIEW_PX = 280  # original / reconstruction / difference, each (screen pixels)
@@ -46,7 +49,9 @@ class _Row:
     path: str
 
 
-def _rank(root: Path, run_id: int, token, report) -> tuple[list[_Row], bool]:
+def _rank(
+    root: Path, run_id: int, token: CancelToken, progress: Progress
+) -> tuple[list[_Row], bool]:
     from tlstudio.core.project import Project
     from tlstudio.ml import embed
 
@@ -54,9 +59,11 @@ def _rank(root: Path, run_id: int, token, report) -> tuple[list[_Row], bool]:
     try:
         before = len(RunStore(project).predicted_images(run_id))
         ranking = embed.anomaly_ranking(
-            project, run_id, progress=lambda d, t: report("predict", d, t), token=token
+            project, run_id, progress=lambda d, t: progress(d, t, "predict"), token=token
         )
         predicted = len(RunStore(project).predicted_images(run_id)) != before
+        if token.is_cancelled:  # the ranking lacks the images left unpredicted
+            raise Cancelled("anomaly ranking cancelled")
         rows = []
         for image_id, error in ranking:
             rec = project.image(image_id)
@@ -66,7 +73,7 @@ def _rank(root: Path, run_id: int, token, report) -> tuple[list[_Row], bool]:
         project.close()
 
 
-def _reconstruct(root: Path, run_id: int, image_id: int, token, report) -> tuple[int, Any]:
+def _reconstruct(root: Path, run_id: int, image_id: int) -> tuple[int, Any]:
     from tlstudio.core.project import Project
     from tlstudio.ml import embed
 
@@ -98,12 +105,12 @@ def difference_rgb(original: np.ndarray, reconstruction: np.ndarray) -> np.ndarr
 
 
 class _RankModel(QAbstractListModel):
-    """Rows of the ranking: "rank. name" and the error; icons from the ThumbnailLoader."""
+    """Rows of the ranking: "rank. name" and the error; icons from ``thumbs``."""
 
-    def __init__(self, parent: QWidget | None = None):
+    def __init__(self, thumbs: ProjectThumbnails, parent: QWidget | None = None):
         super().__init__(parent)
         self.rows: list[_Row] = []
-        self.thumbs: ThumbnailLoader | None = None
+        self.thumbs = thumbs
         self._by_key: dict[str, list[int]] = {}
         self._placeholder = placeholder_icon(ICON_PX)
 
@@ -125,7 +132,7 @@ class _RankModel(QAbstractListModel):
         if role == Qt.ItemDataRole.DisplayRole:
             return f"{index.row() + 1}. {r.name}\nerror {r.error:.4g}"
         if role == Qt.ItemDataRole.DecorationRole:
-            icon = self.thumbs.icon(r.sha256, Path(r.path)) if self.thumbs else None
+            icon = self.thumbs.icon(r.sha256, Path(r.path))
             return icon or self._placeholder
         if role == Qt.ItemDataRole.ToolTipRole:
             return f"{r.path}\nimage {r.image_id}, reconstruction error {r.error:.6g}"
@@ -150,15 +157,13 @@ class AnomalyView(QWidget):
     def __init__(self, app_state: AppState, parent: QWidget | None = None):
         super().__init__(parent)
         self.app_state = app_state
-        self._pool = QThreadPool(self)
-        self._pool.setMaxThreadCount(2)
-        self._jobs: set[_Job] = set()
-        self._rank_job: _Job | None = None
+        self._pool = job_pool(self, 2, "anomaly view")
+        self._rank_job: BackgroundJob | None = None
+        self._recon_job: BackgroundJob | None = None
         self._ranked_run: int | None = None
         self._shown_image: int | None = None
         self._wanted_image: int | None = None
-        self._recon_busy = False
-        self._thumbs: ThumbnailLoader | None = None
+        self._thumbs = ProjectThumbnails(app_state, icon_size=ICON_PX, parent=self)
 
         self.info_label = QLabel("")
         self.info_label.setObjectName("anomalyInfo")
@@ -171,7 +176,8 @@ class AnomalyView(QWidget):
         self.rank_button = QPushButton("Rank again")
         self.rank_button.setToolTip("Re-read the reconstruction errors of every image")
 
-        self.model = _RankModel(self)
+        self.model = _RankModel(self._thumbs, self)
+        self._thumbs.thumbnail_ready.connect(self.model.thumbnail_ready)
         self.list_view = QListView()
         self.list_view.setObjectName("anomalyList")
         self.list_view.setModel(self.model)
@@ -225,9 +231,9 @@ class AnomalyView(QWidget):
         self.list_view.selectionModel().currentChanged.connect(self._current_changed)
         self.list_view.doubleClicked.connect(self._double_clicked)
         app_state.run_changed.connect(lambda _r: self._run_changed())
-        app_state.project_opened.connect(lambda _p: self._project_changed())
-        app_state.project_closed.connect(self._project_changed)
-        self._project_changed()
+        app_state.project_opened.connect(lambda _p: self._run_changed())
+        app_state.project_closed.connect(self._run_changed)
+        self._run_changed()
 
     # -- public ---------------------------------------------------------------------------
     def ranking(self) -> list[tuple[int, float]]:
@@ -248,12 +254,14 @@ class AnomalyView(QWidget):
         if not self._is_autoencoder(run_id):
             return
         root = project.root
-        job = _Job(lambda tok, rep: _rank(root, run_id, tok, rep))
+        job = BackgroundJob(
+            lambda token, progress: _rank(root, run_id, token, progress), context=self
+        )
         job.progressed.connect(self._progressed)
         job.succeeded.connect(lambda res, r=run_id: self._ranked(r, res))
         job.failed.connect(self._rank_failed)
-        self._rank_job = job
-        self._start(job)
+        job.cancelled.connect(self._rank_cancelled)
+        self._rank_job = job.start(self._pool)
         self.progress.setRange(0, 0)
         self.progress.setFormat("Reading errors…")
         self.progress.show()
@@ -261,34 +269,20 @@ class AnomalyView(QWidget):
         self.rank_button.setEnabled(False)
 
     def shutdown(self) -> None:
-        for job in list(self._jobs):
-            job.token.cancel()
-        if self._thumbs is not None:
-            self._thumbs.shutdown()
+        for job in (self._rank_job, self._recon_job):
+            if job is not None:
+                job.cancel()
+        self._thumbs.shutdown()
         self._pool.waitForDone()
 
     # -- state ----------------------------------------------------------------------------
-    def _project_changed(self) -> None:
-        project = self.app_state.project
-        if self._thumbs is not None:
-            self._thumbs.shutdown()
-            self._thumbs.deleteLater()
-            self._thumbs = None
-        if project is not None:
-            self._thumbs = ThumbnailLoader(
-                project.cache_dir, size=128, icon_size=ICON_PX, parent=self
-            )
-            self._thumbs.thumbnail_ready.connect(self.model.thumbnail_ready)
-        self.model.thumbs = self._thumbs
-        self._run_changed()
-
     def _is_autoencoder(self, run_id: int) -> bool:
         project = self.app_state.project
         return project is not None and RunStore(project).get(run_id).task == "autoencode"
 
     def _run_changed(self) -> None:
         if self._rank_job is not None:
-            self._rank_job.token.cancel()
+            self._rank_job.cancel()
         self._ranked_run = None
         self._shown_image = self._wanted_image = None
         self.model.set_rows([])
@@ -322,13 +316,7 @@ class AnomalyView(QWidget):
         self.error_label.setText("Select an image in the list.")
 
     # -- jobs -----------------------------------------------------------------------------
-    def _start(self, job: _Job) -> None:
-        self._jobs.add(job)
-        job.succeeded.connect(lambda _r, j=job: self._jobs.discard(j))
-        job.failed.connect(lambda _m, j=job: self._jobs.discard(j))
-        self._pool.start(job.run)
-
-    def _progressed(self, stage: str, done: int, total: int) -> None:
+    def _progressed(self, done: int, total: int, _stage: str) -> None:
         if total > 0:
             self.progress.setRange(0, total)
             self.progress.setValue(done)
@@ -359,17 +347,18 @@ class AnomalyView(QWidget):
         self.message.emit(f"Ranked {len(rows)} images by reconstruction error")
         self.ranked.emit(len(rows))
 
-    def _rank_failed(self, message: str) -> None:
+    def _rank_failed(self, _kind: str, message: str) -> None:
         self._end_rank_job()
-        if message:
-            self.info_label.setText(f"Could not rank the images: {message}")
-            self.message.emit(f"Anomaly ranking failed: {message}")
-        else:
-            self.message.emit("Anomaly ranking cancelled")
+        self.info_label.setText(f"Could not rank the images: {message}")
+        self.message.emit(f"Anomaly ranking failed: {message}")
+
+    def _rank_cancelled(self) -> None:
+        self._end_rank_job()
+        self.message.emit("Anomaly ranking cancelled")
 
     def _cancel(self) -> None:
         if self._rank_job is not None:
-            self._rank_job.token.cancel()
+            self._rank_job.cancel()
             self.progress.setFormat("Cancelling…")
 
     def _current_changed(self, current: QModelIndex, _previous: QModelIndex) -> None:
@@ -381,17 +370,18 @@ class AnomalyView(QWidget):
 
     def _request_reconstruction(self) -> None:
         project, run_id = self.app_state.project, self.app_state.run_id
-        if self._recon_busy or project is None or run_id is None or self._wanted_image is None:
+        busy = self._recon_job is not None
+        if busy or project is None or run_id is None or self._wanted_image is None:
             return
         image_id, root = self._wanted_image, project.root
-        job = _Job(lambda tok, rep: _reconstruct(root, run_id, image_id, tok, rep))
+        job = BackgroundJob(lambda _t, _p: _reconstruct(root, run_id, image_id), context=self)
         job.succeeded.connect(self._reconstructed)
-        job.failed.connect(self._reconstruct_failed)
-        self._recon_busy = True
-        self._start(job)
+        job.failed.connect(lambda _kind, message: self._reconstruct_failed(message))
+        job.cancelled.connect(lambda: self._reconstruct_failed("cancelled"))
+        self._recon_job = job.start(self._pool)
 
     def _reconstructed(self, result: tuple[int, Any]) -> None:
-        self._recon_busy = False
+        self._recon_job = None
         image_id, (original, recon, error) = result
         if image_id != self._wanted_image:
             self._request_reconstruction()  # the user moved on meanwhile: show the latest
@@ -411,8 +401,8 @@ class AnomalyView(QWidget):
         self.reconstruction_shown_for.emit(image_id)
 
     def _reconstruct_failed(self, message: str) -> None:
-        self._recon_busy = False
-        self.error_label.setText(f"Could not reconstruct: {message or 'cancelled'}")
+        self._recon_job = None
+        self.error_label.setText(f"Could not reconstruct: {message}")
 
     def _double_clicked(self, index: QModelIndex) -> None:
         if index.isValid():

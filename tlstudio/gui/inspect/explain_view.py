@@ -2,7 +2,8 @@
 stage's feature maps and the first layer's filters.
 
 The view follows ``AppState.run_id`` and ``AppState.image_id`` (◀ ▶ step through the
-project's images and set it). Everything heavy runs in this view's one-thread pool: the
+project's images and set it). Everything heavy runs as a
+:class:`~tlstudio.gui.workers.jobs.BackgroundJob` in this view's one-thread pool: the
 run's model is loaded there once and kept (:class:`_ExplainerCache`), each request reads
 the image, computes the heatmap (:mod:`tlstudio.ml.explain`, whose hooks are removed
 after every call), the top 32 feature maps and the colour tiles. A request made while
@@ -20,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PySide6.QtCore import QPointF, Qt, QThreadPool, Signal
+from PySide6.QtCore import QPointF, Qt, Signal
 from PySide6.QtGui import QImage, QPainter, QPixmap
 from PySide6.QtWidgets import (
     QComboBox,
@@ -40,7 +41,7 @@ from PySide6.QtWidgets import (
 
 from tlstudio.core.runs import RunStore
 from tlstudio.gui.state import AppState
-from tlstudio.gui.workers.tasks import BackgroundCall
+from tlstudio.gui.workers.jobs import BackgroundJob, job_pool
 
 #: (combo text, method key of :data:`tlstudio.ml.explain.METHODS`) in combo order
 METHOD_ITEMS = (
@@ -203,8 +204,7 @@ class ExplainView(QWidget):
     def __init__(self, app_state: AppState, parent: QWidget | None = None):
         super().__init__(parent)
         self.app_state = app_state
-        self._pool = QThreadPool(self)
-        self._pool.setMaxThreadCount(1)  # one model, used by one request at a time
+        self._pool = job_pool(self, 1, "explain view")  # one model, one request at a time
         self._cache = _ExplainerCache()
         self._seq = 0
         self._busy = False
@@ -429,10 +429,11 @@ class ExplainView(QWidget):
     def _start(self, req: _Request) -> None:
         self._busy = True
         self.status_label.setText("Computing…")
-        call = BackgroundCall(lambda: _compute(req, self._cache), context=self)
-        call.succeeded.connect(self._done)
-        call.failed.connect(lambda msg, r=req: self._failed(r, msg))
-        call.start(self._pool)
+        cache = self._cache
+        job = BackgroundJob(lambda _token, _progress: _compute(req, cache), context=self)
+        job.succeeded.connect(self._done)
+        job.failed.connect(lambda _kind, msg, r=req: self._failed(r, msg))
+        job.start(self._pool)
 
     def _next(self) -> bool:
         self._busy = False

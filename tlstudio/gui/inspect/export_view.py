@@ -1,7 +1,8 @@
 """Export the inspected run's model (ONNX or TorchScript, with a JSON sidecar) and write
 its HTML report.
 
-Both jobs run in a private one-thread pool: the worker opens its own
+Both run as :class:`~tlstudio.gui.workers.jobs.BackgroundJob` s in a private one-thread
+pool: the job opens its own
 :class:`~tlstudio.core.project.Project` (SQLite connections belong to one thread) and
 imports torch there, so the window stays responsive and opening this tab loads nothing
 heavy. Results and errors come back as plain data.
@@ -13,7 +14,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QThreadPool, QUrl, Signal
+from PySide6.QtCore import QUrl, Signal
 from PySide6.QtGui import QDesktopServices
 from PySide6.QtWidgets import (
     QButtonGroup,
@@ -36,7 +37,7 @@ from tlstudio.core.project import Project
 from tlstudio.core.runs import RunStore
 from tlstudio.gui.state import AppState
 from tlstudio.gui.widgets.wheel_guard import guard_wheel
-from tlstudio.gui.workers.tasks import BackgroundCall
+from tlstudio.gui.workers.jobs import BackgroundJob, job_pool
 
 #: format → (button text, file suffix, file-dialog filter, one-line description)
 FORMATS: dict[str, tuple[str, str, str, str]] = {
@@ -102,8 +103,7 @@ class ExportView(QWidget):
     def __init__(self, app_state: AppState, parent: QWidget | None = None):
         super().__init__(parent)
         self.app_state = app_state
-        self._pool = QThreadPool(self)
-        self._pool.setMaxThreadCount(1)
+        self._pool = job_pool(self, 1, "export view")
         self._busy = False
         # (project folder, run id) the shown results belong to
         self._results_for: tuple[str | None, int | None] | None = None
@@ -338,10 +338,12 @@ class ExportView(QWidget):
         )
         self._set_busy(f"Exporting run #{run_id} as {FORMATS[fmt][0]}…")
         self.message.emit(f"Exporting run #{run_id} to {path}…")
-        call = BackgroundCall(lambda: _export_job(root, run_id, path, fmt, check), self)
-        call.succeeded.connect(self._exported)
-        call.failed.connect(lambda msg: self._fail("Export", msg))
-        call.start(self._pool)
+        job = BackgroundJob(
+            lambda _token, _progress: _export_job(root, run_id, path, fmt, check), context=self
+        )
+        job.succeeded.connect(self._exported)
+        job.failed.connect(lambda _kind, msg: self._fail("Export", msg))
+        job.start(self._pool)
 
     def _exported(self, res: dict[str, Any]) -> None:
         self._set_busy(None)
@@ -408,12 +410,13 @@ class ExportView(QWidget):
         samples, heatmaps = self.samples_spin.value(), self.heatmaps_box.isChecked()
         self._set_busy(f"Writing the report of run #{run_id}…")
         self.message.emit(f"Writing the report of run #{run_id} to {path}…")
-        call = BackgroundCall(
-            lambda: _report_job(root, run_id, path, split, samples, heatmaps), self
+        job = BackgroundJob(
+            lambda _token, _progress: _report_job(root, run_id, path, split, samples, heatmaps),
+            context=self,
         )
-        call.succeeded.connect(self._reported)
-        call.failed.connect(lambda msg: self._fail("Report", msg))
-        call.start(self._pool)
+        job.succeeded.connect(self._reported)
+        job.failed.connect(lambda _kind, msg: self._fail("Report", msg))
+        job.start(self._pool)
 
     def _reported(self, res: dict[str, Any]) -> None:
         self._set_busy(None)

@@ -3,32 +3,20 @@ t-SNE or UMAP) of the run model's features, coloured by label, prediction, split
 right/wrong; hover shows a thumbnail, a click opens the image, a lasso selects points
 and tags them all as one undoable step.
 
-Feature extraction, projection and the colouring facts (labels, predictions) run in a
-thread pool of this view; each job opens its own Project (SQLite connections belong to
-one thread). Only plain data (numpy arrays, ints, strings) comes back.
-
-All points are ONE pyqtgraph ``ScatterPlotItem`` in pixel mode with its symbol cache
-(``pxMode=True, useCache=True``): every point is a fragment of one pre-rendered atlas,
-drawn in one ``drawPixmapFragments`` call. Brushes are shared objects, one per colour
-(a per-point list of references, never per-point QBrush objects). Hit tests (hover,
-click) and the lasso are vectorised numpy on the points' data coordinates.
+Feature extraction, projection and the colouring facts (labels, predictions) run as
+:class:`~tlstudio.gui.workers.jobs.BackgroundJob` s in a two-thread pool of this view
+(:mod:`.latent_jobs`); the plot's items are in :mod:`.latent_scatter`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
-
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import QEvent, QObject, QPoint, QPointF, Qt, QThreadPool, QTimer, Signal
-from PySide6.QtGui import QColor, QKeySequence, QPainterPath, QPen, QPixmap, QShortcut
+from PySide6.QtCore import QEvent, QObject, QPoint, QPointF, Qt, QTimer, Signal
+from PySide6.QtGui import QColor, QKeySequence, QPixmap, QShortcut
 from PySide6.QtWidgets import (
     QComboBox,
     QFrame,
-    QGraphicsPathItem,
     QHBoxLayout,
     QLabel,
     QProgressBar,
@@ -39,9 +27,11 @@ from PySide6.QtWidgets import (
 )
 
 from tlstudio.core.commands import CommandGroup, SetTags
+from tlstudio.gui.inspect.latent_jobs import LatentResult, compute_latent, read_facts
+from tlstudio.gui.inspect.latent_scatter import AtlasScatter, LassoViewBox, points_in_polygon
 from tlstudio.gui.state import AppState
-from tlstudio.gui.workers.thumbnails import ThumbnailLoader
-from tlstudio.ml.callbacks import CancelToken
+from tlstudio.gui.workers.jobs import BackgroundJob, job_pool
+from tlstudio.gui.workers.thumbnails import ProjectThumbnails
 
 METHODS = (("PCA", "pca"), ("t-SNE", "tsne"), ("UMAP", "umap"))
 COLOUR_MODES = (
@@ -62,230 +52,6 @@ OUTCOME_COLOURS = {
 HOVER_RADIUS_PX = 7.0  # how far (screen pixels) from a point the cursor still hits it
 
 
-# ----------------------------------------------------------------------------- jobs
-
-
-class _JobCancelled(Exception):
-    pass
-
-
-class _Job(QObject):
-    """``fn(token, report)`` in a pool thread; signals arrive on the GUI thread."""
-
-    progressed = Signal(str, int, int)  # stage, done, total
-    succeeded = Signal(object)
-    failed = Signal(str)
-
-    def __init__(self, fn: Callable[[CancelToken, Callable[[str, int, int], None]], Any]):
-        super().__init__()
-        self.fn = fn
-        self.token = CancelToken()
-
-    def run(self) -> None:
-        from tlstudio.ml.features import ExtractionCancelled
-
-        try:
-            result = self.fn(self.token, self.progressed.emit)
-            if self.token.is_cancelled:
-                raise _JobCancelled
-        except (_JobCancelled, ExtractionCancelled):
-            self._emit(self.failed, "")  # "" = cancelled
-        except Exception as exc:  # shown to the user, never raised in a pool thread
-            self._emit(self.failed, str(exc) or type(exc).__name__)
-        else:
-            self._emit(self.succeeded, result)
-
-    @staticmethod
-    def _emit(signal, value) -> None:
-        try:
-            signal.emit(value)
-        except RuntimeError:  # the view is gone
-            pass
-
-
-@dataclass
-class _Result:
-    run_id: int
-    method: str
-    image_ids: np.ndarray  # N int64
-    xy: np.ndarray  # N×2 float32, projection coordinates
-    source: str
-    features: Any  # the Embedding, kept so a new method only re-projects
-    facts: Any  # PointFacts
-
-
-def _compute(root: Path, run_id: int, method: str, embedding: Any, token, report) -> _Result:
-    from tlstudio.core.project import Project
-    from tlstudio.ml import embed
-
-    project = Project.open(root)
-    try:
-        if embedding is None:
-            embedding = embed.embed_run(
-                project, run_id, progress=lambda d, t: report("features", d, t), token=token
-            )
-        if token.is_cancelled:
-            raise _JobCancelled
-        report("projection", 0, 0)
-        xy = embed.project_points(embedding.features, method)
-        if token.is_cancelled:
-            raise _JobCancelled
-        facts = embed.point_facts(project, run_id, embedding.image_ids)
-    finally:
-        project.close()
-    ids = np.asarray(embedding.image_ids, np.int64)
-    return _Result(run_id, method, ids, xy, embedding.source, embedding, facts)
-
-
-def _facts(root: Path, run_id: int | None, ids: list[int], token, report) -> Any:
-    from tlstudio.core.project import Project
-    from tlstudio.ml import embed
-
-    project = Project.open(root)
-    try:
-        return embed.point_facts(project, run_id, ids)
-    finally:
-        project.close()
-
-
-# ----------------------------------------------------------------------------- geometry
-
-
-def points_in_polygon(xy: np.ndarray, polygon: np.ndarray) -> np.ndarray:
-    """Boolean mask of the rows of ``xy`` (N×2) inside ``polygon`` (M×2, closed
-    implicitly), even-odd rule; vectorised over points, one pass per edge."""
-    x, y = xy[:, 0], xy[:, 1]
-    inside = np.zeros(len(xy), dtype=bool)
-    px, py = polygon[:, 0], polygon[:, 1]
-    jx, jy = np.roll(px, 1), np.roll(py, 1)
-    for x1, y1, x2, y2 in zip(px, py, jx, jy, strict=True):
-        if y1 == y2:
-            continue
-        crosses = (y1 > y) != (y2 > y)
-        x_at = x1 + (y - y1) * (x2 - x1) / (y2 - y1)
-        inside ^= crosses & (x < x_at)
-    return inside
-
-
-class _Scatter(pg.ScatterPlotItem):
-    """A pixel-mode, cached ScatterPlotItem whose points each take one of a few styles.
-
-    :meth:`set_points` and :meth:`set_categories` give each point a category (index into
-    a short list of brushes) and look the pre-rendered symbol up in the atlas once per
-    category, assigning its atlas rectangle to all points of the category with numpy.
-    ``setData(brush=list)`` instead builds and hashes a style tuple per point in Python:
-    at 100,000 points that is seconds per recolour (tests/bench/bench_latent.py). This
-    writes pyqtgraph's per-point record fields (``data['brush']``, ``['sourceRect']``),
-    stable since 0.12; if they change, the plain ``setData`` path is used instead, and
-    tests/gui/test_latent_view.py compares both renderings pixel by pixel.
-
-    Clicks are left to the ViewBox: the base class would build one SpotItem object per
-    point (``pointsAt``) on the first click."""
-
-    def mouseClickEvent(self, ev) -> None:
-        ev.ignore()
-
-    def set_points(self, x: np.ndarray, y: np.ndarray, cats: np.ndarray, brushes) -> None:
-        """Replace all points: data coordinates ``x``, ``y`` (N floats) and category per
-        point ``cats`` (N ints indexing ``brushes``, a short sequence of QBrush)."""
-        brushes = np.array(list(brushes), dtype=object)
-        try:
-            data = np.empty(len(x), dtype=self.data.dtype)  # object fields start as None
-            data["x"], data["y"] = x, y
-            data["sourceRect"] = 0  # 0 = not looked up in the atlas yet
-            data["hovered"] = False
-            data["size"] = -1  # -1 = the item's size option
-            data["visible"] = True
-            self.data = data
-            self._assign(cats, brushes)
-            self._updateMaxSpotSizes(data=data)
-            self.prepareGeometryChange()
-            self.informViewBoundsChanged()
-            self.bounds = [None, None]
-            self.sigPlotChanged.emit(self)
-        except (KeyError, ValueError, AttributeError, TypeError):
-            self.clear()
-            self.setData(x=x, y=y, brush=list(brushes[cats]))
-
-    def set_categories(self, cats: np.ndarray, brushes) -> None:
-        """New category per point (same points); see :meth:`set_points`."""
-        brushes = np.array(list(brushes), dtype=object)
-        try:
-            self._assign(cats, brushes)
-        except (KeyError, ValueError, AttributeError, TypeError):
-            self.setBrush(list(brushes[cats]))
-
-    def _assign(self, cats: np.ndarray, brushes: np.ndarray) -> None:
-        data = self.data
-        if len(data) != len(cats):
-            raise ValueError("one category per point needed")
-        if not (self.opts["pxMode"] and self.opts["useCache"]):
-            raise ValueError("the atlas path needs pxMode and useCache")
-        data["brush"] = brushes[cats]
-        symbol, size, pen = self.opts["symbol"], self.opts["size"], self.opts["pen"]
-        rects = self.fragmentAtlas[[(symbol, size, pen, b) for b in brushes]]
-        for c, rect in enumerate(rects):
-            data["sourceRect"][cats == c] = rect
-        self._maybeRebuildAtlas()
-        self.invalidate()
-
-
-class _LassoViewBox(pg.ViewBox):
-    """A ViewBox whose left drag draws a lasso (in lasso mode or with Shift) and whose
-    left click reports the scene position; other gestures pan/zoom as usual."""
-
-    def __init__(self, on_click: Callable, on_lasso: Callable, lasso_mode: Callable[[], bool]):
-        super().__init__()
-        self._on_click = on_click
-        self._on_lasso = on_lasso
-        self._lasso_mode = lasso_mode
-        self._points: list[QPointF] | None = None
-        #: keyboard modifiers of the last mouse press (set by the view's event filter)
-        self.press_modifiers = Qt.KeyboardModifier.NoModifier
-        self.lasso_item = QGraphicsPathItem()
-        pen = QPen(QColor("#222222"))
-        pen.setCosmetic(True)
-        pen.setWidthF(1.5)
-        pen.setStyle(Qt.PenStyle.DashLine)
-        self.lasso_item.setPen(pen)
-        self.lasso_item.setBrush(QColor(30, 30, 30, 25))
-        self.lasso_item.setZValue(1000)
-        self.addItem(self.lasso_item, ignoreBounds=True)
-
-    def mouseClickEvent(self, ev) -> None:
-        if ev.button() == Qt.MouseButton.LeftButton:
-            ev.accept()
-            self._on_click(ev.scenePos(), ev.modifiers())
-        else:
-            super().mouseClickEvent(ev)
-
-    def mouseDragEvent(self, ev, axis=None) -> None:
-        if ev.button() != Qt.MouseButton.LeftButton:
-            super().mouseDragEvent(ev, axis)
-            return
-        if ev.isStart():
-            mods = ev.modifiers() | self.press_modifiers  # Shift held at the press counts
-            shift = bool(mods & Qt.KeyboardModifier.ShiftModifier)
-            self._points = [] if (self._lasso_mode() or shift) else None
-        if self._points is None:
-            super().mouseDragEvent(ev, axis)
-            return
-        ev.accept()
-        if not self._points:
-            self._points.append(self.mapSceneToView(ev.buttonDownScenePos()))
-        self._points.append(self.mapSceneToView(ev.scenePos()))
-        path = QPainterPath(self._points[0])
-        for p in self._points[1:]:
-            path.lineTo(p)
-        path.closeSubpath()
-        self.lasso_item.setPath(path)
-        if ev.isFinish():
-            polygon = np.array([(p.x(), p.y()) for p in self._points], dtype=np.float64)
-            self._points = None
-            self.lasso_item.setPath(QPainterPath())
-            self._on_lasso(polygon, ev.modifiers())
-
-
 # ----------------------------------------------------------------------------- the view
 
 
@@ -301,18 +67,18 @@ class LatentView(QWidget):
     def __init__(self, app_state: AppState, parent: QWidget | None = None):
         super().__init__(parent)
         self.app_state = app_state
-        self._pool = QThreadPool(self)
-        self._pool.setMaxThreadCount(2)  # a long projection must not hold up label updates
-        self._job: _Job | None = None
-        self._facts_job: _Job | None = None
-        self._jobs: set[_Job] = set()  # alive until they report
-        self._result: _Result | None = None
+        # two threads: a long projection must not hold up label updates
+        self._pool = job_pool(self, 2, "latent view")
+        self._job: BackgroundJob | None = None
+        self._facts_job: BackgroundJob | None = None
+        self._result: LatentResult | None = None
         self._selected = np.zeros(0, dtype=bool)
         self._cats = np.zeros(0, dtype=np.int64)
         self._palette: list[tuple[str, str]] = []  # (name, "#rrggbb") per category
         self._hover_index: int | None = None
         self._hover_key: str | None = None
-        self._thumbs: ThumbnailLoader | None = None
+        self._thumbs = ProjectThumbnails(app_state, icon_size=112, parent=self)
+        self._thumbs.thumbnail_ready.connect(self._thumbnail_ready)
 
         self.method_combo = QComboBox()
         for text, key in METHODS:
@@ -368,14 +134,14 @@ class LatentView(QWidget):
         select_row.addWidget(self.class_combo)
         select_row.addStretch(1)
 
-        self.viewbox = _LassoViewBox(self._clicked, self._lassoed, self.lasso_button.isChecked)
+        self.viewbox = LassoViewBox(self._clicked, self._lassoed, self.lasso_button.isChecked)
         self.plot = pg.PlotWidget(viewBox=self.viewbox, background="w")
         self.plot.setObjectName("latentPlot")
         self.plot.hideAxis("left")
         self.plot.hideAxis("bottom")
         self.plot.setMenuEnabled(False)
         self.plot.hideButtons()
-        self.scatter = _Scatter(
+        self.scatter = AtlasScatter(
             pxMode=True, useCache=True, size=8, pen=pg.mkPen(0, 0, 0, 70), antialias=True
         )
         self.plot.addItem(self.scatter)
@@ -489,12 +255,17 @@ class LatentView(QWidget):
         ):
             embedding = last.features  # same run and images: only project again
         root = project.root
-        job = _Job(lambda tok, rep: _compute(root, run_id, method, embedding, tok, rep))
+        job = BackgroundJob(
+            lambda token, progress: compute_latent(
+                root, run_id, method, embedding, token, progress
+            ),
+            context=self,
+        )
         job.progressed.connect(self._progressed)
         job.succeeded.connect(self._computed)
         job.failed.connect(self._compute_failed)
-        self._job = job
-        self._start(job)
+        job.cancelled.connect(self._compute_cancelled)
+        self._job = job.start(self._pool)
         self.compute_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
         self.progress.setRange(0, 0)
@@ -504,7 +275,7 @@ class LatentView(QWidget):
 
     def cancel(self) -> None:
         if self._job is not None:
-            self._job.token.cancel()
+            self._job.cancel()
             self.progress.setFormat("Cancelling…")
             self.message.emit("Cancelling (a running projection finishes its fit first)…")
 
@@ -539,22 +310,14 @@ class LatentView(QWidget):
 
     def shutdown(self) -> None:
         """Cancel background work and wait for it (a running t-SNE/UMAP fit finishes)."""
-        for job in list(self._jobs):
-            job.token.cancel()
-        if self._thumbs is not None:
-            self._thumbs.shutdown()
+        for job in (self._job, self._facts_job):
+            if job is not None:
+                job.cancel()
+        self._thumbs.shutdown()
         self._pool.waitForDone()
 
     # -- jobs -----------------------------------------------------------------------------
-    def _start(self, job: _Job) -> None:
-        self._jobs.add(job)
-        job.succeeded.connect(lambda _r, j=job: self._jobs.discard(j))
-        job.failed.connect(lambda _m, j=job: self._jobs.discard(j))
-        self._pool.start(job.run)
-
-    def _progressed(self, stage: str, done: int, total: int) -> None:
-        if self._job is None or self._job.token.is_cancelled:
-            return
+    def _progressed(self, done: int, total: int, stage: str) -> None:
         if stage == "projection" or total <= 0:
             self.progress.setRange(0, 0)
             method = self.method_combo.currentText()
@@ -573,7 +336,7 @@ class LatentView(QWidget):
         self.cancel_button.setEnabled(False)
         self.progress.hide()
 
-    def _computed(self, result: _Result) -> None:
+    def _computed(self, result: LatentResult) -> None:
         self._finish_job()
         if result.run_id != self.app_state.run_id:
             return  # the user picked another run meanwhile
@@ -600,11 +363,12 @@ class LatentView(QWidget):
         self.message.emit(f"{method} latent space of {n} images ready")
         self.computed.emit()
 
-    def _compute_failed(self, message: str) -> None:
+    def _compute_cancelled(self) -> None:
         self._finish_job()
-        if not message:
-            self.message.emit("Latent space cancelled")
-            return
+        self.message.emit("Latent space cancelled")
+
+    def _compute_failed(self, _kind: str, message: str) -> None:
+        self._finish_job()
         self._hint(f"Could not compute the latent space: {message}")
         self.message.emit(f"Latent space failed: {message}")
 
@@ -616,11 +380,10 @@ class LatentView(QWidget):
             self._facts_timer.start()  # one at a time; try again shortly
             return
         root, run_id, ids = project.root, self._result.run_id, self.image_ids
-        job = _Job(lambda tok, rep: _facts(root, run_id, ids, tok, rep))
+        job = BackgroundJob(lambda _token, _progress: read_facts(root, run_id, ids), context=self)
         job.succeeded.connect(self._facts_ready)
-        job.failed.connect(lambda _m: setattr(self, "_facts_job", None))
-        self._facts_job = job
-        self._start(job)
+        job.finished.connect(lambda: setattr(self, "_facts_job", None))
+        self._facts_job = job.start(self._pool)
 
     def _facts_ready(self, facts) -> None:
         self._facts_job = None
@@ -630,14 +393,6 @@ class LatentView(QWidget):
 
     # -- state ----------------------------------------------------------------------------
     def _project_changed(self) -> None:
-        project = self.app_state.project
-        if self._thumbs is not None:
-            self._thumbs.shutdown()
-            self._thumbs.deleteLater()
-            self._thumbs = None
-        if project is not None:
-            self._thumbs = ThumbnailLoader(project.cache_dir, size=128, icon_size=112, parent=self)
-            self._thumbs.thumbnail_ready.connect(self._thumbnail_ready)
         self._refresh_classes()
         self._run_changed(self.app_state.run_id)
 
@@ -655,7 +410,7 @@ class LatentView(QWidget):
 
     def _run_changed(self, run_id: object) -> None:
         if self._job is not None:
-            self._job.token.cancel()
+            self._job.cancel()
         self._result = None
         self._selected = np.zeros(0, dtype=bool)
         self.scatter.clear()
@@ -804,7 +559,7 @@ class LatentView(QWidget):
         cat = self._palette[self._cats[i]][0] if len(self._cats) > i else ""
         self.popup_text.setText(f"{rec.name}\n{self.colour_combo.currentText()}: {cat}")
         self._hover_key = rec.sha256
-        icon = self._thumbs.icon(rec.sha256, project.image_path(rec)) if self._thumbs else None
+        icon = self._thumbs.icon(rec.sha256, project.image_path(rec))
         if icon is None:
             self.popup_image.setPixmap(QPixmap())
             self.popup_image.setText("loading…")

@@ -2,25 +2,20 @@
 images behind each cell, a sortable per-class table, precision-recall curves and the
 k-fold mean ± std of a cross-validation experiment.
 
-"Evaluate" runs :func:`tlstudio.ml.evaluation.evaluate_run` in a private one-thread
-pool (the worker opens its own :class:`~tlstudio.core.project.Project`); results are
-kept in memory per (run, split) until the labels change.
+"Evaluate" runs :func:`tlstudio.ml.evaluation.evaluate_run` as a
+:class:`~tlstudio.gui.workers.jobs.BackgroundJob` in a private one-thread pool (the job
+opens its own :class:`~tlstudio.core.project.Project`); results are kept in memory per
+(run, split) until the labels change. The confusion matrix model, the number formats
+and the plot are in :mod:`.metrics_confusion`, :mod:`.metrics_format` and
+:mod:`.metrics_plot`.
 """
 
 from __future__ import annotations
 
-import math
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from PySide6.QtCore import (
-    QAbstractTableModel,
-    QModelIndex,
-    QObject,
-    Qt,
-    QThreadPool,
-    Signal,
-)
-from PySide6.QtGui import QColor, QFont, QGuiApplication, QStandardItem, QStandardItemModel
+from PySide6.QtCore import QModelIndex, Qt, Signal
+from PySide6.QtGui import QColor, QGuiApplication, QStandardItemModel
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QComboBox,
@@ -41,187 +36,36 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from tlstudio.gui.inspect.metrics_confusion import ConfusionModel
+from tlstudio.gui.inspect.metrics_format import (
+    CARD_KEYS,
+    SORT_ROLE,
+    badness,
+    fill_class_table,
+    format_value,
+    metric_label,
+    score_text,
+)
+from tlstudio.gui.inspect.metrics_plot import MetricsPlot
 from tlstudio.gui.state import AppState
+from tlstudio.gui.workers.jobs import BackgroundJob, Progress, job_pool
 from tlstudio.ml.callbacks import CancelToken
 
 if TYPE_CHECKING:  # pragma: no cover
     from tlstudio.ml.evaluation import Evaluation, ImageRecord
 
-#: summary keys shown as big figures, per task (the rest go into the notes line)
-CARD_KEYS = {
-    "classify": ("accuracy", "balanced_accuracy", "f1_macro", "roc_auc", "images"),
-    "classify_multi": ("f1_macro", "f1_micro", "subset_accuracy", "roc_auc", "images"),
-    "detect": ("map50", "map", "map75", "mean_iou", "images"),
-    "landmarks": ("nme", "pck@0.05", "pck@0.1", "mean_error_px", "images"),
-    "segment": ("miou", "mdice", "pixel_accuracy", "images"),
-    "autoencode": ("recon_error_mean", "recon_error_median", "recon_error_p95", "images"),
-}
-
-#: per-class column headers
-COLUMN_TITLES = {
-    "name": "Class",
-    "precision": "Precision",
-    "recall": "Recall",
-    "f1": "F1",
-    "ap": "AP",
-    "roc_auc": "ROC-AUC",
-    "support": "Images",
-    "predicted": "Predicted",
-    "ap50": "AP@.5",
-    "ap75": "AP@.75",
-    "recall50": "Recall@.5",
-    "num_gt": "True boxes",
-    "num_pred": "Predicted boxes",
-    "mean_error_px": "Mean error (px)",
-    "nme": "NME",
-    "count": "Visible",
-    "iou": "IoU",
-    "dice": "Dice",
-    "gt_pixels": "True pixels",
-    "pred_pixels": "Predicted pixels",
-    "images": "Images",
-    "mean_error": "Mean error",
-    "median_error": "Median error",
-    "max_error": "Largest error",
-}
-
-#: colours of the confusion matrix: correct (diagonal) and confused (off-diagonal)
-DIAGONAL_RGB = (33, 102, 172)
-OFF_DIAGONAL_RGB = (214, 96, 77)
-
-SORT_ROLE = Qt.ItemDataRole.UserRole + 1
 IMAGE_ID_ROLE = Qt.ItemDataRole.UserRole + 2
 
 
-def format_value(key: str, value: Any) -> str:
-    """A metric for display: counts as integers, pixel errors with one decimal,
-    reconstruction errors with 4 significant digits, other ratios with 3 decimals,
-    "—" for undefined."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "—"
-    if isinstance(value, str):
-        return value
-    if key in ("images", "support", "predicted", "num_gt", "num_pred", "count",
-               "gt_pixels", "pred_pixels"):  # fmt: skip
-        return f"{int(value)}"
-    if key.endswith("_px"):
-        return f"{value:.1f}"
-    if "error" in key:
-        return f"{value:.4g}"
-    return f"{value:.3f}"
+def _evaluate(
+    root: str, run_id: int, split: str, token: CancelToken, progress: Progress
+) -> Evaluation:
+    """Job: :func:`evaluate_run` with its own project connection."""
+    from tlstudio.core.project import Project
+    from tlstudio.ml.evaluation import evaluate_run
 
-
-def _blend(rgb: tuple[int, int, int], t: float) -> QColor:
-    """White blended towards ``rgb`` by ``t`` in [0, 1]."""
-    t = min(max(t, 0.0), 1.0)
-    return QColor(*(round(255 + (c - 255) * t) for c in rgb))
-
-
-# --------------------------------------------------------------------------- models
-
-
-class ConfusionModel(QAbstractTableModel):
-    """C×C counts (rows = true class, columns = predicted class); a cell's colour
-    intensity is its share of the row (blue on the diagonal, red off it)."""
-
-    def __init__(self, parent: QObject | None = None):
-        super().__init__(parent)
-        self.matrix: list[list[int]] = []
-        self.names: list[str] = []
-
-    def set_matrix(self, matrix: Any, names: list[str]) -> None:
-        self.beginResetModel()
-        self.matrix = [] if matrix is None else [[int(v) for v in row] for row in matrix]
-        self.names = list(names) if matrix is not None else []
-        self.endResetModel()
-
-    def rowCount(self, parent: QModelIndex = QModelIndex()) -> int:  # noqa: B008
-        return 0 if parent.isValid() else len(self.matrix)
-
-    def columnCount(self, parent: QModelIndex = QModelIndex()) -> int:  # noqa: B008
-        return 0 if parent.isValid() else len(self.matrix)
-
-    def data(self, index: QModelIndex, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
-        if not index.isValid():
-            return None
-        i, j = index.row(), index.column()
-        count = self.matrix[i][j]
-        row_total = sum(self.matrix[i])
-        share = count / row_total if row_total else 0.0
-        if role == Qt.ItemDataRole.DisplayRole:
-            return str(count)
-        if role == Qt.ItemDataRole.BackgroundRole:
-            return _blend(DIAGONAL_RGB if i == j else OFF_DIAGONAL_RGB, 0.9 * share)
-        if role == Qt.ItemDataRole.ForegroundRole:
-            return QColor("white") if share > 0.55 else QColor("black")
-        if role == Qt.ItemDataRole.TextAlignmentRole:
-            return Qt.AlignmentFlag.AlignCenter
-        if role == Qt.ItemDataRole.FontRole:
-            font = QFont()
-            font.setPointSizeF(font.pointSizeF() * 1.2)
-            font.setBold(i == j)
-            return font
-        if role == Qt.ItemDataRole.ToolTipRole:
-            what = "correct" if i == j else f"predicted as {self.names[j]!r}"
-            return (
-                f"{count} image(s) of {self.names[i]!r} {what}"
-                f" ({100 * share:.0f} % of {row_total}); click to list them"
-            )
-        return None
-
-    def headerData(self, section: int, orientation: Qt.Orientation, role: int = 0) -> Any:
-        if role == Qt.ItemDataRole.DisplayRole and 0 <= section < len(self.names):
-            return self.names[section]
-        if role == Qt.ItemDataRole.ToolTipRole and 0 <= section < len(self.names):
-            side = "true" if orientation == Qt.Orientation.Vertical else "predicted"
-            return f"{side} class {self.names[section]!r}"
-        return None
-
-
-class _EvaluationJob(QObject):
-    """One :func:`evaluate_run` call in a pool thread; signals arrive on the GUI thread."""
-
-    # every signal carries the job, so the view's bound-method slots (queued onto the
-    # GUI thread) know which request answered
-    progressed = Signal(int, int)
-    succeeded = Signal(object, object)  # job, Evaluation
-    failed = Signal(object, str)  # job, message
-    cancelled = Signal(object)  # job
-
-    def __init__(self, root: str, run_id: int, split: str):
-        super().__init__()
-        self.root, self.run_id, self.split = root, run_id, split
-        self.token = CancelToken()
-
-    def run(self) -> None:
-        from tlstudio.core.project import Project
-        from tlstudio.ml.evaluation import EvaluationCancelled, evaluate_run
-
-        try:
-            project = Project.open(self.root)
-        except Exception as exc:  # reported, never raised in a pool thread
-            self._emit(self.failed, self, str(exc))
-            return
-        try:
-            ev = evaluate_run(
-                project, self.run_id, self.split,
-                progress=lambda d, t: self._emit(self.progressed, d, t), token=self.token,
-            )  # fmt: skip
-        except EvaluationCancelled:
-            self._emit(self.cancelled, self)
-        except Exception as exc:
-            self._emit(self.failed, self, f"{exc}" or type(exc).__name__)
-        else:
-            self._emit(self.succeeded, self, ev)
-        finally:
-            project.close()
-
-    @staticmethod
-    def _emit(signal: Any, *args: Any) -> None:
-        try:
-            signal.emit(*args)
-        except RuntimeError:  # the view is gone (application shutting down)
-            pass
+    with Project.open(root) as project:
+        return evaluate_run(project, run_id, split, progress=progress, token=token)
 
 
 # --------------------------------------------------------------------------- view
@@ -239,10 +83,8 @@ class MetricsView(QWidget):
         self.app_state = app_state
         self.evaluation: Evaluation | None = None
         self._cache: dict[tuple[int, str], Evaluation] = {}
-        self._job: _EvaluationJob | None = None
-        self._pool = QThreadPool(self)
-        self._pool.setMaxThreadCount(1)
-        self._plot: Any = None
+        self._job: BackgroundJob | None = None
+        self._pool = job_pool(self, 1, "metrics view")
         self._cv: dict[str, tuple[float, float]] = {}
         self._cv_runs: list[int] = []
 
@@ -325,8 +167,8 @@ class MetricsView(QWidget):
         ibox.addWidget(self.image_list)
 
         # -- plot and per-class table
-        self.plot_box = QGroupBox("Precision-recall curves")
-        self.plot_box.setLayout(QVBoxLayout())
+        self.plot_box = MetricsPlot()
+        self.plot_box.created.connect(self._give_plot_room)
         self.class_model = QStandardItemModel(self)
         self.class_model.setSortRole(SORT_ROLE)
         self.class_table = QTableView()
@@ -397,27 +239,30 @@ class MetricsView(QWidget):
             return
         if self._job is not None:
             return
-        job = _EvaluationJob(str(project.root), int(run_id), self.split)
+        root, run_id, split = str(project.root), int(run_id), self.split
+        job = BackgroundJob(
+            lambda token, progress: _evaluate(root, run_id, split, token, progress),
+            context=self,
+        )
         job.progressed.connect(self._progressed)
-        job.succeeded.connect(self._finished)
-        job.failed.connect(self._failed)
-        job.cancelled.connect(self._cancelled)
-        self._job = job
+        job.succeeded.connect(lambda ev, j=job: self._finished(j, run_id, split, ev))
+        job.failed.connect(lambda _kind, msg, j=job: self._failed(j, msg))
+        job.cancelled.connect(lambda j=job: self._cancelled(j))
         self._set_busy(True)
-        self._set_status(f"Evaluating run #{run_id} on the {self.split} split…")
-        self.message.emit(f"Evaluating run #{run_id} on the {self.split} split")
-        self._pool.start(job.run)
+        self._set_status(f"Evaluating run #{run_id} on the {split} split…")
+        self.message.emit(f"Evaluating run #{run_id} on the {split} split")
+        self._job = job.start(self._pool)
 
     def cancel(self) -> None:
         if self._job is not None:
-            self._job.token.cancel()
+            self._job.cancel()
             self.cancel_button.setEnabled(False)
             self._set_status("Cancelling…")
 
     def shutdown(self) -> None:
         """Cancel a running evaluation and wait for its thread."""
         if self._job is not None:
-            self._job.token.cancel()
+            self._job.cancel()
         self._pool.waitForDone()
 
     def table_tsv(self) -> str:
@@ -457,27 +302,27 @@ class MetricsView(QWidget):
         self.message.emit(f"Metrics written to {path}")
 
     # -- background results --------------------------------------------------------------
-    def _progressed(self, done: int, total: int) -> None:
+    def _progressed(self, done: int, total: int, _stage: str) -> None:
         self.progress.setMaximum(max(total, 1))
         self.progress.setValue(done)
 
-    def _finished(self, job: _EvaluationJob, ev: Evaluation) -> None:
+    def _finished(self, job: BackgroundJob, run_id: int, split: str, ev: Evaluation) -> None:
         self._job_done(job)
-        self._cache[(job.run_id, job.split)] = ev
-        if (self.app_state.run_id, self.split) == (job.run_id, job.split):
+        self._cache[(run_id, split)] = ev
+        if (self.app_state.run_id, self.split) == (run_id, split):
             self._show(ev)
-        self.message.emit(f"Run #{job.run_id} evaluated on {len(ev.image_ids)} {job.split} images")
+        self.message.emit(f"Run #{run_id} evaluated on {len(ev.image_ids)} {split} images")
 
-    def _failed(self, job: _EvaluationJob, msg: str) -> None:
+    def _failed(self, job: BackgroundJob, msg: str) -> None:
         self._job_done(job)
         self._set_status(f"Evaluation failed: {msg}", error=True)
         self.message.emit(f"Evaluation failed: {msg}")
 
-    def _cancelled(self, job: _EvaluationJob) -> None:
+    def _cancelled(self, job: BackgroundJob) -> None:
         self._job_done(job)
         self._set_status("Evaluation cancelled.")
 
-    def _job_done(self, job: _EvaluationJob) -> None:
+    def _job_done(self, job: BackgroundJob) -> None:
         if self._job is job:
             self._job = None
         self._set_busy(False)
@@ -548,8 +393,7 @@ class MetricsView(QWidget):
         self.images_title.setText("Images")
         self.notes_label.clear()
         self._set_cards((), {})
-        if self._plot is not None:
-            self._plot.clear()
+        self.plot_box.clear()
 
     def _show(self, ev: Evaluation) -> None:
         self._clear()
@@ -559,7 +403,9 @@ class MetricsView(QWidget):
         self._set_cards(keys, ev.summary)
         self._show_cv(ev)
         others = [
-            f"{_label(k)} {format_value(k, v)}" for k, v in ev.summary.items() if k not in keys
+            f"{metric_label(k)} {format_value(k, v)}"
+            for k, v in ev.summary.items()
+            if k not in keys
         ]
         notes = ([" · ".join(others)] if others else []) + ev.notes
         self.notes_label.setText("\n".join(notes))
@@ -576,10 +422,10 @@ class MetricsView(QWidget):
             what = f"Misclassified images ({len(wrong)})" if wrong else "No misclassified image"
             self._list_images(wrong, f"{what}; click a cell to list its images")
         else:
-            worst = sorted(ev.records, key=_badness, reverse=True)
+            worst = sorted(ev.records, key=badness, reverse=True)
             self._list_images(worst, f"Images, worst first ({len(worst)})")
         self._fill_class_table(ev)
-        self._draw_plot(ev)
+        self.plot_box.draw(ev, self._class_colors(ev.class_names))
         self.evaluated.emit(ev)
 
     def _set_cards(self, keys: tuple[str, ...], summary: dict[str, float]) -> None:
@@ -599,7 +445,7 @@ class MetricsView(QWidget):
             font.setBold(True)
             value.setFont(font)
             value.setAlignment(Qt.AlignmentFlag.AlignCenter)
-            caption = QLabel(_label(key))
+            caption = QLabel(metric_label(key))
             caption.setAlignment(Qt.AlignmentFlag.AlignCenter)
             caption.setWordWrap(True)
             grid = QGridLayout(frame)
@@ -616,7 +462,7 @@ class MetricsView(QWidget):
         k = len(self._cv_runs)
         keys = CARD_KEYS.get(ev.task if ev else "", ()) or tuple(self._cv)
         parts = [
-            f"{_label(name)} {format_value(name, m)} ± {format_value(name, s)}"
+            f"{metric_label(name)} {format_value(name, m)} ± {format_value(name, s)}"
             for name, (m, s) in self._cv.items()
             if name in keys or (ev is None and name not in ("train_loss", "val_loss"))
         ]
@@ -629,7 +475,7 @@ class MetricsView(QWidget):
             if name in self._cv:
                 m, s = self._cv[name]
                 caption.setText(
-                    f"{_label(name)}\n{k}-fold: {format_value(name, m)} ± {format_value(name, s)}"
+                    f"{metric_label(name)}\n{k}-fold: {format_value(name, m)} ± {format_value(name, s)}"
                 )
         self.cv_label.show()
 
@@ -657,7 +503,7 @@ class MetricsView(QWidget):
                     pass
             text = f"{name}: {r.true} → {r.predicted or '—'}"
             if r.score is not None:
-                text += f" ({_score_text(self.evaluation, r)})"
+                text += f" ({score_text(self.evaluation, r)})"
             item = QListWidgetItem(text)
             item.setData(IMAGE_ID_ROLE, r.image_id)
             item.setToolTip("Double-click or Enter: open in the Label view")
@@ -688,146 +534,18 @@ class MetricsView(QWidget):
             self.open_image.emit(int(image_id))
 
     def _fill_class_table(self, ev: Evaluation) -> None:
-        m = self.class_model
-        m.clear()
-        cols = ev.per_class_columns
-        titles = dict(COLUMN_TITLES, name={"landmarks": "Point", "autoencode": "Class tag"}.get(
-            ev.task, "Class"))  # fmt: skip
-        m.setHorizontalHeaderLabels([titles.get(c, c) for c in cols])
-        for row in ev.per_class:
-            items = []
-            for c in cols:
-                v = row.get(c)
-                item = QStandardItem(format_value(c, v))
-                if c == "name":
-                    item.setData(str(v).lower(), SORT_ROLE)
-                else:
-                    undefined = v is None or (isinstance(v, float) and math.isnan(v))
-                    item.setData(-math.inf if undefined else float(v), SORT_ROLE)
-                    item.setTextAlignment(
-                        Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter
-                    )
-                items.append(item)
-            m.appendRow(items)
+        fill_class_table(self.class_model, ev)
         self.class_box.setTitle(
             {"landmarks": "Per point", "autoencode": "Per class tag"}.get(ev.task, "Per class")
         )
 
-    def _ensure_plot(self) -> Any:
-        if self._plot is None:
-            import pyqtgraph as pg
-
-            w = pg.PlotWidget()
-            w.setBackground("w")
-            w.showGrid(x=True, y=True, alpha=0.2)
-            for axis in ("left", "bottom"):
-                w.getPlotItem().getAxis(axis).setTextPen("k")
-                w.getPlotItem().getAxis(axis).setPen((120, 120, 120))
-            w.setMinimumSize(260, 160)
-            self.plot_box.layout().addWidget(w)
-            self._plot = w
-            # the splitter sized the empty box small: give the plot its share (3 : 2 : 3)
-            total = sum(self.upper.sizes())
-            self.upper.setSizes([total * 3 // 8, total * 2 // 8, total * 3 // 8])
-        return self._plot
+    def _give_plot_room(self) -> None:
+        # the splitter sized the empty box small: give the plot its share (3 : 2 : 3)
+        total = sum(self.upper.sizes())
+        self.upper.setSizes([total * 3 // 8, total * 2 // 8, total * 3 // 8])
 
     def _class_colors(self, names: list[str]) -> dict[str, str]:
         project = self.app_state.project
         known = {c.name: c.color for c in project.classes()} if project is not None else {}
         fallback = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b"]
         return {n: known.get(n, fallback[i % len(fallback)]) for i, n in enumerate(names)}
-
-    def _draw_plot(self, ev: Evaluation) -> None:
-        import numpy as np
-        import pyqtgraph as pg
-
-        w = self._ensure_plot()
-        item = w.getPlotItem()
-        item.clear()
-        if item.legend is not None:
-            item.legend.scene().removeItem(item.legend)
-            item.legend = None
-        item.getAxis("bottom").setTicks(None)
-        colors = self._class_colors(ev.class_names)
-        if ev.task in ("classify", "detect"):
-            self.plot_box.setTitle(
-                "Precision-recall curves" + (" (IoU ≥ .5)" if ev.task == "detect" else "")
-            )
-            item.addLegend(offset=(-5, -5), labelTextColor="k")
-            ap_key = "ap50" if ev.task == "detect" else "ap"
-            ap = {row["name"]: row.get(ap_key) for row in ev.per_class}
-            for name, (prec, rec) in ev.pr_curves.items():
-                x, y = _pr_steps(prec, rec)
-                color = QColor(colors.get(name, "#000000"))
-                color.setAlpha(210)  # curves often coincide (e.g. two perfect classes)
-                label = f"{name} (AP {format_value('ap', ap.get(name))})"
-                w.plot(x, y, pen=pg.mkPen(color, width=2), name=label)
-            item.setLabel("bottom", "recall")
-            item.setLabel("left", "precision")
-            w.setXRange(0, 1.02, padding=0)
-            w.setYRange(0, 1.05, padding=0)
-            return
-        if ev.task == "autoencode":
-            self.plot_box.setTitle("Reconstruction error per image")
-            errs = np.array([r.error for r in ev.records if r.error is not None], dtype=float)
-            if len(errs):
-                counts, edges = np.histogram(errs, bins=min(20, max(len(errs), 1)))
-                w.plot(edges, counts, stepMode="center", fillLevel=0,
-                       brush=(33, 102, 172, 150), pen=pg.mkPen((33, 102, 172), width=1))  # fmt: skip
-            item.setLabel("bottom", "reconstruction error (MSE)")
-            item.setLabel("left", "images")
-            w.enableAutoRange()
-            return
-        key, title, ylabel = {
-            "landmarks": ("mean_error_px", "Mean error per point", "mean error (image px)"),
-            "segment": ("iou", "IoU per class", "IoU"),
-        }[ev.task]
-        self.plot_box.setTitle(title)
-        rows = ev.per_class
-        values = [float("nan") if r.get(key) is None else float(r[key]) for r in rows]
-        xs = np.arange(len(rows))
-        brushes = [pg.mkBrush(colors.get(r["name"], "#888888")) for r in rows]
-        heights = [0.0 if math.isnan(v) else v for v in values]
-        w.addItem(pg.BarGraphItem(x=xs, height=heights, width=0.7, brushes=brushes))
-        item.getAxis("bottom").setTicks(
-            [[(int(i), r["name"]) for i, r in zip(xs, rows, strict=True)]]
-        )
-        item.setLabel("bottom", "")
-        item.setLabel("left", ylabel)
-        w.enableAutoRange()
-        if ev.task == "segment":
-            w.setYRange(0, 1.05, padding=0)
-
-
-def _pr_steps(precision: Any, recall: Any) -> tuple[list[float], list[float]]:
-    """Step outline of a precision-recall curve given per threshold (recall rising):
-    from recall 0 at the first precision, each recall interval drawn at the precision
-    of its right end (as scikit-learn's display draws it)."""
-    xs, ys = [0.0], [float(precision[0])] if len(precision) else [1.0]
-    for r, p in zip(recall, precision, strict=True):
-        xs += [xs[-1], float(r)]
-        ys += [float(p), float(p)]
-    return xs, ys
-
-
-def _label(key: str) -> str:
-    from tlstudio.ml.evaluation import METRIC_LABELS
-
-    return METRIC_LABELS.get(key, key)
-
-
-def _badness(r: ImageRecord) -> float:
-    return -math.inf if r.error is None else float(r.error)
-
-
-def _score_text(ev: Evaluation | None, r: ImageRecord) -> str:
-    task = ev.task if ev is not None else ""
-    if task == "classify":
-        return f"p = {r.score:.2f}"
-    if task == "detect":
-        return f"{int(r.error or 0)} wrong, best score {r.score:.2f}"
-    if task == "landmarks":
-        return f"NME {r.score:.3f}, {r.error:.1f} px" if r.error is not None else f"{r.score:.3f}"
-    if task == "segment":
-        return f"IoU {r.score:.2f}"
-    return f"error {r.score:.4g}"

@@ -11,7 +11,7 @@ from PySide6.QtWidgets import QFileDialog, QFrame, QHBoxLayout, QLabel, QPushBut
 
 from tlstudio.core.project import Project
 from tlstudio.gui.state import AppState
-from tlstudio.gui.workers.tasks import run_in_background
+from tlstudio.gui.workers.jobs import start_job
 
 MAX_NAMED = 5
 
@@ -63,8 +63,10 @@ class MissingFilesBanner(QFrame):
         if project is None:
             return
         root = project.root
-        run_in_background(
-            lambda: find_missing(root), lambda paths: self._show(root, paths), context=self
+        start_job(
+            lambda _token, _progress: find_missing(root),
+            context=self,
+            succeeded=lambda paths: self._show(root, paths),
         )
 
     def choose_folder(self) -> None:
@@ -89,11 +91,16 @@ class MissingFilesBanner(QFrame):
             if found:
                 self.app_state.data_changed.emit()  # the canvas reloads the current image
 
-        def failed(message: str) -> None:
+        def failed(_kind: str, message: str) -> None:
             self.relink_button.setEnabled(True)
             self.label.setText(f"Relinking failed: {message}")
 
-        run_in_background(lambda: relink(root, folder), done, failed, context=self)
+        start_job(
+            lambda _token, _progress: relink(root, folder),
+            context=self,
+            succeeded=done,
+            failed=failed,
+        )
 
     def _show(self, root: Path, paths: list[str]) -> None:
         project = self.app_state.project

@@ -4,7 +4,7 @@ on the canvas and accept it as labels (model-assisted labelling).
 The run picker sets ``AppState.run_id`` and follows ``run_changed``; the panel
 loads the current image's stored prediction of that run and hands it to the
 canvas (:meth:`CanvasView.set_prediction`) whenever the image, the run or the
-stored predictions change. Predicting runs in a QThread
+stored predictions change. Predicting runs in the background
 (:class:`~tlstudio.gui.workers.predict.PredictController`); accepting is one
 undoable command (:func:`tlstudio.core.predictions.accept_command`).
 """
@@ -44,8 +44,8 @@ from tlstudio.core.runs import RunRecord, RunStore
 from tlstudio.gui.inspect.panel import preferred_run, run_title
 from tlstudio.gui.state import AppState
 from tlstudio.gui.widgets.wheel_guard import guard_wheel
+from tlstudio.gui.workers.jobs import start_job
 from tlstudio.gui.workers.predict import PredictController
-from tlstudio.gui.workers.tasks import run_in_background
 
 #: "Predict on" choices: (key, text shown).
 TARGETS = (
@@ -456,7 +456,7 @@ class PredictionsPanel(QWidget):
                 return
             self._ask_accept_all(command, run_id, threshold, mode)
 
-        def failed(message: str) -> None:
+        def failed(_kind: str, message: str) -> None:
             self._building = False
             self._update_enabled()
             self.message.emit(f"Cannot accept: {message}")
@@ -464,7 +464,7 @@ class PredictionsPanel(QWidget):
         self._building = True
         self._update_enabled()
         self.message.emit(f"Reading the predictions of run #{run_id} …")
-        run_in_background(build, built, failed, context=self)
+        start_job(lambda _token, _progress: build(), context=self, succeeded=built, failed=failed)
         return True
 
     def _ask_accept_all(self, command, run_id: int, threshold: float, mode: str) -> None:

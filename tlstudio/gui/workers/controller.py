@@ -1,5 +1,6 @@
-"""One long job at a time in its own QThread: the lifecycle shared by the training and
-prediction controllers (start, cancel, wait, shutdown, the order of the last signals).
+"""One long job at a time in its own QThread: the training controller's lifecycle
+(start, cancel, wait, shutdown, the order of the last signals). Everything else runs as
+a :class:`~tlstudio.gui.workers.jobs.BackgroundJob`; training moves there later.
 
 A worker is a QObject with a ``run()`` slot, ``cancel()``, a ``done`` flag it sets just
 before emitting ``finished(int)``, and no parent (it is moved to the thread)."""

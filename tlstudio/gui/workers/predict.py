@@ -1,139 +1,108 @@
-"""Prediction off the GUI thread: a :class:`PredictWorker` in a QThread runs
-:func:`tlstudio.ml.runner.predict` (which stores the predictions in the project)
-and a :class:`PredictController` owns the thread (start, cancel, wait).
+"""Prediction off the GUI thread: :func:`predict_images` runs
+:func:`tlstudio.ml.runner.predict` (which stores the predictions in the project) as a
+:class:`~tlstudio.gui.workers.jobs.BackgroundJob`, and a :class:`PredictController`
+runs one at a time (start, cancel, wait).
 
-The worker opens its own :class:`~tlstudio.core.project.Project` (SQLite
-connections belong to one thread) and imports torch and the runner in its
-thread, so the GUI never waits for them. Only ints and strings cross threads.
+The job opens its own :class:`~tlstudio.core.project.Project` (SQLite connections
+belong to one thread) and imports torch and the runner in its thread, so the GUI never
+waits for them. Only ints and strings cross threads.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from PySide6.QtCore import QObject, Signal, Slot
+from PySide6.QtCore import QCoreApplication, QObject, Signal
 
-from tlstudio.gui.workers.controller import ThreadController
+from tlstudio.core.errors import ProjectError
+from tlstudio.gui.workers.jobs import BackgroundJob, Progress, job_pool
 from tlstudio.ml.callbacks import CancelToken
 
 if TYPE_CHECKING:  # pragma: no cover
     from tlstudio.gui.state import AppState
 
 
-class PredictWorker(QObject):
-    """Predicts run ``run_id`` on ``image_ids`` of the project at ``project_root`` in
-    the thread it was moved to (start it with :meth:`run`).
+class PredictedCount:
+    """Images predicted and stored so far: written by the job's thread, read on the GUI
+    thread once the job has ended (also after a cancel or a failure)."""
 
-    ``progress(done, total)`` (images) comes at most every ``progress_interval_s``
-    and always for the last batch; then ``failed(message)`` if it failed, and
-    ``finished(n)`` last, with the number of images predicted and stored (also
-    after a cancel or a failure).
+    def __init__(self) -> None:
+        self.value = 0
 
-    ``threads``: torch intra-op threads while predicting (None: one core fewer than
-    the machine has, so the GUI keeps one; 0: leave torch's setting alone)."""
 
-    progress = Signal(int, int)
-    failed = Signal(str)
-    finished = Signal(int)
+def predict_images(
+    project_root: Path,
+    run_id: int,
+    image_ids: list[int] | None,
+    token: CancelToken,
+    progress: Progress,
+    *,
+    count: PredictedCount,
+    threads: int | None = None,
+    batch_size: int = 16,
+    device: str = "auto",
+) -> int:
+    """Predict run ``run_id`` on ``image_ids`` (None: every image) of the project at
+    ``project_root`` and store the predictions; returns how many were stored (fewer once
+    ``token`` is cancelled: it stops after the current batch). ``progress(done, total)``
+    counts images. ``threads``: torch intra-op threads meanwhile (None: one core fewer
+    than the machine has, so the GUI keeps one; 0: leave torch's setting alone)."""
+    from tlstudio.core.project import Project
 
-    def __init__(
-        self,
-        project_root: str | Path,
-        run_id: int,
-        image_ids: Sequence[int] | None,
-        *,
-        threads: int | None = None,
-        batch_size: int = 16,
-        device: str = "auto",
-        progress_interval_s: float = 0.1,
-    ):
-        super().__init__()
-        self.project_root = Path(project_root)
-        self.run_id = int(run_id)
-        self.image_ids = None if image_ids is None else [int(i) for i in image_ids]
-        self.threads = threads
-        self.batch_size = batch_size
-        self.device = device
-        self.progress_interval_s = progress_interval_s
-        self.token = CancelToken()
-        self.done = False  # set on the worker thread just before ``finished``
-        self.count = 0
-        self.error: str | None = None
-        self._last = 0.0
+    try:
+        project = Project.open(project_root)
+    except Exception as exc:
+        raise ProjectError(f"cannot open the project {project_root}: {exc}") from exc
+    try:
+        import torch
 
-    def cancel(self) -> None:
-        """Stop after the current batch (any thread)."""
-        self.token.cancel()
+        from tlstudio.gui.training.worker import default_torch_threads
+        from tlstudio.ml import runner
 
-    def _fail(self, message: str) -> None:
-        self.error = message
-        self.failed.emit(message)
+        previous = torch.get_num_threads()
+        n = threads
+        if n is None:
+            n = default_torch_threads(torch_default=previous)
+        if n:
+            torch.set_num_threads(n)
 
-    def _progress(self, done: int, total: int) -> None:
-        self.count = done
-        now = time.monotonic()
-        if done >= total or now - self._last >= self.progress_interval_s:
-            self._last = now
-            self.progress.emit(done, total)
+        def report(done: int, total: int) -> None:
+            count.value = done
+            progress(done, total)
 
-    @Slot()
-    def run(self) -> None:
         try:
-            self._run()
-        except BaseException as exc:  # never let anything escape into Qt
-            self._fail(f"Prediction failed: {exc or type(exc).__name__}")
+            total = len(image_ids) if image_ids is not None else project.image_count()
+            progress(0, total)
+            count.value = runner.predict(
+                project, run_id, image_ids, batch_size=batch_size, device=device,
+                progress=report, token=token,
+            )  # fmt: skip
+            return count.value
         finally:
-            self.done = True
-            self.finished.emit(self.count)
-
-    def _run(self) -> None:
-        from tlstudio.core.project import Project
-
-        try:
-            project = Project.open(self.project_root)
-        except Exception as exc:
-            self._fail(f"Cannot open the project {self.project_root}: {exc}")
-            return
-        try:
-            import torch
-
-            from tlstudio.gui.training.worker import default_torch_threads
-            from tlstudio.ml import runner
-
-            previous = torch.get_num_threads()
-            n = self.threads
-            if n is None:
-                n = default_torch_threads(torch_default=previous)
             if n:
-                torch.set_num_threads(n)
-            try:
-                total = len(self.image_ids) if self.image_ids is not None else None
-                self.progress.emit(0, total if total is not None else project.image_count())
-                self.count = runner.predict(
-                    project, self.run_id, self.image_ids, batch_size=self.batch_size,
-                    device=self.device, progress=self._progress, token=self.token,
-                )  # fmt: skip
-            finally:
-                if n:
-                    torch.set_num_threads(previous)
-        finally:
-            project.close()
+                torch.set_num_threads(previous)
+    finally:
+        project.close()
 
 
-class PredictController(ThreadController):
-    """Owns the prediction thread: one prediction at a time.
+class PredictController(QObject):
+    """Runs one prediction at a time.
 
-    ``started(run_id, total)`` follows :meth:`start`; ``progress(done, total)`` relays
-    the worker's; ``failed(message)`` says why it stopped early; ``finished(n)`` (images
-    predicted) comes last, after the thread has ended, and after
-    ``app_state.predictions_changed`` was emitted when any prediction was stored."""
+    ``started(run_id, total)`` and ``running_changed(True)`` follow :meth:`start`;
+    ``progress(done, total)`` (images) comes at most every 0.1 s and for the last batch;
+    ``failed(message)`` says why it stopped early; then ``running_changed(False)`` and
+    last ``finished(n)`` (images predicted and stored, also after a cancel or a failure),
+    after ``app_state.predictions_changed`` was emitted when any prediction was stored.
 
-    started = Signal(int, int)  # run id, images to predict
+    ``threads``: torch threads while predicting (see :func:`predict_images`)."""
+
+    started = Signal(int, int)  # run id, images to predict (-1: every image)
     progress = Signal(int, int)  # done, total (images)
     failed = Signal(str)
+    running_changed = Signal(bool)
+    finished = Signal(int)
 
     def __init__(
         self,
@@ -143,11 +112,21 @@ class PredictController(ThreadController):
         threads: int | None = None,
         batch_size: int = 16,
     ):
-        super().__init__(app_state, parent)
+        super().__init__(parent)
+        self.app_state = app_state
         self.threads = threads
         self.batch_size = batch_size
+        self.job: BackgroundJob | None = None
         self.last_count: int | None = None
         self.last_error: str | None = None
+        self._pool = job_pool(self, 1, "predict")
+        app = QCoreApplication.instance()
+        if app is not None:
+            app.aboutToQuit.connect(self.shutdown)
+
+    @property
+    def is_running(self) -> bool:
+        return self.job is not None
 
     def start(
         self,
@@ -161,28 +140,64 @@ class PredictController(ThreadController):
         if self.is_running or root is None:
             return False
         self.last_error = None
-        worker = PredictWorker(
-            root, run_id, image_ids, threads=self.threads, batch_size=self.batch_size
+        ids = None if image_ids is None else [int(i) for i in image_ids]
+        count = PredictedCount()
+        threads, batch_size, run = self.threads, self.batch_size, int(run_id)
+        job = BackgroundJob(
+            lambda token, progress: predict_images(
+                root,
+                run,
+                ids,
+                token,
+                progress,
+                count=count,
+                threads=threads,
+                batch_size=batch_size,
+            ),  # fmt: skip
+            context=self,
+            progress_interval_s=0.1,
+            name="predict",
         )
-        worker.progress.connect(self.progress)
-        worker.failed.connect(self._on_failed)
-        self._launch(worker, "predict")
-        total = len(image_ids) if image_ids is not None else -1
-        self.started.emit(int(run_id), total)
+        job.progressed.connect(lambda done, total, _stage: self.progress.emit(done, total))
+        job.succeeded.connect(lambda n: self._ended(int(n), None))
+        job.failed.connect(
+            lambda _kind, message: self._ended(count.value, f"Prediction failed: {message}")
+        )
+        job.cancelled.connect(lambda: self._ended(count.value, None))
+        self.job = job.start(self._pool)
+        self.running_changed.emit(True)
+        self.started.emit(run, len(ids) if ids is not None else -1)
         return True
 
-    @Slot(str)
-    def _on_failed(self, message: str) -> None:
-        if self.worker is None:
-            return
-        self.last_error = message
-        self.failed.emit(message)
+    def cancel(self) -> None:
+        """Ask the prediction to stop after its current batch (returns at once)."""
+        if self.job is not None:
+            self.job.cancel()
 
-    def _worker_ended(self, worker: PredictWorker) -> int:
-        self.last_count = worker.count
-        if worker.error is not None and self.last_error is None:  # wait() ran first
-            self.last_error = worker.error
-            self.failed.emit(worker.error)
-        if worker.count and self.app_state is not None and self.app_state.project is not None:
+    def wait(self, ms: int = -1) -> bool:
+        """Block until the prediction has ended (at most ``ms`` ms; -1: no limit) and
+        deliver ``finished``. True if nothing is left running. For shutdown and tests:
+        the GUI thread is blocked meanwhile."""
+        return self.job is None or self.job.wait(ms)
+
+    def shutdown(self, ms: int = 30_000) -> bool:
+        """Cancel and wait (window closing)."""
+        self.cancel()
+        return self.wait(ms)
+
+    def _project_root(self, project_root: str | Path | None) -> Path | None:
+        if project_root is not None:
+            return Path(project_root)
+        project = self.app_state.project if self.app_state is not None else None
+        return None if project is None else project.root
+
+    def _ended(self, count: int, error: str | None) -> None:
+        self.job = None
+        self.last_count = count
+        if error is not None:
+            self.last_error = error
+            self.failed.emit(error)
+        if count and self.app_state is not None and self.app_state.project is not None:
             self.app_state.predictions_changed.emit()
-        return worker.count
+        self.running_changed.emit(False)
+        self.finished.emit(count)

@@ -15,12 +15,17 @@ import os
 import threading
 from collections import OrderedDict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from PySide6.QtCore import QObject, QRect, Qt, QThreadPool, Signal
+from PySide6.QtCore import QObject, QRect, Qt, Signal
 from PySide6.QtGui import QColor, QIcon, QImage, QPainter, QPixmap
 
-from tlstudio.core.errors import ImageError
+from tlstudio.core.errors import ImageError, error_message
 from tlstudio.core.thumbnails import ThumbnailCache
+from tlstudio.gui.workers.jobs import job_pool
+
+if TYPE_CHECKING:  # pragma: no cover
+    from tlstudio.gui.state import AppState
 
 
 class _Relay(QObject):
@@ -80,12 +85,13 @@ class ThumbnailLoader(QObject):
         self._active = 0  # pool tasks draining the stack; guarded by _lock
         self._lock = threading.Lock()
         self._closed = False
-        self._pool = QThreadPool(self)
         if threads is None:
             # leave a core to the GUI thread: on 2 cores a second worker doubled the
             # scroll stutter (tests/bench/bench_window.py); more rarely pays, given the GIL
             threads = max(1, min(3, (os.cpu_count() or 2) - 1))
-        self._pool.setMaxThreadCount(max(1, threads))
+        # not one BackgroundJob per image: a few long-lived drains serve a LIFO stack,
+        # so the rows scrolled to last come first and stale requests are dropped
+        self._pool = job_pool(self, threads, "thumbnails")
         self._relay = _Relay()
         self._relay.loaded.connect(self._on_loaded)
         self.broken_icon = placeholder_icon(icon_size, "?", "#e8d2d2")
@@ -181,7 +187,7 @@ class ThumbnailLoader(QObject):
         except OSError as exc:
             return None, f"cannot read file ({exc.strerror or exc})"
         except Exception as exc:  # a thumbnail must never take the window down
-            return None, f"{type(exc).__name__}: {exc}"
+            return None, error_message(exc)
         image = QImage(str(png))
         if image.isNull():
             return None, "cannot load the cached thumbnail"
@@ -193,3 +199,41 @@ class ThumbnailLoader(QObject):
                 Qt.TransformationMode.SmoothTransformation,
             )
         return image, ""
+
+
+class ProjectThumbnails(QObject):
+    """A :class:`ThumbnailLoader` for whichever project ``app_state`` has open: a new one
+    when a project opens, the old one shut down when it closes. Build it before
+    connecting slots that ask for icons on ``project_opened``."""
+
+    thumbnail_ready = Signal(str)  # key: icon(key, ...) now returns it
+
+    def __init__(self, app_state: AppState, *, icon_size: int, size: int = 128, parent: QObject):
+        super().__init__(parent)
+        self.app_state = app_state
+        self.icon_size, self.size = icon_size, size
+        self.loader: ThumbnailLoader | None = None
+        app_state.project_opened.connect(lambda _p: self.reset())
+        app_state.project_closed.connect(self.reset)
+        self.reset()
+
+    def reset(self) -> None:
+        """Shut the loader down and make one for the open project (if any)."""
+        self.shutdown()
+        project = self.app_state.project
+        if project is not None:
+            self.loader = ThumbnailLoader(
+                project.cache_dir, size=self.size, icon_size=self.icon_size, parent=self
+            )
+            self.loader.thumbnail_ready.connect(self.thumbnail_ready)
+
+    def icon(self, key: str, path: Path) -> QIcon | None:
+        """The loader's icon (None while it loads or without a project)."""
+        return None if self.loader is None else self.loader.icon(key, path)
+
+    def shutdown(self) -> None:
+        """Stop the loader (waits for at most one image per thread)."""
+        if self.loader is not None:
+            self.loader.shutdown()
+            self.loader.deleteLater()
+            self.loader = None
