@@ -44,7 +44,7 @@ def tiny_spec(epochs: int = 3, batch_size: int = 2, input_size: int = 32):
 def open_train(qtbot, window):
     """F3, then wait until the configuration is built and has read the project."""
     qtbot.keyClick(window, Qt.Key.Key_F3)
-    assert window.modes.currentWidget() is window.train_panel
+    assert window.modes.currentIndex() == 1  # the Train page
     config = window.train_panel.config
     config.wait_ready()
     qtbot.waitUntil(config.has_facts, timeout=20_000)
