@@ -33,6 +33,7 @@ from .annotations import (
     mask_class_ids,
 )
 from .errors import ImageError, ProjectError, ValidationError
+from .instances import InstanceStore
 from .labelset import PALETTE, ClassInfo, LandmarkTemplate
 from .store import DB_NAME, Store, inserted_id
 
@@ -101,6 +102,8 @@ class Project:
         self.cache_dir.mkdir(exist_ok=True)
         self._template_cache: dict[int, LandmarkTemplate] = {}
         store.rollback_listeners.append(self._template_cache.clear)
+        #: objects (instances) and ignore regions beside the label maps (core/instances.py)
+        self.instances = InstanceStore(self)
 
     # -- lifecycle ---------------------------------------------------------
     @classmethod
@@ -469,6 +472,9 @@ class Project:
             c.execute(
                 "UPDATE landmark_sets SET class_id = ? WHERE class_id = ?", (target_id, source_id)
             )
+            c.execute(
+                "UPDATE instances SET class_id = ? WHERE class_id = ?", (target_id, source_id)
+            )
             self._remap_masks(source_id, target_id)
             c.execute("DELETE FROM classes WHERE id = ?", (source_id,))
 
@@ -480,6 +486,7 @@ class Project:
             c.execute("DELETE FROM tags WHERE class_id = ?", (class_id,))
             c.execute("DELETE FROM boxes WHERE class_id = ?", (class_id,))
             c.execute("DELETE FROM landmark_sets WHERE class_id = ?", (class_id,))
+            c.execute("DELETE FROM instances WHERE class_id = ?", (class_id,))
             self._remap_masks(class_id, 0)
             c.execute("DELETE FROM classes WHERE id = ?", (class_id,))
 
@@ -760,7 +767,7 @@ class Project:
     def annotations(self, image_id: int) -> ImageAnnotations:
         return ImageAnnotations(
             image_id, self.tags(image_id), self.boxes(image_id), self.landmark_sets(image_id),
-            self.mask(image_id),
+            self.mask(image_id), self.instances.layer(image_id), self.instances.ignore(image_id),
         )  # fmt: skip
 
     def set_annotations(self, ann: ImageAnnotations) -> None:
@@ -773,9 +780,12 @@ class Project:
             for lms in ann.landmarks:
                 self.add_landmark_set(ann.image_id, lms)
             self.set_mask(ann.image_id, ann.mask)
+            self.instances.write_raw(ann.image_id, ann.instances)
+            self.instances.set_ignore(ann.image_id, ann.ignore)
 
     def clear_annotations(self, image_id: int) -> None:
         with self.transaction():
+            self.instances.clear(image_id)  # first: objects name boxes
             for table in ("tags", "boxes", "landmark_sets", "masks"):
                 self._c.execute(f"DELETE FROM {table} WHERE image_id = ?", (image_id,))
 
@@ -849,6 +859,7 @@ class Project:
                 "boxes": c.execute("SELECT COUNT(*) FROM boxes").fetchone()[0],
                 "landmarks": c.execute("SELECT COUNT(*) FROM landmark_sets").fetchone()[0],
                 "masks": c.execute("SELECT COUNT(*) FROM masks").fetchone()[0],
+                "objects": self.instances.count(),
             },
             "labelled_images": c.execute(
                 "SELECT COUNT(*) FROM images i WHERE EXISTS (SELECT 1 FROM tags WHERE image_id = i.id)"
