@@ -18,7 +18,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from . import __version__
-from .core.formats import EXPORT_KINDS, FORMATS, LABEL_FORMATS, LABEL_SUFFIXES, label_format
+from .core.formats import (
+    EXPORT_KINDS,
+    FORMAT_OPTIONS,
+    FORMATS,
+    LABEL_FORMATS,
+    LABEL_SUFFIXES,
+    label_format,
+)
 
 if TYPE_CHECKING:
     from .core.formats import LabelImportReport
@@ -34,6 +41,7 @@ KIND_NAMES = {  # kind: (one, several)
     "boxes": ("box", "boxes"),
     "landmarks": ("landmark set", "landmark sets"),
     "masks": ("mask", "masks"),
+    "objects": ("object", "objects"),
 }
 
 
@@ -105,6 +113,7 @@ def _parser() -> argparse.ArgumentParser:
         help=f"read every PATH as this format ({_formats_help()}; images: add them as images only)",
     )
     p.add_argument("--copy", action="store_true", help="copy images into DIR/images/")
+    _add_format_options(p, "import")
     p.set_defaults(run=_cmd_import)
 
     p = sub.add_parser("export", help="write the labels in an interchange format")
@@ -114,7 +123,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("out", metavar="OUT", help="output file or folder")
     p.add_argument("--kind", choices=EXPORT_KINDS, help=f"which labels: {_kinds_help()}")
-    p.add_argument("--template", metavar="NAME", help="landmark template of a YOLO pose export")
+    p.add_argument(
+        "--template", metavar="NAME", help="landmark template of a YOLO pose or DeepLabCut export"
+    )
+    _add_format_options(p, "export")
     p.set_defaults(run=_cmd_export)
 
     p = sub.add_parser("info", help="counts per class, kind and split; templates; missing files")
@@ -161,6 +173,31 @@ def _cmd_new(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_format_options(parser: argparse.ArgumentParser, use: str) -> None:
+    """One yes/no flag per format option of the registry (see FormatOption)."""
+    for o in FORMAT_OPTIONS:
+        if use in o.used_by:
+            parser.add_argument(o.flag, dest=f"opt_{o.name}", action="store_true", help=o.help)
+
+
+def _format_options(args: argparse.Namespace, fmt: str, use: str) -> dict[str, bool]:
+    """The format options given on the command line that ``fmt`` takes for ``use``."""
+    own = {o.name for o in label_format(fmt).options if use in o.used_by}
+    return {o.name: True for o in FORMAT_OPTIONS
+            if getattr(args, f"opt_{o.name}", False) and o.name in own}  # fmt: skip
+
+
+def _check_format_options(args: argparse.Namespace, formats: list[str], use: str) -> None:
+    from .core.errors import ValidationError
+
+    for o in FORMAT_OPTIONS:
+        if getattr(args, f"opt_{o.name}", False) and not any(
+            o.name in _format_options(args, f, use) for f in formats
+        ):
+            titles = ", ".join(label_format(f).title for f in formats) or "images"
+            raise ValidationError(f"{o.flag} does not apply to {titles}")
+
+
 def _cmd_import(args: argparse.Namespace) -> int:
     from .core.errors import FormatError, ValidationError
     from .core.project import Project
@@ -177,8 +214,10 @@ def _cmd_import(args: argparse.Namespace) -> int:
             _print_images(_add_images(project, paths, args.copy))
             return 0
         if args.format is not None:
+            _check_format_options(args, [args.format], "import")
+            opts = _format_options(args, args.format, "import")
             for p in paths:
-                report = import_labels(project, p, args.format, copy_images=args.copy)
+                report = import_labels(project, p, args.format, copy_images=args.copy, options=opts)
                 _print_labels(p, args.format, report)
             return 0
         images: list[Path] = []
@@ -200,11 +239,15 @@ def _cmd_import(args: argparse.Namespace) -> int:
                 labels.append(p)
             else:
                 images.append(p)
+        detected = [(p, detect_format(p)) for p in labels]
+        _check_format_options(args, [fmt for _, fmt in detected], "import")
         if images:  # first, so label files can refer to these images
             _print_images(_add_images(project, images, args.copy))
-        for p in labels:
-            fmt = detect_format(p)
-            _print_labels(p, fmt, import_labels(project, p, fmt, copy_images=args.copy))
+        for p, fmt in detected:
+            opts = _format_options(args, fmt, "import")
+            _print_labels(
+                p, fmt, import_labels(project, p, fmt, copy_images=args.copy, options=opts)
+            )
         for line in notes:
             print(line)
     return 0
@@ -247,10 +290,14 @@ def _cmd_export(args: argparse.Namespace) -> int:
     from .core.errors import ValidationError
     from .core.project import Project
 
-    if not label_format(args.format).export_kinds and (args.kind or args.template):
+    fmt = label_format(args.format)
+    if (args.kind and not fmt.export_kinds) or (
+        args.template and not (fmt.export_kinds or fmt.takes_template)
+    ):
         raise ValidationError(
             f"--kind and --template apply to {_kinds_formats()} only, not {args.format}"
         )
+    _check_format_options(args, [args.format], "export")
     with Project.open(args.dir) as project:
         from .core.formats import export_labels
 
@@ -258,7 +305,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
         try:
             out = export_labels(
                 project, args.format, Path(args.out), kind=args.kind, template=args.template,
-                warnings=warnings,
+                warnings=warnings, options=_format_options(args, args.format, "export"),
             )  # fmt: skip
         except ValueError as exc:  # the exporters' word for a choice that does not fit
             raise ValidationError(str(exc)) from None
@@ -339,8 +386,8 @@ def _formats_help() -> str:
 
 
 def _kinds_formats() -> str:
-    """Titles of the formats whose export takes a kind (``YOLO``)."""
-    return ", ".join(f.title for f in LABEL_FORMATS if f.export_kinds)
+    """Titles of the formats whose export takes a kind or template (``YOLO, DeepLabCut``)."""
+    return ", ".join(f.title for f in LABEL_FORMATS if f.export_kinds or f.takes_template)
 
 
 def _kinds_help() -> str:

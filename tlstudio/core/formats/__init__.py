@@ -102,7 +102,8 @@ class LabelFormat:
     recognise it from content: ``(order, test)`` pairs; :func:`detect_format` runs
     the tests of all formats in ascending ``order`` and takes the first that passes.
     ``module`` is its module in this package, imported on first use. ``options`` are
-    its switches (:class:`FormatOption`)."""
+    its switches (:class:`FormatOption`). ``takes_template``: its export writes the
+    landmark sets of one template, which ``template`` names when there are several."""
 
     name: str
     title: str
@@ -113,6 +114,7 @@ class LabelFormat:
     file_tests: tuple[tuple[int, Test], ...] = ()
     folder_tests: tuple[tuple[int, Test], ...] = ()
     options: tuple[FormatOption, ...] = ()
+    takes_template: bool = False
 
     def check_options(self, options: Mapping[str, Any] | None, use: str) -> dict[str, Any]:
         """``options`` as keywords for the module's ``use`` (import or export); ValueError
@@ -194,7 +196,7 @@ def _voc_folder(p: Path) -> bool:
 
     return (
         (p / "Annotations").is_dir()
-        or any((p / d).is_dir() for d in SEGMENTATION_CLASS_DIRS)
+        or any(any((p / d).glob("*.png")) for d in SEGMENTATION_CLASS_DIRS)
         or any(p.glob("*.xml"))
     )
 
@@ -202,6 +204,33 @@ def _voc_folder(p: Path) -> bool:
 def _labelme_folder(p: Path) -> bool:
     jsons = sorted(p.glob("*.json"))[:50] or sorted(p.rglob("*.json"))[:50]
     return any(_is_labelme(j) for j in jsons)
+
+
+def _dlc_file(p: Path) -> bool:
+    from .dlc import looks_like_dlc_csv, looks_like_dlc_h5
+
+    suffix = p.suffix.lower()
+    return (suffix == ".csv" and looks_like_dlc_csv(p)) or (
+        suffix == ".h5" and looks_like_dlc_h5(p)
+    )
+
+
+def _dlc_folder(p: Path) -> bool:
+    return (
+        ((p / "labeled-data").is_dir() and (p / "config.yaml").is_file())
+        or any(p.glob("CollectedData*.csv"))
+        or any(p.glob("CollectedData*.h5"))
+    )
+
+
+def _sleap_file(p: Path) -> bool:
+    from .sleap import looks_like_slp
+
+    return p.suffix.lower() == ".slp" and looks_like_slp(p)
+
+
+def _sleap_folder(p: Path) -> bool:
+    return any(_sleap_file(f) for f in sorted(p.glob("*.slp"))[:20])
 
 
 def _csv_folder(p: Path) -> bool:
@@ -243,6 +272,17 @@ LABEL_FORMATS: tuple[LabelFormat, ...] = (
     LabelFormat(
         "labelme", "labelme", "a labelme folder", "labelme", suffixes=(".json",),
         file_tests=((1, _json_file(_is_labelme)),), folder_tests=((40, _labelme_folder),),
+    ),
+    LabelFormat(
+        "dlc", "DeepLabCut",
+        "DeepLabCut labelled data (labeled-data/*/CollectedData_*.csv or .h5, config.yaml)",
+        "dlc", suffixes=(".csv", ".h5"), takes_template=True,
+        file_tests=((0, _dlc_file),), folder_tests=((35, _dlc_folder),),
+    ),
+    LabelFormat(
+        "sleap", "SLEAP", "SLEAP labels (.slp) with their images or embedded frames",
+        "sleap", suffixes=(".slp",),
+        file_tests=((0, _sleap_file),), folder_tests=((36, _sleap_folder),),
     ),
     LabelFormat(
         "folders", "class folders", "class folders (one sub-folder of images per class)",
@@ -353,6 +393,10 @@ def export_labels(project: Project, format: str, out: str | Path, *, kind: str |
             project, out, kind=kind or fmt.export_kinds[0], template=template, warnings=warnings,
             **opts,
         )  # fmt: skip
-    if kind is not None or template is not None:
-        raise ValueError(f"{format} export takes no kind or template")
+    if kind is not None:
+        raise ValueError(f"{format} export takes no kind")
+    if fmt.takes_template:
+        opts["template"] = template
+    elif template is not None:
+        raise ValueError(f"{format} export takes no template")
     return module.export(project, out, warnings=warnings, **opts)

@@ -229,11 +229,15 @@ def _import_one(s: ImportSession, doc: _Doc, rec: ImageRecord) -> None:
 
 
 def _segmentation_dirs(root: Path) -> tuple[Path, Path | None] | None:
-    cls = next((root / d for d in SEGMENTATION_CLASS_DIRS if (root / d).is_dir()), None)
-    if cls is None:
-        return None
-    obj = next((root / d for d in SEGMENTATION_OBJECT_DIRS if (root / d).is_dir()), None)
-    return cls, obj
+    """The class and object PNG folders (the first holding PNGs: labelme2voc's video
+    example has ``.npy`` files in ``SegmentationClass/`` and PNGs in
+    ``SegmentationClassPNG/``)."""
+
+    def first(names: tuple[str, ...]) -> Path | None:
+        return next((root / d for d in names if any((root / d).glob("*.png"))), None)
+
+    cls = first(SEGMENTATION_CLASS_DIRS)
+    return None if cls is None else (cls, first(SEGMENTATION_OBJECT_DIRS))
 
 
 def read_index_png(path: Path) -> np.ndarray:
