@@ -15,7 +15,8 @@ import pandas as pd
 HERE = Path(__file__).parent
 PEERS = HERE.parents[1]
 SOURCES = {
-    "CollectedData_Pranav.h5": PEERS / "deeplabcut/openfield-Pranav-2018-10-30/labeled-data/m4s1/CollectedData_Pranav.csv",
+    "CollectedData_Pranav.h5": PEERS
+    / "deeplabcut/openfield-Pranav-2018-10-30/labeled-data/m4s1/CollectedData_Pranav.csv",
     "CollectedData_madlc.h5": PEERS / "sleap/dlc/labeled-data/video/madlc_testdata.csv",
 }
 
