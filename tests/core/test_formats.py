@@ -337,7 +337,8 @@ def test_export_warnings_name_what_the_format_cannot_hold(source, tmp_path):
         source.image_ids()[1], [source.class_by_name("dog").id, source.class_by_name("cat").id]
     )
     export_labels(source, "folders", tmp_path / "folders", warnings=warnings)
-    assert any("2 images without exactly one tag" in w for w in warnings)
+    assert any("1 unlabelled images (no class tag) were not exported" in w for w in warnings)
+    assert any("1 images with several class tags were not exported" in w for w in warnings)
     assert sorted(p.name for p in (tmp_path / "folders").iterdir()) == ["bird", "cat"]
 
 

@@ -374,7 +374,7 @@ def export(project: Project, out: str | Path, *, warnings: list[str] | None = No
         grp = f.require_group("metadata")
         grp.attrs["format_id"] = FORMAT_ID
         grp.attrs["json"] = np.bytes_(json.dumps(meta, separators=(",", ":")))
-        f.create_dataset("videos_json", data=np.array(videos, dtype=object if not videos else None),
+        f.create_dataset("videos_json", data=np.array(videos, dtype=None if videos else "S1"),
                          maxshape=(None,))  # fmt: skip
         f.create_dataset("tracks_json", data=np.zeros(0), maxshape=(None,))
         f.create_dataset("suggestions_json", data=np.zeros(0), maxshape=(None,))
