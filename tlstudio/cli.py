@@ -291,12 +291,11 @@ def _cmd_export(args: argparse.Namespace) -> int:
     from .core.project import Project
 
     fmt = label_format(args.format)
-    if (args.kind and not fmt.export_kinds) or (
-        args.template and not (fmt.export_kinds or fmt.takes_template)
-    ):
-        raise ValidationError(
-            f"--kind and --template apply to {_kinds_formats()} only, not {args.format}"
-        )
+    if args.kind and not fmt.export_kinds:
+        kinds = ", ".join(f.title for f in LABEL_FORMATS if f.export_kinds)
+        raise ValidationError(f"--kind applies to {kinds} only, not {args.format}")
+    if args.template and not (fmt.export_kinds or fmt.takes_template):
+        raise ValidationError(f"--template applies to {_kinds_formats()} only, not {args.format}")
     _check_format_options(args, [args.format], "export")
     with Project.open(args.dir) as project:
         from .core.formats import export_labels
@@ -386,7 +385,7 @@ def _formats_help() -> str:
 
 
 def _kinds_formats() -> str:
-    """Titles of the formats whose export takes a kind or template (``YOLO, DeepLabCut``)."""
+    """Titles of the formats whose export takes a template (``YOLO, DeepLabCut``)."""
     return ", ".join(f.title for f in LABEL_FORMATS if f.export_kinds or f.takes_template)
 
 

@@ -20,12 +20,18 @@ W, H, S = 64, 48, 32
 RAW = ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
 
 
-def test_dataset_marks_ignored_pixels_255(tmp_path: Path) -> None:
+def _one_image(tmp_path: Path) -> tuple[Project, int, int]:
+    """A project with one grey W×H image and a class "cell": (project, image id, class id)."""
     path = tmp_path / "a.png"
     cv2.imwrite(str(path), np.full((H, W, 3), 90, np.uint8))
-    with Project.create(tmp_path / "p") as proj:
-        (iid,) = proj.add_images([path]).added
-        cid = proj.add_class("cell").id
+    proj = Project.create(tmp_path / "p")
+    (iid,) = proj.add_images([path]).added
+    return proj, iid, proj.add_class("cell").id
+
+
+def test_dataset_marks_ignored_pixels_255(tmp_path: Path) -> None:
+    proj, iid, cid = _one_image(tmp_path)
+    with proj:
         m = np.zeros((H, W), np.uint16)
         m[:, : W // 2] = cid
         proj.set_mask(iid, m)
@@ -79,11 +85,8 @@ def test_evaluation_leaves_ignore_regions_out(tmp_path: Path) -> None:
 
     from tlstudio.ml.evaluation import _segment
 
-    path = tmp_path / "a.png"
-    cv2.imwrite(str(path), np.full((H, W, 3), 90, np.uint8))
-    with Project.create(tmp_path / "p") as proj:
-        (iid,) = proj.add_images([path]).added
-        cid = proj.add_class("cell").id
+    proj, iid, cid = _one_image(tmp_path)
+    with proj:
         m = np.zeros((H, W), np.uint16)
         m[:10, :10] = cid
         proj.set_mask(iid, m)

@@ -275,7 +275,7 @@ LABEL_FORMATS: tuple[LabelFormat, ...] = (
     ),
     LabelFormat(
         "dlc", "DeepLabCut",
-        "DeepLabCut labelled data (labeled-data/*/CollectedData_*.csv or .h5, config.yaml)",
+        "DeepLabCut labelled data (CollectedData CSV or H5 files and config.yaml)",
         "dlc", suffixes=(".csv", ".h5"), takes_template=True,
         file_tests=((0, _dlc_file),), folder_tests=((35, _dlc_folder),),
     ),

@@ -546,6 +546,29 @@ class ImportSession:
             raise FormatError(src, where, f"image {path} could not be added")
         return self.project.image(row[0])
 
+    def write_image(self, name: str, data: bytes) -> Path:
+        """An image file that exists only inside a label file (labelme's ``imageData``,
+        SLEAP's embedded frames, a video frame): written into the project's ``images/``
+        folder under ``name`` (numbered if taken) and removed again if the import fails;
+        the path of the project's image with the same content when there is one."""
+        import hashlib
+
+        digest = hashlib.sha256(data).hexdigest()
+        row = self.project.store.conn.execute(
+            "SELECT id FROM images WHERE sha256 = ?", (digest,)
+        ).fetchone()
+        if row is not None:
+            return self.project.image_path(row[0])
+        folder = self.project.root / "images"
+        folder.mkdir(exist_ok=True)
+        dest, n = folder / name, 1
+        while dest.exists():
+            dest = folder / f"{Path(name).stem}_{n}{Path(name).suffix}"
+            n += 1
+        dest.write_bytes(data)
+        self.created_files.append(dest)
+        return dest
+
     def _remember(self, path: Path, rec: ImageRecord) -> None:
         if rec.id not in self._added:
             self._matched.add(rec.id)
@@ -776,7 +799,7 @@ class ImportSession:
             )  # fmt: skip
         for src, (n, pixels) in self._overlaps.items():
             self.warn(
-                src, "", f"{n} object{'s' if n != 1 else ''} overlap earlier ones ({pixels} px); "
+                src, "", f"{n} object{'s overlap' if n != 1 else ' overlaps'} earlier ones ({pixels} px); "
                 "tlstudio's objects do not overlap: those pixels belong to the later object",
             )  # fmt: skip
         if lost:
@@ -935,6 +958,29 @@ def skipped_kinds(
         n = project.store.conn.execute(f"SELECT COUNT(*) FROM {tables[kind]}").fetchone()[0]
         if n:
             note(warnings, f"{fmt}: {n} {kind} not exported (the format cannot hold them)")
+
+
+def export_template(project: Project, name: str | None, fmt: str, *,
+                    skip_suffix: str | None = None) -> LandmarkTemplate:  # fmt: skip
+    """The one landmark template an export of ``fmt`` writes: ``name``'s, else the only
+    template in use (templates whose name ends with ``skip_suffix`` aside); ValueError
+    naming the choices otherwise."""
+    if name is not None:
+        t = project.template_by_name(name)
+        if t is None:
+            raise ValueError(f"no landmark template called {name!r}")
+        return t
+    used = [
+        project.template(r[0])
+        for r in project.store.conn.execute("SELECT DISTINCT template_id FROM landmark_sets")
+    ]
+    if not used:
+        raise ValueError(f"{fmt} export needs landmark sets; the project has none")
+    main = [t for t in used if not (skip_suffix and t.name.endswith(skip_suffix))] or used
+    if len(main) > 1:
+        names = ", ".join(sorted(t.name for t in main))
+        raise ValueError(f"{fmt} holds one keypoint layout; choose a template ({names})")
+    return main[0]
 
 
 def fmt_num(v: float) -> str:

@@ -53,6 +53,7 @@ from ..project import Project
 from ._common import (
     ImportSession,
     export_names,
+    export_template,
     flip_pairs_from_names,
     import_session,
     is_file,
@@ -402,7 +403,7 @@ def export(project: Project, out: str | Path, *, warnings: list[str] | None = No
     """Write a DeepLabCut project folder (see the module doc) for the landmark sets of one
     template (``template`` names it when the project uses several); returns ``out``."""
     out = Path(out)
-    tpl = _export_template(project, template)
+    tpl = export_template(project, template, "DeepLabCut", skip_suffix=" unique")
     unique = project.template_by_name(f"{tpl.name} unique")
     assert tpl.id is not None
     records = project.images()
@@ -477,25 +478,6 @@ def _cells(points: tuple[Point, ...] | None, n: int) -> list[str]:
         else:
             out += [repr(float(p.x) - 0.5), repr(float(p.y) - 0.5)]
     return out
-
-
-def _export_template(project: Project, name: str | None) -> LandmarkTemplate:
-    if name is not None:
-        t = project.template_by_name(name)
-        if t is None:
-            raise ValueError(f"no landmark template called {name!r}")
-        return t
-    used = [
-        project.template(r[0])
-        for r in project.store.conn.execute("SELECT DISTINCT template_id FROM landmark_sets")
-    ]
-    if not used:
-        raise ValueError("a DeepLabCut export needs landmark sets; the project has none")
-    main = [t for t in used if not t.name.endswith(" unique")] or used
-    if len(main) > 1:
-        names = ", ".join(sorted(t.name for t in main))
-        raise ValueError(f"DeepLabCut holds one set of body parts; choose a template ({names})")
-    return main[0]
 
 
 def _config_text(tpl: LandmarkTemplate, unique: LandmarkTemplate | None,

@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import json
 import re
 from pathlib import Path
@@ -312,24 +311,10 @@ def _write_embedded(s: ImportSession, src: Path, name: str, blob: object) -> Pat
     fmt = sniff(raw[:512])
     if fmt is None:
         raise FormatError(src, "imageData", "the embedded data is not a supported image")
-    digest = hashlib.sha256(raw).hexdigest()
-    row = s.project.store.conn.execute(
-        "SELECT id FROM images WHERE sha256 = ?", (digest,)
-    ).fetchone()
-    if row is not None:
-        return s.project.image_path(row[0])
-    folder = s.project.root / "images"
-    folder.mkdir(exist_ok=True)
     base = re.sub(r"[^\w.\- ]", "_", name.replace("\\", "/").rsplit("/", 1)[-1]).strip(". ")
     if not imageio.is_image_file(base):  # e.g. imagePath names the JSON itself
         base = f"{Path(base).stem or src.stem}{_SUFFIX[fmt]}"
-    dest, n = folder / base, 1
-    while dest.exists():
-        dest = folder / f"{Path(base).stem}_{n}{Path(base).suffix}"
-        n += 1
-    dest.write_bytes(raw)
-    s.created_files.append(dest)
-    return dest
+    return s.write_image(base, raw)
 
 
 def _region(s: ImportSession, src: Path, where: str, kind: str, xy: list[tuple[float, float]],

@@ -241,26 +241,6 @@ def _resolve(src: Path, name: str, v: int) -> Path:
     raise FormatError(src, f"videos_json[{v}]", f"{name} not found (nor beside the .slp)")
 
 
-def _write_image(s: ImportSession, name: str, data: bytes) -> Path:
-    import hashlib
-
-    digest = hashlib.sha256(data).hexdigest()
-    row = s.project.store.conn.execute(
-        "SELECT id FROM images WHERE sha256 = ?", (digest,)
-    ).fetchone()
-    if row is not None:
-        return s.project.image_path(row[0])
-    folder = s.project.root / "images"
-    folder.mkdir(exist_ok=True)
-    dest, n = folder / name, 1
-    while dest.exists():
-        dest = folder / f"{Path(name).stem}_{n}{Path(name).suffix}"
-        n += 1
-    dest.write_bytes(data)
-    s.created_files.append(dest)
-    return dest
-
-
 def _embedded_frame(s: ImportSession, src: Path, f: Any, dataset: str, v: int,
                     frame_idx: int) -> Path:  # fmt: skip
     if dataset not in f:
@@ -286,7 +266,7 @@ def _embedded_frame(s: ImportSession, src: Path, f: Any, dataset: str, v: int,
         data = buf.tobytes()
     if not ok:  # pragma: no cover - cv2 encodes every decoded image
         raise FormatError(src, dataset, f"embedded frame {frame_idx} cannot be stored")
-    return _write_image(s, f"{src.stem.split('.')[0]}_video{v}_{frame_idx:06d}.png", data)
+    return s.write_image(f"{src.stem.split('.')[0]}_video{v}_{frame_idx:06d}.png", data)
 
 
 def _video_frame(s: ImportSession, src: Path, video: Path, v: int, frame_idx: int) -> Path:
@@ -301,7 +281,7 @@ def _video_frame(s: ImportSession, src: Path, video: Path, v: int, frame_idx: in
     if not ok or img is None:
         raise FormatError(src, f"videos_json[{v}]", f"cannot read frame {frame_idx} of {video}")
     ok, buf = cv2.imencode(".png", img)
-    return _write_image(s, f"{video.stem}_{frame_idx:06d}.png", buf.tobytes())
+    return s.write_image(f"{video.stem}_{frame_idx:06d}.png", buf.tobytes())
 
 
 # -- export ----------------------------------------------------------------------------------

@@ -55,6 +55,7 @@ from ._common import (
     as_str,
     count_holes,
     export_names,
+    export_template,
     import_session,
     is_file,
     label_role,
@@ -461,7 +462,7 @@ def export(project: Project, out: str | Path, *, kind: str = "detect", template:
     names = [c.name for c in classes]
     tpl: LandmarkTemplate | None = None
     if kind == "pose":
-        tpl = _pose_template(project, template)
+        tpl = export_template(project, template, "YOLO pose")
     records = project.images()
     file_names = export_names(records)
     split_dirs = any(r.split for r in records)
@@ -522,23 +523,6 @@ def export(project: Project, out: str | Path, *, kind: str = "detect", template:
             f"YOLO segment: {holes[0]} holes in masks were filled (polygons cannot hold them)",
         )
     return yaml_path
-
-
-def _pose_template(project: Project, name: str | None) -> LandmarkTemplate:
-    if name is not None:
-        t = project.template_by_name(name)
-        if t is None:
-            raise ValueError(f"no landmark template called {name!r}")
-        return t
-    used = [
-        r[0] for r in project.store.conn.execute("SELECT DISTINCT template_id FROM landmark_sets")
-    ]
-    if not used:
-        raise ValueError("YOLO pose export needs landmark sets; the project has none")
-    if len(used) > 1:
-        names = ", ".join(sorted(project.template(t).name for t in used))
-        raise ValueError(f"YOLO pose holds one keypoint layout; choose a template ({names})")
-    return project.template(used[0])
 
 
 def _box_line(cls: int, b: Box, rec: ImageRecord) -> str:
