@@ -177,3 +177,30 @@ def test_overlapping_coco_objects_are_split_with_a_warning(tmp_path):
     first, second = (p.instances.region(o.id) for o in p.instances.of_image(rec.id))
     assert np.array_equal(second, rect(20, 10, 40, 30))
     assert np.array_equal(first, rect(10, 10, 20, 30))
+
+
+def test_an_import_that_comes_back_to_an_image_after_many_others_keeps_everything(
+    tmp_path, monkeypatch
+):
+    """Pending pixel layers are stored once many images are open (bounded memory); a
+    later object of an image already stored joins it."""
+    from tlstudio.core.formats import _common
+
+    monkeypatch.setattr(_common, "MAX_PENDING_IMAGES", 2)
+    images, anns = [], []
+    for i in range(4):
+        cv2.imwrite(str(tmp_path / f"{i}.png"), np.full((H, W, 3), i, np.uint8))
+        images.append({"id": i + 1, "file_name": f"{i}.png", "width": W, "height": H})
+    for k, (img, x) in enumerate([(1, 0), (2, 0), (3, 0), (4, 0), (1, 30), (2, 30)]):
+        poly = [x, 0, x + 10, 0, x + 10, 10, x, 10]
+        anns.append({"id": k + 1, "image_id": img, "category_id": 1, "segmentation": [poly]})
+    f = tmp_path / "c.json"
+    f.write_text(json.dumps({"images": images, "annotations": anns,
+                             "categories": [{"id": 1, "name": "cell"}]}))  # fmt: skip
+    p = Project.create(tmp_path / "p")
+    report = import_labels(p, f)
+    assert report.annotations["objects"] == 6 and report.annotations["masks"] == 4
+    counts = [len(p.instances.of_image(rec.id)) for rec in p.images()]
+    assert counts == [2, 2, 1, 1]
+    first = p.images()[0]
+    assert int((p.mask(first.id) > 0).sum()) == 200

@@ -36,6 +36,10 @@ log = logging.getLogger("tlstudio.core.formats")
 CLIP_TOLERANCE = 3.0
 CLIP_FRACTION = 0.005
 
+# Images whose painted pixel layers an import keeps in memory; older ones are stored
+# (within the import's transaction) and read back if a later region needs them.
+MAX_PENDING_IMAGES = 32
+
 # Names other tools give regions that are not a class: labelme's ``__ignore__`` (left
 # out of training and metrics; labelme2voc writes it as 255) and ``_background_`` (the
 # background, value 0 in labelme2voc's maps and category 0 of its labelme2coco output).
@@ -430,7 +434,9 @@ class ImportSession:
         self._added: set[int] = set()
         self._classes: dict[str, int] = {}
         self._tags: dict[int, list[int]] = {}
-        self._pixels: dict[int, _Pixels] = {}
+        self._pixels: dict[int, _Pixels] = {}  # pending, least recently painted first
+        self._painted_images: set[int] = set()
+        self._lost_objects = 0
         self._clipped: dict[Path, list[float]] = {}  # label file -> [count, largest distance]
         self._overlaps: dict[Path, list[int]] = {}  # label file -> [objects, pixels]
         self._multi = project.multi_label
@@ -685,11 +691,26 @@ class ImportSession:
         if not region.any():
             self.warn(src, where, "region covers no pixel centre; skipped")
             return None
-        px = self._pixels.get(rec.id)
+        px = self._pixels.pop(rec.id, None)
         if px is None:
-            px = self._pixels[rec.id] = _Pixels.read(self.project, rec)
+            if len(self._pixels) >= MAX_PENDING_IMAGES:  # bound the memory: store the oldest
+                oldest = next(iter(self._pixels))
+                self._store_pixels(oldest, self._pixels.pop(oldest))
+            px = _Pixels.read(self.project, rec)
+        self._pixels[rec.id] = px  # (again) the most recent
         px.where = (src, where)
         return px
+
+    def _store_pixels(self, image_id: int, px: _Pixels) -> None:
+        """Write an image's pending layers (inside the import's transaction: a later region
+        of the same image reads them back from the project)."""
+        try:
+            self._lost_objects += px.write(self.project, image_id)
+        except ValidationError as exc:  # pragma: no cover - shapes checked in _layers()
+            src, where = px.where
+            raise FormatError(src, where, str(exc)) from None
+        if px.painted or px.objects:
+            self._painted_images.add(image_id)
 
     def paint(
         self, rec: ImageRecord, class_id: int, region: np.ndarray, src: Path, where: str
@@ -783,15 +804,11 @@ class ImportSession:
             except ValidationError as exc:  # pragma: no cover - checked in tag()
                 raise FormatError("", "", str(exc)) from None
             self.report.annotations["tags"] += len(tags)
-        lost = 0
         for image_id, px in self._pixels.items():
-            try:
-                lost += px.write(project, image_id)
-            except ValidationError as exc:  # pragma: no cover - shapes checked in _layers()
-                src, where = px.where
-                raise FormatError(src, where, str(exc)) from None
-            if px.painted or px.objects:
-                self.report.annotations["masks"] += 1
+            self._store_pixels(image_id, px)
+        self._pixels.clear()
+        self.report.annotations["masks"] += len(self._painted_images)
+        lost = self._lost_objects
         for src, (n, dist) in self._clipped.items():
             self.warn(
                 src, "", f"{n} point{'s' if n != 1 else ''} up to {dist:.3g} px outside the "
