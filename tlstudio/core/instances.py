@@ -26,9 +26,11 @@ decoding); the commands in :mod:`tlstudio.core.commands` (``CreateInstance``,
 ``AddToInstance``, ``RemoveFromInstance``, ``DeleteInstance``, ``SetInstanceClass``,
 ``SetIgnoreRegion``) use them, so each edit is one undo step that restores exactly.
 
-Cost: every edit decodes and re-encodes the image's semantic map and instance map (PNG),
-like a brush stroke; on very large images run edits off the GUI thread or batch a
-gesture into one command (commands merge by ``gesture``).
+Cost: every edit decodes both maps, paints, counts and re-encodes both PNGs: about three
+times a class-brush write of the same image (``tests/bench/bench_instances.py``: 84 ms
+at 1000×750, 0.4 s at 2048², 0.9 s at 4000×3000 on a loaded 2-core machine; undo only
+writes stored bytes back). On large images run edits off the GUI thread, as the
+canvas's MaskWriter does for brush strokes, and give one gesture one command.
 """
 
 from __future__ import annotations
