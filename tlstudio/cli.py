@@ -43,6 +43,7 @@ KIND_NAMES = {  # kind: (one, several)
     "masks": ("mask", "masks"),
     "objects": ("object", "objects"),
 }
+REPORT_NAMES = {**KIND_NAMES, "ignore": ("ignore region", "ignore regions")}  # label imports
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -276,7 +277,7 @@ def _print_images(report: ImportReport) -> None:
 
 def _print_labels(path: Path, fmt: str | None, report: LabelImportReport) -> None:
     counts = ", ".join(
-        _count(n, *KIND_NAMES.get(k, (k, k))) for k, n in report.annotations.items() if n
+        _count(n, *REPORT_NAMES.get(k, (k, k))) for k, n in report.annotations.items() if n
     )
     print(
         f"Labels from {path}{f' ({fmt})' if fmt else ''}: {report.images_added} images added, "
