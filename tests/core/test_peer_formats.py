@@ -653,6 +653,24 @@ def test_sleap_file_over_a_video_reads_the_frame(tmp_path):
     assert (first.x, first.y) == pytest.approx((92.65220773 + 0.5, 202.72597774 + 0.5))
 
 
+def test_sleap_package_with_embedded_frames(tmp_path):
+    """minimal.pkg.slp, written by sleap-io (SLEAP's I/O library) with its two frames
+    embedded: the frames become project images with the colours of the originals."""
+    shutil.copytree(PEERS / "sleap" / "pkg", tmp_path / "pkg")
+    p = new_project(tmp_path)
+    report = import_labels(p, tmp_path / "pkg" / "minimal.pkg.slp")
+    assert report.annotations["landmarks"] == 2 and p.image_count() == 2
+    (t,) = p.templates()
+    assert (t.name, t.points, t.skeleton) == ("worm", ("head", "tail"), ((0, 1),))
+    for i, rec in enumerate(p.images()):
+        assert p.image_path(rec).parent == p.root / "images"
+        got = cv2.imread(str(p.image_path(rec)))
+        want = cv2.imread(str(tmp_path / "pkg" / f"frame{i}.png"))
+        assert np.array_equal(got, want)
+    first = p.landmark_sets(p.images()[0].id)[0].points
+    assert first == (Point(3.5, 4.5), Point(15.5, 9.5))
+
+
 def test_sleap_export_round_trip_keeps_templates_points_and_visibility(tmp_path, make_images):
     files = make_images(tmp_path / "imgs", 2, (40, 30))
     p = new_project(tmp_path)

@@ -243,6 +243,7 @@ def _resolve(src: Path, name: str, v: int) -> Path:
 
 def _embedded_frame(s: ImportSession, src: Path, f: Any, dataset: str, v: int,
                     frame_idx: int) -> Path:  # fmt: skip
+    format_id = float(f["metadata"].attrs.get("format_id", 1.0))
     if dataset not in f:
         raise FormatError(src, f"videos_json[{v}]", f"embedded dataset {dataset!r} is missing")
     ds = f[dataset]
@@ -251,22 +252,32 @@ def _embedded_frame(s: ImportSession, src: Path, f: Any, dataset: str, v: int,
     row = numbers.index(frame_idx) if frame_idx in numbers else frame_idx
     if row >= len(ds):
         raise FormatError(src, dataset, f"frame {frame_idx} is not embedded")
-    fmt = ds.attrs.get("format", b"png")
-    fmt = fmt.decode() if isinstance(fmt, bytes) else str(fmt)
-    if fmt == "hdf5":  # raw pixels
-        arr = np.asarray(ds[row])
-        ok, buf = cv2.imencode(".png", arr)
-        data = buf.tobytes()
+    fmt = _attr_text(ds.attrs.get("format", "png"))
+    if fmt == "hdf5":  # raw RGB pixels
+        img: np.ndarray = np.asarray(ds[row])
+        swap = True
     else:
         raw = np.asarray(ds[row]).astype(np.uint8).tobytes()
-        img = cv2.imdecode(np.frombuffer(raw, np.uint8), cv2.IMREAD_UNCHANGED)
-        if img is None:
+        decoded = cv2.imdecode(np.frombuffer(raw, np.uint8), cv2.IMREAD_UNCHANGED)
+        if decoded is None:
             raise FormatError(src, dataset, f"embedded frame {frame_idx} cannot be decoded")
-        ok, buf = cv2.imencode(".png", img)  # drops the padding of fixed-length rows
-        data = buf.tobytes()
+        img = decoded
+        # "channel_order" (sleap-io, format 1.4) says how the frame was encoded: "RGB" as it
+        # is; "BGR" (and every file before 1.4): SLEAP handed its RGB frames to OpenCV's
+        # encoder, so the file holds red and blue swapped
+        order = ds.attrs.get("channel_order")
+        swap = _attr_text(order) == "BGR" if order is not None else format_id < 1.4
+    if swap and img.ndim == 3 and img.shape[2] == 3:
+        img = cv2.cvtColor(img, cv2.COLOR_RGB2BGR)
+    ok, buf = cv2.imencode(".png", img)  # also drops the padding of fixed-length rows
+    data = buf.tobytes()
     if not ok:  # pragma: no cover - cv2 encodes every decoded image
         raise FormatError(src, dataset, f"embedded frame {frame_idx} cannot be stored")
     return s.write_image(f"{src.stem.split('.')[0]}_video{v}_{frame_idx:06d}.png", data)
+
+
+def _attr_text(v: Any) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v)
 
 
 def _video_frame(s: ImportSession, src: Path, video: Path, v: int, frame_idx: int) -> Path:
