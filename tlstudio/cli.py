@@ -19,7 +19,14 @@ from typing import TYPE_CHECKING, TextIO
 
 from . import __version__
 from .core.errors import shown_path
-from .core.formats import EXPORT_KINDS, FORMATS, LABEL_FORMATS, LABEL_SUFFIXES, label_format
+from .core.formats import (
+    EXPORT_KINDS,
+    FORMAT_OPTIONS,
+    FORMATS,
+    LABEL_FORMATS,
+    LABEL_SUFFIXES,
+    label_format,
+)
 
 if TYPE_CHECKING:
     from .core.formats import LabelImportReport
@@ -35,7 +42,9 @@ KIND_NAMES = {  # kind: (one, several)
     "boxes": ("box", "boxes"),
     "landmarks": ("landmark set", "landmark sets"),
     "masks": ("mask", "masks"),
+    "objects": ("object", "objects"),
 }
+REPORT_NAMES = {**KIND_NAMES, "ignore": ("ignore region", "ignore regions")}  # label imports
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -106,6 +115,7 @@ def _parser() -> argparse.ArgumentParser:
         help=f"read every PATH as this format ({_formats_help()}; images: add them as images only)",
     )
     p.add_argument("--copy", action="store_true", help="copy images into DIR/images/")
+    _add_format_options(p, "import")
     p.set_defaults(run=_cmd_import)
 
     p = sub.add_parser("export", help="write the labels in an interchange format")
@@ -115,7 +125,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("out", metavar="OUT", help="output file or folder")
     p.add_argument("--kind", choices=EXPORT_KINDS, help=f"which labels: {_kinds_help()}")
-    p.add_argument("--template", metavar="NAME", help="landmark template of a YOLO pose export")
+    p.add_argument(
+        "--template", metavar="NAME", help="landmark template of a YOLO pose or DeepLabCut export"
+    )
+    _add_format_options(p, "export")
     p.set_defaults(run=_cmd_export)
 
     p = sub.add_parser("info", help="counts per class, kind and split; templates; missing files")
@@ -165,6 +178,31 @@ def _cmd_new(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_format_options(parser: argparse.ArgumentParser, use: str) -> None:
+    """One yes/no flag per format option of the registry (see FormatOption)."""
+    for o in FORMAT_OPTIONS:
+        if use in o.used_by:
+            parser.add_argument(o.flag, dest=f"opt_{o.name}", action="store_true", help=o.help)
+
+
+def _format_options(args: argparse.Namespace, fmt: str, use: str) -> dict[str, bool]:
+    """The format options given on the command line that ``fmt`` takes for ``use``."""
+    own = {o.name for o in label_format(fmt).options if use in o.used_by}
+    return {o.name: True for o in FORMAT_OPTIONS
+            if getattr(args, f"opt_{o.name}", False) and o.name in own}  # fmt: skip
+
+
+def _check_format_options(args: argparse.Namespace, formats: list[str], use: str) -> None:
+    from .core.errors import ValidationError
+
+    for o in FORMAT_OPTIONS:
+        if getattr(args, f"opt_{o.name}", False) and not any(
+            o.name in _format_options(args, f, use) for f in formats
+        ):
+            titles = ", ".join(label_format(f).title for f in formats) or "images"
+            raise ValidationError(f"{o.flag} does not apply to {titles}")
+
+
 def _cmd_import(args: argparse.Namespace) -> int:
     from .core.errors import FormatError, ValidationError
     from .core.project import Project
@@ -185,11 +223,15 @@ def _cmd_import(args: argparse.Namespace) -> int:
             tally.images(_add_images(project, paths, args.copy))
             return tally.status()
         if args.format is not None:
+            _check_format_options(args, [args.format], "import")
+            opts = _format_options(args, args.format, "import")
             if odd:
                 tally.images(_add_images(project, odd, args.copy))
             for p in paths:
                 if p not in odd:
-                    report = import_labels(project, p, args.format, copy_images=args.copy)
+                    report = import_labels(
+                        project, p, args.format, copy_images=args.copy, options=opts
+                    )
                     tally.labels(p, args.format, report)
             return tally.status()
         images: list[Path] = []
@@ -213,11 +255,14 @@ def _cmd_import(args: argparse.Namespace) -> int:
                 labels.append(p)
             else:
                 images.append(p)
+        detected = [(p, detect_format(p)) for p in labels]
+        _check_format_options(args, [fmt for _, fmt in detected], "import")
         if images:  # first, so label files can refer to these images
             tally.images(_add_images(project, images, args.copy))
-        for p in labels:
-            fmt = detect_format(p)
-            tally.labels(p, fmt, import_labels(project, p, fmt, copy_images=args.copy))
+        for p, fmt in detected:
+            opts = _format_options(args, fmt, "import")
+            report = import_labels(project, p, fmt, copy_images=args.copy, options=opts)
+            tally.labels(p, fmt, report)
         for line in notes:
             print(shown_path(line))
     return tally.status()
@@ -279,7 +324,7 @@ def _print_images(report: ImportReport) -> None:
 
 def _print_labels(path: Path, fmt: str | None, report: LabelImportReport) -> None:
     counts = ", ".join(
-        _count(n, *KIND_NAMES.get(k, (k, k))) for k, n in report.annotations.items() if n
+        _count(n, *REPORT_NAMES.get(k, (k, k))) for k, n in report.annotations.items() if n
     )
     print(
         f"Labels from {shown_path(path)}{f' ({fmt})' if fmt else ''}: "
@@ -294,10 +339,13 @@ def _cmd_export(args: argparse.Namespace) -> int:
     from .core.errors import ValidationError
     from .core.project import Project
 
-    if not label_format(args.format).export_kinds and (args.kind or args.template):
-        raise ValidationError(
-            f"--kind and --template apply to {_kinds_formats()} only, not {args.format}"
-        )
+    fmt = label_format(args.format)
+    if args.kind and not fmt.export_kinds:
+        kinds = ", ".join(f.title for f in LABEL_FORMATS if f.export_kinds)
+        raise ValidationError(f"--kind applies to {kinds} only, not {args.format}")
+    if args.template and not (fmt.export_kinds or fmt.takes_template):
+        raise ValidationError(f"--template applies to {_kinds_formats()} only, not {args.format}")
+    _check_format_options(args, [args.format], "export")
     with Project.open(args.dir) as project:
         from .core.formats import export_labels
 
@@ -305,7 +353,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
         try:
             out = export_labels(
                 project, args.format, Path(args.out), kind=args.kind, template=args.template,
-                warnings=warnings,
+                warnings=warnings, options=_format_options(args, args.format, "export"),
             )  # fmt: skip
         except ValueError as exc:  # the exporters' word for a choice that does not fit
             raise ValidationError(str(exc)) from None
@@ -388,8 +436,8 @@ def _formats_help() -> str:
 
 
 def _kinds_formats() -> str:
-    """Titles of the formats whose export takes a kind (``YOLO``)."""
-    return ", ".join(f.title for f in LABEL_FORMATS if f.export_kinds)
+    """Titles of the formats whose export takes a template (``YOLO, DeepLabCut``)."""
+    return ", ".join(f.title for f in LABEL_FORMATS if f.export_kinds or f.takes_template)
 
 
 def _kinds_help() -> str:

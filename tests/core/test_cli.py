@@ -226,7 +226,7 @@ def test_export_choices_that_do_not_fit_are_user_errors(tmp_path: Path, capsys) 
     code, _, err = run(
         capsys, "export", tmp_path / "d", "--format", "voc", tmp_path / "v", "--kind", "pose"
     )
-    assert code == 2 and "apply to YOLO only" in err
+    assert code == 2 and "--kind applies to YOLO only" in err
     code, _, err = run(
         capsys, "export", tmp_path / "d", "--format", "yolo", tmp_path / "y",
         "--kind", "pose", "--template", "Nope",

@@ -55,7 +55,16 @@ class Ctx:
         project.set_mask(ids[1], m1)
         project.set_tags(ids[2], [c["cat"]])
         project.add_box(ids[2], Box(c["bird"], 5, 5, 6, 6))
+        self.obj = project.instances.add(ids[5], c["dog"], _region(12, 2, 20, 8))
+        self.obj2 = project.instances.add(ids[5], c["cat"], _region(20, 2, 26, 8), iscrowd=True)
+        project.instances.set_ignore(ids[5], _region(0, 20, 8, 24))
         project.set_splits({ids[0]: "train", ids[1]: "val"})
+
+
+def _region(x1: int, y1: int, x2: int, y2: int) -> np.ndarray:
+    m = np.zeros((H, W), bool)
+    m[y1:y2, x1:x2] = True
+    return m
 
 
 def _stroke(ctx: Ctx, value: int) -> np.ndarray:
@@ -98,6 +107,12 @@ CASES: dict[str, Callable[[Ctx], C.Command]] = {
         LandmarkTemplate("Pair", ("l", "r"), ((0, 1),), ((0, 1),))
     ),
     "SetSplits": lambda x: C.SetSplits({x.ids[0]: "test", x.ids[1]: None, x.ids[5]: "val"}),
+    "CreateInstance": lambda x: C.CreateInstance(x.ids[5], x.c["bird"], _region(14, 4, 24, 12)),
+    "AddToInstance": lambda x: C.AddToInstance(x.obj.id, _region(18, 6, 30, 10)),
+    "RemoveFromInstance": lambda x: C.RemoveFromInstance(x.obj.id, _region(12, 2, 14, 8)),
+    "DeleteInstance": lambda x: C.DeleteInstance(x.obj2.id),
+    "SetInstanceClass": lambda x: C.SetInstanceClass(x.obj.id, x.c["bird"]),
+    "SetIgnoreRegion": lambda x: C.SetIgnoreRegion(x.ids[0], _region(0, 0, 4, 4)),
     "CommandGroup": lambda x: C.CommandGroup(
         [
             C.AddBox(x.ids[3], Box(x.c["dog"], 3, 4, 20, 21)),
@@ -118,6 +133,17 @@ EXTRA_CASES: dict[str, Callable[[Ctx], C.Command]] = {
     "MergeClasses-cat-into-bird": lambda x: C.MergeClasses(x.c["cat"], x.c["bird"]),
     "DeleteClass-unused": lambda x: C.DeleteClass(x.p.add_class("unused").id),
     "AddClass-default-colour": lambda x: C.AddClass("fish"),
+    "CreateInstance-first-on-image": lambda x: C.CreateInstance(
+        x.ids[4], x.c["dog"], _region(0, 0, 3, 3)
+    ),
+    "DeleteInstance-last-pixels": lambda x: C.CommandGroup(
+        [C.DeleteInstance(x.obj.id), C.DeleteInstance(x.obj2.id)], "Delete objects"
+    ),
+    "SetIgnoreRegion-remove": lambda x: C.SetIgnoreRegion(x.ids[5], None),
+    "SetMask-over-objects": lambda x: C.SetMask(x.ids[5], None),
+    "SetAnnotations-keeps-objects": lambda x: C.SetAnnotations(
+        replace(x.p.annotations(x.ids[5]), tags=(x.c["dog"],))
+    ),
 }
 
 

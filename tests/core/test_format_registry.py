@@ -13,7 +13,17 @@ from tlstudio.core.formats import EXPORT_KINDS, FORMATS, LABEL_FORMATS, LABEL_SU
 
 
 def _help(capsys, *argv: str) -> str:
-    assert main(list(argv)) == 0
+    import os
+
+    before = os.environ.get("COLUMNS")
+    os.environ["COLUMNS"] = "2000"  # no wrapping: argparse breaks lines at hyphens too
+    try:
+        assert main(list(argv)) == 0
+    finally:
+        if before is None:
+            del os.environ["COLUMNS"]
+        else:
+            os.environ["COLUMNS"] = before
     return " ".join(capsys.readouterr().out.split())  # argparse wraps lines
 
 
@@ -71,4 +81,15 @@ def test_registry_is_light_to_import() -> None:
 
 
 def test_label_suffixes_are_those_the_importers_used_before_the_registry() -> None:
-    assert LABEL_SUFFIXES == {".json", ".txt", ".xml", ".csv", ".yaml", ".yml", ".tsv"}
+    # plus DeepLabCut's .h5 and SLEAP's .slp
+    assert LABEL_SUFFIXES == {
+        ".json",
+        ".txt",
+        ".xml",
+        ".csv",
+        ".yaml",
+        ".yml",
+        ".tsv",
+        ".h5",
+        ".slp",
+    }

@@ -374,7 +374,13 @@ def test_delete_class(project: Project) -> None:
     assert project.landmark_sets(ids[0])[0].class_id is None  # the class-less set stays
     assert len(project.landmark_sets(ids[0])) == 1
     assert project.mask(ids[0]) is None
-    assert project.stats()["kinds"] == {"tags": 0, "boxes": 0, "landmarks": 1, "masks": 0}
+    assert project.stats()["kinds"] == {
+        "tags": 0,
+        "boxes": 0,
+        "landmarks": 1,
+        "masks": 0,
+        "objects": 0,
+    }
 
 
 # -- validation ---------------------------------------------------------------------
@@ -514,7 +520,7 @@ def test_stats_counts(project: Project) -> None:
     s = project.stats()
     assert s["images"] == 6
     assert s["labelled_images"] == 3
-    assert s["kinds"] == {"tags": 3, "boxes": 3, "landmarks": 2, "masks": 2}
+    assert s["kinds"] == {"tags": 3, "boxes": 3, "landmarks": 2, "masks": 2, "objects": 0}
     assert s["classes"]["cat"] == {"tags": 2, "boxes": 1, "landmarks": 1, "masks": 1}
     assert s["classes"]["dog"] == {"tags": 1, "boxes": 2, "landmarks": 0, "masks": 2}
     assert s["classes"]["bird"] == {"tags": 0, "boxes": 0, "landmarks": 0, "masks": 0}
@@ -530,7 +536,7 @@ def test_remove_images_cascades(project: Project) -> None:
     project.remove_images([ids[0], ids[1]])
     assert project.image_ids() == ids[2:]
     s = project.stats()["kinds"]
-    assert s == {"tags": 1, "boxes": 0, "landmarks": 0, "masks": 0}
+    assert s == {"tags": 1, "boxes": 0, "landmarks": 0, "masks": 0, "objects": 0}
     assert all(f.exists() for f in project.image_files)
 
 

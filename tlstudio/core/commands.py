@@ -13,7 +13,8 @@ from typing import TypeVar
 
 import numpy as np
 
-from .annotations import Box, ImageAnnotations, LandmarkSet, Point
+from .annotations import Box, ImageAnnotations, Instance, LandmarkSet, Point
+from .instances import PixelState
 from .labelset import ClassInfo, LandmarkTemplate
 from .project import Project
 
@@ -331,6 +332,146 @@ class SetAnnotations(Command):
         project.set_annotations(_known(self.old))
 
 
+# -- object (instance) commands ------------------------------------------------
+#
+# Regions are boolean H×W arrays in image pixels. Each command snapshots the image's
+# pixel layers as stored before its first ``do`` (InstanceStore.state: encoded bytes and
+# rows, no decoding) and undo puts them back exactly; redo replays the edit with the same
+# object id and number. Commands of one ``gesture`` (e.g. the segments of one brush
+# stroke that create an object and then grow it) merge into one undo step.
+
+
+class _PixelEdit(Command):
+    """An edit of one image's objects or ignore region (see the section comment)."""
+
+    image_id: int | None = None
+
+    def __init__(self, gesture: Hashable | None, text: str):
+        self.text = text
+        self.merge_key = None if gesture is None else ("pixels", gesture)
+        self._before: PixelState | None = None
+        self._merged: list[_PixelEdit] = []
+
+    def _image(self, project: Project) -> int:
+        """The image this edit changes (looked up before the first do)."""
+        raise NotImplementedError
+
+    def _apply(self, project: Project) -> None:
+        raise NotImplementedError
+
+    def do(self, project: Project) -> None:
+        if self._before is None:
+            self.image_id = self._image(project)
+            self._before = project.instances.state(self.image_id)
+        self._apply(project)
+        for cmd in self._merged:
+            cmd._apply(project)
+
+    def undo(self, project: Project) -> None:
+        project.instances.restore(_known(self.image_id), _known(self._before))
+
+    def merge(self, other: Command) -> bool:
+        if not isinstance(other, _PixelEdit) or other.image_id != self.image_id:
+            return False
+        self._merged.append(other)
+        return True
+
+
+class CreateInstance(_PixelEdit):
+    """Create an object of ``class_id`` over ``region`` (its pixels leave other objects).
+    After do, :attr:`instance` is the stored object (its id stays the same on redo)."""
+
+    def __init__(self, image_id: int, class_id: int, region: np.ndarray, *,
+                 iscrowd: bool = False, gesture: Hashable | None = None,
+                 text: str = "Create object"):  # fmt: skip
+        super().__init__(gesture, text)
+        self._image_id, self.class_id, self.iscrowd = image_id, class_id, iscrowd
+        self.region = np.asarray(region, bool).copy()
+        self.instance: Instance | None = None
+
+    def _image(self, project: Project) -> int:
+        return self._image_id
+
+    def _apply(self, project: Project) -> None:
+        known = self.instance
+        self.instance = project.instances.add(
+            self._image_id, self.class_id, self.region, iscrowd=self.iscrowd,
+            instance_id=None if known is None else known.id,
+            number=None if known is None else known.number,
+        )  # fmt: skip
+
+
+class _OneInstance(_PixelEdit):
+    def __init__(self, instance_id: int, gesture: Hashable | None, text: str):
+        super().__init__(gesture, text)
+        self.instance_id = instance_id
+
+    def _image(self, project: Project) -> int:
+        return project.instances.get(self.instance_id)[0]
+
+
+class AddToInstance(_OneInstance):
+    """Add ``region`` to an object (taken from other objects, painted the object's class)."""
+
+    def __init__(self, instance_id: int, region: np.ndarray, gesture: Hashable | None = None,
+                 text: str = "Add to object"):  # fmt: skip
+        super().__init__(instance_id, gesture, text)
+        self.region = np.asarray(region, bool).copy()
+
+    def _apply(self, project: Project) -> None:
+        project.instances.add_region(self.instance_id, self.region)
+
+
+class RemoveFromInstance(_OneInstance):
+    """Take ``region`` out of an object (those pixels become background)."""
+
+    def __init__(self, instance_id: int, region: np.ndarray, gesture: Hashable | None = None,
+                 text: str = "Erase from object"):  # fmt: skip
+        super().__init__(instance_id, gesture, text)
+        self.region = np.asarray(region, bool).copy()
+
+    def _apply(self, project: Project) -> None:
+        project.instances.remove_region(self.instance_id, self.region)
+
+
+class DeleteInstance(_OneInstance):
+    """Delete an object; its pixels become background."""
+
+    def __init__(self, instance_id: int, text: str = "Delete object"):
+        super().__init__(instance_id, None, text)
+
+    def _apply(self, project: Project) -> None:
+        project.instances.remove(self.instance_id)
+
+
+class SetInstanceClass(_OneInstance):
+    """Give an object another class (its pixels in the label map follow)."""
+
+    def __init__(self, instance_id: int, class_id: int, text: str = "Set object class"):
+        super().__init__(instance_id, None, text)
+        self.class_id = class_id
+
+    def _apply(self, project: Project) -> None:
+        project.instances.set_class(self.instance_id, self.class_id)
+
+
+class SetIgnoreRegion(_PixelEdit):
+    """Replace an image's ignore region (pixels left out of losses and metrics; None or
+    an empty region removes it)."""
+
+    def __init__(self, image_id: int, region: np.ndarray | None,
+                 gesture: Hashable | None = None, text: str = "Set ignore region"):  # fmt: skip
+        super().__init__(gesture, text)
+        self._image_id = image_id
+        self.region = None if region is None else np.asarray(region, bool).copy()
+
+    def _image(self, project: Project) -> int:
+        return self._image_id
+
+    def _apply(self, project: Project) -> None:
+        project.instances.set_ignore(self._image_id, self.region)
+
+
 # -- label-set commands ----------------------------------------------------------
 
 
@@ -394,6 +535,7 @@ class _ClassRemoval(Command):
                 )
             )
         ids.update(project._mask_images_with(self.class_id))
+        ids.update(project.instances.image_ids_with_class(self.class_id))
         self.before = [project.annotations(i) for i in sorted(ids)]
 
     def undo(self, project: Project) -> None:

@@ -44,6 +44,7 @@ from .errors import (
     ValidationError,
 )
 from .files import walk_files
+from .instances import InstanceStore
 from .labelset import MAX_CLASS_NAME, PALETTE, ClassInfo, LandmarkTemplate
 from .staging import STAGING, Staging, sweep
 from .store import DB_NAME, Store, inserted_id
@@ -188,6 +189,8 @@ class Project:
         self.cache_dir = _cache_dir(root)
         self._template_cache: dict[int, LandmarkTemplate] = {}
         store.rollback_listeners.append(self._template_cache.clear)
+        #: objects (instances) and ignore regions beside the label maps (core/instances.py)
+        self.instances = InstanceStore(self)
 
     # -- lifecycle ---------------------------------------------------------
     @classmethod
@@ -627,6 +630,9 @@ class Project:
             c.execute(
                 "UPDATE landmark_sets SET class_id = ? WHERE class_id = ?", (target_id, source_id)
             )
+            c.execute(
+                "UPDATE instances SET class_id = ? WHERE class_id = ?", (target_id, source_id)
+            )
             self._remap_masks(source_id, target_id)
             c.execute("DELETE FROM classes WHERE id = ?", (source_id,))
 
@@ -638,6 +644,7 @@ class Project:
             c.execute("DELETE FROM tags WHERE class_id = ?", (class_id,))
             c.execute("DELETE FROM boxes WHERE class_id = ?", (class_id,))
             c.execute("DELETE FROM landmark_sets WHERE class_id = ?", (class_id,))
+            c.execute("DELETE FROM instances WHERE class_id = ?", (class_id,))
             self._remap_masks(class_id, 0)
             c.execute("DELETE FROM classes WHERE id = ?", (class_id,))
 
@@ -918,7 +925,7 @@ class Project:
     def annotations(self, image_id: int) -> ImageAnnotations:
         return ImageAnnotations(
             image_id, self.tags(image_id), self.boxes(image_id), self.landmark_sets(image_id),
-            self.mask(image_id),
+            self.mask(image_id), self.instances.layer(image_id), self.instances.ignore(image_id),
         )  # fmt: skip
 
     def set_annotations(self, ann: ImageAnnotations) -> None:
@@ -931,9 +938,12 @@ class Project:
             for lms in ann.landmarks:
                 self.add_landmark_set(ann.image_id, lms)
             self.set_mask(ann.image_id, ann.mask)
+            self.instances.write_raw(ann.image_id, ann.instances)
+            self.instances.set_ignore(ann.image_id, ann.ignore)
 
     def clear_annotations(self, image_id: int) -> None:
         with self.transaction():
+            self.instances.clear(image_id)  # first: objects name boxes
             for table in ("tags", "boxes", "landmark_sets", "masks"):
                 self._c.execute(f"DELETE FROM {table} WHERE image_id = ?", (image_id,))
 
@@ -1007,6 +1017,7 @@ class Project:
                 "boxes": c.execute("SELECT COUNT(*) FROM boxes").fetchone()[0],
                 "landmarks": c.execute("SELECT COUNT(*) FROM landmark_sets").fetchone()[0],
                 "masks": c.execute("SELECT COUNT(*) FROM masks").fetchone()[0],
+                "objects": self.instances.count(),
             },
             "labelled_images": c.execute(
                 "SELECT COUNT(*) FROM images i WHERE EXISTS (SELECT 1 FROM tags WHERE image_id = i.id)"

@@ -26,7 +26,8 @@ from .errors import ProjectBusyError, ProjectError, ReadOnlyProjectError, Schema
 
 log = logging.getLogger("tlstudio.core.store")
 
-SCHEMA_VERSION = 3
+
+SCHEMA_VERSION = 4
 
 _SCHEMA_V1 = """
 CREATE TABLE meta (
@@ -130,14 +131,55 @@ def _v1_to_v2(conn: sqlite3.Connection) -> None:
 
 
 def _v2_to_v3(conn: sqlite3.Connection) -> None:
-    """Version 3: runs record their owning process (pid, host, start time as JSON), so a run whose
-    process was killed can be told from one still training (status ``interrupted``)."""
+    """Version 3: runs record their owning process (pid, host, start time as JSON), so a
+    run whose process was killed can be told from one still training (status
+    ``interrupted``)."""
     conn.execute("ALTER TABLE runs ADD COLUMN owner TEXT")
+
+
+def _v3_to_v4(conn: sqlite3.Connection) -> None:
+    """Version 4: objects (instances) and ignore regions beside the semantic label map.
+
+    ``instance_maps`` holds per image an H×W map of object numbers (0 = no object);
+    ``instances`` one row per object: its number in that map, its class, COCO's crowd
+    flag, the box that is its bounding box (if any) and the outline it was imported
+    from. ``ignore_masks`` holds per image the pixels excluded from losses and metrics.
+    Existing label maps stay as they are: their pixels belong to no object."""
+    conn.execute(
+        """CREATE TABLE instance_maps (
+            image_id INTEGER PRIMARY KEY REFERENCES images(id) ON DELETE CASCADE,
+            png      BLOB NOT NULL           -- H×W object numbers (8 or 16 bit), 0 = no object
+        )"""
+    )
+    conn.execute(
+        """CREATE TABLE instances (
+            id       INTEGER PRIMARY KEY,
+            image_id INTEGER NOT NULL REFERENCES images(id) ON DELETE CASCADE,
+            number   INTEGER NOT NULL CHECK (number BETWEEN 1 AND 65535),
+            class_id INTEGER NOT NULL REFERENCES classes(id),
+            iscrowd  INTEGER NOT NULL DEFAULT 0 CHECK (iscrowd IN (0, 1)),
+            box_id   INTEGER REFERENCES boxes(id) ON DELETE SET NULL,
+            outline  TEXT,                   -- JSON [[kind, [coords...]], ...] (image pixels) or NULL
+            UNIQUE (image_id, number)
+        )"""
+    )
+    conn.execute("CREATE INDEX instances_class ON instances(class_id)")
+    conn.execute("CREATE INDEX instances_box ON instances(box_id)")
+    conn.execute(
+        """CREATE TABLE ignore_masks (
+            image_id INTEGER PRIMARY KEY REFERENCES images(id) ON DELETE CASCADE,
+            png      BLOB NOT NULL           -- H×W, non-zero = ignored
+        )"""
+    )
 
 
 # Migrations: MIGRATIONS[v] upgrades a database from version v to v + 1. A new
 # database gets the version 1 schema and then every migration, so both paths agree.
-MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _v1_to_v2, 2: _v2_to_v3}
+MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
+    1: _v1_to_v2,
+    2: _v2_to_v3,
+    3: _v3_to_v4,
+}
 
 DB_NAME = "project.sqlite"
 

@@ -103,7 +103,7 @@ class _Item:
     boxes: np.ndarray | None = None  # detect: K×4 float32 xyxy
     box_labels: np.ndarray | None = None  # detect: K int64, 1..C
     keypoints: np.ndarray | None = None  # landmarks: P×3 float32 (x, y, visibility)
-    mask: np.ndarray | None = None  # segment: S×S uint8/uint16, 0 = background, 1..C
+    mask: np.ndarray | None = None  # segment: S×S uint8/uint16, 0 = background, 1..C, 255 ignored
 
 
 class ProjectDataset(Dataset):
@@ -207,6 +207,16 @@ class ProjectDataset(Dataset):
             if cid < len(lut):
                 lut[cid] = i + 1
         mapped = lut[mask].astype(np.uint8 if len(self._index) < 256 else np.uint16)
+        ignore = project.instances.ignore(image_id)
+        if ignore is not None:  # ignore regions: left out of the loss and the metrics
+            from tlstudio.ml.tasks.segment import IGNORE_INDEX
+
+            if len(self._index) >= IGNORE_INDEX:
+                raise DatasetError(
+                    f"ignore regions need fewer than {IGNORE_INDEX} classes; "
+                    f"the project has {len(self._index)}"
+                )
+            mapped[ignore] = IGNORE_INDEX
         small = cv2.resize(mapped, (s, s), interpolation=cv2.INTER_NEAREST_EXACT)
         return _Item(**base, mask=small)
 

@@ -468,6 +468,9 @@ def _segment(project, ds, preds, names, ev: dict[str, Any]) -> None:
             for i, cl in enumerate(classes):
                 lut[cl.id] = i + 1
             tm = lut[mask.astype(np.int64)]
+            ignore = project.instances.ignore(image_id)
+            if ignore is not None:  # left out of the metrics (segmentation_metrics' 255)
+                tm[ignore] = 255
         pm_list.append(pm)
         tm_list.append(tm)
         one = M.segmentation_metrics([pm], [tm], c, names)

@@ -1,4 +1,5 @@
-"""Import and export of interchange formats (COCO, YOLO, VOC, labelme, folders, CSV).
+"""Import and export of interchange formats (COCO, YOLO, VOC, labelme, folders, CSV,
+DeepLabCut, SLEAP).
 
 Every import is all-or-nothing: the images it references, the classes and
 templates it creates and its annotations are added in one transaction, and any
@@ -6,8 +7,9 @@ malformed input raises :class:`~tlstudio.core.errors.FormatError` naming the
 file and the field or line, leaving the project as it was. Images already in
 the project (same path or same content) are matched, not added twice; imported
 annotations are added to what an image has, except tags in a single-label
-project, which are replaced. Coordinates up to 0.5 px outside the image are
-clipped; further out is an error. Each module's docstring gives its conventions.
+project, which are replaced. Coordinates up to a few pixels outside the image (the
+larger of 3 px and 0.5 % of its side) are clipped onto its edge, with a warning
+counting them; further out is an error. Each module's docstring gives its conventions.
 
 :data:`LABEL_FORMATS` is the one list of formats: the command line's choices and
 help, the window's dialogs and :func:`detect_format` all read it. Importing this
@@ -18,10 +20,10 @@ stays instant.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from ..errors import FormatError
 from .report import LabelImportReport
@@ -32,8 +34,10 @@ if TYPE_CHECKING:
 __all__ = [
     "EXPORT_KINDS",
     "FORMATS",
+    "FORMAT_OPTIONS",
     "LABEL_FORMATS",
     "LABEL_SUFFIXES",
+    "FormatOption",
     "LabelFormat",
     "LabelImportReport",
     "detect_format",
@@ -47,15 +51,16 @@ Test = Callable[[Path], bool]
 
 
 class FormatModule(Protocol):
-    """What every format module provides."""
+    """What every format module provides (options: see :class:`FormatOption`)."""
 
     def import_(
-        self, project: Project, path: str | Path, copy_images: bool = False
+        self, project: Project, path: str | Path, copy_images: bool = False, **options: Any
     ) -> LabelImportReport: ...
 
     def export(
-        self, project: Project, out: str | Path, *, warnings: list[str] | None = None
-    ) -> Path: ...
+        self, project: Project, out: str | Path, *, warnings: list[str] | None = None,
+        **options: Any,
+    ) -> Path: ...  # fmt: skip
 
 
 class KindFormatModule(Protocol):
@@ -69,7 +74,20 @@ class KindFormatModule(Protocol):
         kind: str,
         template: str | None = None,
         warnings: list[str] | None = None,
+        **options: Any,
     ) -> Path: ...
+
+
+@dataclass(frozen=True)
+class FormatOption:
+    """A yes/no switch of one format: ``name`` is the keyword its module's ``import_``
+    and/or ``export`` (``used_by``) take, ``flag`` the command line's, ``help`` says what
+    it does."""
+
+    name: str
+    flag: str
+    help: str
+    used_by: tuple[str, ...] = ("import", "export")
 
 
 @dataclass(frozen=True)
@@ -83,7 +101,9 @@ class LabelFormat:
     it is read from (lower case, with the dot). ``file_tests`` and ``folder_tests``
     recognise it from content: ``(order, test)`` pairs; :func:`detect_format` runs
     the tests of all formats in ascending ``order`` and takes the first that passes.
-    ``module`` is its module in this package, imported on first use."""
+    ``module`` is its module in this package, imported on first use. ``options`` are
+    its switches (:class:`FormatOption`). ``takes_template``: its export writes the
+    landmark sets of one template, which ``template`` names when there are several."""
 
     name: str
     title: str
@@ -93,6 +113,19 @@ class LabelFormat:
     export_kinds: tuple[str, ...] = ()
     file_tests: tuple[tuple[int, Test], ...] = ()
     folder_tests: tuple[tuple[int, Test], ...] = ()
+    options: tuple[FormatOption, ...] = ()
+    takes_template: bool = False
+
+    def check_options(self, options: Mapping[str, Any] | None, use: str) -> dict[str, Any]:
+        """``options`` as keywords for the module's ``use`` (import or export); ValueError
+        naming an option the format does not take there."""
+        known = {o.name for o in self.options if use in o.used_by}
+        opts = dict(options or {})
+        for name in opts:
+            if name not in known:
+                flag = next((o.flag for o in FORMAT_OPTIONS if o.name == name), name)
+                raise ValueError(f"{flag} does not apply to a {self.title} {use}")
+        return opts
 
     def load(self) -> FormatModule:
         """The format's module (imported now if it was not yet)."""
@@ -159,12 +192,45 @@ def _coco_folder(p: Path) -> bool:
 
 
 def _voc_folder(p: Path) -> bool:
-    return (p / "Annotations").is_dir() or any(p.glob("*.xml"))
+    from .voc import SEGMENTATION_CLASS_DIRS
+
+    return (
+        (p / "Annotations").is_dir()
+        or any(any((p / d).glob("*.png")) for d in SEGMENTATION_CLASS_DIRS)
+        or any(p.glob("*.xml"))
+    )
 
 
 def _labelme_folder(p: Path) -> bool:
     jsons = sorted(p.glob("*.json"))[:50] or sorted(p.rglob("*.json"))[:50]
     return any(_is_labelme(j) for j in jsons)
+
+
+def _dlc_file(p: Path) -> bool:
+    from .dlc import looks_like_dlc_csv, looks_like_dlc_h5
+
+    suffix = p.suffix.lower()
+    return (suffix == ".csv" and looks_like_dlc_csv(p)) or (
+        suffix == ".h5" and looks_like_dlc_h5(p)
+    )
+
+
+def _dlc_folder(p: Path) -> bool:
+    return (
+        ((p / "labeled-data").is_dir() and (p / "config.yaml").is_file())
+        or any(p.glob("CollectedData*.csv"))
+        or any(p.glob("CollectedData*.h5"))
+    )
+
+
+def _sleap_file(p: Path) -> bool:
+    from .sleap import looks_like_slp
+
+    return p.suffix.lower() == ".slp" and looks_like_slp(p)
+
+
+def _sleap_folder(p: Path) -> bool:
+    return any(_sleap_file(f) for f in sorted(p.glob("*.slp"))[:20])
 
 
 def _csv_folder(p: Path) -> bool:
@@ -194,12 +260,29 @@ LABEL_FORMATS: tuple[LabelFormat, ...] = (
         folder_tests=((10, _yolo_folder), (50, _yolo_classes_txt)),
     ),
     LabelFormat(
-        "voc", "Pascal VOC", "a Pascal VOC dataset", "voc", suffixes=(".xml",),
+        "voc", "Pascal VOC", "a Pascal VOC dataset (boxes, SegmentationClass/Object PNGs)",
+        "voc", suffixes=(".xml",),
         file_tests=((4, _suffix_in(".xml")),), folder_tests=((30, _voc_folder),),
+        options=(FormatOption(
+            "zero_based", "--voc-zero-based",
+            "VOC box coordinates count pixels from 0, as labelme2voc writes them (VOC's own "
+            "are 1-based, the default; labelme2voc files are recognised by themselves)",
+        ),),
     ),
     LabelFormat(
         "labelme", "labelme", "a labelme folder", "labelme", suffixes=(".json",),
         file_tests=((1, _json_file(_is_labelme)),), folder_tests=((40, _labelme_folder),),
+    ),
+    LabelFormat(
+        "dlc", "DeepLabCut",
+        "DeepLabCut labelled data (CollectedData CSV or H5 files and config.yaml)",
+        "dlc", suffixes=(".csv", ".h5"), takes_template=True,
+        file_tests=((0, _dlc_file),), folder_tests=((35, _dlc_folder),),
+    ),
+    LabelFormat(
+        "sleap", "SLEAP", "SLEAP labels (.slp) with their images or embedded frames",
+        "sleap", suffixes=(".slp",),
+        file_tests=((0, _sleap_file),), folder_tests=((36, _sleap_folder),),
     ),
     LabelFormat(
         "folders", "class folders", "class folders (one sub-folder of images per class)",
@@ -223,6 +306,9 @@ EXPORT_KINDS: tuple[str, ...] = tuple(
     dict.fromkeys(k for f in LABEL_FORMATS for k in f.export_kinds)
 )
 """Every kind any format's export takes (see :attr:`LabelFormat.export_kinds`)."""
+
+FORMAT_OPTIONS: tuple[FormatOption, ...] = tuple(o for f in LABEL_FORMATS for o in f.options)
+"""Every format's switches (see :attr:`LabelFormat.options`), for the command line."""
 
 _BY_NAME = {f.name: f for f in LABEL_FORMATS}
 
@@ -283,32 +369,43 @@ def detect_format(path: str | Path) -> str:
 
 
 def import_labels(project: Project, path: str | Path, format: str | None = None, *,
-                  copy_images: bool = False) -> LabelImportReport:  # fmt: skip
+                  copy_images: bool = False,
+                  options: Mapping[str, Any] | None = None) -> LabelImportReport:  # fmt: skip
     """Import labels (and the images they reference) from ``path``, all or nothing.
 
     ``format`` is one of :data:`FORMATS`, or None to :func:`detect_format`.
-    ``copy_images`` copies newly added images into the project folder."""
+    ``copy_images`` copies newly added images into the project folder. ``options`` are
+    the format's switches by name (:attr:`LabelFormat.options`; ValueError for others)."""
     path = Path(path)
     fmt = label_format(detect_format(path) if format is None else format)
-    return fmt.load().import_(project, path, copy_images=copy_images)
+    opts = fmt.check_options(options, "import")
+    return fmt.load().import_(project, path, copy_images=copy_images, **opts)
 
 
 def export_labels(project: Project, format: str, out: str | Path, *, kind: str | None = None,
-                  template: str | None = None, warnings: list[str] | None = None) -> Path:  # fmt: skip
+                  template: str | None = None, warnings: list[str] | None = None,
+                  options: Mapping[str, Any] | None = None) -> Path:  # fmt: skip
     """Export the project's labels to ``out`` (a folder, or for COCO/CSV also a .json/.csv
     file) and return the path to hand back to :func:`import_labels`.
 
     ``kind`` is one of the format's :attr:`~LabelFormat.export_kinds` (default: the
     first; YOLO: ``detect``, ``pose``, ``segment``) and ``template`` the landmark
     template of a YOLO pose export. Messages about what the format could not hold are
-    appended to ``warnings`` when a list is given."""
+    appended to ``warnings`` when a list is given. ``options``: as for
+    :func:`import_labels`."""
     fmt = label_format(format)
     module = fmt.load()
+    opts = fmt.check_options(options, "export")
     if fmt.export_kinds:
         kinds_module = cast(KindFormatModule, module)
         return kinds_module.export(
-            project, out, kind=kind or fmt.export_kinds[0], template=template, warnings=warnings
-        )
-    if kind is not None or template is not None:
-        raise ValueError(f"{format} export takes no kind or template")
-    return module.export(project, out, warnings=warnings)
+            project, out, kind=kind or fmt.export_kinds[0], template=template, warnings=warnings,
+            **opts,
+        )  # fmt: skip
+    if kind is not None:
+        raise ValueError(f"{format} export takes no kind")
+    if fmt.takes_template:
+        opts["template"] = template
+    elif template is not None:
+        raise ValueError(f"{format} export takes no template")
+    return module.export(project, out, warnings=warnings, **opts)

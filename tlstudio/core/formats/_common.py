@@ -14,13 +14,14 @@ import os
 import shutil
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
 
-from ..annotations import SKIPPED, Box, LandmarkSet, Point
+from ..annotations import SKIPPED, Box, Instance, InstanceLayer, LandmarkSet, OutlinePart, Point
 from ..atomic import replacing
 from ..errors import FormatError, TlsError, ValidationError, shown_path
 from ..files import walk_files
@@ -30,8 +31,35 @@ from .report import LabelImportReport
 
 log = logging.getLogger("tlstudio.core.formats")
 
-# Coordinates this far outside the image (float noise of other tools) are clipped.
-CLIP_TOLERANCE = 0.5
+# Coordinates up to this far outside the image are moved onto its edge (with a warning
+# counting them): annotation tools let points land a little outside (labelme's own
+# example has y = 375.77 on a 375 px image). The tolerance is the larger of a few pixels
+# and a fraction of a percent of the image side; further out is refused as wrong data.
+CLIP_TOLERANCE = 3.0
+CLIP_FRACTION = 0.005
+
+# Images whose painted pixel layers an import keeps in memory; older ones are stored
+# (within the import's transaction) and read back if a later region needs them.
+MAX_PENDING_IMAGES = 32
+
+# Names other tools give regions that are not a class: labelme's ``__ignore__`` (left
+# out of training and metrics; labelme2voc writes it as 255) and ``_background_`` (the
+# background, value 0 in labelme2voc's maps and category 0 of its labelme2coco output).
+IGNORE_NAMES = frozenset({"__ignore__"})
+BACKGROUND_NAMES = frozenset({"_background_"})
+
+
+def label_role(name: object) -> str | None:
+    """``"ignore"`` or ``"background"`` for the region names of those conventions, else None."""
+    if not isinstance(name, str):
+        return None
+    key = name.strip()
+    if key in IGNORE_NAMES:
+        return "ignore"
+    if key in BACKGROUND_NAMES:
+        return "background"
+    return None
+
 
 # JSON/text numbers larger than this are refused (no image is that large; it also
 # keeps int32 rasterisation and SQLite integers safe).
@@ -122,13 +150,16 @@ def as_dict(v: object, src: Path, where: str, what: str = "value") -> dict[str, 
     return v
 
 
-def clip(
-    v: float, hi: float, src: Path, where: str, what: str, low_tol: float = CLIP_TOLERANCE
-) -> float:
-    """Clip ``v`` into [0, hi] if it is at most ``CLIP_TOLERANCE`` px outside; else FormatError."""
-    if v < -low_tol or v > hi + CLIP_TOLERANCE:
-        raise FormatError(src, where, f"{what} {v:g} lies outside the image (0..{hi:g} px)")
-    return min(max(v, 0.0), float(hi))
+def clip_tolerance(size: float) -> float:
+    """How far (px) outside an image side of ``size`` px a coordinate may lie and be clipped."""
+    return max(CLIP_TOLERANCE, CLIP_FRACTION * float(size))
+
+
+def outside_message(what: str, v: float, hi: float) -> str:
+    return (
+        f"{what} {v:g} lies outside the image (0..{hi:g} px) by more than the "
+        f"{clip_tolerance(hi):g} px tolerated"
+    )
 
 
 def read_json(path: Path) -> object:
@@ -286,22 +317,102 @@ def rasterize_polygon(points: np.ndarray, height: int, width: int) -> np.ndarray
     return out
 
 
-def mask_polygons(region: np.ndarray) -> list[np.ndarray]:
-    """Outer contours of a boolean mask as N×2 float polygons (N ≥ 3) through the centres of
-    the boundary pixels, in image pixels; :func:`rasterize_polygon` refills them. Holes are
-    not represented."""
-    contours, _ = cv2.findContours(
-        region.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE
-    )
-    out = []
-    for c in contours:
-        pts = c[:, 0, :].astype(np.float64) + 0.5
-        if len(pts) == 1:
-            pts = np.repeat(pts, 3, axis=0)
-        elif len(pts) == 2:
-            pts = pts[[0, 1, 0]]
-        out.append(pts)
+def rasterize_circle(cx: float, cy: float, ex: float, ey: float, height: int,
+                     width: int) -> np.ndarray:  # fmt: skip
+    """Boolean H×W mask of the pixels whose centre lies inside or on the circle with centre
+    (cx, cy) through (ex, ey) (labelme's circle shape), image pixels."""
+    r2 = (ex - cx) ** 2 + (ey - cy) ** 2
+    yy, xx = np.mgrid[0:height, 0:width]
+    inside: np.ndarray = (xx + 0.5 - cx) ** 2 + (yy + 0.5 - cy) ** 2 <= r2
+    return inside
+
+
+def rasterize_outline(parts: Sequence[OutlinePart], height: int, width: int) -> np.ndarray:
+    """Union of the outline's polygons and circles (see :class:`OutlinePart`)."""
+    out = np.zeros((height, width), bool)
+    for part in parts:
+        c = part.coords
+        if part.kind == "circle" and len(c) == 4:
+            out |= rasterize_circle(c[0], c[1], c[2], c[3], height, width)
+        elif part.kind == "polygon" and len(c) >= 6:
+            out |= rasterize_polygon(np.asarray(c, np.float64).reshape(-1, 2), height, width)
     return out
+
+
+def outline_is_intact(parts: Sequence[OutlinePart] | None, region: np.ndarray) -> bool:
+    """True when ``parts`` rasterise to exactly ``region`` (the object was not edited since
+    it was imported from them)."""
+    if not parts:
+        return False
+    return bool(np.array_equal(rasterize_outline(parts, *region.shape), region))
+
+
+# A traced contour is simplified (Douglas–Peucker) with the largest of these tolerances
+# (px) whose polygons, filled again, differ from the region in under MAX_POLYGON_ERROR of
+# its pixels; the unsimplified contour (every corner of the pixel staircase) is the last
+# resort. The contour is traced on the region upsampled TRACE_SCALE times, so it runs
+# just inside the pixels' outer edges rather than through the boundary pixels' centres
+# (a chord through centres cuts off the pixels it passes outside of).
+SIMPLIFY_TOLERANCES = (1.5, 1.2, 1.0, 0.85, 0.7, 0.6, 0.5, 0.4, 0.3)
+MAX_POLYGON_ERROR = 0.01
+TRACE_SCALE = 4
+
+
+def mask_polygons(region: np.ndarray) -> list[np.ndarray]:
+    """Outer contours of a boolean mask as N×2 float polygons (N ≥ 3), image pixels,
+    simplified (see :data:`SIMPLIFY_TOLERANCES`) so that :func:`rasterize_polygon` refills
+    them to within 1 % of the region's pixels (holes filled). Holes are not represented
+    (:func:`count_holes` tells how many are lost)."""
+    ys, xs = np.nonzero(region)
+    if len(xs) == 0:
+        return []
+    h, w = region.shape
+    # work on the bounding box (plus a margin) only: objects are small, images are not
+    x0, y0 = max(int(xs.min()) - 1, 0), max(int(ys.min()) - 1, 0)
+    x1, y1 = min(int(xs.max()) + 2, w), min(int(ys.max()) + 2, h)
+    crop = region[y0:y1, x0:x1].astype(np.uint8)
+    k = TRACE_SCALE
+    up = cv2.resize(crop, None, fx=k, fy=k, interpolation=cv2.INTER_NEAREST)
+    contours, _ = cv2.findContours(up, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    dense = [(c.reshape(-1, 2).astype(np.float64) + 0.5) / k + (x0, y0) for c in contours]
+    filled = np.zeros(crop.shape, np.uint8)
+    outer, _ = cv2.findContours(crop, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    cv2.drawContours(filled, outer, -1, 1, thickness=cv2.FILLED)
+    target = filled.astype(bool)  # holes are not drawn: compare with the region filled
+    budget = MAX_POLYGON_ERROR * max(1, int(target.sum()))
+    ch, cw = crop.shape
+    for eps in SIMPLIFY_TOLERANCES:
+        polys = [_simplified(d, eps) for d in dense]
+        refilled = np.zeros(crop.shape, bool)
+        for poly in polys:
+            refilled |= rasterize_polygon(poly - (x0, y0), ch, cw)
+        if int((refilled ^ target).sum()) < budget:
+            return polys
+    simple, _ = cv2.findContours(crop, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    return [_at_least_3(c.reshape(-1, 2).astype(np.float64) + 0.5 + (x0, y0)) for c in simple]
+
+
+def _simplified(dense: np.ndarray, eps: float) -> np.ndarray:
+    pts = cv2.approxPolyDP(dense.astype(np.float32).reshape(-1, 1, 2), eps, True)
+    return _at_least_3(pts.reshape(-1, 2).astype(np.float64))
+
+
+def _at_least_3(pts: np.ndarray) -> np.ndarray:
+    if len(pts) == 1:
+        return np.repeat(pts, 3, axis=0)
+    if len(pts) == 2:
+        return pts[[0, 1, 0]]
+    return pts
+
+
+def count_holes(region: np.ndarray) -> int:
+    """Number of holes (background enclosed by the region)."""
+    contours, hierarchy = cv2.findContours(
+        region.astype(np.uint8), cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE
+    )
+    if hierarchy is None:
+        return 0
+    return int((hierarchy[0][:, 3] >= 0).sum())
 
 
 def bbox_of_mask(region: np.ndarray) -> tuple[int, int, int, int]:
@@ -317,9 +428,14 @@ class ImportSession:
     """Collects one import: resolves images, classes and templates, adds annotations and
     translates the project's ValidationError into FormatError naming the file and record.
 
-    Tags and masks are applied in :meth:`finish` (tags: added to the image's tags in a
-    multi-label project, replacing them in a single-label one; masks: painted over the
-    image's existing label map, later regions win).
+    Tags and pixel labels are applied in :meth:`finish` (tags: added to the image's tags
+    in a multi-label project, replacing them in a single-label one; regions: painted over
+    the image's existing label map, objects and ignore region in the order they come,
+    later regions win).
+
+    Coordinates slightly outside the image are clipped onto its edge (see
+    :func:`clip_tolerance`); :meth:`finish` adds one warning per label file counting
+    them.
 
     The session's one transaction begins at its first write, so images resolved before
     any class or template is created are checked, hashed and copied while other programs
@@ -336,8 +452,11 @@ class ImportSession:
         self._added: set[int] = set()
         self._classes: dict[str, int] = {}
         self._tags: dict[int, list[int]] = {}
-        self._masks: dict[int, np.ndarray] = {}
-        self._mask_where: dict[int, tuple[Path, str]] = {}
+        self._pixels: dict[int, _Pixels] = {}  # pending, least recently painted first
+        self._painted_images: set[int] = set()
+        self._lost_objects = 0
+        self._clipped: dict[Path, list[float]] = {}  # label file -> [count, largest distance]
+        self._overlaps: dict[Path, list[int]] = {}  # label file -> [objects, pixels]
         self._multi = project.multi_label
         self.created_files: list[Path] = []  # written by the import; removed if it fails
 
@@ -351,6 +470,49 @@ class ImportSession:
     def warn(self, src: Path | None, where: str, message: str) -> None:
         loc = f" ({where})" if where else ""
         self.report.warnings.append(f"{src}{loc}: {message}" if src else message)
+
+    # coordinates ------------------------------------------------------------------
+    def clip(self, v: float, hi: float, src: Path, where: str, what: str) -> float:
+        """``v`` moved into [0, hi] if it lies at most :func:`clip_tolerance` px outside
+        (counted for the warning); FormatError if further."""
+        if 0.0 <= v <= hi:
+            return v
+        dist = -v if v < 0 else v - hi
+        if dist > clip_tolerance(hi):
+            raise FormatError(src, where, outside_message(what, v, hi))
+        self._count_clipped(src, 1, dist)
+        return min(max(v, 0.0), float(hi))
+
+    def clip_points(self, rec: ImageRecord, pts: np.ndarray, src: Path, where: str,
+                    scale: tuple[float, float] = (1.0, 1.0)) -> np.ndarray:  # fmt: skip
+        """N×2 (x, y) points clipped into the image (see :meth:`clip`). ``scale`` only
+        changes how a refused point is quoted (YOLO quotes normalised values)."""
+        pts = np.asarray(pts, np.float64).reshape(-1, 2)
+        size = np.array([rec.width, rec.height], np.float64)
+        below, above = -pts, pts - size
+        dist = np.maximum(np.maximum(below, above), 0.0)
+        far = dist > np.array([clip_tolerance(rec.width), clip_tolerance(rec.height)])
+        if far.any():
+            i, j = np.argwhere(far)[0]
+            v, hi = pts[i, j] / scale[j], size[j] / scale[j]
+            what = "xy"[j]
+            if scale != (1.0, 1.0):
+                raise FormatError(
+                    src, where, f"point ({pts[i, 0] / scale[0]:g}, {pts[i, 1] / scale[1]:g}) lies "
+                    f"outside the image (0..1) by more than the tolerated {CLIP_FRACTION:.1%}"
+                    f" or {CLIP_TOLERANCE:g} px",
+                )  # fmt: skip
+            raise FormatError(src, where, outside_message(what, v, hi))
+        moved = (dist > 0).any(axis=1)
+        if moved.any():
+            self._count_clipped(src, int(moved.sum()), float(dist.max()))
+            pts = np.clip(pts, 0.0, size)
+        return pts
+
+    def _count_clipped(self, src: Path, n: int, dist: float) -> None:
+        entry = self._clipped.setdefault(src, [0, 0.0])
+        entry[0] += n
+        entry[1] = max(entry[1], dist)
 
     # images ---------------------------------------------------------------------
     def image(self, path: Path, src: Path, where: str) -> ImageRecord:
@@ -418,6 +580,29 @@ class ImportSession:
             raise FormatError(src, where, f"image {path} could not be added")
         return self.project.image(row[0])
 
+    def write_image(self, name: str, data: bytes) -> Path:
+        """An image file that exists only inside a label file (labelme's ``imageData``,
+        SLEAP's embedded frames, a video frame): written into the project's ``images/``
+        folder under ``name`` (numbered if taken) and removed again if the import fails;
+        the path of the project's image with the same content when there is one."""
+        import hashlib
+
+        digest = hashlib.sha256(data).hexdigest()
+        row = self.project.store.conn.execute(
+            "SELECT id FROM images WHERE sha256 = ?", (digest,)
+        ).fetchone()
+        if row is not None:
+            return self.project.image_path(row[0])
+        folder = self.project.root / "images"
+        folder.mkdir(exist_ok=True)
+        dest, n = folder / name, 1
+        while dest.exists():
+            dest = folder / f"{Path(name).stem}_{n}{Path(name).suffix}"
+            n += 1
+        dest.write_bytes(data)
+        self.created_files.append(dest)
+        return dest
+
     def _remember(self, path: Path, rec: ImageRecord) -> None:
         if rec.id not in self._added:
             self._matched.add(rec.id)
@@ -482,22 +667,24 @@ class ImportSession:
             )  # fmt: skip
         tags.append(class_id)
 
-    def box(self, rec: ImageRecord, class_id: int, xyxy: Iterable[float], src: Path, where: str,
-            *, low_tol: float = CLIP_TOLERANCE) -> None:  # fmt: skip
-        """Add a box given as (x1, y1, x2, y2) image pixels, clipping float noise."""
+    def box(self, rec: ImageRecord, class_id: int, xyxy: Iterable[float], src: Path,
+            where: str) -> Box:  # fmt: skip
+        """Add a box given as (x1, y1, x2, y2) image pixels, clipped into the image;
+        returns it with its id."""
         x1, y1, x2, y2 = xyxy
-        x1 = clip(x1, rec.width, src, where, "x", low_tol)
-        x2 = clip(x2, rec.width, src, where, "x", low_tol)
-        y1 = clip(y1, rec.height, src, where, "y", low_tol)
-        y2 = clip(y2, rec.height, src, where, "y", low_tol)
+        x1 = self.clip(x1, rec.width, src, where, "x")
+        x2 = self.clip(x2, rec.width, src, where, "x")
+        y1 = self.clip(y1, rec.height, src, where, "y")
+        y2 = self.clip(y2, rec.height, src, where, "y")
         if not (x1 < x2 and y1 < y2):
             raise FormatError(src, where, f"empty box ({x1:g}, {y1:g}, {x2:g}, {y2:g})")
         self.begin()
         try:
-            self.project.add_box(rec.id, Box(class_id, x1, y1, x2, y2))
+            box = self.project.add_box(rec.id, Box(class_id, x1, y1, x2, y2))
         except ValidationError as exc:
             raise FormatError(src, where, str(exc)) from None
         self.report.annotations["boxes"] += 1
+        return box
 
     def point(self, rec: ImageRecord, x: float, y: float, v: int, src: Path, where: str) -> Point:
         """A landmark point, clipped into the image; visibility 0 points become (0, 0, 0)."""
@@ -505,7 +692,8 @@ class ImportSession:
             raise FormatError(src, where, f"visibility {v} must be 0, 1 or 2")
         if v == SKIPPED:
             return Point(0.0, 0.0, SKIPPED)
-        return Point(clip(x, rec.width, src, where, "x"), clip(y, rec.height, src, where, "y"), v)
+        x = self.clip(x, rec.width, src, where, "x")
+        return Point(x, self.clip(y, rec.height, src, where, "y"), v)
 
     def landmarks(self, rec: ImageRecord, template: LandmarkTemplate, points: Sequence[Point],
                   class_id: int | None, src: Path, where: str) -> None:  # fmt: skip
@@ -517,10 +705,12 @@ class ImportSession:
             raise FormatError(src, where, str(exc)) from None
         self.report.annotations["landmarks"] += 1
 
-    def paint(
-        self, rec: ImageRecord, class_id: int, region: np.ndarray, src: Path, where: str
-    ) -> None:
-        """Paint a boolean H×W region with ``class_id`` into the image's label map."""
+    # pixel labels ------------------------------------------------------------------
+    def _layers(
+        self, rec: ImageRecord, region: np.ndarray, src: Path, where: str
+    ) -> _Pixels | None:
+        """The image's pending pixel layers (read from the project on first use); None
+        (with a warning) when ``region`` covers no pixel."""
         if region.shape != (rec.height, rec.width):
             raise FormatError(
                 src, where,
@@ -528,14 +718,109 @@ class ImportSession:
             )  # fmt: skip
         if not region.any():
             self.warn(src, where, "region covers no pixel centre; skipped")
+            return None
+        px = self._pixels.pop(rec.id, None)
+        if px is None:
+            if len(self._pixels) >= MAX_PENDING_IMAGES:  # bound the memory: store the oldest
+                oldest = next(iter(self._pixels))
+                self._store_pixels(oldest, self._pixels.pop(oldest))
+            px = _Pixels.read(self.project, rec)
+        self._pixels[rec.id] = px  # (again) the most recent
+        px.where = (src, where)
+        return px
+
+    def _store_pixels(self, image_id: int, px: _Pixels) -> None:
+        """Write an image's pending layers (inside the import's transaction: a later region
+        of the same image reads them back from the project)."""
+        try:
+            self._lost_objects += px.write(self.project, image_id)
+        except ValidationError as exc:  # pragma: no cover - shapes checked in _layers()
+            src, where = px.where
+            raise FormatError(src, where, str(exc)) from None
+        if px.painted or px.objects:
+            self._painted_images.add(image_id)
+
+    def paint(
+        self, rec: ImageRecord, class_id: int, region: np.ndarray, src: Path, where: str
+    ) -> None:
+        """Paint a boolean H×W region with ``class_id`` into the image's label map, as
+        pixels of no object (semantic segmentation)."""
+        px = self._layers(rec, region, src, where)
+        if px is not None:
+            px.set(region, class_id, 0)
+            px.painted = True
+
+    def ignore(self, rec: ImageRecord, region: np.ndarray, src: Path, where: str) -> None:
+        """Mark a region as ignored (left out of losses and metrics; it loses its labels)."""
+        px = self._layers(rec, region, src, where)
+        if px is not None:
+            px.set(region, 0, 0)
+            px.ignore |= region
+            self.report.annotations["ignore"] += 1
+
+    def background(self, rec: ImageRecord, region: np.ndarray, src: Path, where: str) -> None:
+        """Paint a region as background (labels and objects under it are cleared)."""
+        px = self._layers(rec, region, src, where)
+        if px is not None:
+            px.set(region, 0, 0)
+            px.painted = True
+
+    def instance(self, rec: ImageRecord, class_id: int, region: np.ndarray, src: Path,
+                 where: str, *, iscrowd: bool = False, box_id: int | None = None,
+                 outline: Sequence[OutlinePart] | None = None) -> int:  # fmt: skip
+        """Add an object of ``class_id`` over ``region`` (its pixels leave earlier objects:
+        counted for a warning). Returns its number in the image (0: the region covers no
+        pixel), for :meth:`extend_instance`."""
+        px = self._layers(rec, region, src, where)
+        if px is None:
+            return 0
+        overlap = int((region & (px.map > 0)).sum())
+        if overlap:
+            entry = self._overlaps.setdefault(src, [0, 0])
+            entry[0] += 1
+            entry[1] += overlap
+        number = px.next_number()
+        if number == 0:
+            raise FormatError(src, where, f"image {rec.path}: more than 65535 objects")
+        px.objects[number] = Instance(
+            number, class_id, iscrowd, box_id, None if outline is None else tuple(outline)
+        )
+        px.set(region, class_id, number)
+        self.report.annotations["objects"] += 1
+        return number
+
+    def extend_instance(self, rec: ImageRecord, number: int, region: np.ndarray, src: Path,
+                        where: str, part: OutlinePart | None = None) -> None:  # fmt: skip
+        """Add ``region`` (and its outline ``part``) to object ``number`` of :meth:`instance`."""
+        px = self._layers(rec, region, src, where)
+        if px is None or number == 0:
             return
-        m = self._masks.get(rec.id)
-        if m is None:
-            m = self.project.mask(rec.id)
-            m = np.zeros((rec.height, rec.width), np.uint16) if m is None else m.copy()
-            self._masks[rec.id] = m
-        m[region] = class_id
-        self._mask_where[rec.id] = (src, where)
+        inst = px.objects[number]
+        outline = None
+        if inst.outline is not None and part is not None:
+            outline = (*inst.outline, part)
+        px.objects[number] = replace(inst, outline=outline)
+        px.set(region, inst.class_id, number)
+
+    def region(self, rec: ImageRecord, name: object, region: np.ndarray, src: Path, where: str,
+               *, instance: bool = True, outline: Sequence[OutlinePart] | None = None,
+               iscrowd: bool = False, box_id: int | None = None) -> int:  # fmt: skip
+        """A region labelled ``name``: an ignore region or background for the names of
+        :func:`label_role`, else an object (``instance``) or semantic pixels of that
+        class. Returns the object's number (0 when it made none)."""
+        role = label_role(name)
+        if role == "ignore":
+            self.ignore(rec, region, src, where)
+        elif role == "background":
+            self.background(rec, region, src, where)
+        elif instance:
+            cid = self.class_id(name, src, where)
+            return self.instance(
+                rec, cid, region, src, where, iscrowd=iscrowd, box_id=box_id, outline=outline
+            )
+        else:
+            self.paint(rec, self.class_id(name, src, where), region, src, where)
+        return 0
 
     def finish(self) -> LabelImportReport:
         project = self.project
@@ -548,16 +833,77 @@ class ImportSession:
             except ValidationError as exc:  # pragma: no cover - checked in tag()
                 raise FormatError("", "", str(exc)) from None
             self.report.annotations["tags"] += len(tags)
-        for image_id, m in self._masks.items():
-            try:
-                project.set_mask(image_id, m)
-            except ValidationError as exc:  # pragma: no cover - shapes checked in paint()
-                src, where = self._mask_where[image_id]
-                raise FormatError(src, where, str(exc)) from None
-            self.report.annotations["masks"] += 1
+        for image_id, px in self._pixels.items():
+            self._store_pixels(image_id, px)
+        self._pixels.clear()
+        self.report.annotations["masks"] += len(self._painted_images)
+        lost = self._lost_objects
+        for src, (n, dist) in self._clipped.items():
+            self.warn(
+                src, "", f"{n} point{'s' if n != 1 else ''} up to {dist:.3g} px outside the "
+                "image moved onto its edge",
+            )  # fmt: skip
+        for src, (n, pixels) in self._overlaps.items():
+            self.warn(
+                src, "", f"{n} object{'s overlap' if n != 1 else ' overlaps'} earlier ones ({pixels} px); "
+                "tlstudio's objects do not overlap: those pixels belong to the later object",
+            )  # fmt: skip
+        if lost:
+            self.report.annotations["objects"] -= lost
+            self.warn(
+                None, "", f"{lost} object{'s' if lost != 1 else ''} entirely covered by later "
+                "regions were dropped",
+            )  # fmt: skip
         self.report.images_added = len(self._added)
         self.report.images_matched = len(self._matched)
         return self.report
+
+
+class _Pixels:
+    """One image's pixel layers while an import paints them: label map, object map with
+    its objects (by number), ignore flags."""
+
+    def __init__(self, semantic: np.ndarray, instance_map: np.ndarray,
+                 objects: dict[int, Instance], ignore: np.ndarray):  # fmt: skip
+        self.semantic, self.map, self.objects, self.ignore = semantic, instance_map, objects, ignore
+        self.painted = False  # semantic pixels were painted (not only objects or ignore)
+        self.where: tuple[Path, str] = (Path(), "")
+        self._last = max(objects, default=0)
+
+    @classmethod
+    def read(cls, project: Project, rec: ImageRecord) -> _Pixels:
+        shape = (rec.height, rec.width)
+        mask = project.mask(rec.id)
+        layer = project.instances.layer(rec.id)
+        ignore = project.instances.ignore(rec.id)
+        return cls(
+            np.zeros(shape, np.uint16) if mask is None else mask.copy(),
+            np.zeros(shape, np.uint16) if layer is None else layer.map.copy(),
+            {} if layer is None else {o.number: o for o in layer.objects},
+            np.zeros(shape, bool) if ignore is None else ignore.copy(),
+        )
+
+    def next_number(self) -> int:
+        if self._last < 65535:
+            self._last += 1
+            return self._last
+        used = set(self.objects)
+        return next((n for n in range(1, 65536) if n not in used), 0)
+
+    def set(self, region: np.ndarray, class_id: int, number: int) -> None:
+        self.semantic[region] = class_id
+        self.map[region] = number
+        self.ignore[region] = False
+
+    def write(self, project: Project, image_id: int) -> int:
+        """Store the layers; returns how many objects of this import lost every pixel."""
+        present = set(np.unique(self.map).tolist()) - {0}
+        objects = tuple(o for n, o in sorted(self.objects.items()) if n in present)
+        project.set_mask(image_id, self.semantic)
+        layer = InstanceLayer(self.map, objects) if objects else None
+        project.instances.write_raw(image_id, layer)
+        project.instances.set_ignore(image_id, self.ignore)
+        return len(self.objects) - len(objects)
 
 
 @contextmanager
@@ -650,6 +996,29 @@ def skipped_kinds(
         n = project.store.conn.execute(f"SELECT COUNT(*) FROM {tables[kind]}").fetchone()[0]
         if n:
             note(warnings, f"{fmt}: {n} {kind} not exported (the format cannot hold them)")
+
+
+def export_template(project: Project, name: str | None, fmt: str, *,
+                    skip_suffix: str | None = None) -> LandmarkTemplate:  # fmt: skip
+    """The one landmark template an export of ``fmt`` writes: ``name``'s, else the only
+    template in use (templates whose name ends with ``skip_suffix`` aside); ValueError
+    naming the choices otherwise."""
+    if name is not None:
+        t = project.template_by_name(name)
+        if t is None:
+            raise ValueError(f"no landmark template called {name!r}")
+        return t
+    used = [
+        project.template(r[0])
+        for r in project.store.conn.execute("SELECT DISTINCT template_id FROM landmark_sets")
+    ]
+    if not used:
+        raise ValueError(f"{fmt} export needs landmark sets; the project has none")
+    main = [t for t in used if not (skip_suffix and t.name.endswith(skip_suffix))] or used
+    if len(main) > 1:
+        names = ", ".join(sorted(t.name for t in main))
+        raise ValueError(f"{fmt} holds one keypoint layout; choose a template ({names})")
+    return main[0]
 
 
 def fmt_num(v: float) -> str:

@@ -1,4 +1,4 @@
-"""COCO JSON: boxes, keypoints, polygon/RLE segmentation and image-level tags.
+"""COCO JSON: boxes, objects (instance segmentation), keypoints and image-level tags.
 
 Coordinates are COCO's and tlstudio's alike: image pixels with the origin at the
 top-left corner of the image (``bbox`` = [x, y, width, height]; polygons and
@@ -6,27 +6,39 @@ keypoints are x, y pairs in the same frame; keypoint visibility 0/1/2).
 
 Conventions of this module:
 
-* **Image-level tags** are annotations with a ``category_id`` and no ``bbox``,
-  ``segmentation`` or ``keypoints`` (``{"id", "image_id", "category_id"}``).
-* A ``bbox`` becomes a box; an annotation may carry a bbox *and* keypoints
-  and/or a segmentation (a COCO person), giving a box, a landmark set and mask
-  pixels. A bbox marked ``"tlstudio": {"box": false}`` was derived on export
-  (from keypoints or a mask) and is not imported as a box.
+* An annotation with a ``segmentation`` (polygons, or RLE with an uncompressed
+  ``counts`` list or a compressed string) is one **object** of its category's class,
+  ``iscrowd`` kept; a pixel belongs to a polygon when its centre lies inside or on it.
+  Its ``bbox`` also gives a detection box, linked to the object as its box, unless the
+  annotation is marked ``"tlstudio": {"box": false}`` (a box derived on export).
+  Objects of one image do not overlap in tlstudio: where COCO objects overlap, the later
+  one gets the pixels (a warning counts them).
+* An annotation with only a ``bbox`` is a box; one with ``keypoints`` a landmark set
+  (with a bbox also a box, as for a COCO person); one with none of the three an
+  image-level tag (as older tlstudio exports wrote them).
+* ``images[i].tlstudio.tags`` (category ids) are the image's tags, and
+  ``images[i].tlstudio.ignore`` (an RLE) its ignore region: the export writes tags and
+  ignore regions there, because COCO has neither and its tools expect a ``bbox`` on
+  every annotation.
+* Categories named ``_background_`` (labelme2coco's category 0) and ``__ignore__``
+  become no class: their regions paint background and ignore regions.
 * Keypoint categories become a :class:`LandmarkTemplate` named after the
   category; ``skeleton`` is 1-based in COCO and 0-based in tlstudio; left/right
   pairs come from ``left_``/``right_`` name prefixes. Points with v = 0 are
   stored as (0, 0, 0); annotations whose points all have v = 0 give no landmark set.
-* Segmentation polygons and RLE (uncompressed ``counts`` list or compressed
-  string) are rasterised into the image's label map with the category's class;
-  a pixel belongs to a polygon when its centre lies inside or on it.
 * Optional extension on categories, written on export so that a round trip is
   exact: ``"tlstudio": {"class": name | null, "template": name,
   "flip_pairs": [[i, j], ...]}`` (0-based pairs; ``class`` null = landmark
   sets without a class; ``class`` given = the category is not itself a class).
-* Export: a landmark set and the first box of its class enclosing its labelled
-  points share one annotation (bbox + keypoints); other landmark sets get a
-  derived bbox flagged as above. Masks become one annotation per class per
-  image: compressed RLE, ``iscrowd`` 0, derived bbox.
+* Export writes one annotation per object: ``bbox`` (its linked box, else its pixels'
+  bounding box, then flagged ``box: false``), ``segmentation`` (the polygons it was
+  imported from while they still give exactly its pixels, else compressed RLE),
+  ``area`` (its pixel count) and ``iscrowd``. Boxes that are no object's box are
+  box-only annotations; a landmark set and the first box of its class enclosing its
+  labelled points share one annotation (bbox + keypoints), other landmark sets get a
+  derived bbox flagged as above. Labelled pixels of no object (painted with the class
+  brush) become one RLE annotation per class and image, flagged
+  ``"tlstudio": {"box": false, "stuff": true}`` (read back as such).
 """
 
 from __future__ import annotations
@@ -39,13 +51,12 @@ from typing import Any
 
 import numpy as np
 
-from ..annotations import SKIPPED, Box, LandmarkSet
+from ..annotations import SKIPPED, Box, LandmarkSet, OutlinePart
 from ..atomic import write_text_atomic
 from ..errors import FormatError, ValidationError
 from ..labelset import LandmarkTemplate
 from ..project import ImageRecord, Project
 from ._common import (
-    CLIP_TOLERANCE,
     ImportSession,
     as_dict,
     as_int,
@@ -56,7 +67,10 @@ from ._common import (
     find_file,
     flip_pairs_from_names,
     import_session,
+    label_role,
+    note,
     num,
+    outline_is_intact,
     place_image,
     rasterize_polygon,
     read_json,
@@ -142,6 +156,7 @@ class _Category:
     name: str
     class_id: int | None
     template: LandmarkTemplate | None
+    role: str | None = None  # "ignore" or "background" (see label_role)
 
 
 def find_coco_file(path: Path) -> Path:
@@ -238,6 +253,7 @@ def _import(s: ImportSession, src: Path, data: object) -> None:
                         f"images[{i}].{key}",
                         f"{key} {given} differs from the file's {actual} px",
                     )
+        _image_ext(s, src, f"images[{i}].tlstudio", im.get("tlstudio"), rec, categories)
 
     for k, a in enumerate(anns):
         where = f"annotations[{k}]"
@@ -254,11 +270,31 @@ def _import(s: ImportSession, src: Path, data: object) -> None:
         _annotation(s, src, where, a, rec, cat)
 
 
+def _image_ext(s: ImportSession, src: Path, where: str, ext: object, rec: ImageRecord,
+               categories: dict[int | str, _Category]) -> None:  # fmt: skip
+    """``images[i].tlstudio``: ``tags`` (category ids) and ``ignore`` (an RLE)."""
+    if ext is None:
+        return
+    ext = as_dict(ext, src, where)
+    for j, cid in enumerate(as_list(ext.get("tags") or [], src, f"{where}.tags")):
+        tw = f"{where}.tags[{j}]"
+        cat = categories.get(_key(cid, src, tw, "category id"))
+        if cat is None or cat.class_id is None:
+            raise FormatError(src, tw, f"no category with id {cid} and a class")
+        s.tag(rec, cat.class_id, src, tw)
+    if ext.get("ignore") is not None:
+        region = _segmentation(s, src, f"{where}.ignore", ext["ignore"], rec)[0]
+        s.ignore(rec, region, src, f"{where}.ignore")
+
+
 def _category(s: ImportSession, src: Path, where: str, c: dict[str, Any]) -> _Category:
     name = as_str(c.get("name"), src, f"{where}.name", "name").strip()
     if not name:
         raise FormatError(src, f"{where}.name", "empty category name")
     ext = as_dict(c.get("tlstudio", {}), src, f"{where}.tlstudio")
+    role = label_role(name)
+    if role is not None and "class" not in ext and c.get("keypoints") in (None, []):
+        return _Category(name, None, None, role)
     if "class" in ext:
         cls = ext["class"]
         class_id = None if cls is None else s.class_id(cls, src, f"{where}.tlstudio.class")
@@ -307,16 +343,25 @@ def _present(v: object) -> bool:
     return v not in (None, [], {})
 
 
+def _flag(ext: dict[str, Any], key: str, default: bool, src: Path, where: str) -> bool:
+    value = ext.get(key, default)
+    if not isinstance(value, bool):
+        raise FormatError(
+            src, f"{where}.tlstudio.{key}", f"expected true or false, got {type_name(value)}"
+        )
+    return value
+
+
 def _annotation(
     s: ImportSession, src: Path, where: str, a: dict[str, Any], rec: ImageRecord, cat: _Category
 ) -> None:
     ext = as_dict(a.get("tlstudio", {}), src, f"{where}.tlstudio")
-    box_flag = ext.get("box", True)
-    if not isinstance(box_flag, bool):
-        raise FormatError(
-            src, f"{where}.tlstudio.box", f"expected true or false, got {type_name(box_flag)}"
-        )
+    box_flag = _flag(ext, "box", True, src, where)
+    stuff = _flag(ext, "stuff", False, src, where)
     bbox, seg, kps = a.get("bbox"), a.get("segmentation"), a.get("keypoints")
+    iscrowd = a.get("iscrowd", 0)
+    if iscrowd not in (0, 1) or isinstance(iscrowd, bool):
+        raise FormatError(src, f"{where}.iscrowd", f"expected 0 or 1, got {iscrowd!r}")
     if not (_present(bbox) or _present(seg) or _present(kps)):
         if cat.class_id is None:
             raise FormatError(
@@ -324,23 +369,33 @@ def _annotation(
             )
         s.tag(rec, cat.class_id, src, where)
         return
+    if cat.role is not None:  # __ignore__ / _background_: a region, never a box or class
+        if _present(seg):
+            region = _segmentation(s, src, f"{where}.segmentation", seg, rec)[0]
+        elif _present(bbox):
+            region = _bbox_region(s, src, f"{where}.bbox", bbox, rec)
+        else:
+            raise FormatError(src, where, f"keypoints of category {cat.name!r}, which has no class")
+        s.region(rec, cat.name, region, src, where)
+        return
+    box: Box | None = None
     if _present(bbox):
         bw = f"{where}.bbox"
-        bbox = as_list(bbox, src, bw, "bbox")
-        if len(bbox) != 4:
-            raise FormatError(src, bw, f"expected 4 numbers, got {len(bbox)}")
-        x, y, w, h = (num(v, src, bw, "bbox") for v in bbox)
-        if w < 0 or h < 0:
-            raise FormatError(src, bw, f"negative width or height ({w:g}, {h:g})")
+        x, y, w, h = _bbox(src, bw, bbox)
         if box_flag:
             if cat.class_id is None:
                 raise FormatError(src, bw, f"box of category {cat.name!r}, which has no class")
-            s.box(rec, cat.class_id, (x, y, x + w, y + h), src, bw)
+            box = s.box(rec, cat.class_id, (x, y, x + w, y + h), src, bw)
     if _present(seg):
+        sw = f"{where}.segmentation"
         if cat.class_id is None:
-            raise FormatError(src, f"{where}.segmentation", f"category {cat.name!r} has no class")
-        region = _segmentation(src, f"{where}.segmentation", seg, rec)
-        s.paint(rec, cat.class_id, region, src, f"{where}.segmentation")
+            raise FormatError(src, sw, f"category {cat.name!r} has no class")
+        region, outline = _segmentation(s, src, sw, seg, rec)
+        if stuff:
+            s.paint(rec, cat.class_id, region, src, sw)
+        else:
+            s.instance(rec, cat.class_id, region, src, sw, iscrowd=bool(iscrowd),
+                       box_id=None if box is None else box.id, outline=outline)  # fmt: skip
     if _present(kps):
         kw = f"{where}.keypoints"
         if cat.template is None:
@@ -359,10 +414,32 @@ def _annotation(
             s.landmarks(rec, cat.template, points, cat.class_id, src, kw)
 
 
-def _segmentation(src: Path, where: str, seg: object, rec: ImageRecord) -> np.ndarray:
+def _bbox(src: Path, where: str, bbox: object) -> tuple[float, float, float, float]:
+    bbox = as_list(bbox, src, where, "bbox")
+    if len(bbox) != 4:
+        raise FormatError(src, where, f"expected 4 numbers, got {len(bbox)}")
+    x, y, w, h = (num(v, src, where, "bbox") for v in bbox)
+    if w < 0 or h < 0:
+        raise FormatError(src, where, f"negative width or height ({w:g}, {h:g})")
+    return x, y, w, h
+
+
+def _bbox_region(
+    s: ImportSession, src: Path, where: str, bbox: object, rec: ImageRecord
+) -> np.ndarray:
+    x, y, w, h = _bbox(src, where, bbox)
+    corners = np.array([[x, y], [x + w, y], [x + w, y + h], [x, y + h]], np.float64)
+    return rasterize_polygon(s.clip_points(rec, corners, src, where), rec.height, rec.width)
+
+
+def _segmentation(
+    s: ImportSession, src: Path, where: str, seg: object, rec: ImageRecord
+) -> tuple[np.ndarray, list[OutlinePart] | None]:
+    """The pixels of a segmentation and, for polygons, the outline they come from."""
     h, w = rec.height, rec.width
     if isinstance(seg, list):
         region = np.zeros((h, w), bool)
+        outline = []
         for j, poly in enumerate(seg):
             pw = f"{where}[{j}]"
             poly = as_list(poly, src, pw, "polygon")
@@ -371,9 +448,10 @@ def _segmentation(src: Path, where: str, seg: object, rec: ImageRecord) -> np.nd
                     src, pw, f"a polygon needs an even number ≥ 6 of coordinates, got {len(poly)}"
                 )
             pts = np.array([num(v, src, pw, "coordinate") for v in poly]).reshape(-1, 2)
-            _check_inside(pts, w, h, src, pw)
+            pts = s.clip_points(rec, pts, src, pw)
             region |= rasterize_polygon(pts, h, w)
-        return region
+            outline.append(OutlinePart("polygon", tuple(float(v) for v in pts.ravel())))
+        return region, outline
     seg = as_dict(seg, src, where, "segmentation")
     size = as_list(seg.get("size"), src, f"{where}.size", "size")
     if len(size) != 2:
@@ -397,17 +475,7 @@ def _segmentation(src: Path, where: str, seg: object, rec: ImageRecord) -> np.nd
     total = sum(counts)
     if total != h * w:
         raise FormatError(src, f"{where}.counts", f"runs cover {total} pixels, image has {h * w}")
-    return rle_decode(counts, h, w)
-
-
-def _check_inside(pts: np.ndarray, w: int, h: int, src: Path, where: str) -> None:
-    bad = (pts[:, 0] < -CLIP_TOLERANCE) | (pts[:, 0] > w + CLIP_TOLERANCE)
-    bad |= (pts[:, 1] < -CLIP_TOLERANCE) | (pts[:, 1] > h + CLIP_TOLERANCE)
-    if bad.any():
-        x, y = pts[np.argmax(bad)]
-        raise FormatError(src, where, f"point ({x:g}, {y:g}) lies outside the image ({w}×{h} px)")
-    np.clip(pts[:, 0], 0, w, out=pts[:, 0])
-    np.clip(pts[:, 1], 0, h, out=pts[:, 1])
+    return rle_decode(counts, h, w), None
 
 
 # -- export -------------------------------------------------------------------------------
@@ -479,38 +547,74 @@ def export(project: Project, out: str | Path, *, warnings: list[str] | None = No
 
     images: list[dict[str, Any]] = []
     anns: list[dict[str, Any]] = []
+    n_tags = n_stuff = n_ignore = 0
 
     def add(ann: dict[str, Any]) -> None:
         anns.append({"id": len(anns) + 1, **ann})
 
     for n_img, rec in enumerate(records, 1):
-        images.append(
-            {"id": n_img, "file_name": names[rec.id], "width": rec.width, "height": rec.height}
-        )
+        image: dict[str, Any] = {
+            "id": n_img, "file_name": names[rec.id], "width": rec.width, "height": rec.height
+        }  # fmt: skip
+        images.append(image)
         a = project.annotations(rec.id)
-        for cid in a.tags:
-            add({"image_id": n_img, "category_id": class_cat[cid]})
+        image_ext: dict[str, Any] = {}
+        if a.tags:
+            image_ext["tags"] = [class_cat[cid] for cid in a.tags]
+            n_tags += len(a.tags)
+        if a.ignore is not None:
+            image_ext["ignore"] = _rle(a.ignore)
+            n_ignore += 1
+        if image_ext:
+            image["tlstudio"] = image_ext
         boxes = list(a.boxes)
+        objects = [] if a.instances is None else list(a.instances.objects)
+        linked = {o.box_id for o in objects if o.box_id is not None}
+        box_by_id = {b.id: b for b in boxes}
+        free = [b for b in boxes if b.id not in linked]
         kp_anns = []
         for lms in a.landmarks:
-            kp_anns.append(
-                _keypoint_ann(n_img, lms, kp_cat[(lms.class_id, lms.template_id)], boxes)
-            )
-        for b in boxes:
+            kp_anns.append(_keypoint_ann(n_img, lms, kp_cat[(lms.class_id, lms.template_id)], free))
+        for b in free:
             add({"image_id": n_img, "category_id": class_cat[b.class_id], **_bbox_fields(b)})
         for ann in kp_anns:
             add(ann)
-        if a.mask is not None:
-            for cid in sorted(set(np.unique(a.mask).tolist()) - {0}):
-                region = a.mask == cid
+        for o in objects:
+            assert a.instances is not None
+            region = a.instances.region(o.number)
+            fields: dict[str, Any] = {"image_id": n_img, "category_id": class_cat[o.class_id]}
+            if (
+                o.outline is not None
+                and all(part.kind == "polygon" for part in o.outline)
+                and outline_is_intact(o.outline, region)
+            ):
+                fields["segmentation"] = [list(part.coords) for part in o.outline]
+            else:
+                fields["segmentation"] = _rle(region)
+            fields["area"] = int(region.sum())
+            box = box_by_id.get(o.box_id) if o.box_id is not None else None
+            if box is not None:
+                fields["bbox"] = _bbox_fields(box)["bbox"]
+            else:
+                x1, y1, x2, y2 = bbox_of_mask(region)
+                fields["bbox"] = [x1, y1, x2 - x1, y2 - y1]
+            fields["iscrowd"] = int(o.iscrowd)
+            if box is None:
+                fields["tlstudio"] = {"box": False}
+            add(fields)
+        stuff = a.mask
+        if stuff is not None and a.instances is not None:
+            stuff = np.where(a.instances.map > 0, 0, stuff)
+        if stuff is not None and stuff.any():
+            for cid in sorted(set(np.unique(stuff).tolist()) - {0}):
+                region = stuff == cid
                 x1, y1, x2, y2 = bbox_of_mask(region)
                 add({
-                    "image_id": n_img, "category_id": class_cat[cid],
-                    "segmentation": {"size": [rec.height, rec.width],
-                                     "counts": counts_to_string(rle_encode(region))},
+                    "image_id": n_img, "category_id": class_cat[cid], "segmentation": _rle(region),
                     "area": int(region.sum()), "bbox": [x1, y1, x2 - x1, y2 - y1], "iscrowd": 0,
-                    "tlstudio": {"box": False},
+                    "tlstudio": {"box": False, "stuff": True},
                 })  # fmt: skip
+                n_stuff += 1
 
     doc = {
         "info": {"description": "exported by tlstudio", "version": "1.0"},
@@ -520,7 +624,22 @@ def export(project: Project, out: str | Path, *, warnings: list[str] | None = No
         "categories": categories,
     }
     write_text_atomic(json_path, json.dumps(doc, indent=1))
+    if n_tags:
+        note(warnings, f"COCO: {n_tags} image-level tags written as images[].tlstudio.tags, a "
+             "tlstudio extension (COCO has no image-level labels; other COCO tools ignore it)")  # fmt: skip
+    if n_ignore:
+        note(warnings, f"COCO: ignore regions of {n_ignore} images written as "
+             "images[].tlstudio.ignore, a tlstudio extension other COCO tools ignore")  # fmt: skip
+    if n_stuff:
+        note(warnings, f"COCO: {n_stuff} label-map regions without objects written as one "
+             "annotation per class and image (tlstudio reads them back as such; other tools "
+             "see each as one object)")  # fmt: skip
     return json_path
+
+
+def _rle(region: np.ndarray) -> dict[str, Any]:
+    return {"size": [int(region.shape[0]), int(region.shape[1])],
+            "counts": counts_to_string(rle_encode(region))}  # fmt: skip
 
 
 def _bbox_fields(b: Box) -> dict[str, Any]:

@@ -5,7 +5,8 @@ class. A root whose sub-folders are all split names (``train``, ``val``,
 ``valid``, ``validation``, ``test``) is read one level deeper:
 ``root/<split>/<class>/<image>``. Images directly in ``root`` are skipped with a
 warning. Export hard-links (or copies) every image with exactly one tag into
-``out/<class>/``; other images are skipped and reported. Characters that cannot
+``out/<class>/``; unlabelled images and images with several tags are not exported, and
+a warning for each group names them. Characters that cannot
 be in a folder name (``/``, ``\\``) become ``_``.
 """
 
@@ -76,6 +77,10 @@ def import_(project: Project, path: str | Path, copy_images: bool = False) -> La
     return s.report
 
 
+def _listed(paths: list[str]) -> str:
+    return ", ".join(paths[:10]) + (" ..." if len(paths) > 10 else "")
+
+
 def folder_name(class_name: str) -> str:
     name = class_name.replace("/", "_").replace("\\", "_")
     return "_" if name in (".", "..") else name
@@ -88,18 +93,19 @@ def export(project: Project, out: str | Path, *, warnings: list[str] | None = No
     records = project.images()
     names = export_names(records)
     class_name = {c.id: c.name for c in project.classes()}
-    skipped = []
+    untagged: list[str] = []
+    several: list[str] = []
     for rec in records:
         tags = project.tags(rec.id)
         if len(tags) != 1:
-            skipped.append(f"{rec.path} ({len(tags)} tags)")
+            (untagged if not tags else several).append(rec.path)
             continue
         place_image(project, rec, out / folder_name(class_name[tags[0]]) / names[rec.id])
-    if skipped:
-        shown = ", ".join(skipped[:10]) + (" ..." if len(skipped) > 10 else "")
-        note(
-            warnings,
-            f"class folders: {len(skipped)} images without exactly one tag were skipped: {shown}",
-        )
+    if untagged:
+        note(warnings, f"class folders: {len(untagged)} unlabelled images (no class tag) were "
+             f"not exported: {_listed(untagged)}")  # fmt: skip
+    if several:
+        note(warnings, f"class folders: {len(several)} images with several class tags were "
+             f"not exported (a folder holds one class): {_listed(several)}")  # fmt: skip
     skipped_kinds(project, ("boxes", "landmarks", "masks"), "class folders", warnings)
     return out

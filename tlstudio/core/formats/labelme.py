@@ -2,11 +2,16 @@
 ``flags`` and ``shapes``; points are [x, y] in image pixels (pixel-edge frame).
 
 * ``rectangle`` (two opposite corners) → a box of class ``label``.
-* ``polygon`` (≥ 3 points) and ``circle`` (centre, point on the rim) → mask
-  pixels of class ``label`` (a pixel is in when its centre is inside or on the
-  outline); ``mask`` (labelme ≥ 5.3: a base64 PNG over the pixels of its two
-  points' box, inclusive) → those mask pixels. ``line`` and ``linestrip`` are
-  skipped with a warning.
+* ``polygon`` (≥ 3 points), ``circle`` (centre, point on the rim) and ``mask`` (labelme
+  ≥ 5.3: a base64 PNG over the pixels of its two points' box, inclusive) → an
+  **object** of class ``label`` (a pixel is in when its centre is inside or on the
+  outline). As in labelme2coco, the shapes with the same ``label`` and ``group_id``
+  form one object; a shape without ``group_id`` is an object of its own. Later shapes
+  win where they overlap earlier ones (as in labelme2voc).
+* ``__ignore__`` regions become the image's ignore region (left out of losses and
+  metrics) and ``_background_`` regions paint background; neither becomes a class, nor
+  do those flags.
+* ``line`` and ``linestrip`` are skipped with a warning.
 * ``point`` shapes are landmarks, grouped into one landmark set per
   ``group_id`` per file (points without a ``group_id`` form one set; a label may
   then appear only once). The point's ``label`` is the landmark name; the sets
@@ -15,15 +20,24 @@
   reused when it holds all of them, otherwise the name gets a number). Points a
   set lacks are unlabelled (v = 0); a shape flag ``occluded: true`` gives v = 1.
 * ``flags`` with value ``true`` → image tags.
+* ``imagePath`` resolves against the JSON's folder; when it names no readable image
+  (missing, or not an image: labelme's tutorial points it at the JSON itself) and
+  ``imageData`` is embedded, that image is written into the project's ``images/``
+  folder (once: the same content already in the project is matched instead).
 
-Export writes ``<stem>.json`` next to a hard link (or copy) of each image, boxes as
+Export writes ``<stem>.json`` next to a hard link (or copy) of each image: boxes as
 rectangles, landmark sets as points (``group_id`` = set number, unlabelled points
-left out), masks as polygons traced from the outer contours of each class (holes
-are lost, so masks round-trip approximately) and every class as a flag. A
-top-level ``tlstudio`` key (kept by labelme) records each group's template and
-class so that tlstudio reads its own landmarks back exactly:
-``{"templates": {name: {points, skeleton, flip_pairs}}, "groups": {"<group_id>":
-{"template": name, "class": name | null}}}``.
+left out), each object as the polygons and circles it was imported from while they
+still give exactly its pixels (else its outer contours, traced and simplified to
+within 1 % of its pixels; holes are lost and counted in a warning), sharing a
+``group_id`` when there are several; pixels of no object as one polygon per contour
+and class; the ignore region as ``__ignore__`` polygons; every class as a flag. A
+top-level ``tlstudio`` key (kept by labelme) records what labelme cannot say, so that
+tlstudio reads its own export back exactly: ``{"templates": {name: {points, skeleton,
+flip_pairs}}, "groups": {"<group_id>": {"template": name, "class": name | null}},
+"objects": [{"shapes": [i, ...], "box": i | null, "iscrowd": bool}], "semantic": [i,
+...]}`` (shape indices: the shapes of each object, the rectangle that is its box, and
+the polygons of pixels without an object).
 """
 
 from __future__ import annotations
@@ -38,24 +52,29 @@ from typing import Any
 import cv2
 import numpy as np
 
-from ..annotations import OCCLUDED, SKIPPED, VISIBLE, Point
+from ..annotations import OCCLUDED, SKIPPED, VISIBLE, OutlinePart, Point
 from ..atomic import write_text_atomic
-from ..errors import FormatError, ValidationError
+from ..errors import FormatError, ImageError, ValidationError
 from ..labelset import LandmarkTemplate
 from ..project import ImageRecord, Project
 from ._common import (
+    IGNORE_NAMES,
     ImportSession,
     as_dict,
     as_int,
     as_list,
     as_str,
-    clip,
+    count_holes,
     export_names,
     find_file,
     import_session,
+    label_role,
     mask_polygons,
+    note,
     num,
+    outline_is_intact,
     place_image,
+    rasterize_circle,
     rasterize_polygon,
     read_json,
     type_name,
@@ -110,7 +129,7 @@ def import_(project: Project, path: str | Path, copy_images: bool = False) -> La
 
 
 def _parse(s: ImportSession, src: Path, data: dict[str, Any], rec: ImageRecord) -> dict[str, Any]:
-    """Validate one document and add its tags, boxes and mask regions; points are
+    """Validate one document and add its tags, boxes, objects and regions; points are
     returned grouped for :func:`_apply` (the template needs every file's labels)."""
     if "shapes" not in data:
         raise FormatError(src, "", "not a labelme file (no 'shapes')")
@@ -125,13 +144,19 @@ def _parse(s: ImportSession, src: Path, data: dict[str, Any], rec: ImageRecord) 
             raise FormatError(
                 src, f"flags.{name}", f"expected true or false, got {type_name(value)}"
             )
-        if value:
+        if value and label_role(name) is None:
             s.tag(rec, s.class_id(name, src, f"flags.{name}"), src, f"flags.{name}")
+        elif value:
+            s.warn(src, f"flags.{name}", f"{name} is not a class; the flag is not imported")
     ext = as_dict(data.get("tlstudio") or {}, src, "tlstudio")
     ext_groups = as_dict(ext.get("groups") or {}, src, "tlstudio.groups")
     ext_templates = as_dict(ext.get("templates") or {}, src, "tlstudio.templates")
+    shapes = as_list(data["shapes"], src, "shapes")
+    ext_objects, semantic = _object_ext(src, ext, len(shapes))
     groups: dict[object, dict[str, Any]] = {}
-    for i, shape in enumerate(as_list(data["shapes"], src, "shapes")):
+    objects: dict[tuple[str, object], int] = {}  # object key -> its number in the image
+    boxes: dict[int, int] = {}  # rectangle shape index -> box id
+    for i, shape in enumerate(shapes):
         where = f"shapes[{i}]"
         shape = as_dict(shape, src, where)
         kind = shape.get("shape_type") or "polygon"
@@ -139,20 +164,7 @@ def _parse(s: ImportSession, src: Path, data: dict[str, Any], rec: ImageRecord) 
         label = as_str(shape.get("label"), src, f"{where}.label", "label").strip()
         if not label:
             raise FormatError(src, f"{where}.label", "empty label")
-        pts = as_list(shape.get("points"), src, f"{where}.points", "points")
-        xy = []
-        for j, p in enumerate(pts):
-            p = as_list(p, src, f"{where}.points[{j}]", "point")
-            if len(p) != 2:
-                raise FormatError(
-                    src, f"{where}.points[{j}]", f"expected [x, y], got {len(p)} numbers"
-                )
-            xy.append(
-                (
-                    num(p[0], src, f"{where}.points[{j}]", "x"),
-                    num(p[1], src, f"{where}.points[{j}]", "y"),
-                )
-            )
+        xy = _points(src, where, shape.get("points"))
         gid = shape.get("group_id")
         if gid is not None and (isinstance(gid, bool) or not isinstance(gid, (int, str))):
             raise FormatError(
@@ -165,14 +177,40 @@ def _parse(s: ImportSession, src: Path, data: dict[str, Any], rec: ImageRecord) 
                     src, f"{where}.points", f"a rectangle needs 2 points, got {len(xy)}"
                 )
             (xa, ya), (xb, yb) = xy
-            cid = s.class_id(label, src, f"{where}.label")
-            s.box(rec, cid, (min(xa, xb), min(ya, yb), max(xa, xb), max(ya, yb)), src, where)
-        elif kind in ("polygon", "circle"):
-            region = _region(src, where, kind, xy, rec)
-            s.paint(rec, s.class_id(label, src, f"{where}.label"), region, src, where)
-        elif kind == "mask":
-            region = _mask_shape(src, where, xy, shape.get("mask"), rec)
-            s.paint(rec, s.class_id(label, src, f"{where}.label"), region, src, where)
+            xyxy = (min(xa, xb), min(ya, yb), max(xa, xb), max(ya, yb))
+            if label_role(label) is None:
+                cid = s.class_id(label, src, f"{where}.label")
+                boxes[i] = _known_id(s.box(rec, cid, xyxy, src, where).id)
+            else:  # an ignore or background rectangle is a region, not a box
+                x1, y1, x2, y2 = xyxy
+                corners = np.array([[x1, y1], [x2, y1], [x2, y2], [x1, y2]], np.float64)
+                pts = s.clip_points(rec, corners, src, where)
+                s.region(rec, label, rasterize_polygon(pts, rec.height, rec.width), src, where)
+        elif kind in ("polygon", "circle", "mask"):
+            if kind == "mask":
+                region, part = _mask_shape(src, where, xy, shape.get("mask"), rec), None
+            else:
+                region, part = _region(s, src, where, kind, xy, rec)
+            if i in semantic:
+                s.region(rec, label, region, src, where, instance=False)
+                continue
+            okey: tuple[str, object]
+            if i in ext_objects:
+                okey = ("tlstudio", ext_objects[i]["index"])
+            elif gid is not None:
+                okey = (label, str(gid))
+            else:
+                okey = ("shape", i)
+            number = objects.get(okey)
+            if number is None:
+                info = ext_objects.get(i, {})
+                box_id = boxes.get(info["box"]) if info.get("box") is not None else None
+                objects[okey] = s.region(
+                    rec, label, region, src, where, outline=None if part is None else [part],
+                    iscrowd=bool(info.get("iscrowd", False)), box_id=box_id,
+                )  # fmt: skip
+            else:
+                s.extend_instance(rec, number, region, src, where, part)
         elif kind == "point":
             if len(xy) != 1:
                 raise FormatError(src, f"{where}.points", f"a point needs 1 point, got {len(xy)}")
@@ -194,52 +232,110 @@ def _parse(s: ImportSession, src: Path, data: dict[str, Any], rec: ImageRecord) 
     return {"src": src, "rec": rec, "groups": groups}
 
 
+def _known_id(box_id: int | None) -> int:
+    assert box_id is not None, "the store gives every box an id"
+    return box_id
+
+
+def _points(src: Path, where: str, value: object) -> list[tuple[float, float]]:
+    pts = as_list(value, src, f"{where}.points", "points")
+    xy = []
+    for j, p in enumerate(pts):
+        p = as_list(p, src, f"{where}.points[{j}]", "point")
+        if len(p) != 2:
+            raise FormatError(src, f"{where}.points[{j}]", f"expected [x, y], got {len(p)} numbers")
+        xy.append((num(p[0], src, f"{where}.points[{j}]", "x"),
+                   num(p[1], src, f"{where}.points[{j}]", "y")))  # fmt: skip
+    return xy
+
+
+def _object_ext(
+    src: Path, ext: dict[str, Any], n_shapes: int
+) -> tuple[dict[int, dict[str, Any]], set[int]]:
+    """The ``tlstudio`` key's objects (shape index -> {index, box, iscrowd}) and the
+    indices of the shapes that are pixels of no object."""
+
+    def index(v: object, where: str) -> int:
+        i = as_int(v, src, where, "shape index")
+        if not 0 <= i < n_shapes:
+            raise FormatError(src, where, f"shape index {i} is not in 0..{n_shapes - 1}")
+        return i
+
+    by_shape: dict[int, dict[str, Any]] = {}
+    for k, obj in enumerate(as_list(ext.get("objects") or [], src, "tlstudio.objects")):
+        where = f"tlstudio.objects[{k}]"
+        obj = as_dict(obj, src, where)
+        box = obj.get("box")
+        info = {"index": k, "iscrowd": obj.get("iscrowd") is True,
+                "box": None if box is None else index(box, f"{where}.box")}  # fmt: skip
+        for j, i in enumerate(as_list(obj.get("shapes") or [], src, f"{where}.shapes")):
+            by_shape[index(i, f"{where}.shapes[{j}]")] = info
+    semantic = {
+        index(i, f"tlstudio.semantic[{j}]")
+        for j, i in enumerate(as_list(ext.get("semantic") or [], src, "tlstudio.semantic"))
+    }
+    return by_shape, semantic
+
+
+_SUFFIX = {"PNG": ".png", "JPEG": ".jpg", "BMP": ".bmp", "TIFF": ".tif", "DICOM": ".dcm"}
+
+
 def _image_path(s: ImportSession, src: Path, data: dict[str, Any]) -> Path:
+    from .. import imageio
+
     name = as_str(data.get("imagePath"), src, "imagePath", "imagePath")
+    blob = data.get("imageData")
     try:
-        return find_file(name, [src.parent], src, "imagePath")
+        path = find_file(name, [src.parent], src, "imagePath")
     except FormatError:
-        blob = data.get("imageData")
         if not blob:
             raise
         return _write_embedded(s, src, name, blob)
+    if blob:  # imagePath may name a file that is no image (the JSON itself): check it
+        try:
+            if path.resolve() == src.resolve():
+                raise ImageError(path, "is the label file itself")
+            imageio.probe_image(path)
+        except (ImageError, OSError):
+            return _write_embedded(s, src, name, blob)
+    return path
 
 
 def _write_embedded(s: ImportSession, src: Path, name: str, blob: object) -> Path:
     """Decode ``imageData`` into the project's images/ folder (removed again if the
-    import fails, like every file an import copies in)."""
+    import fails, like every file an import copies in). An image with the same content
+    already in the project is used instead of writing a copy."""
+    from .. import imageio
+    from ..decoders.sniff import sniff
+
     raw = _b64(blob, src, "imageData")
-    folder = s.project.root / "images"
-    folder.mkdir(exist_ok=True)
+    fmt = sniff(raw[:512])
+    if fmt is None:
+        raise FormatError(src, "imageData", "the embedded data is not a supported image")
     base = re.sub(r"[^\w.\- ]", "_", name.replace("\\", "/").rsplit("/", 1)[-1]).strip(". ")
-    base = base or f"{src.stem}.png"
-    dest, n = folder / base, 1
-    while dest.exists():
-        dest = folder / f"{Path(base).stem}_{n}{Path(base).suffix}"
-        n += 1
-    dest.write_bytes(raw)
-    s.created_files.append(dest)
-    return dest
+    if not imageio.is_image_file(base):  # e.g. imagePath names the JSON itself
+        base = f"{Path(base).stem or src.stem}{_SUFFIX[fmt]}"
+    return s.write_image(base, raw)
 
 
-def _region(
-    src: Path, where: str, kind: str, xy: list[tuple[float, float]], rec: ImageRecord
-) -> np.ndarray:
+def _region(s: ImportSession, src: Path, where: str, kind: str, xy: list[tuple[float, float]],
+            rec: ImageRecord) -> tuple[np.ndarray, OutlinePart]:  # fmt: skip
+    """The pixels of a polygon or circle shape and the outline part they come from (the
+    points clipped into the image; a circle's rim point may lie outside)."""
     w, h = rec.width, rec.height
-    pts = [(clip(x, w, src, where, "x"), clip(y, h, src, where, "y")) for x, y in xy]
     if kind == "circle":
-        if len(pts) != 2:
-            raise FormatError(src, f"{where}.points", f"a circle needs 2 points, got {len(pts)}")
-        (cx, cy), (px, py) = pts
-        r = float(np.hypot(px - cx, py - cy))
-        yy, xx = np.mgrid[0:h, 0:w]
-        inside: np.ndarray = (xx + 0.5 - cx) ** 2 + (yy + 0.5 - cy) ** 2 <= r * r
-        return inside
-    if len(pts) < 3:
+        if len(xy) != 2:
+            raise FormatError(src, f"{where}.points", f"a circle needs 2 points, got {len(xy)}")
+        (cx, cy), (ex, ey) = xy
+        cx, cy = s.clip(cx, w, src, where, "x"), s.clip(cy, h, src, where, "y")
+        return rasterize_circle(cx, cy, ex, ey, h, w), OutlinePart("circle", (cx, cy, ex, ey))
+    if len(xy) < 3:
         raise FormatError(
-            src, f"{where}.points", f"a polygon needs at least 3 points, got {len(pts)}"
+            src, f"{where}.points", f"a polygon needs at least 3 points, got {len(xy)}"
         )
-    return rasterize_polygon(np.array(pts), h, w)
+    pts = s.clip_points(rec, np.array(xy, np.float64), src, where)
+    part = OutlinePart("polygon", tuple(float(v) for v in pts.ravel()))
+    return rasterize_polygon(pts, h, w), part
 
 
 def _mask_shape(
@@ -346,12 +442,17 @@ def export(project: Project, out: str | Path, *, warnings: list[str] | None = No
     names = export_names(records)
     classes = project.classes()
     class_name = {c.id: c.name for c in classes}
+    ignore_label = next(iter(IGNORE_NAMES))
+    holes = 0
     for rec in records:
         name = names[rec.id]
         place_image(project, rec, out / name)
         ann = project.annotations(rec.id)
         shapes: list[dict[str, Any]] = []
+        box_shape: dict[int, int] = {}
         for b in ann.boxes:
+            assert b.id is not None
+            box_shape[b.id] = len(shapes)
             shapes.append(_shape(class_name[b.class_id], [[b.x1, b.y1], [b.x2, b.y2]], "rectangle"))
         groups, templates = {}, {}
         for n, lms in enumerate(ann.landmarks, 1):
@@ -364,10 +465,41 @@ def export(project: Project, out: str | Path, *, warnings: list[str] | None = No
                     continue
                 flags = {"occluded": True} if p.visibility == OCCLUDED else {}
                 shapes.append(_shape(pname, [[p.x, p.y]], "point", group_id=n, flags=flags))
-        if ann.mask is not None:
-            for cid in sorted(set(np.unique(ann.mask).tolist()) - {0}):
-                for poly in mask_polygons(ann.mask == cid):
+        next_group = len(ann.landmarks) + 1
+        objects: list[dict[str, Any]] = []
+        semantic: list[int] = []
+        stuff = ann.mask
+        if ann.instances is not None:
+            stuff = None if ann.mask is None else np.where(ann.instances.map > 0, 0, ann.mask)
+            for obj in ann.instances.objects:
+                region = ann.instances.region(obj.number)
+                if outline_is_intact(obj.outline, region):
+                    assert obj.outline is not None
+                    parts = [_outline_shape(part) for part in obj.outline]
+                else:
+                    holes += count_holes(region)
+                    parts = [(poly.tolist(), "polygon") for poly in mask_polygons(region)]
+                gid = None
+                if len(parts) > 1:
+                    gid, next_group = next_group, next_group + 1
+                first = len(shapes)
+                for points, kind in parts:
+                    shapes.append(_shape(class_name[obj.class_id], points, kind, group_id=gid))
+                objects.append({
+                    "shapes": list(range(first, len(shapes))),
+                    "box": None if obj.box_id is None else box_shape.get(obj.box_id),
+                    "iscrowd": obj.iscrowd,
+                })  # fmt: skip
+        if stuff is not None and stuff.any():
+            for cid in sorted(set(np.unique(stuff).tolist()) - {0}):
+                region = stuff == cid
+                holes += count_holes(region)
+                for poly in mask_polygons(region):
+                    semantic.append(len(shapes))
                     shapes.append(_shape(class_name[cid], poly.tolist(), "polygon"))
+        if ann.ignore is not None:
+            for poly in mask_polygons(ann.ignore):
+                shapes.append(_shape(ignore_label, poly.tolist(), "polygon"))
         doc: dict[str, Any] = {
             "version": "5.4.1",
             "flags": {c.name: c.id in ann.tags for c in classes},
@@ -377,13 +509,29 @@ def export(project: Project, out: str | Path, *, warnings: list[str] | None = No
             "imageHeight": rec.height,
             "imageWidth": rec.width,
         }
+        ext: dict[str, Any] = {}
         if groups:
-            doc["tlstudio"] = {"templates": templates, "groups": groups}
+            ext.update(templates=templates, groups=groups)
+        if objects:
+            ext["objects"] = objects
+        if semantic:
+            ext["semantic"] = semantic
+        if ext:
+            doc["tlstudio"] = ext
         stem = name.rsplit(".", 1)[0]
         write_text_atomic(
             out / f"{stem}.json", json.dumps(doc, indent=2, ensure_ascii=False), sync=False
         )
+    if holes:
+        note(warnings, f"labelme: {holes} holes in masks were filled (polygons cannot hold them)")
     return out
+
+
+def _outline_shape(part: OutlinePart) -> tuple[list[list[float]], str]:
+    c = list(part.coords)
+    if part.kind == "circle":
+        return [c[0:2], c[2:4]], "circle"
+    return [c[i : i + 2] for i in range(0, len(c), 2)], "polygon"
 
 
 def _shape(

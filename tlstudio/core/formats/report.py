@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-KINDS = ("tags", "boxes", "landmarks", "masks")
+KINDS = ("tags", "boxes", "landmarks", "masks", "objects", "ignore")
 
 
 @dataclass
@@ -12,8 +12,8 @@ class LabelImportReport:
     """Outcome of a label import.
 
     ``annotations`` counts what was added per kind: ``tags``, ``boxes``,
-    ``landmarks`` (landmark sets) and ``masks`` (images whose label map
-    received pixels)."""
+    ``landmarks`` (landmark sets), ``masks`` (images whose label map received
+    pixels), ``objects`` (instances) and ``ignore`` (ignore regions)."""
 
     images_added: int = 0
     images_matched: int = 0

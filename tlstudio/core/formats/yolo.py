@@ -17,12 +17,22 @@ at the top-left corner of the image, so x_px = x · W):
   that class. The template is named ``yolo pose`` with points ``p0..pK-1``
   unless ``kpt_names`` or the ``tlstudio`` extension key (``template``,
   ``points``, ``skeleton``) name them; ``flip_idx`` gives the left/right pairs.
-* segment: ``cls x1 y1 x2 y2 ...`` (≥ 3 points), painted into the label map.
+* segment: ``cls x1 y1 x2 y2 ...`` (≥ 3 points): one object per line. Classes named
+  ``__ignore__`` / ``_background_`` give ignore regions / background, not classes.
 
-Export ``kind`` = ``detect`` | ``pose`` | ``segment``. Segment export traces
-mask contours (outer boundaries through boundary pixel centres, no holes), so
-masks round-trip approximately. Splits become ``images/<split>/`` folders (images
-without a split go to ``train``); import does not read splits.
+Export ``kind`` = ``detect`` | ``pose`` | ``segment``. Segment export writes one line
+per object: the polygon it was imported from while it still gives exactly its pixels,
+else its outer contour traced and simplified to within 1 % of its pixels (the parts of
+an object in several pieces joined by zero-width bridges, as Ultralytics' converters
+do; holes are lost and counted in a warning); pixels of no object one line per contour
+and class. Pose export writes a box for a landmark set without one (the box around its
+points). The ``tlstudio`` key of ``data.yaml`` marks the lines tlstudio must read
+differently from other tools: ``lines: {<label file relative to the dataset>:
+{pose_box: [n, ...], no_object: [n, ...]}}`` (1-based line numbers): the box of a
+``pose_box`` line is only its landmark set's box (no detection box is made), the
+polygon of a ``no_object`` line is label-map pixels of no object. Splits become
+``images/<split>/`` folders (images without a split go to ``train``); import does not
+read splits.
 """
 
 from __future__ import annotations
@@ -33,23 +43,26 @@ from typing import Any
 import numpy as np
 import yaml
 
-from ..annotations import SKIPPED, Box, LandmarkSet, Point
+from ..annotations import SKIPPED, Box, InstanceLayer, LandmarkSet, OutlinePart, Point
 from ..atomic import write_text_atomic
 from ..errors import FormatError, ValidationError
 from ..labelset import LandmarkTemplate
 from ..project import ImageRecord, Project
 from . import label_format
 from ._common import (
-    CLIP_TOLERANCE,
     ImportSession,
     as_int,
     as_list,
     as_str,
+    count_holes,
     export_names,
+    export_template,
     import_session,
     is_file,
+    label_role,
     mask_polygons,
     note,
+    outline_is_intact,
     parse_float,
     place_image,
     rasterize_polygon,
@@ -277,14 +290,16 @@ def import_(project: Project, path: str | Path, copy_images: bool = False) -> La
     cfg = _load_config(Path(path))
     dirs = _image_dirs(cfg)
     with import_session(project, copy_images) as s:
+        marks = _line_marks(cfg)
         files = []
         for d in dirs:
             files += sorted(p for p in d.rglob("*") if p.is_file() and imageio.is_image_file(p))
         files = list(dict.fromkeys(files))
         # images first: they are checked and copied before the transaction begins
         records = s.images([(f, f, "") for f in files])
-        class_ids = {
-            i: s.class_id(n, cfg.source, f"names[{i}]") for i, n in sorted(cfg.names.items())
+        class_ids: dict[int, int | None] = {
+            i: None if label_role(n) else s.class_id(n, cfg.source, f"names[{i}]")
+            for i, n in sorted(cfg.names.items())
         }
         template = _template(s, cfg) if cfg.kpt else None
         used_labels: set[Path] = set()
@@ -295,7 +310,8 @@ def import_(project: Project, path: str | Path, copy_images: bool = False) -> La
                 raise FormatError(lbl, "", f"label file shared by two images ({img.name})")
             if is_file(lbl):
                 used_labels.add(lbl)
-                _read_labels(s, lbl, rec, cfg, class_ids, template)
+                rel = _relative(lbl, root)
+                _read_labels(s, lbl, rec, cfg, class_ids, template, marks.get(rel, {}))
         for d in dirs:
             ld = label_path(d / "x", root).parent
             if ld == d or not ld.is_dir():
@@ -306,10 +322,43 @@ def import_(project: Project, path: str | Path, copy_images: bool = False) -> La
     return s.report
 
 
+def _relative(path: Path, root: Path) -> str:
+    try:
+        return path.resolve().relative_to(root).as_posix()
+    except ValueError:
+        return path.as_posix()
+
+
+def _line_marks(cfg: _Config) -> dict[str, dict[str, set[int]]]:
+    """``tlstudio.lines`` of data.yaml: label file -> {mark: 1-based line numbers}."""
+    ext = cfg.data.get("tlstudio") or {}
+    lines = ext.get("lines") if isinstance(ext, dict) else None
+    if lines is None:
+        return {}
+    if not isinstance(lines, dict):
+        raise FormatError(
+            cfg.source, "tlstudio.lines", f"expected a mapping, got {type_name(lines)}"
+        )
+    out: dict[str, dict[str, set[int]]] = {}
+    for rel, marks in lines.items():
+        where = f"tlstudio.lines.{rel}"
+        if not isinstance(marks, dict):
+            raise FormatError(cfg.source, where, f"expected a mapping, got {type_name(marks)}")
+        out[str(rel)] = {
+            str(k): {
+                as_int(n, cfg.source, where, "line number") for n in as_list(v, cfg.source, where)
+            }
+            for k, v in marks.items()
+        }
+    return out
+
+
 def _read_labels(s: ImportSession, lbl: Path, rec: ImageRecord, cfg: _Config,
-                 class_ids: dict[int, int], template: LandmarkTemplate | None) -> None:  # fmt: skip
+                 class_ids: dict[int, int | None], template: LandmarkTemplate | None,
+                 marks: dict[str, set[int]]) -> None:  # fmt: skip
     w, h = rec.width, rec.height
     hi = max(class_ids, default=-1)
+    pose_box, no_object = marks.get("pose_box", set()), marks.get("no_object", set())
     for ln, line in enumerate(read_text(lbl).splitlines(), 1):
         tokens = line.split()
         if not tokens:
@@ -321,8 +370,20 @@ def _read_labels(s: ImportSession, lbl: Path, rec: ImageRecord, cfg: _Config,
         if int(c) not in class_ids:
             rng = f"0..{hi}" if hi >= 0 else "(no classes)"
             raise FormatError(lbl, where, f"class index {tokens[0][:20]} out of range {rng}")
+        name = cfg.names[int(c)]
         cid = class_ids[int(c)]
         vals = [parse_float(t, lbl, where, "coordinate") for t in tokens[1:]]
+        if cid is None:  # __ignore__ / _background_: a region
+            if len(vals) == 4 or (cfg.kpt is not None and len(vals) > 4):
+                x1, y1, x2, y2 = _xyxy(vals[:4], rec)
+                pts = np.array([[x1, y1], [x2, y1], [x2, y2], [x1, y2]], np.float64)
+            elif len(vals) >= 6 and len(vals) % 2 == 0:
+                pts = np.array(vals, np.float64).reshape(-1, 2) * (w, h)
+            else:
+                raise FormatError(lbl, where, f"{name} needs a box or a polygon")
+            pts = s.clip_points(rec, pts, lbl, where, scale=(w, h))
+            s.region(rec, name, rasterize_polygon(pts, h, w), lbl, where)
+            continue
         if cfg.kpt is not None:
             k, dim = cfg.kpt
             if len(vals) != 4 + k * dim:
@@ -330,7 +391,8 @@ def _read_labels(s: ImportSession, lbl: Path, rec: ImageRecord, cfg: _Config,
                     lbl, where,
                     f"expected {4 + k * dim} numbers after the class index (box + {k} points × {dim}), got {len(vals)}",
                 )  # fmt: skip
-            _box(s, lbl, where, rec, cid, vals[:4])
+            if ln not in pose_box:
+                _box(s, lbl, where, rec, cid, vals[:4])
             points = []
             for j in range(k):
                 x, y = vals[4 + j * dim], vals[5 + j * dim]
@@ -350,16 +412,13 @@ def _read_labels(s: ImportSession, lbl: Path, rec: ImageRecord, cfg: _Config,
             _box(s, lbl, where, rec, cid, vals)
         elif len(vals) >= 6 and len(vals) % 2 == 0:
             pts = np.array(vals, np.float64).reshape(-1, 2) * (w, h)
-            bad = (
-                (pts < -CLIP_TOLERANCE).any(axis=1)
-                | (pts[:, 0] > w + CLIP_TOLERANCE)
-                | (pts[:, 1] > h + CLIP_TOLERANCE)
-            )
-            if bad.any():
-                x, y = vals[2 * int(np.argmax(bad))], vals[2 * int(np.argmax(bad)) + 1]
-                raise FormatError(lbl, where, f"point ({x:g}, {y:g}) lies outside the image (0..1)")
-            pts = np.clip(pts, 0, (w, h))
-            s.paint(rec, cid, rasterize_polygon(pts, h, w), lbl, where)
+            pts = s.clip_points(rec, pts, lbl, where, scale=(w, h))
+            region = rasterize_polygon(pts, h, w)
+            if ln in no_object:
+                s.paint(rec, cid, region, lbl, where)
+            else:
+                outline = [OutlinePart("polygon", tuple(float(v) for v in pts.ravel()))]
+                s.instance(rec, cid, region, lbl, where, outline=outline)
         else:
             raise FormatError(
                 lbl, where,
@@ -367,20 +426,18 @@ def _read_labels(s: ImportSession, lbl: Path, rec: ImageRecord, cfg: _Config,
             )  # fmt: skip
 
 
+def _xyxy(vals: list[float], rec: ImageRecord) -> tuple[float, float, float, float]:
+    cx, cy, bw, bh = vals
+    w, h = rec.width, rec.height
+    return (cx - bw / 2) * w, (cy - bh / 2) * h, (cx + bw / 2) * w, (cy + bh / 2) * h
+
+
 def _box(
     s: ImportSession, lbl: Path, where: str, rec: ImageRecord, cid: int, vals: list[float]
 ) -> None:
-    cx, cy, bw, bh = vals
-    if bw < 0 or bh < 0:
-        raise FormatError(lbl, where, f"negative box size ({bw:g}, {bh:g})")
-    w, h = rec.width, rec.height
-    s.box(
-        rec,
-        cid,
-        ((cx - bw / 2) * w, (cy - bh / 2) * h, (cx + bw / 2) * w, (cy + bh / 2) * h),
-        lbl,
-        where,
-    )
+    if vals[2] < 0 or vals[3] < 0:
+        raise FormatError(lbl, where, f"negative box size ({vals[2]:g}, {vals[3]:g})")
+    s.box(rec, cid, _xyxy(vals, rec), lbl, where)
 
 
 # -- export -------------------------------------------------------------------------------
@@ -408,27 +465,32 @@ def export(project: Project, out: str | Path, *, kind: str = "detect", template:
     names = [c.name for c in classes]
     tpl: LandmarkTemplate | None = None
     if kind == "pose":
-        tpl = _pose_template(project, template)
+        tpl = export_template(project, template, "YOLO pose")
     records = project.images()
     file_names = export_names(records)
     split_dirs = any(r.split for r in records)
     used_splits: set[str] = set()
+    marks: dict[str, dict[str, list[int]]] = {}
+    holes = [0]
     for rec in records:
         sub = (rec.split or "train") if split_dirs else ""
         used_splits.add(sub)
         img_dest = out / "images" / sub / file_names[rec.id]
         place_image(project, rec, img_dest)
         ann = project.annotations(rec.id)
+        mark: dict[str, list[int]] = {}
         if kind == "detect":
             lines = [_box_line(index[b.class_id], b, rec) for b in ann.boxes]
         elif kind == "segment":
-            lines = _segment_lines(ann.mask, index, rec)
+            lines = _segment_lines(ann.mask, ann.instances, index, rec, mark, holes)
         else:
             assert tpl is not None
-            lines = _pose_lines(ann.boxes, ann.landmarks, tpl, index, names, rec, warnings)
+            lines = _pose_lines(ann.boxes, ann.landmarks, tpl, index, names, rec, warnings, mark)
         lbl = label_path(img_dest)
         lbl.parent.mkdir(parents=True, exist_ok=True)
         write_text_atomic(lbl, "".join(line + "\n" for line in lines), sync=False)
+        if mark:
+            marks[lbl.relative_to(out).as_posix()] = mark
 
     data: dict[str, Any] = {}
     if split_dirs:
@@ -447,6 +509,8 @@ def export(project: Project, out: str | Path, *, kind: str = "detect", template:
         data["kpt_names"] = {0: list(tpl.points)}
         data["tlstudio"] = {"template": tpl.name, "points": list(tpl.points),
                             "skeleton": [list(e) for e in tpl.skeleton]}  # fmt: skip
+    if marks:
+        data.setdefault("tlstudio", {})["lines"] = marks
     yaml_path = out / "data.yaml"
     write_text_atomic(
         yaml_path,
@@ -456,24 +520,12 @@ def export(project: Project, out: str | Path, *, kind: str = "detect", template:
     skipped = {"detect": ("tags", "landmarks", "masks"), "segment": ("tags", "boxes", "landmarks"),
                "pose": ("tags", "masks")}[kind]  # fmt: skip
     skipped_kinds(project, skipped, f"YOLO {kind}", warnings)
+    if holes[0]:
+        note(
+            warnings,
+            f"YOLO segment: {holes[0]} holes in masks were filled (polygons cannot hold them)",
+        )
     return yaml_path
-
-
-def _pose_template(project: Project, name: str | None) -> LandmarkTemplate:
-    if name is not None:
-        t = project.template_by_name(name)
-        if t is None:
-            raise ValueError(f"no landmark template called {name!r}")
-        return t
-    used = [
-        r[0] for r in project.store.conn.execute("SELECT DISTINCT template_id FROM landmark_sets")
-    ]
-    if not used:
-        raise ValueError("YOLO pose export needs landmark sets; the project has none")
-    if len(used) > 1:
-        names = ", ".join(sorted(project.template(t).name for t in used))
-        raise ValueError(f"YOLO pose holds one keypoint layout; choose a template ({names})")
-    return project.template(used[0])
 
 
 def _box_line(cls: int, b: Box, rec: ImageRecord) -> str:
@@ -482,22 +534,62 @@ def _box_line(cls: int, b: Box, rec: ImageRecord) -> str:
     return f"{cls} {_f(cx)} {_f(cy)} {_f((b.x2 - b.x1) / w)} {_f((b.y2 - b.y1) / h)}"
 
 
-def _segment_lines(mask: np.ndarray | None, index: dict[int, int], rec: ImageRecord) -> list[str]:
+def _segment_lines(mask: np.ndarray | None, layer: InstanceLayer | None, index: dict[int, int],
+                   rec: ImageRecord, mark: dict[str, list[int]], holes: list[int]) -> list[str]:  # fmt: skip
+    """One line per object, then one per contour and class of the pixels of no object
+    (marked ``no_object``)."""
     if mask is None:
         return []
+
+    def line(cid: int, poly: np.ndarray) -> str:
+        coords = " ".join(f"{_f(x / rec.width)} {_f(y / rec.height)}" for x, y in poly)
+        return f"{index[cid]} {coords}"
+
     lines = []
-    for cid in sorted(set(np.unique(mask).tolist()) - {0}):
-        for poly in mask_polygons(mask == cid):
-            coords = " ".join(f"{_f(x / rec.width)} {_f(y / rec.height)}" for x, y in poly)
-            lines.append(f"{index[cid]} {coords}")
+    stuff = mask
+    if layer is not None:
+        stuff = np.where(layer.map > 0, 0, mask)
+        for obj in layer.objects:
+            region = layer.region(obj.number)
+            if (
+                obj.outline is not None
+                and len(obj.outline) == 1
+                and obj.outline[0].kind == "polygon"
+                and outline_is_intact(obj.outline, region)
+            ):
+                poly = np.asarray(obj.outline[0].coords, np.float64).reshape(-1, 2)
+            else:
+                holes[0] += count_holes(region)
+                poly = join_polygons(mask_polygons(region))
+            lines.append(line(obj.class_id, poly))
+    for cid in sorted(set(np.unique(stuff).tolist()) - {0}):
+        region = stuff == cid
+        holes[0] += count_holes(region)
+        for poly in mask_polygons(region):
+            lines.append(line(cid, poly))
+            mark.setdefault("no_object", []).append(len(lines))
     return lines
+
+
+def join_polygons(polys: list[np.ndarray]) -> np.ndarray:
+    """One polygon covering several: each next polygon is joined by a zero-width bridge
+    from its vertex nearest to the polygon so far (filled with the even-odd rule, the
+    bridges cover nothing)."""
+    out = polys[0]
+    for nxt in polys[1:]:
+        d = ((out[:, None, :] - nxt[None, :, :]) ** 2).sum(axis=2)
+        i, j = np.unravel_index(int(np.argmin(d)), d.shape)
+        out = np.concatenate([out[: i + 1], nxt[j:], nxt[: j + 1], out[i:]])
+    return out
 
 
 def _pose_lines(boxes: tuple[Box, ...], sets: tuple[LandmarkSet, ...], tpl: LandmarkTemplate,
                 index: dict[int, int], names: list[str], rec: ImageRecord,
-                warnings: list[str] | None) -> list[str]:  # fmt: skip
+                warnings: list[str] | None, mark: dict[str, list[int]]) -> list[str]:  # fmt: skip
+    """One line per landmark set (with the box of its class enclosing its points, else
+    the box around its points, marked ``pose_box``), then one per remaining box."""
     free = list(boxes)
-    lines = []
+    lines: list[str] = []
     k = len(tpl.points)
     for lms in sets:
         if lms.template_id != tpl.id:
@@ -522,6 +614,7 @@ def _pose_lines(boxes: tuple[Box, ...], sets: tuple[LandmarkSet, ...], tpl: Land
             if not labelled:
                 continue
             box = _points_box(labelled, rec, cls_id or 0)
+            mark.setdefault("pose_box", []).append(len(lines) + 1)
         lines.append(_box_line(cls, box, rec) + _kp_text(lms.points, rec))
     zeros = " 0 0 0" * k
     lines += [_box_line(index[b.class_id], b, rec) + zeros for b in free]

@@ -166,7 +166,8 @@ class ExportDialog(QDialog):
     def _update(self) -> None:
         yolo = self.format.currentData() == "yolo"
         self.kind.setEnabled(yolo)
-        self.template.setEnabled(yolo and self.kind.currentText() == "pose")
+        takes = label_format(self.format.currentData()).takes_template  # DeepLabCut
+        self.template.setEnabled((yolo and self.kind.currentText() == "pose") or takes)
 
     def _browse(self) -> None:
         d = QFileDialog.getExistingDirectory(self, "Export to folder", self.start_dir)
@@ -180,7 +181,8 @@ class ExportDialog(QDialog):
             return None
         fmt = self.format.currentData()
         kind = self.kind.currentText() if fmt == "yolo" else None
-        template = self.template.currentText() or None if kind == "pose" else None
+        takes = kind == "pose" or label_format(fmt).takes_template
+        template = self.template.currentText() or None if takes else None
         return fmt, kind, template, Path(out)
 
 

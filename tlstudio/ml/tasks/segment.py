@@ -3,7 +3,8 @@ backbone's stages predicts C + 1 logits per input pixel (channel 0 = background,
 i + 1 = class i), at the network input's resolution.
 
 Loss: pixel-wise cross-entropy + soft Dice, where the Dice term is averaged over the
-foreground classes that occur in the batch's target masks (0 when none does).
+foreground classes that occur in the batch's target masks (0 when none does). Target
+pixels equal to :data:`IGNORE_INDEX` (the project's ignore regions) count in neither.
 """
 
 from __future__ import annotations
@@ -17,15 +18,25 @@ from torch import Tensor, nn
 from tlstudio.ml.tasks.base import TaskModel
 from tlstudio.ml.tasks.decoder import decoder_for, eval_mode
 
+IGNORE_INDEX = 255
+"""Target value of pixels left out of the loss and the metrics (ignore regions)."""
+
 
 def soft_dice_loss(probs: Tensor, target: Tensor, eps: float = 1.0) -> Tensor:
     """1 − mean soft Dice over the foreground classes present in ``target``.
 
-    ``probs``: N×(C+1)×H×W softmax probabilities; ``target``: N×H×W int64 in 0..C. Each
-    class's Dice is computed over the whole batch, ``(2Σpt + eps) / (Σp + Σt + eps)``.
-    Returns 0 (with a gradient path) when no foreground class is present."""
+    ``probs``: N×(C+1)×H×W softmax probabilities; ``target``: N×H×W int64 in 0..C, or
+    :data:`IGNORE_INDEX` for pixels left out. Each class's Dice is computed over the whole
+    batch, ``(2Σpt + eps) / (Σp + Σt + eps)``. Returns 0 (with a gradient path) when no
+    foreground class is present."""
     k = probs.shape[1]
+    valid = target != IGNORE_INDEX
+    if not bool(valid.all()):
+        probs = probs * valid[:, None].to(probs.dtype)
+        target = torch.where(valid, target, torch.zeros_like(target))
     onehot = F.one_hot(target, k).permute(0, 3, 1, 2).to(probs.dtype)
+    if not bool(valid.all()):
+        onehot = onehot * valid[:, None].to(probs.dtype)
     dims = (0, 2, 3)
     inter = (probs * onehot).sum(dims)
     denom = probs.sum(dims) + onehot.sum(dims)
@@ -77,9 +88,13 @@ class SegmenterModel(TaskModel):
             raise ValueError(
                 f"mask size {tuple(mask.shape[-2:])} != input size {tuple(logits.shape[-2:])}"
             )
-        if int(mask.min()) < 0 or int(mask.max()) > self.num_classes:
-            raise ValueError(f"mask values must be in 0..{self.num_classes}")
-        ce = F.cross_entropy(logits, mask)
+        labelled = mask[mask != IGNORE_INDEX]
+        if labelled.numel() and (int(labelled.min()) < 0 or int(labelled.max()) > self.num_classes):
+            raise ValueError(f"mask values must be in 0..{self.num_classes} (or {IGNORE_INDEX})")
+        if not labelled.numel():  # every pixel ignored: nothing to learn, a zero with a gradient
+            zero = logits.sum() * 0.0
+            return {"loss": zero, "ce": zero.detach(), "dice": zero.detach()}
+        ce = F.cross_entropy(logits, mask, ignore_index=IGNORE_INDEX)
         dice = soft_dice_loss(torch.softmax(logits, dim=1), mask)
         return {"loss": ce + self.dice_weight * dice, "ce": ce.detach(), "dice": dice.detach()}
 
