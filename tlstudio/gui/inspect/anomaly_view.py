@@ -29,12 +29,12 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from tlstudio.core.cancel import CancelToken
 from tlstudio.core.errors import Cancelled
 from tlstudio.core.runs import RunStore
 from tlstudio.gui.state import AppState
 from tlstudio.gui.workers.jobs import BackgroundJob, Progress, job_pool
 from tlstudio.gui.workers.thumbnails import ProjectThumbnails, placeholder_icon
-from tlstudio.ml.callbacks import CancelToken
 
 ICON_PX = 64  # list thumbnails, longest side (screen pixels)
 PREVIEW_PX = 280  # original / reconstruction / difference, each (screen pixels)

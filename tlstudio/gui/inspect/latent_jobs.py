@@ -12,9 +12,9 @@ from typing import Any
 
 import numpy as np
 
+from tlstudio.core.cancel import CancelToken
 from tlstudio.core.errors import Cancelled
 from tlstudio.gui.workers.jobs import Progress
-from tlstudio.ml.callbacks import CancelToken
 
 
 @dataclass

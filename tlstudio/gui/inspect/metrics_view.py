@@ -36,6 +36,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from tlstudio.core.cancel import CancelToken
 from tlstudio.gui.inspect.metrics_confusion import ConfusionModel
 from tlstudio.gui.inspect.metrics_format import (
     CARD_KEYS,
@@ -49,7 +50,6 @@ from tlstudio.gui.inspect.metrics_format import (
 from tlstudio.gui.inspect.metrics_plot import MetricsPlot
 from tlstudio.gui.state import AppState
 from tlstudio.gui.workers.jobs import BackgroundJob, Progress, job_pool
-from tlstudio.ml.callbacks import CancelToken
 
 if TYPE_CHECKING:  # pragma: no cover
     from tlstudio.ml.evaluation import Evaluation, ImageRecord

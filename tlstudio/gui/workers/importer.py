@@ -17,6 +17,7 @@ from PySide6.QtCore import QObject, Qt, Signal
 from PySide6.QtWidgets import QProgressBar, QProgressDialog, QWidget
 
 from tlstudio.core import imageio
+from tlstudio.core.cancel import CancelToken
 from tlstudio.core.errors import FormatError, TlsError, error_message, shown_path
 from tlstudio.core.formats import (
     LABEL_SUFFIXES,
@@ -27,7 +28,6 @@ from tlstudio.core.formats import (
 from tlstudio.core.project import Project
 from tlstudio.gui.state import AppState
 from tlstudio.gui.workers.jobs import BackgroundJob, Progress, job_pool
-from tlstudio.ml.callbacks import CancelToken
 
 MODES = ("auto", "images", "labels")
 

@@ -37,8 +37,8 @@ from typing import Any, Protocol
 import shiboken6
 from PySide6.QtCore import QObject, QThreadPool, Signal
 
+from tlstudio.core.cancel import CancelToken
 from tlstudio.core.errors import CANCELLED, INTERNAL, error_kind, error_message
-from tlstudio.ml.callbacks import CancelToken
 
 log = logging.getLogger(__name__)
 

@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING
 
 from PySide6.QtCore import QCoreApplication, QObject, Signal
 
+from tlstudio.core.cancel import CancelToken
 from tlstudio.core.errors import ProjectError
 from tlstudio.gui.workers.jobs import BackgroundJob, Progress, job_pool
-from tlstudio.ml.callbacks import CancelToken
 
 if TYPE_CHECKING:  # pragma: no cover
     from tlstudio.gui.state import AppState
