@@ -95,6 +95,8 @@ class ThreadWatch:
         pools = {id(p): p for p in registered_pools()}
         pools.update({id(p): p for p in list(self.pools.keys())})
         for pool in pools.values():
+            if pool is global_pool and pool not in self.pools:
+                continue  # only Qt's own C++ work (e.g. font loading) ran there: not ours
             if _alive(pool) and pool.activeThreadCount() > 0:
                 owner = pool.parent()
                 name = pool.objectName() or (

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, TypeVar
 
+from tlstudio.core.cancel import CancelToken as CancelToken  # re-exported: the trainer's flag
 from tlstudio.ml.checkpoints import BEST_CHECKPOINT, LAST_CHECKPOINT, save_atomic
 from tlstudio.ml.events import (
     BatchEnded,
