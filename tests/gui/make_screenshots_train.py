@@ -56,7 +56,7 @@ def make_screenshots(out_dir: str | Path, n_images: int = 24) -> list[Path]:
         window = create_main_window(root, settings)
         window.resize(*SIZE)
         window.show()
-        window.modes.setCurrentWidget(window.train_panel)
+        window.action_table["mode_train"].trigger()  # F3
         panel = window.train_panel.config
         panel.wait_ready()
         wait_for(panel.has_facts)

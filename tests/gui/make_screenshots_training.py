@@ -58,7 +58,7 @@ def make_screenshots(out_dir: Path) -> list[Path]:
         window = create_main_window(tmp / "Shapes demo", settings)
         window.resize(1280, 800)
         window.show()
-        window.modes.setCurrentWidget(window.train_panel)
+        window.action_table["mode_train"].trigger()  # F3
         dock = window.train_panel
         dock.config.wait_ready()
         wait_until(dock.config.has_facts, 30)
