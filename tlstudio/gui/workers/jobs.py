@@ -1,7 +1,7 @@
 """The one way the GUI runs work off its thread: :class:`BackgroundJob`.
 
 ``fn(token, progress)`` runs in a thread pool and knows nothing of Qt: ``token`` is a
-:class:`~tlstudio.ml.callbacks.CancelToken` to check between steps, ``progress(done,
+:class:`~tlstudio.core.cancel.CancelToken` to check between steps, ``progress(done,
 total, stage="")`` reports plain numbers (``total`` 0: unknown). If it touches the
 project it opens its own connection (SQLite connections belong to one thread). Its
 outcome comes back on the GUI thread as exactly one of
