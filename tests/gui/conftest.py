@@ -71,7 +71,7 @@ def qsettings(tmp_path: Path):
 @pytest.fixture
 def main_window(qtbot, demo_dir: Path, qsettings):
     from tlstudio.gui.app import create_application, create_main_window
-    from tlstudio.gui.workers.tasks import wait_for_background
+    from tlstudio.gui.workers.jobs import wait_for_jobs
 
     create_application()
     window = create_main_window(demo_dir, qsettings)

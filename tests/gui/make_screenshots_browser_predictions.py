@@ -27,7 +27,7 @@ def make_screenshots(out_dir: str | Path, n_images: int = 24) -> list[Path]:
     from tlstudio.core.demo import create_demo_project
     from tlstudio.gui.panels.browser import BrowserPanel
     from tlstudio.gui.state import AppState
-    from tlstudio.gui.workers.tasks import wait_for_background
+    from tlstudio.gui.workers.jobs import wait_for_jobs
     from tlstudio.ml.runner import RunSpec, predict, train
     from tlstudio.ml.trainer import TrainConfig
 
@@ -75,7 +75,7 @@ def make_screenshots(out_dir: str | Path, n_images: int = 24) -> list[Path]:
         written.append(path)
 
         browser.shutdown()
-        wait_for_background()
+        wait_for_jobs()
         state.close_project()
     return written
 

@@ -43,7 +43,7 @@ def make_screenshots(out_dir: str | Path, n_images: int = 24) -> list[Path]:
     """Render the panel states into ``out_dir``; returns the PNG paths."""
     from tlstudio.core.demo import create_demo_project
     from tlstudio.gui.app import create_application, create_main_window
-    from tlstudio.gui.workers.tasks import wait_for_background
+    from tlstudio.gui.workers.jobs import wait_for_jobs
 
     create_application()
     out = Path(out_dir)
@@ -56,7 +56,7 @@ def make_screenshots(out_dir: str | Path, n_images: int = 24) -> list[Path]:
         window = create_main_window(root, settings)
         window.resize(*SIZE)
         window.show()
-        window.modes.setCurrentWidget(window.train_panel)
+        window.action_table["mode_train"].trigger()  # the Train page (F3)
         panel = window.train_panel.config
         panel.wait_ready()
         wait_for(panel.has_facts)
@@ -93,7 +93,7 @@ def make_screenshots(out_dir: str | Path, n_images: int = 24) -> list[Path]:
 
         panel.wait_idle()
         window.close()
-        wait_for_background()
+        wait_for_jobs()
     return written
 
 

@@ -47,7 +47,7 @@ def make_screenshots(out_dir: Path) -> list[Path]:
     from tlstudio.core.project import Project
     from tlstudio.gui.app import create_application, create_main_window
     from tlstudio.gui.panels.image_query import ImageFilter
-    from tlstudio.gui.workers.tasks import wait_for_background
+    from tlstudio.gui.workers.jobs import wait_for_jobs
 
     create_application()
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -124,7 +124,7 @@ def make_screenshots(out_dir: Path) -> list[Path]:
         settle(300)
         shoot(window, "main_window_missing.png")
         window.close()
-        wait_for_background()
+        wait_for_jobs()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return written

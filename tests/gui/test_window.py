@@ -425,7 +425,7 @@ def test_f3_opens_the_train_panel_and_a_run_started_there_is_recorded(
     assert dock.controller.is_running
     monkeypatch.setattr(QMessageBox, "question", lambda *a, **k: QMessageBox.StandardButton.Yes)
     assert main_window.close()
-    assert dock.controller.thread.isFinished()
+    assert dock.controller.job.is_finished and dock.controller.pool.activeThreadCount() == 0
     with Project.open(demo_dir) as project:
         (run,) = RunStore(project).list()
         assert run.status == "cancelled" and run.task == "classify"

@@ -45,7 +45,7 @@ from tlstudio.gui.training.train_dock import TrainDock
 from tlstudio.gui.widgets.project_banners import ReadOnlyBanner, RefusedEditBar
 from tlstudio.gui.window_layout import ModeLayouts, PageScroll
 from tlstudio.gui.workers.importer import ImportController, ImportResult
-from tlstudio.gui.workers.tasks import wait_for_background
+from tlstudio.gui.workers.jobs import wait_for_jobs
 
 APP_TITLE = "tlstudio"
 MODES = ("mode_label", "mode_train", "mode_inspect")  # actions of the tabs, in tab order
@@ -321,5 +321,5 @@ class MainWindow(QMainWindow):
         self.inspect_panel.shutdown()
         self.predictions.shutdown()
         self.app_state.close_project()
-        wait_for_background(5000)  # missing-file checks and exports hold their own connection
+        wait_for_jobs(5000)  # missing-file checks and exports hold their own connection
         super().closeEvent(event)
