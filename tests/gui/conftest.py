@@ -8,8 +8,8 @@ it (without exec), with ``demo_dir`` opened. ``trained_demo_dir``: a closed demo
 with one tiny trained run (session-wide: copy it before changing it).
 
 Every test here ends with ``no_background_work_left`` (autouse): it fails a test that
-leaves a QThread running, a thread pool busy or an executor task unfinished, after a
-short grace (see :mod:`thread_leaks`).
+leaves a QThread or a plain thread of ours running, a thread pool busy or an executor
+task unfinished, after a short grace (see :mod:`thread_leaks`).
 """
 
 from __future__ import annotations
@@ -81,7 +81,7 @@ def main_window(qtbot, demo_dir: Path, qsettings):
     window.activateWindow()
     yield window
     window.close()
-    wait_for_background()
+    wait_for_jobs()
 
 
 @pytest.fixture(scope="session")
