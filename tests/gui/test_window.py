@@ -351,15 +351,8 @@ def test_mask_array_api_untouched_by_window(main_window):
     assert all(isinstance(m, np.ndarray) and m.any() for m in masks)
 
 
-def test_screenshot_script_still_runs(qtbot, tmp_path):
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(
-        "make_screenshots_window", Path(__file__).with_name("make_screenshots_window.py")
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    paths = module.make_screenshots(tmp_path / "shots")
+def test_screenshot_script_still_runs(qtbot, tmp_path, screenshot_script):
+    paths = screenshot_script("make_screenshots_window").make_screenshots(tmp_path / "shots")
     names = {p.name for p in paths}
     assert {"main_window.png", "main_window_missing.png", "main_window_import_result.png"} <= names
     assert all(p.stat().st_size > 5000 for p in paths)

@@ -298,9 +298,8 @@ class MainWindow(QMainWindow):
         for key in self.class_keys:
             key.setEnabled(index == 0)
         if index == 1:
-            # ML modules load in the background; only for Train: the Inspect views import
-            # torch in their own threads, and two threads importing torchvision at once
-            # can fail on its circular imports
+            # ML modules load in the background, for Train only: Inspect's jobs import what
+            # they need themselves, through the same lock (gui/workers/ml_imports.py)
             self.train_panel.config.preload()
 
     def showEvent(self, event: QShowEvent) -> None:

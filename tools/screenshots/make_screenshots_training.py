@@ -1,7 +1,7 @@
 """Screenshots of the Train panel during and after runs, in the whole window at 1280×800
 (a laptop), for the docs.
 
-    QT_QPA_PLATFORM=offscreen python tests/gui/make_screenshots_training.py [OUT_DIR]
+    QT_QPA_PLATFORM=offscreen python tools/screenshots/make_screenshots_training.py [OUT_DIR]
 
 writes into OUT_DIR (default ``docs/screenshots``):
 

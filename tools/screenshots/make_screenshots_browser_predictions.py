@@ -1,6 +1,6 @@
 """Screenshots of the image browser filtered and sorted by a run's predictions.
 
-    QT_QPA_PLATFORM=offscreen python tests/gui/make_screenshots_browser_predictions.py [OUT_DIR]
+    QT_QPA_PLATFORM=offscreen python tools/screenshots/make_screenshots_browser_predictions.py [OUT_DIR]
 
 Trains a small classifier (EfficientNet-Lite0 with its bundled ImageNet weights,
 frozen, 96 px, 15 epochs of the head: about 15 s on a CPU) on a 24-image demo

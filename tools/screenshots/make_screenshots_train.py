@@ -1,7 +1,7 @@
 """Screenshots of the Train panel's configuration, in the whole window at 1280×800 (a
 laptop), for the docs.
 
-    QT_QPA_PLATFORM=offscreen python tests/gui/make_screenshots_train.py [OUT_DIR]
+    QT_QPA_PLATFORM=offscreen python tools/screenshots/make_screenshots_train.py [OUT_DIR]
 
 writes into OUT_DIR (default ``docs/screenshots``):
 
@@ -12,7 +12,7 @@ writes into OUT_DIR (default ``docs/screenshots``):
 - ``train_config_advanced.png``: further down the same view, landmarks: the end of the
   advanced options, the augmentation with its preview (landmarks follow the flips).
 
-Not a test (pytest does not collect it); ``test_train_config.py`` runs it once into a
+Not a test (pytest does not collect it); ``tests/gui/test_train_config.py`` runs it once into a
 temporary folder so it keeps working.
 """
 
