@@ -198,7 +198,7 @@ def main() -> None:
     from tlstudio.gui.state import AppState
     from tlstudio.gui.training.train_dock import TrainDock
     from tlstudio.gui.training.worker import available_cores, default_torch_threads
-    from tlstudio.gui.workers.tasks import wait_for_background
+    from tlstudio.gui.workers.jobs import wait_for_jobs
 
     _app = QApplication.instance() or QApplication(sys.argv)  # kept alive until the end
     tmp = Path(tempfile.mkdtemp(prefix="tlstudio_bench_gui_"))
@@ -249,7 +249,7 @@ def main() -> None:
             f" max {stats['redraw_max_ms']:.1f} ms; {stats['batch_signals']} batch_ended signals"
         )
     dock.shutdown()
-    wait_for_background()
+    wait_for_jobs()
     state.close_project()
     dock.close()
 

@@ -6,21 +6,27 @@ folder of a closed demo project. ``qsettings``: QSettings in a temporary INI fil
 so no test touches the user's settings. ``main_window``: the window as ``run`` builds
 it (without exec), with ``demo_dir`` opened. ``trained_demo_dir``: a closed demo project
 with one tiny trained run (session-wide: copy it before changing it).
+``screenshot_script``: loads a script of ``tools/screenshots`` by name, as it runs there.
 
 Every test here ends with ``no_background_work_left`` (autouse): it fails a test that
-leaves a QThread running, a thread pool busy or an executor task unfinished, after a
-short grace (see :mod:`thread_leaks`).
+leaves a QThread or a plain thread of ours running, a thread pool busy or an executor
+task unfinished, after a short grace (see :mod:`thread_leaks`).
 """
 
 from __future__ import annotations
 
+import importlib.util
+from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 from thread_leaks import ThreadWatch, check_no_leaks
 
 #: how long (ms) work may go on after a test before it counts as left running
 LEAK_GRACE_MS = 1000
+#: the scripts that make docs/screenshots (see its README)
+SCREENSHOT_SCRIPTS = Path(__file__).resolve().parents[2] / "tools" / "screenshots"
 
 
 @pytest.fixture(autouse=True)
@@ -31,6 +37,22 @@ def no_background_work_left(qapp, monkeypatch):
     watch.install(monkeypatch)
     yield watch
     check_no_leaks(watch, LEAK_GRACE_MS)
+
+
+@pytest.fixture
+def screenshot_script(monkeypatch) -> Callable[[str], ModuleType]:
+    """``load(name)``: the module of ``tools/screenshots/{name}.py``, with that folder on
+    sys.path as when the script runs (its helper module is found there)."""
+    monkeypatch.syspath_prepend(str(SCREENSHOT_SCRIPTS))
+
+    def load(name: str) -> ModuleType:
+        spec = importlib.util.spec_from_file_location(name, SCREENSHOT_SCRIPTS / f"{name}.py")
+        assert spec is not None and spec.loader is not None, name
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    return load
 
 
 @pytest.fixture
@@ -71,7 +93,7 @@ def qsettings(tmp_path: Path):
 @pytest.fixture
 def main_window(qtbot, demo_dir: Path, qsettings):
     from tlstudio.gui.app import create_application, create_main_window
-    from tlstudio.gui.workers.tasks import wait_for_background
+    from tlstudio.gui.workers.jobs import wait_for_jobs
 
     create_application()
     window = create_main_window(demo_dir, qsettings)
@@ -81,7 +103,7 @@ def main_window(qtbot, demo_dir: Path, qsettings):
     window.activateWindow()
     yield window
     window.close()
-    wait_for_background()
+    wait_for_jobs()
 
 
 @pytest.fixture(scope="session")

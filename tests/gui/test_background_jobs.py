@@ -248,3 +248,34 @@ def test_the_leak_check_names_an_unfinished_executor_task(qtbot, monkeypatch):
         finally:
             release.set()
     assert watch.busy() == []
+
+
+def test_the_leak_check_names_a_plain_thread_left_running(qtbot, monkeypatch):
+    watch = ThreadWatch()
+    watch.install(monkeypatch)
+    release = threading.Event()
+    thread = threading.Thread(target=release.wait, args=(10,), name="plain left running")
+    thread.start()
+    threading.Timer(0.5, release.set).start()  # ends it while the check cleans up
+    try:
+        with pytest.raises(pytest.fail.Exception) as failure:
+            check_no_leaks(watch, grace_ms=50)
+        text = str(failure.value)
+        assert "thread 'plain left running' started at tests/gui/test_background_jobs.py" in text
+    finally:
+        release.set()
+        thread.join(10)
+    assert watch.busy() == []
+
+
+def test_the_leak_check_leaves_threads_of_libraries_alone(qtbot, monkeypatch):
+    from concurrent.futures import ThreadPoolExecutor
+
+    watch = ThreadWatch()
+    watch.install(monkeypatch)
+    executor = ThreadPoolExecutor(max_workers=1)  # its worker thread idles until shutdown
+    try:
+        executor.submit(int).result(10)
+        assert watch.busy() == []
+    finally:
+        executor.shutdown()

@@ -11,7 +11,7 @@ from tlstudio.core.annotations import ImageAnnotations
 from tlstudio.core.commands import CommandGroup, SetAnnotations, SetTags
 from tlstudio.core.runs import RunStore
 from tlstudio.gui.panels.browser import NO_RUN_TIP, BrowserPanel
-from tlstudio.gui.workers.tasks import wait_for_background
+from tlstudio.gui.workers.jobs import wait_for_jobs
 
 
 @pytest.fixture
@@ -23,7 +23,7 @@ def browser(qtbot, app_state):
     panel.show()
     yield panel
     panel.shutdown()
-    wait_for_background()
+    wait_for_jobs()
 
 
 @pytest.fixture

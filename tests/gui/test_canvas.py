@@ -617,15 +617,8 @@ def test_qt_calls_do_not_leak_references_to_none_or_true():
     assert after[0] > before[0] - 100 and after[1] > before[1] - 100, (before, after)
 
 
-def test_screenshot_script_renders_every_label_kind(qtbot, tmp_path):
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(
-        "make_screenshots", Path(__file__).with_name("make_screenshots.py")
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    paths = module.make_screenshots(tmp_path)
+def test_screenshot_script_renders_every_label_kind(qtbot, tmp_path, screenshot_script):
+    paths = screenshot_script("make_screenshots").make_screenshots(tmp_path)
     assert {p.name for p in paths} >= {
         "canvas_boxes.png", "canvas_landmarks.png", "canvas_mask.png", "canvas_all.png",
     }  # fmt: skip

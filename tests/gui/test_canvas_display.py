@@ -165,15 +165,9 @@ def test_each_image_keeps_its_window_across_sessions(qtbot, main_window, demo_di
     assert canvas.display_window() == mr_window
 
 
-def test_ct_screenshot_script_shows_the_presets(qtbot, tmp_path):
-    import importlib.util
-
+def test_ct_screenshot_script_shows_the_presets(qtbot, tmp_path, screenshot_script):
     import cv2
 
-    script = Path(__file__).with_name("make_screenshots_ct.py")
-    spec = importlib.util.spec_from_file_location("make_screenshots_ct", script)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    (path,) = module.make_screenshots(tmp_path)
+    (path,) = screenshot_script("make_screenshots_ct").make_screenshots(tmp_path)
     img = cv2.imread(str(path))
     assert img is not None and img.shape[0] == 800 and img.shape[1] >= 1280 and img.std() > 5

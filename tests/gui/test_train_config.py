@@ -579,13 +579,9 @@ def test_cpu_timing_of_a_small_backbone():
     assert measure_cpu_ms_per_image("mobilenet_v3_small", 64, batch=2, repeats=1) > 0
 
 
-def test_screenshot_script_runs(qtbot, tmp_path, torch_home):
-    sys.path.insert(0, str(Path(__file__).parent))
-    try:
-        from make_screenshots_train import make_screenshots
-    finally:
-        sys.path.pop(0)
-    paths = make_screenshots(tmp_path / "shots", n_images=12)
+def test_screenshot_script_runs(qtbot, tmp_path, torch_home, screenshot_script):
+    script = screenshot_script("make_screenshots_train")
+    paths = script.make_screenshots(tmp_path / "shots", n_images=12)
     assert [p.name for p in paths] == [
         "train_quick.png",
         "train_config.png",

@@ -1,4 +1,4 @@
-"""The Train panel: runs started from the dock's widgets train in a QThread, the monitor
+"""The Train panel: runs started from the dock's widgets train in a background job, the monitor
 follows them, Cancel/Pause work, failures show in the monitor and are recorded, and the
 history lists, overlays, reuses and deletes runs.
 
@@ -38,7 +38,7 @@ def state(qtbot, tmp_path: Path):
 @pytest.fixture
 def dock(qtbot, state):
     from tlstudio.gui.training.train_dock import TrainDock
-    from tlstudio.gui.workers.tasks import wait_for_background
+    from tlstudio.gui.workers.jobs import wait_for_jobs
 
     d = TrainDock(state)
     qtbot.addWidget(d)
@@ -47,7 +47,7 @@ def dock(qtbot, state):
     qtbot.waitExposed(d)
     yield d
     assert d.shutdown(60_000)  # no test may leave a training thread behind
-    wait_for_background()
+    wait_for_jobs()
 
 
 def tiny_spec(**train):
@@ -114,6 +114,11 @@ def start_from_widgets(qtbot, dock, spec) -> None:
     assert dock.controller.is_running
 
 
+def job_ended(controller) -> bool:
+    """The controller's last job delivered its outcome and its pool runs nothing."""
+    return controller.job.is_finished and controller.pool.activeThreadCount() == 0
+
+
 def integrity_ok(root: Path) -> bool:
     conn = sqlite3.connect(root / "project.sqlite")
     try:
@@ -137,7 +142,7 @@ def test_train_button_runs_records_and_plots(qtbot, dock, state):
     with qtbot.waitSignal(dock.controller.finished, timeout=TIMEOUT_MS) as blocker:
         pass
     run_id = blocker.args[0]
-    assert dock.controller.thread.isFinished()
+    assert job_ended(dock.controller)
     assert not dock.controller.is_running
     assert train_button(dock.config).isEnabled()
 
@@ -185,8 +190,7 @@ def test_cancel_after_first_batch(qtbot, dock, state):
     with qtbot.waitSignal(dock.controller.finished, timeout=TIMEOUT_MS) as blocker:
         click(qtbot, dock.monitor.cancel_button)
     reaction_s = time.monotonic() - t0
-    thread = dock.controller.thread
-    assert thread.isFinished() and not thread.isRunning()
+    assert job_ended(dock.controller)
     assert reaction_s < 10, reaction_s  # one batch plus saving; generous for a busy machine
 
     run = RunStore(state.project).get(blocker.args[0])
@@ -246,7 +250,7 @@ def test_nan_loss_shows_error_and_records_failure(qtbot, dock, state):
     assert "c62828" in label.styleSheet()  # red
     run = RunStore(state.project).get(blocker.args[0])
     assert run.status == "failed" and "nan" in run.error
-    assert dock.controller.thread.isFinished()
+    assert job_ended(dock.controller)
 
 
 def test_missing_weights_fail_cleanly_and_are_recorded(qtbot, dock, state, tmp_path, monkeypatch):
@@ -262,6 +266,60 @@ def test_missing_weights_fail_cleanly_and_are_recorded(qtbot, dock, state, tmp_p
     assert run.status == "failed" and "resnet18" in run.error
     assert dock.history.table.rowCount() == 1
     assert "failed" in dock.history.table.item(0, 9).text()
+
+
+def test_a_device_that_is_not_there_fails_as_a_device_problem(qtbot, dock, state):
+    request_start(qtbot, dock, tiny_spec(device="cuda:7"))  # no such GPU on any test machine
+    with qtbot.waitSignal(dock.controller.finished, timeout=TIMEOUT_MS) as blocker:
+        pass
+    assert dock.monitor.error_kind == "device"
+    assert "Device not available" in dock.monitor.status_label.text()
+    assert "cuda:7" in dock.monitor.status_label.text()
+    run = RunStore(state.project).get(blocker.args[0])
+    assert run.status == "failed" and "cuda:7" in run.error
+
+
+def _failure_cases() -> list[tuple[BaseException, str]]:
+    import torch
+
+    from tlstudio.core import errors
+    from tlstudio.ml.devices import DeviceError
+    from tlstudio.ml.runner import RunError
+    from tlstudio.ml.train_config import TrainConfigError
+    from tlstudio.ml.weights import WeightsError
+
+    class WeightsMismatch(WeightsError):  # a subclass: its class name is not "WeightsError"
+        pass
+
+    class DriverGone(errors.TlsError):  # any tlstudio error of kind "device"
+        kind = errors.DEVICE
+
+    return [
+        (WeightsError("resnet18: no weights in the cache"), "missing_weights"),
+        (WeightsMismatch("resnet18: the file holds another architecture"), "missing_weights"),
+        (DeviceError("cuda:7 does not exist"), "device"),
+        (DriverGone("the CUDA driver stopped"), "device"),
+        (TrainConfigError("lr must be > 0"), "config"),
+        (RunError("no images in the train split"), "config"),
+        (errors.CorruptImageError("a.png", "empty file"), "bad_image"),
+        (errors.MissingCodecError("a.dcm", "needs the JPEG 2000 codec"), "bad_image"),
+        (
+            torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB"),
+            "out_of_memory",
+        ),
+        (MemoryError(), "out_of_memory"),
+        (FileNotFoundError("cache/features.npy"), "error"),  # not the user's weights
+        (ValueError("a bug"), "error"),
+    ]
+
+
+def test_failure_kinds_follow_the_error_kinds():
+    from tlstudio.gui.training.monitor import ERROR_TITLES
+    from tlstudio.gui.training.worker import FAILURE_KINDS, failure_kind
+
+    for exc, expected in _failure_cases():
+        assert failure_kind(exc) == expected, exc
+    assert set(FAILURE_KINDS) == set(ERROR_TITLES)  # every kind has its words in the monitor
 
 
 def test_confirm_close_asks_and_stops_the_run(qtbot, dock, state, monkeypatch):
@@ -282,7 +340,7 @@ def test_confirm_close_asks_and_stops_the_run(qtbot, dock, state, monkeypatch):
     assert dock.controller.is_running and asked == ["Training is running. Stop it and close?"]
     monkeypatch.setattr(QMessageBox, "question", answer(QMessageBox.StandardButton.Yes))
     assert dock.confirm_close() is True
-    assert not dock.controller.is_running and dock.controller.thread.isFinished()
+    assert not dock.controller.is_running and job_ended(dock.controller)
     assert RunStore(state.project).get(dock.controller.last_run_id).status == "cancelled"
     assert dock.confirm_close() is True and len(asked) == 2  # nothing running: no question
 
@@ -456,4 +514,4 @@ def test_unreadable_image_fails_cleanly(qtbot, dock, state):
     assert "Unreadable image" in dock.monitor.status_label.text()
     run = RunStore(state.project).get(blocker.args[0])
     assert run.status == "failed" and run.error
-    assert dock.controller.thread.isFinished()
+    assert job_ended(dock.controller)

@@ -351,15 +351,8 @@ def test_mask_array_api_untouched_by_window(main_window):
     assert all(isinstance(m, np.ndarray) and m.any() for m in masks)
 
 
-def test_screenshot_script_still_runs(qtbot, tmp_path):
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(
-        "make_screenshots_window", Path(__file__).with_name("make_screenshots_window.py")
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    paths = module.make_screenshots(tmp_path / "shots")
+def test_screenshot_script_still_runs(qtbot, tmp_path, screenshot_script):
+    paths = screenshot_script("make_screenshots_window").make_screenshots(tmp_path / "shots")
     names = {p.name for p in paths}
     assert {"main_window.png", "main_window_missing.png", "main_window_import_result.png"} <= names
     assert all(p.stat().st_size > 5000 for p in paths)
@@ -425,7 +418,7 @@ def test_f3_opens_the_train_panel_and_a_run_started_there_is_recorded(
     assert dock.controller.is_running
     monkeypatch.setattr(QMessageBox, "question", lambda *a, **k: QMessageBox.StandardButton.Yes)
     assert main_window.close()
-    assert dock.controller.thread.isFinished()
+    assert dock.controller.job.is_finished and dock.controller.pool.activeThreadCount() == 0
     with Project.open(demo_dir) as project:
         (run,) = RunStore(project).list()
         assert run.status == "cancelled" and run.task == "classify"

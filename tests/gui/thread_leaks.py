@@ -1,16 +1,21 @@
 """Finding background work a test left running (used by the autouse fixture in conftest).
 
 :class:`ThreadWatch` records, while installed, every QThread started, every QThreadPool
-given work and every ``concurrent.futures`` task submitted, with the place in tlstudio or
-the tests that did it. :meth:`ThreadWatch.busy` lists what is still running, also in the
-global pool and the pools made by :func:`tlstudio.gui.workers.jobs.job_pool` (whoever
-started their work). Threads that a pool keeps idle are not work.
+given work, every ``concurrent.futures`` task submitted and every plain
+``threading.Thread`` that code of the repository (tlstudio or the tests) starts itself,
+with the place that did it. Threads that libraries start, an executor's workers among
+them, are theirs to manage: of an executor, its tasks count. :meth:`ThreadWatch.busy`
+lists what is still running, also in the global pool and the pools made by
+:func:`tlstudio.gui.workers.jobs.job_pool` (whoever started their work). Threads that a
+pool keeps idle are not work.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import os
 import sys
+import threading
 import time
 import weakref
 from collections.abc import Callable
@@ -24,8 +29,10 @@ ROOT = Path(__file__).resolve().parents[2]
 _MACHINERY = {
     str(Path(__file__).resolve()),
     str(ROOT / "tlstudio" / "gui" / "workers" / "jobs.py"),
-    str(ROOT / "tlstudio" / "gui" / "workers" / "tasks.py"),
 }
+
+#: folders of the repository's own code (a virtual environment may sit in the repository)
+_OWN_CODE = tuple(str(ROOT / folder) + os.sep for folder in ("tlstudio", "tests", "tools"))
 
 
 def calling_place(skip: int = 2) -> str:
@@ -34,10 +41,23 @@ def calling_place(skip: int = 2) -> str:
     frame = sys._getframe(skip)
     while frame is not None:
         name = frame.f_code.co_filename
-        if name.startswith(str(ROOT)) and name not in _MACHINERY:
+        if name.startswith(_OWN_CODE) and name not in _MACHINERY:
             return f"{Path(name).relative_to(ROOT)}:{frame.f_lineno}"
         frame = frame.f_back
     return "(outside the repository)"
+
+
+def starting_place(skip: int = 2) -> str | None:
+    """``file:line`` of the code that called ``Thread.start``, past the threading module,
+    if it is the repository's own (not the machinery's); else None."""
+    frame = sys._getframe(skip)
+    # past Thread subclasses of the standard library and a watch installed on top of this
+    while frame is not None and frame.f_code.co_filename in (threading.__file__, *_MACHINERY):
+        frame = frame.f_back
+    if frame is None or not frame.f_code.co_filename.startswith(_OWN_CODE):
+        return None
+    name = frame.f_code.co_filename
+    return f"{Path(name).relative_to(ROOT)}:{frame.f_lineno}"
 
 
 def _alive(obj: Any) -> bool:
@@ -53,6 +73,9 @@ class ThreadWatch:
         self.threads: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
         self.pools: weakref.WeakKeyDictionary[Any, list[str]] = weakref.WeakKeyDictionary()
         self.futures: list[tuple[concurrent.futures.Future, str]] = []
+        self.plain_threads: weakref.WeakKeyDictionary[threading.Thread, str] = (
+            weakref.WeakKeyDictionary()
+        )
 
     def install(self, monkeypatch: pytest.MonkeyPatch) -> None:
         from PySide6.QtCore import QThread, QThreadPool
@@ -60,6 +83,7 @@ class ThreadWatch:
         base_thread_start = QThread.start
         base_pool_start = QThreadPool.start
         base_submit = concurrent.futures.ThreadPoolExecutor.submit
+        base_plain_start = threading.Thread.start
         watch = self
 
         def thread_start(self, *args: Any) -> None:
@@ -75,13 +99,20 @@ class ThreadWatch:
             watch.futures.append((future, calling_place()))
             return future
 
+        def plain_start(self: threading.Thread) -> None:
+            place = starting_place()
+            if place is not None:
+                watch.plain_threads[self] = place
+            base_plain_start(self)
+
         monkeypatch.setattr(QThread, "start", thread_start)
         monkeypatch.setattr(QThreadPool, "start", pool_start)
         monkeypatch.setattr(concurrent.futures.ThreadPoolExecutor, "submit", submit)
+        monkeypatch.setattr(threading.Thread, "start", plain_start)
 
     def busy(self) -> list[str]:
-        """One line per QThread still running, pool with active work or unfinished
-        future, naming where it was started."""
+        """One line per QThread or plain thread still running, pool with active work or
+        unfinished future, naming where it was started."""
         from PySide6.QtCore import QThreadPool
 
         from tlstudio.gui.workers.jobs import registered_pools
@@ -92,6 +123,9 @@ class ThreadWatch:
             if _alive(thread) and thread.isRunning():
                 found.append(f"QThread {thread.objectName() or type(thread).__name__!r}"
                              f" started at {place}")  # fmt: skip
+        for plain, place in list(self.plain_threads.items()):
+            if plain.is_alive():
+                found.append(f"thread {plain.name!r} started at {place}")
         pools = {id(p): p for p in registered_pools()}
         pools.update({id(p): p for p in list(self.pools.keys())})
         for pool in pools.values():
@@ -135,6 +169,8 @@ class ThreadWatch:
                 pool.waitForDone(10_000)
         wait_for_jobs(10_000)
         concurrent.futures.wait([f for f, _ in self.futures], timeout=10)
+        for plain in list(self.plain_threads.keys()):
+            plain.join(10)  # a plain thread cannot be stopped from outside
 
 
 def _process_events(ms: int) -> None:

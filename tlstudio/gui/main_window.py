@@ -45,7 +45,7 @@ from tlstudio.gui.training.train_dock import TrainDock
 from tlstudio.gui.widgets.project_banners import ReadOnlyBanner, RefusedEditBar
 from tlstudio.gui.window_layout import ModeLayouts, PageScroll
 from tlstudio.gui.workers.importer import ImportController, ImportResult
-from tlstudio.gui.workers.tasks import wait_for_background
+from tlstudio.gui.workers.jobs import wait_for_jobs
 
 APP_TITLE = "tlstudio"
 MODES = ("mode_label", "mode_train", "mode_inspect")  # actions of the tabs, in tab order
@@ -298,9 +298,8 @@ class MainWindow(QMainWindow):
         for key in self.class_keys:
             key.setEnabled(index == 0)
         if index == 1:
-            # ML modules load in the background; only for Train: the Inspect views import
-            # torch in their own threads, and two threads importing torchvision at once
-            # can fail on its circular imports
+            # ML modules load in the background, for Train only: Inspect's jobs import what
+            # they need themselves, through the same lock (gui/workers/ml_imports.py)
             self.train_panel.config.preload()
 
     def showEvent(self, event: QShowEvent) -> None:
@@ -321,5 +320,5 @@ class MainWindow(QMainWindow):
         self.inspect_panel.shutdown()
         self.predictions.shutdown()
         self.app_state.close_project()
-        wait_for_background(5000)  # missing-file checks and exports hold their own connection
+        wait_for_jobs(5000)  # missing-file checks and exports hold their own connection
         super().closeEvent(event)

@@ -255,7 +255,9 @@ class AnomalyView(QWidget):
             return
         root = project.root
         job = BackgroundJob(
-            lambda token, progress: _rank(root, run_id, token, progress), context=self
+            lambda token, progress: _rank(root, run_id, token, progress),
+            context=self,
+            needs_ml=True,
         )
         job.progressed.connect(self._progressed)
         job.succeeded.connect(lambda res, r=run_id: self._ranked(r, res))
@@ -374,7 +376,9 @@ class AnomalyView(QWidget):
         if busy or project is None or run_id is None or self._wanted_image is None:
             return
         image_id, root = self._wanted_image, project.root
-        job = BackgroundJob(lambda _t, _p: _reconstruct(root, run_id, image_id), context=self)
+        job = BackgroundJob(
+            lambda _t, _p: _reconstruct(root, run_id, image_id), context=self, needs_ml=True
+        )
         job.succeeded.connect(self._reconstructed)
         job.failed.connect(lambda _kind, message: self._reconstruct_failed(message))
         job.cancelled.connect(lambda: self._reconstruct_failed("cancelled"))

@@ -430,7 +430,9 @@ class ExplainView(QWidget):
         self._busy = True
         self.status_label.setText("Computing…")
         cache = self._cache
-        job = BackgroundJob(lambda _token, _progress: _compute(req, cache), context=self)
+        job = BackgroundJob(
+            lambda _token, _progress: _compute(req, cache), context=self, needs_ml=True
+        )
         job.succeeded.connect(self._done)
         job.failed.connect(lambda _kind, msg, r=req: self._failed(r, msg))
         job.start(self._pool)

@@ -339,7 +339,9 @@ class ExportView(QWidget):
         self._set_busy(f"Exporting run #{run_id} as {FORMATS[fmt][0]}…")
         self.message.emit(f"Exporting run #{run_id} to {path}…")
         job = BackgroundJob(
-            lambda _token, _progress: _export_job(root, run_id, path, fmt, check), context=self
+            lambda _token, _progress: _export_job(root, run_id, path, fmt, check),
+            context=self,
+            needs_ml=True,
         )
         job.succeeded.connect(self._exported)
         job.failed.connect(lambda _kind, msg: self._fail("Export", msg))
@@ -413,6 +415,7 @@ class ExportView(QWidget):
         job = BackgroundJob(
             lambda _token, _progress: _report_job(root, run_id, path, split, samples, heatmaps),
             context=self,
+            needs_ml=True,
         )
         job.succeeded.connect(self._reported)
         job.failed.connect(lambda _kind, msg: self._fail("Report", msg))

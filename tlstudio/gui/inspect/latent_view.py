@@ -260,6 +260,7 @@ class LatentView(QWidget):
                 root, run_id, method, embedding, token, progress
             ),
             context=self,
+            needs_ml=True,
         )
         job.progressed.connect(self._progressed)
         job.succeeded.connect(self._computed)
@@ -380,7 +381,9 @@ class LatentView(QWidget):
             self._facts_timer.start()  # one at a time; try again shortly
             return
         root, run_id, ids = project.root, self._result.run_id, self.image_ids
-        job = BackgroundJob(lambda _token, _progress: read_facts(root, run_id, ids), context=self)
+        job = BackgroundJob(
+            lambda _token, _progress: read_facts(root, run_id, ids), context=self, needs_ml=True
+        )
         job.succeeded.connect(self._facts_ready)
         job.finished.connect(lambda: setattr(self, "_facts_job", None))
         self._facts_job = job.start(self._pool)

@@ -243,6 +243,7 @@ class MetricsView(QWidget):
         job = BackgroundJob(
             lambda token, progress: _evaluate(root, run_id, split, token, progress),
             context=self,
+            needs_ml=True,
         )
         job.progressed.connect(self._progressed)
         job.succeeded.connect(lambda ev, j=job: self._finished(j, run_id, split, ev))

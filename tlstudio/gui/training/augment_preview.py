@@ -1,11 +1,12 @@
 """Live augmentation preview: a 3×3 grid of augmented versions of one image, with its
 boxes, landmarks and mask drawn on each, so the user sees the labels follow the image.
 
-Tiles are made in a one-thread :class:`QThreadPool` (never on the GUI thread): the
-worker opens its own connection to the project (SQLite connections belong to one
-thread), builds a :class:`~tlstudio.ml.data.ProjectDataset` for the image with the
-training transform, draws each sample un-normalised into a :class:`QImage` (painting
-on QImage is allowed off the GUI thread; QPixmap is not) and hands the images back.
+Tiles are made by a :class:`~tlstudio.gui.workers.jobs.BackgroundJob` in the preview's
+one-thread pool (never on the GUI thread): the job opens its own connection to the
+project (SQLite connections belong to one thread), builds a
+:class:`~tlstudio.ml.data.ProjectDataset` for the image with the training transform,
+draws each sample un-normalised into a :class:`QImage` (painting on QImage is allowed
+off the GUI thread; QPixmap is not) and hands the images back.
 Requests that arrive while one renders are coalesced: only the newest runs next.
 
 The global torch RNG is seeded per tile inside ``torch.random.fork_rng``, so a seed
@@ -20,11 +21,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from PySide6.QtCore import QPointF, QRectF, Qt, QThreadPool, QTimer, Signal
+from PySide6.QtCore import QPointF, QRectF, Qt, QTimer, Signal
 from PySide6.QtGui import QColor, QImage, QPainter, QPen, QPixmap
 from PySide6.QtWidgets import QGridLayout, QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
-from tlstudio.gui.workers.tasks import BackgroundCall
+from tlstudio.gui.workers.jobs import BackgroundJob, job_pool
 
 TILES = 9
 DEBOUNCE_MS = 200
@@ -226,8 +227,8 @@ class AugmentPreview(QWidget):
     def __init__(self, tile: int = 104, parent: QWidget | None = None):
         super().__init__(parent)
         self.tile = tile
-        self._pool = QThreadPool(self)
-        self._pool.setMaxThreadCount(1)  # one render at a time: they share torch's global RNG
+        # one render at a time: they share torch's global RNG
+        self._pool = job_pool(self, 1, "augment-preview")
         self._request: PreviewRequest | None = None
         self._pending = False
         self._busy = False
@@ -321,10 +322,12 @@ class AugmentPreview(QWidget):
         self._pending = False
         self._busy = True
         req, seed = self._request, self._seed
-        call = BackgroundCall(lambda: render_preview(req, seed), context=self)
-        call.succeeded.connect(self._rendered)
-        call.failed.connect(self._render_failed)
-        call.start(self._pool)
+        job = BackgroundJob(
+            lambda _token, _progress: render_preview(req, seed), context=self, needs_ml=True
+        )
+        job.succeeded.connect(self._rendered)
+        job.failed.connect(lambda _kind, message: self._render_failed(message))
+        job.start(self._pool)
         if self._result is None:
             self.caption.setText("Preparing preview…")
 

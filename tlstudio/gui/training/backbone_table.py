@@ -16,11 +16,10 @@ Importing torch-heavy modules happens before this widget is built (see
 from __future__ import annotations
 
 import statistics
-import threading
 import time
 from pathlib import Path
 
-from PySide6.QtCore import QCoreApplication, QSettings, Qt, QThread, Signal
+from PySide6.QtCore import QCoreApplication, QSettings, Qt, Signal
 from PySide6.QtGui import QBrush, QColor
 from PySide6.QtWidgets import (
     QAbstractItemView,
@@ -38,7 +37,9 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from tlstudio.gui.workers.tasks import run_in_background
+from tlstudio.core.cancel import CancelToken
+from tlstudio.core.errors import Cancelled
+from tlstudio.gui.workers.jobs import BackgroundJob, Progress, job_pool, start_job
 
 DEFAULT_BACKBONE = "efficientnet_lite0"
 
@@ -96,53 +97,23 @@ def read_weights_statuses(names: list[str]) -> dict:
     return {name: weights_status(name) for name in names}
 
 
-class _DownloadCancelled(Exception):
-    pass
+def download_job(name: str) -> BackgroundJob:
+    """A job that runs :func:`tlstudio.ml.weights.download_weights` (the only network
+    access): ``progressed(bytes done, bytes in all (0: unknown), "")``, ``succeeded(path
+    of the cached file)``; a cancel stops it at the next chunk (the partial file is
+    removed)."""
 
-
-_downloads: set[WeightsDownloadThread] = set()  # alive until they finish, whatever owns them
-
-
-def _stop_downloads() -> None:
-    """At quit: cancel running downloads and wait briefly (a QThread destroyed while
-    running aborts the process)."""
-    for thread in list(_downloads):
-        thread.cancel()
-        thread.wait(3000)
-
-
-class WeightsDownloadThread(QThread):
-    """Runs :func:`tlstudio.ml.weights.download_weights` (the only network access)."""
-
-    progressed = Signal(int, int)  # bytes done, total bytes (0 = unknown)
-    succeeded = Signal(str)  # path of the cached file
-    failed = Signal(str)  # message
-    cancelled = Signal()
-
-    def __init__(self, name: str, parent=None):
-        super().__init__(parent)
-        self.backbone = name
-        self._cancel = threading.Event()
-
-    def cancel(self) -> None:
-        self._cancel.set()
-
-    def run(self) -> None:
+    def download(token: CancelToken, progress: Progress) -> str:
         from tlstudio.ml import weights as W
 
-        def progress(done: int, total: int) -> None:
-            if self._cancel.is_set():
-                raise _DownloadCancelled  # download_weights removes its partial file
-            self.progressed.emit(done, total)
+        def report(done: int, total: int) -> None:
+            if token.is_cancelled:
+                raise Cancelled(f"download of {name}'s weights cancelled")
+            progress(done, total)
 
-        try:
-            path = W.download_weights(self.backbone, progress)
-        except _DownloadCancelled:
-            self.cancelled.emit()
-        except Exception as exc:
-            self.failed.emit(str(exc) or type(exc).__name__)
-        else:
-            self.succeeded.emit(str(path))
+        return str(W.download_weights(name, report))
+
+    return BackgroundJob(download, name=f"download {name}", needs_ml=True, progress_interval_s=0.1)
 
 
 def _item(text: str, tip: str = "", align_right: bool = False) -> QTableWidgetItem:
@@ -184,8 +155,9 @@ class BackboneTable(QWidget):
         self._current = ""
         self._busy = False
         self._editable = True
-        self._download: WeightsDownloadThread | None = None
+        self._download: BackgroundJob | None = None
         self._progress: QProgressDialog | None = None
+        self._pool = job_pool(self, 1, "weights-download")  # a download waits for no one
 
         self.table = QTableWidget(len(self._names), len(COLUMNS))
         self.table.setObjectName("backboneTable")
@@ -340,8 +312,11 @@ class BackboneTable(QWidget):
     def refresh_status(self) -> None:
         """Re-check (on disk, in a pool thread) which weights each backbone has."""
         names = list(self._names)
-        run_in_background(
-            lambda: read_weights_statuses(names), self._apply_statuses, lambda _m: None, self
+        start_job(
+            lambda _token, _progress: read_weights_statuses(names),
+            context=self,
+            succeeded=self._apply_statuses,
+            needs_ml=True,
         )
 
     def _apply_statuses(self, statuses: dict) -> None:
@@ -438,11 +413,12 @@ class BackboneTable(QWidget):
         from tlstudio.ml import weights as W
 
         self._set_busy(True, f"Checking {Path(path).name} against {name}…")
-        run_in_background(
-            lambda: W.import_weights_file(name, path),
-            lambda dest: self._imported(name, path, dest),
-            lambda msg: self._import_failed(name, path, msg),
+        start_job(
+            lambda _token, _progress: W.import_weights_file(name, path),
             context=self,
+            succeeded=lambda dest: self._imported(name, path, dest),
+            failed=lambda _kind, msg: self._import_failed(name, path, msg),
+            needs_ml=True,
         )
 
     def _imported(self, name: str, src: str, dest: object) -> None:
@@ -475,31 +451,29 @@ class BackboneTable(QWidget):
         )
         if answer != QMessageBox.StandardButton.Yes:
             return
-        thread = WeightsDownloadThread(name)  # no parent: must outlive a closed panel
-        _downloads.add(thread)
+        job = download_job(name)
         app = QCoreApplication.instance()
-        if app is not None and not getattr(app, "_tls_download_hook", False):
-            app.aboutToQuit.connect(_stop_downloads)
-            app._tls_download_hook = True
+        if app is not None:  # quitting stops the download (closing the panel does too)
+            app.aboutToQuit.connect(job.cancel)
         progress = QProgressDialog(f"Downloading {name} weights…", "Cancel", 0, 0, self)
         progress.setWindowTitle("Download weights")
         progress.setWindowModality(Qt.WindowModality.WindowModal)
         progress.setMinimumDuration(0)
         progress.setAutoClose(False)
         progress.setAutoReset(False)
-        progress.canceled.connect(thread.cancel)
-        thread.progressed.connect(self._download_progress)
-        thread.succeeded.connect(lambda path: self._download_done(name, path, None))
-        thread.failed.connect(lambda msg: self._download_done(name, None, msg))
-        thread.cancelled.connect(lambda: self._download_done(name, None, ""))
-        thread.finished.connect(lambda t=thread: _downloads.discard(t))
-        thread.finished.connect(thread.deleteLater)
-        self._download, self._progress = thread, progress
+        progress.canceled.connect(job.cancel)
+        job.progressed.connect(
+            lambda done, total, _stage: self._download_progress(name, done, total)
+        )
+        job.succeeded.connect(lambda path: self._download_done(name, path, None))
+        job.failed.connect(lambda _kind, msg: self._download_done(name, None, msg))
+        job.cancelled.connect(lambda: self._download_done(name, None, ""))
+        self._download, self._progress = job, progress
         self._set_busy(True, f"Downloading {name} weights…")
         progress.show()
-        thread.start()
+        job.start(self._pool)
 
-    def _download_progress(self, done: int, total: int) -> None:
+    def _download_progress(self, name: str, done: int, total: int) -> None:
         if self._progress is None:
             return
         if self._progress.wasCanceled() and self._download is not None:
@@ -509,8 +483,7 @@ class BackboneTable(QWidget):
             self._progress.setRange(0, 1000)
             self._progress.setValue(int(1000 * done / total))
             self._progress.setLabelText(
-                f"Downloading {self._download.backbone if self._download else ''} weights… "
-                f"{done / 1e6:.1f} of {total / 1e6:.1f} MB"
+                f"Downloading {name} weights… {done / 1e6:.1f} of {total / 1e6:.1f} MB"
             )
         else:
             self._progress.setLabelText(f"Downloading… {done / 1e6:.1f} MB")
@@ -537,7 +510,7 @@ class BackboneTable(QWidget):
             self.status_label.setText(f"Download of {name} weights cancelled.")
 
     def wait_for_download(self, msecs: int = 30000) -> bool:
-        """Tests: wait until a running download thread ends."""
+        """Tests: wait until a running download ends (and deliver its outcome)."""
         return self._download is None or self._download.wait(msecs)
 
     # -- speed -----------------------------------------------------------------------
@@ -567,11 +540,12 @@ class BackboneTable(QWidget):
         name = self.backbone()
         size = self._specs[name].input_size
         self._set_busy(True, f"Measuring {name} on the CPU…")
-        run_in_background(
-            lambda: measure_cpu_ms_per_image(name, size),
-            lambda ms: self._measured(name, float(ms)),
-            lambda msg: self._measure_failed(name, msg),
+        start_job(
+            lambda _token, _progress: measure_cpu_ms_per_image(name, size),
             context=self,
+            succeeded=lambda ms: self._measured(name, float(ms)),
+            failed=lambda _kind, msg: self._measure_failed(name, msg),
+            needs_ml=True,
         )
 
     def _measured(self, name: str, ms: float) -> None:

@@ -45,7 +45,7 @@ from tlstudio.gui.training.split_check import MAKE, ask_about_split, make_split,
 from tlstudio.gui.training.task_combo import TaskCombo
 from tlstudio.gui.training.time_estimate import describe_estimate, images_for_run
 from tlstudio.gui.widgets.wheel_guard import guard_wheel
-from tlstudio.gui.workers.tasks import run_in_background
+from tlstudio.gui.workers.jobs import start_job, wait_for_jobs
 from tlstudio.ml.presets import CUSTOM, PRESETS, Preset, matching_preset
 from tlstudio.ml.tasks.registry import default_task, task_info, unavailable_reasons
 
@@ -592,11 +592,11 @@ class TrainConfigPanel(QWidget):
         self._facts_dirty = False
         self._facts_generation += 1
         generation, root = self._facts_generation, str(project.root)
-        run_in_background(
-            lambda: read_project_facts(root),
-            lambda facts: self._facts_ready(generation, facts),
-            lambda msg: self._facts_failed(generation, msg),
+        start_job(
+            lambda _token, _progress: read_project_facts(root),
             context=self,
+            succeeded=lambda facts: self._facts_ready(generation, facts),
+            failed=lambda _kind, msg: self._facts_failed(generation, msg),
         )
 
     def _facts_ready(self, generation: int, facts: ProjectFacts) -> None:
@@ -676,10 +676,8 @@ class TrainConfigPanel(QWidget):
         self.preview.set_request(request, immediate=current is None)
 
     def wait_idle(self, msecs: int = 30000) -> bool:
-        """Tests and screenshots: wait for the preview and facts threads to finish."""
-        from tlstudio.gui.workers.tasks import wait_for_background
-
-        ok = wait_for_background(msecs)
+        """Tests and screenshots: wait for the preview and facts jobs to finish."""
+        ok = wait_for_jobs(msecs)
         if self._built:
             ok = self.preview.wait(msecs) and ok
             ok = self.backbone_table.wait_for_download(msecs) and ok

@@ -18,7 +18,7 @@ from PySide6.QtCore import QRectF, QSize, Qt, Signal
 from PySide6.QtGui import QColor, QFont, QPainter, QPen
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QSlider, QVBoxLayout, QWidget
 
-from tlstudio.gui.workers.tasks import run_in_background
+from tlstudio.gui.workers.jobs import start_job
 
 _STAGE_COUNTS: dict[str, list[int]] = {}
 
@@ -236,11 +236,11 @@ class FreezeStrip(QWidget):
         self.slider.blockSignals(False)
         self.row.set_stages(self._stages, self._counts)
         if self._counts is None:
-            run_in_background(
-                lambda: stage_parameter_counts(name),
-                lambda counts, n=name: self._counts_ready(n, counts),
-                lambda _msg: None,
+            start_job(
+                lambda _token, _progress: stage_parameter_counts(name),
                 context=self,
+                succeeded=lambda counts, n=name: self._counts_ready(n, counts),
+                needs_ml=True,
             )
         self._sync()
         self.depth_changed.emit(self.depth())

@@ -205,14 +205,20 @@ class RunHistoryPanel(QWidget):
         if len(ids) != 1:
             return
         config = next(r.config for r in self.runs if r.id == ids[0])
-        from tlstudio.gui.workers.tasks import run_in_background
+        from tlstudio.gui.workers.jobs import start_job
 
-        def build() -> Any:
+        def build(_token: object, _progress: object) -> Any:
             from tlstudio.ml.runner import RunSpec
 
             return RunSpec.from_dict(config)
 
-        run_in_background(build, self.reuse_requested.emit, self._show_error, context=self)
+        start_job(
+            build,
+            context=self,
+            succeeded=self.reuse_requested.emit,
+            failed=lambda _kind, message: self._show_error(message),
+            needs_ml=True,
+        )
 
     @Slot()
     def delete_selected(self) -> None:

@@ -1,20 +1,21 @@
-"""Imports the torch-heavy modules the Train panel needs, once, in a background thread
-(everything under :mod:`tlstudio.ml` imports torch: seconds), and reads what the panel
-shows first: the weights available per backbone and whether there is a GPU."""
+"""Imports the torch-heavy modules the Train panel needs, once per process, as a
+:class:`~tlstudio.gui.workers.jobs.BackgroundJob` (everything under :mod:`tlstudio.ml`
+imports torch: seconds), and reads what the panel shows first: the weights available per
+backbone and whether there is a GPU.
+
+The ML modules are imported through :func:`~tlstudio.gui.workers.ml_imports.import_ml`
+(``needs_ml=True``), so a job that needs them while this import runs waits for it
+instead of importing torchvision at the same time."""
 
 from __future__ import annotations
 
-import importlib
 import threading
 
-ML_MODULES = (
-    "tlstudio.ml.backbones",
-    "tlstudio.ml.weights",
-    "tlstudio.ml.transforms",
-    "tlstudio.ml.trainer",
-    "tlstudio.ml.data",
-    "tlstudio.ml.runner",
-)
+from PySide6.QtCore import QCoreApplication, QThreadPool
+
+from tlstudio.gui.workers.jobs import BackgroundJob, job_pool
+from tlstudio.gui.workers.ml_imports import import_ml
+
 GUI_MODULES = (  # Qt only, but compiling them is worth doing off the GUI thread too
     "tlstudio.gui.training.backbone_table",
     "tlstudio.gui.training.freeze_strip",
@@ -25,38 +26,40 @@ GUI_MODULES = (  # Qt only, but compiling them is worth doing off the GUI thread
 
 
 class MlLoader:
-    """Class-level state: one import per process, whoever asks first."""
+    """Class-level state: one import per process, whoever asks first. Call from the GUI
+    thread."""
 
-    _lock = threading.Lock()
-    _thread: threading.Thread | None = None
-    _done = threading.Event()
+    _job: BackgroundJob | None = None
+    _pool: QThreadPool | None = None
+    _loaded = threading.Event()  # set when _load has ended, also when it failed
     _error: BaseException | None = None
-    statuses: dict | None = None  # weights status per backbone, read by the thread
+    statuses: dict | None = None  # weights status per backbone, read by the import job
     gpu: bool = False  # a CUDA or Apple GPU is there (torch.cuda initialises slowly)
 
     @classmethod
     def start(cls) -> None:
-        with cls._lock:
-            if cls._thread is None and not cls._done.is_set():
-                cls._thread = threading.Thread(
-                    target=cls._run, name="tlstudio-ml-import", daemon=True
-                )
-                cls._thread.start()
+        """Start the import job (in a one-thread pool of the application) unless it ran."""
+        if cls._job is not None or cls._loaded.is_set():
+            return
+        if cls._pool is None:
+            cls._pool = job_pool(QCoreApplication.instance(), 1, "ml-import")
+        cls._job = BackgroundJob(lambda _token, _progress: cls._load(), name="ml-import")
+        cls._job.start(cls._pool)
 
     @classmethod
-    def _run(cls) -> None:
+    def _load(cls) -> None:
         try:
-            for name in ML_MODULES + GUI_MODULES:
-                importlib.import_module(name)
+            import_ml(GUI_MODULES)
             from tlstudio.gui.training.backbone_table import read_weights_statuses
             from tlstudio.ml.backbones import list_backbones
 
             cls.statuses = read_weights_statuses([s.name for s in list_backbones()])
             cls.gpu = cls._has_gpu()
-        except BaseException as exc:  # reported by wait()
+        except BaseException as exc:  # raised again by wait()
             cls._error = exc
+            raise
         finally:
-            cls._done.set()
+            cls._loaded.set()
 
     @staticmethod
     def _has_gpu() -> bool:
@@ -67,18 +70,15 @@ class MlLoader:
 
     @classmethod
     def done(cls) -> bool:
-        return cls._done.is_set()
+        return cls._loaded.is_set()
 
     @classmethod
     def wait(cls) -> None:
-        """Block until the modules are imported (importing here if no thread started)."""
-        with cls._lock:
-            started = cls._thread is not None
-        if not started and not cls._done.is_set():
-            for name in ML_MODULES:
-                importlib.import_module(name)
-            cls.gpu = cls._has_gpu()
-            cls._done.set()
-        cls._done.wait()
+        """Block until the modules are imported (importing here if no job started) and
+        raise what the import raised."""
+        if cls._job is not None:
+            cls._job.wait()
+        elif not cls._loaded.is_set():
+            cls._load()
         if cls._error is not None:
             raise cls._error

@@ -227,10 +227,15 @@ class TrainingMonitor(QWidget):
 
     def refresh_devices(self) -> None:
         """List the devices in the background (it imports torch)."""
-        from tlstudio.gui.workers.tasks import run_in_background
+        from tlstudio.gui.workers.jobs import start_job
 
         self._devices_requested = True
-        run_in_background(list_devices, self.set_devices, context=self)
+        start_job(
+            lambda _token, _progress: list_devices(),
+            context=self,
+            succeeded=self.set_devices,
+            needs_ml=True,
+        )
 
     def clear(self) -> None:
         """Forget every run (another project was opened): empty curves, "No run yet"."""

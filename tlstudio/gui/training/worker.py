@@ -1,12 +1,18 @@
-"""Training off the GUI thread: a :class:`TrainingWorker` in a QThread runs
-:func:`tlstudio.ml.runner.train` and turns its events into Qt signals; a
-:class:`TrainingController` owns the thread's lifecycle (start, pause, resume,
-cancel, wait).
+"""Training off the GUI thread: a :class:`TrainingWorker` runs
+:func:`tlstudio.ml.runner.train` as a :class:`~tlstudio.gui.workers.jobs.BackgroundJob`
+and turns its events into Qt signals; a :class:`TrainingController` owns the job's
+lifecycle (start, pause, resume, cancel, wait).
+
+Why a job and not a QThread of its own: the worker's many signals (batches, epochs,
+pause) are emitted in the pool thread and reach the GUI queued and in order, like any
+QObject's, and pause/resume/cancel go through the job's token; so training needs no
+machinery of its own. It runs in the controller's private one-thread pool, so it never
+waits behind short jobs in the global pool, nor they behind it.
 
 Only plain data crosses threads: the frozen event dataclasses of
 :mod:`tlstudio.ml.events`, ints, floats and strings. The worker opens its own
 :class:`~tlstudio.core.project.Project` (SQLite connections belong to one thread).
-torch and the runner are imported in the worker thread, so the GUI never waits
+torch and the runner are imported in the job (``needs_ml``), so the GUI never waits
 for them.
 """
 
@@ -19,10 +25,12 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from PySide6.QtCore import QObject, Signal, Slot
+from PySide6.QtCore import QObject, Signal
 
+from tlstudio.core.cancel import CancelToken
+from tlstudio.core.errors import DEVICE, MISSING, USER, ImageError, TlsError
 from tlstudio.gui.workers.controller import ThreadController
-from tlstudio.ml.callbacks import Callback, CancelToken
+from tlstudio.ml.callbacks import Callback
 from tlstudio.ml.events import (
     BatchEnded,
     BatchSizeReduced,
@@ -136,27 +144,37 @@ class _SignalBridge(Callback):
         self.failure = event
 
 
-def failure_kind(exc: BaseException) -> str:
-    """The ``failed`` kind of an exception raised by a run."""
-    from tlstudio.core.errors import ImageError
+#: ``failed`` kind of a tlstudio error of each :mod:`tlstudio.core.errors` kind
+_FAILURE_OF_KIND = {MISSING: "missing_weights", DEVICE: "device", USER: "config"}
 
-    name = type(exc).__name__
+
+def _out_of_memory(exc: BaseException) -> bool:
+    import torch
+
+    if isinstance(exc, (MemoryError, torch.cuda.OutOfMemoryError)):
+        return True
+    # other accelerators (Apple's MPS) say so only in a RuntimeError's message
+    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+
+
+def failure_kind(exc: BaseException) -> str:
+    """The ``failed`` kind (:data:`FAILURE_KINDS`) of an exception raised by a run: an
+    unreadable image, running out of memory, else by the error's
+    :func:`~tlstudio.core.errors.error_kind` (missing weights, device, configuration);
+    ``"error"`` for anything else, errors of the file system included."""
     if isinstance(exc, ImageError):
         return "bad_image"
-    if name == "WeightsError":
-        return "missing_weights"
-    if name == "OutOfMemoryError" or "out of memory" in str(exc).lower():
+    if _out_of_memory(exc):
         return "out_of_memory"
-    if name == "DeviceError":
-        return "device"
-    if name in ("TrainConfigError", "RunError"):
-        return "config"
+    if isinstance(exc, TlsError):  # not OSError's kinds: a missing file is no missing weights
+        return _FAILURE_OF_KIND.get(exc.kind, "error")
     return "error"
 
 
 class TrainingWorker(QObject):
-    """Runs one :class:`RunSpec` on the project at ``project_root`` in the thread it was
-    moved to (start it with :meth:`run`). Every signal carries plain data.
+    """Runs one :class:`RunSpec` on the project at ``project_root`` when :meth:`run` is
+    called, in the thread that calls it (a :class:`TrainingController`'s job). Every signal
+    carries plain data; they are emitted in that thread.
 
     ``threads``: torch intra-op threads for this run (None: :func:`default_torch_threads`,
     0: leave torch alone). ``batch_interval_s``: ``batch_ended`` is sent at most once per
@@ -173,7 +191,6 @@ class TrainingWorker(QObject):
     batch_size_reduced = Signal(int, int)  # old, new
     extraction_progress = Signal(str, int, int)  # stage ("features train"), done, total
     pause_changed = Signal(bool)  # True once the training thread really waits, False after
-    finished = Signal(int)  # run id (-1 if no run could be recorded); always the last signal
 
     def __init__(
         self,
@@ -192,7 +209,6 @@ class TrainingWorker(QObject):
         self.token.on_wait_start = self._paused_now
         self.token.on_wait_end = lambda: self.pause_changed.emit(False)
         self.run_id = -1
-        self.done = False  # set on the training thread just before ``finished``
         self.ended_event: FitEnded | None = None
         self.used_threads: int | None = None
         self._bridge: _SignalBridge | None = None
@@ -223,16 +239,15 @@ class TrainingWorker(QObject):
         if self.token.is_paused:
             self.token.wait_while_paused()
 
-    @Slot()
-    def run(self) -> None:
+    def run(self) -> int:
+        """Train; return the run id (-1 if no run could be recorded). Failures come as
+        ``failed``; nothing is raised."""
         started = time.perf_counter()
         try:
             self._run(started)
-        except BaseException as exc:  # never let anything escape into Qt
+        except BaseException as exc:  # a bug: say what it was instead of failing the job
             self.failed.emit("error", f"{type(exc).__name__}: {exc}")
-        finally:
-            self.done = True
-            self.finished.emit(self.run_id)
+        return self.run_id
 
     def _run(self, started: float) -> None:
         from tlstudio.core.project import Project
@@ -315,12 +330,12 @@ class TrainingWorker(QObject):
 
 
 class TrainingController(ThreadController):
-    """Owns the training thread: one run at a time.
+    """Owns the training job: one run at a time, in the one-thread pool ``training``.
 
     Every worker signal is relayed under the same name (delivered on the GUI thread);
-    ``started(spec)`` follows :meth:`start`, ``finished(run_id)`` comes last, after the
-    thread has ended (``thread.isFinished()`` is then True), and ``running_changed`` around
-    both. ``thread`` stays the last run's QThread until the next start."""
+    ``started(spec)`` follows :meth:`start`, ``finished(run_id)`` comes last, after the job
+    has ended (``job.is_finished`` is then True and ``pool`` idle), and ``running_changed``
+    around both. ``job`` stays the last run's job until the next start."""
 
     started = Signal(object)  # RunSpec
     main_metric_named = Signal(str)
@@ -355,7 +370,7 @@ class TrainingController(ThreadController):
         threads: int | None = None,
         batch_interval_s: float = 0.1,
     ):
-        super().__init__(app_state, parent)
+        super().__init__(app_state, parent, name="training")
         self.threads = threads
         self.batch_interval_s = batch_interval_s
         self.last_run_id: int | None = None

@@ -1,8 +1,8 @@
 """The one way the GUI runs work off its thread: :class:`BackgroundJob`.
 
 ``fn(token, progress)`` runs in a thread pool and knows nothing of Qt: ``token`` is a
-:class:`~tlstudio.core.cancel.CancelToken` to check between steps, ``progress(done,
-total, stage="")`` reports plain numbers (``total`` 0: unknown). If it touches the
+:class:`~tlstudio.core.cancel.CancelToken` to check between steps (or pause at),
+``progress(done, total, stage="")`` reports plain numbers (``total`` 0: unknown). If it touches the
 project it opens its own connection (SQLite connections belong to one thread). Its
 outcome comes back on the GUI thread as exactly one of
 
@@ -18,6 +18,10 @@ outcome comes back on the GUI thread as exactly one of
 
 then ``finished()``. When the ``context`` object given to the job is deleted before
 then, the job is cancelled and emits nothing more, so a closed view never hears back.
+
+A job whose ``fn`` imports :mod:`tlstudio.ml` (so torch) is made with ``needs_ml=True``:
+the ML modules are then imported through :func:`~tlstudio.gui.workers.ml_imports.import_ml`
+before ``fn`` runs, never by two threads at once.
 
 Pools: the global QThreadPool by default; :func:`job_pool` makes a private one (a view
 whose jobs must not run side by side, or must not wait behind others). Every pool made
@@ -39,6 +43,7 @@ from PySide6.QtCore import QObject, QThreadPool, Signal
 
 from tlstudio.core.cancel import CancelToken
 from tlstudio.core.errors import CANCELLED, INTERNAL, error_kind, error_message
+from tlstudio.gui.workers.ml_imports import import_ml
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +98,9 @@ class BackgroundJob(QObject):
     (see the module docstring). Create and start it on the GUI thread.
 
     ``progress_interval_s``: ``progressed`` comes at most once per interval (s), plus
-    every report that finishes a stage (``done >= total > 0``) or starts a new one."""
+    every report that finishes a stage (``done >= total > 0``) or starts a new one.
+    ``needs_ml``: import the ML modules first (see the module docstring). ``token``: the
+    token ``fn`` gets (one that can also pause, say); default a new CancelToken."""
 
     progressed = Signal(int, int, str)  # done, total (0: unknown), stage
     succeeded = Signal(object)  # what fn returned
@@ -111,13 +118,16 @@ class BackgroundJob(QObject):
         context: QObject | None = None,
         progress_interval_s: float = 0.0,
         name: str = "",
+        needs_ml: bool = False,
+        token: CancelToken | None = None,
     ):
         super().__init__()
-        self.token = CancelToken()
+        self.token = token if token is not None else CancelToken()
         self.name = name or getattr(fn, "__name__", "job")
         self._fn = fn
         self._context = context
         self._interval = progress_interval_s
+        self._needs_ml = needs_ml
         self._last_report = 0.0
         self._last_stage = ""
         self._outcome: tuple[int, Any] | None = None  # set by the worker before _done
@@ -198,6 +208,8 @@ class BackgroundJob(QObject):
             outcome = (_CANCELLED, None)
         else:
             try:
+                if self._needs_ml:
+                    import_ml()
                 value = self._fn(self.token, self._progress)
             except BaseException as exc:  # reported to the GUI, never raised in a pool thread
                 kind = error_kind(exc)
@@ -231,9 +243,12 @@ def start_job(
     cancelled: Callable[[], None] | None = None,
     progressed: Callable[[int, int, str], None] | None = None,
     progress_interval_s: float = 0.0,
+    needs_ml: bool = False,
 ) -> BackgroundJob:
     """Make a :class:`BackgroundJob`, connect the given callbacks and start it."""
-    job = BackgroundJob(fn, context=context, progress_interval_s=progress_interval_s)
+    job = BackgroundJob(
+        fn, context=context, progress_interval_s=progress_interval_s, needs_ml=needs_ml
+    )
     for signal, slot in (
         (job.succeeded, succeeded),
         (job.failed, failed),

@@ -155,6 +155,7 @@ class PredictController(QObject):
                 batch_size=batch_size,
             ),  # fmt: skip
             context=self,
+            needs_ml=True,
             progress_interval_s=0.1,
             name="predict",
         )

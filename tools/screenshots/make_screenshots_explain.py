@@ -1,6 +1,6 @@
 """Screenshots of the Explain view, for the docs.
 
-    QT_QPA_PLATFORM=offscreen python tests/gui/make_screenshots_explain.py [OUT_DIR]
+    QT_QPA_PLATFORM=offscreen python tools/screenshots/make_screenshots_explain.py [OUT_DIR]
 
 trains an EfficientNet-Lite0 classifier (bundled weights, frozen, head only; a few
 seconds on CPU) on a 24-image demo project of 160 px and writes ``explain.png``

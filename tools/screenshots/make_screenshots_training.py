@@ -1,7 +1,7 @@
 """Screenshots of the Train panel during and after runs, in the whole window at 1280×800
 (a laptop), for the docs.
 
-    QT_QPA_PLATFORM=offscreen python tests/gui/make_screenshots_training.py [OUT_DIR]
+    QT_QPA_PLATFORM=offscreen python tools/screenshots/make_screenshots_training.py [OUT_DIR]
 
 writes into OUT_DIR (default ``docs/screenshots``):
 
@@ -45,7 +45,7 @@ def make_screenshots(out_dir: Path) -> list[Path]:
 
     from tlstudio.core.demo import create_demo_project
     from tlstudio.gui.app import create_application, create_main_window
-    from tlstudio.gui.workers.tasks import wait_for_background
+    from tlstudio.gui.workers.jobs import wait_for_jobs
 
     create_application()
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -58,7 +58,7 @@ def make_screenshots(out_dir: Path) -> list[Path]:
         window = create_main_window(tmp / "Shapes demo", settings)
         window.resize(1280, 800)
         window.show()
-        window.action_table["mode_train"].trigger()  # F3
+        window.action_table["mode_train"].trigger()  # the Train page (F3)
         dock = window.train_panel
         dock.config.wait_ready()
         wait_until(dock.config.has_facts, 30)
@@ -95,7 +95,7 @@ def make_screenshots(out_dir: Path) -> list[Path]:
     finally:
         if window is not None:
             window.close()
-        wait_for_background()
+        wait_for_jobs()
         shutil.rmtree(tmp, ignore_errors=True)
     return written
 

@@ -1,9 +1,9 @@
 """Screenshots of the labelling canvas with each kind of label, for the docs.
 
-    QT_QPA_PLATFORM=offscreen python tests/gui/make_screenshots.py [OUT_DIR]
+    QT_QPA_PLATFORM=offscreen python tools/screenshots/make_screenshots.py [OUT_DIR]
 
 writes ``canvas_*.png`` into OUT_DIR (default ``docs/screenshots``). Not a test
-(pytest does not collect it); ``test_canvas.py`` runs it once into a temporary
+(pytest does not collect it); ``tests/gui/test_canvas.py`` runs it once into a temporary
 folder so it keeps working.
 """
 

@@ -1,7 +1,7 @@
 """Screenshots of the Predictions dock beside the canvas, with real trained runs on a
 demo project (not collected by pytest).
 
-    QT_QPA_PLATFORM=offscreen .venv/bin/python tests/gui/make_screenshots_predictions.py
+    QT_QPA_PLATFORM=offscreen .venv/bin/python tools/screenshots/make_screenshots_predictions.py
 
 Writes docs/screenshots/predictions.png (detection), predictions_classify.png,
 predictions_landmarks.png and predictions_segment.png, each a 1200×800 px widget. Trains three small runs on

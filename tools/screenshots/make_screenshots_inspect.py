@@ -1,6 +1,6 @@
 """Screenshots of the whole window in Inspect mode and in Label mode with predictions.
 
-    QT_QPA_PLATFORM=offscreen python tests/gui/make_screenshots_inspect.py [OUT_DIR]
+    QT_QPA_PLATFORM=offscreen python tools/screenshots/make_screenshots_inspect.py [OUT_DIR]
 
 Creates a 60-image demo project, trains an EfficientNet-Lite0 classifier on cached
 features (bundled weights, about 20 s on 2 cores), predicts every image, then writes

@@ -1,6 +1,6 @@
 """Screenshots of the image browser filtered and sorted by a run's predictions.
 
-    QT_QPA_PLATFORM=offscreen python tests/gui/make_screenshots_browser_predictions.py [OUT_DIR]
+    QT_QPA_PLATFORM=offscreen python tools/screenshots/make_screenshots_browser_predictions.py [OUT_DIR]
 
 Trains a small classifier (EfficientNet-Lite0 with its bundled ImageNet weights,
 frozen, 96 px, 15 epochs of the head: about 15 s on a CPU) on a 24-image demo
@@ -27,7 +27,7 @@ def make_screenshots(out_dir: str | Path, n_images: int = 24) -> list[Path]:
     from tlstudio.core.demo import create_demo_project
     from tlstudio.gui.panels.browser import BrowserPanel
     from tlstudio.gui.state import AppState
-    from tlstudio.gui.workers.tasks import wait_for_background
+    from tlstudio.gui.workers.jobs import wait_for_jobs
     from tlstudio.ml.runner import RunSpec, predict, train
     from tlstudio.ml.trainer import TrainConfig
 
@@ -75,7 +75,7 @@ def make_screenshots(out_dir: str | Path, n_images: int = 24) -> list[Path]:
         written.append(path)
 
         browser.shutdown()
-        wait_for_background()
+        wait_for_jobs()
         state.close_project()
     return written
 

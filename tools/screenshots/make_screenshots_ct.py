@@ -1,11 +1,11 @@
 """Screenshot of the Label window on a DICOM CT with its window/level presets.
 
-    QT_QPA_PLATFORM=offscreen python tests/gui/make_screenshots_ct.py [OUT_DIR]
+    QT_QPA_PLATFORM=offscreen python tools/screenshots/make_screenshots_ct.py [OUT_DIR]
 
 writes ``canvas_ct_presets.png`` (the window at 1280×800, or its minimum width if larger) into OUT_DIR (default ``docs/screenshots``):
 pydicom's CT_small.dcm with two named windows added to its header, shown through the
 soft-tissue preset, the Display dock's preset combo and View → Window preset open.
-Not a test; ``test_canvas_display.py`` runs it once into a temporary folder.
+Not a test; ``tests/gui/test_canvas_display.py`` runs it once into a temporary folder.
 """
 
 from __future__ import annotations

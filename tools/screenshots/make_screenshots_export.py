@@ -1,6 +1,6 @@
 """Screenshot of the Inspect mode's Export view, for the docs.
 
-    QT_QPA_PLATFORM=offscreen python tests/gui/make_screenshots_export.py [OUT_DIR]
+    QT_QPA_PLATFORM=offscreen python tools/screenshots/make_screenshots_export.py [OUT_DIR]
 
 trains a classifier on a 48-image demo project (EfficientNet-Lite0 features, bundled
 weights), exports it as ONNX and writes its report through the view's own buttons (file

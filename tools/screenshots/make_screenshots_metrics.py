@@ -1,6 +1,6 @@
 """Screenshots of the Inspect → Metrics view for the docs.
 
-    QT_QPA_PLATFORM=offscreen python tests/gui/make_screenshots_metrics.py [OUT_DIR]
+    QT_QPA_PLATFORM=offscreen python tools/screenshots/make_screenshots_metrics.py [OUT_DIR]
 
 writes into OUT_DIR (default ``docs/screenshots``), each at 1200×800:
 

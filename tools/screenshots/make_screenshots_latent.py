@@ -1,6 +1,6 @@
 """Screenshots of the Inspect views "Latent space" and "Anomalies" for the docs.
 
-    QT_QPA_PLATFORM=offscreen python tests/gui/make_screenshots_latent.py [OUT_DIR]
+    QT_QPA_PLATFORM=offscreen python tools/screenshots/make_screenshots_latent.py [OUT_DIR]
 
 writes into OUT_DIR (default ``docs/screenshots``):
 

@@ -1,7 +1,7 @@
 """Screenshots of the Train panel's configuration, in the whole window at 1280×800 (a
 laptop), for the docs.
 
-    QT_QPA_PLATFORM=offscreen python tests/gui/make_screenshots_train.py [OUT_DIR]
+    QT_QPA_PLATFORM=offscreen python tools/screenshots/make_screenshots_train.py [OUT_DIR]
 
 writes into OUT_DIR (default ``docs/screenshots``):
 
@@ -12,7 +12,7 @@ writes into OUT_DIR (default ``docs/screenshots``):
 - ``train_config_advanced.png``: further down the same view, landmarks: the end of the
   advanced options, the augmentation with its preview (landmarks follow the flips).
 
-Not a test (pytest does not collect it); ``test_train_config.py`` runs it once into a
+Not a test (pytest does not collect it); ``tests/gui/test_train_config.py`` runs it once into a
 temporary folder so it keeps working.
 """
 
@@ -43,7 +43,7 @@ def make_screenshots(out_dir: str | Path, n_images: int = 24) -> list[Path]:
     """Render the panel states into ``out_dir``; returns the PNG paths."""
     from tlstudio.core.demo import create_demo_project
     from tlstudio.gui.app import create_application, create_main_window
-    from tlstudio.gui.workers.tasks import wait_for_background
+    from tlstudio.gui.workers.jobs import wait_for_jobs
 
     create_application()
     out = Path(out_dir)
@@ -56,7 +56,7 @@ def make_screenshots(out_dir: str | Path, n_images: int = 24) -> list[Path]:
         window = create_main_window(root, settings)
         window.resize(*SIZE)
         window.show()
-        window.action_table["mode_train"].trigger()  # F3
+        window.action_table["mode_train"].trigger()  # the Train page (F3)
         panel = window.train_panel.config
         panel.wait_ready()
         wait_for(panel.has_facts)
@@ -93,7 +93,7 @@ def make_screenshots(out_dir: str | Path, n_images: int = 24) -> list[Path]:
 
         panel.wait_idle()
         window.close()
-        wait_for_background()
+        wait_for_jobs()
     return written
 
 

@@ -1,11 +1,11 @@
 """Screenshots of the main window for the docs.
 
-    QT_QPA_PLATFORM=offscreen python tests/gui/make_screenshots_window.py [OUT_DIR]
+    QT_QPA_PLATFORM=offscreen python tools/screenshots/make_screenshots_window.py [OUT_DIR]
 
 writes ``main_window*.png`` into OUT_DIR (default ``docs/screenshots``): the window
 on a demo project, the thumbnail list mode with a filter, the missing-files banner,
 the import result dialog and the keyboard shortcuts. Not a test (pytest does not
-collect it); ``test_window.py`` runs it once into a temporary folder.
+collect it); ``tests/gui/test_window.py`` runs it once into a temporary folder.
 """
 
 from __future__ import annotations
@@ -13,33 +13,12 @@ from __future__ import annotations
 import shutil
 import sys
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 
-from PySide6.QtCore import QEventLoop, QSettings, QTimer
+from PySide6.QtCore import QSettings
+from screenshot_support import settle, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def wait_until(condition: Callable[[], bool], timeout_s: float = 10.0) -> bool:
-    """Run the event loop until ``condition()`` holds (polled every 20 ms)."""
-    loop = QEventLoop()
-    deadline = time.monotonic() + timeout_s
-    timer = QTimer()
-    timer.setInterval(20)
-    timer.timeout.connect(lambda: (condition() or time.monotonic() > deadline) and loop.quit())
-    timer.start()
-    if not condition():
-        loop.exec()
-    timer.stop()
-    return condition()
-
-
-def settle(ms: int = 150) -> None:
-    loop = QEventLoop()
-    QTimer.singleShot(ms, loop.quit)
-    loop.exec()
 
 
 def make_screenshots(out_dir: Path) -> list[Path]:
@@ -47,7 +26,7 @@ def make_screenshots(out_dir: Path) -> list[Path]:
     from tlstudio.core.project import Project
     from tlstudio.gui.app import create_application, create_main_window
     from tlstudio.gui.panels.image_query import ImageFilter
-    from tlstudio.gui.workers.tasks import wait_for_background
+    from tlstudio.gui.workers.jobs import wait_for_jobs
 
     create_application()
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -124,7 +103,7 @@ def make_screenshots(out_dir: Path) -> list[Path]:
         settle(300)
         shoot(window, "main_window_missing.png")
         window.close()
-        wait_for_background()
+        wait_for_jobs()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return written
