@@ -389,3 +389,22 @@ def test_training_without_validation_images_warns_first(qtbot, main_window):
         click(qtbot, config.train_button)
         box = _split_question(qtbot, config)
         box.button(QMessageBox.StandardButton.Cancel).click()
+
+
+# ------------------------------------------------------------------------------ issue 11 §10
+
+
+def test_a_run_says_which_missing_image_files_it_left_out(qtbot, main_window):
+    """An image file deleted outside the app: the run trains without it and the monitor
+    names the file while the run goes (not only the CLI and the run's record)."""
+    project = main_window.app_state.project
+    train_image = next(r for r in project.images() if r.split == "train")
+    gone = project.root / train_image.path
+    gone.unlink()
+    dock = open_train(qtbot, main_window)
+    with qtbot.waitSignal(dock.controller.finished, timeout=TIMEOUT_MS):
+        start_with_train_button(qtbot, dock, tiny_spec(epochs=1))
+    note = dock.monitor.note_label
+    assert note.isVisible()
+    assert "1 image file is missing and left out of this run" in note.text()
+    assert train_image.path in note.text()

@@ -315,10 +315,14 @@ class MainWindow(QMainWindow):
         self.settings.setValue("window/geometry", self.saveGeometry())
         self.layouts.save()
         self.settings.sync()
-        self.importer.shutdown()
-        self.browser.shutdown()
-        self.inspect_panel.shutdown()
-        self.predictions.shutdown()
-        self.app_state.close_project()
-        wait_for_jobs(5000)  # missing-file checks and exports hold their own connection
+        self.setUpdatesEnabled(False)  # no painting while the panels tear down
+        try:
+            self.importer.shutdown()
+            self.browser.shutdown()
+            self.inspect_panel.shutdown()
+            self.predictions.shutdown()
+            self.app_state.close_project()
+            wait_for_jobs(5000)  # missing-file checks and exports hold their own connection
+        finally:
+            self.setUpdatesEnabled(True)
         super().closeEvent(event)

@@ -67,10 +67,13 @@ class AppState(QObject):
             return
         self.set_image(None)
         self.set_run(None)
-        self.project.close()
-        self.project = None
-        self.undo_stack = None
+        project, self.project, self.undo_stack = self.project, None, None
+        # Views drop their rows while the store is still open: a listener that repaints
+        # synchronously (a progress bar's setValue) makes the whole window paint, and a
+        # list view not yet told would read its rows from a closed database (seen as a
+        # segfault in the browser's delegate while the window closed).
         self.project_closed.emit()
+        project.close()
 
     def push(self, command: Command) -> None:
         """Do a command through the undo stack (one transaction, one undo step)."""

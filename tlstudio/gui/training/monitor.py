@@ -148,6 +148,7 @@ class TrainingMonitor(QWidget):
         self.note_label = QLabel()  # how the images were split for this run, and such
         self.note_label.setObjectName("runNoteLabel")
         self.note_label.setWordWrap(True)
+        self.note_label.setTextFormat(Qt.TextFormat.PlainText)  # it names files
         self.note_label.setStyleSheet("color: #8a5a00;")
         self.note_label.hide()
         self.hover_label = QLabel(" ")

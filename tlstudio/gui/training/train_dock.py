@@ -177,6 +177,20 @@ class TrainDock(QWidget):
     def _on_fit_started(self, ev: Any) -> None:
         self.history.set_active_run(ev.run_id)
         self.history.refresh()
+        self._show_run_warnings(ev.run_id)
+
+    def _show_run_warnings(self, run_id: int) -> None:
+        """Add what the runner recorded about the run's images (e.g. files missing and
+        left out) to the monitor's note, so the user sees it while the run goes."""
+        project = self.app_state.project
+        if project is None:
+            return
+        try:
+            warnings = RunStore(project).get(run_id).config.get("warnings") or []
+        except TlsError:
+            return  # the run was deleted meanwhile
+        note = self.monitor.note_label.text()
+        self.monitor.set_note("\n".join([*filter(None, [note]), *map(str, warnings)]))
 
     def _on_finished(self, run_id: int) -> None:
         """Refresh the history; a run that saved a model becomes the run being inspected
