@@ -102,8 +102,11 @@ def main_window(qtbot, demo_dir: Path, qsettings):
     qtbot.waitExposed(window)
     window.activateWindow()
     yield window
+    # A run still going would make close() ask "Stop it and close?" in a modal box that
+    # nobody answers offscreen: the suite would hang. Stop it first.
+    assert window.train_panel.shutdown(60_000), "a training run did not stop within 60 s"
     window.close()
-    wait_for_jobs()
+    assert wait_for_jobs(60_000), "background jobs still running 60 s after the window closed"
 
 
 @pytest.fixture(scope="session")

@@ -23,7 +23,7 @@ def browser(qtbot, app_state):
     panel.show()
     yield panel
     panel.shutdown()
-    wait_for_jobs()
+    assert wait_for_jobs(60_000), "background jobs still running after 60 s"
 
 
 @pytest.fixture

@@ -47,7 +47,7 @@ def dock(qtbot, state):
     qtbot.waitExposed(d)
     yield d
     assert d.shutdown(60_000)  # no test may leave a training thread behind
-    wait_for_jobs()
+    assert wait_for_jobs(60_000), "background jobs still running after 60 s"
 
 
 def tiny_spec(**train):
