@@ -7,10 +7,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from tlstudio.core.annotations import InstanceLayer
 from tlstudio.core.commands import Command, RemoveBox, RemoveLandmarkSet, SetTags
 from tlstudio.core.errors import TlsError
+from tlstudio.core.instances import drop_object, pruned
 
-from .mask_writer import MaskEdit, MaskState
+from .mask_writer import MaskEdit, MaskState, ObjectsState
 
 if TYPE_CHECKING:
     from .view import CanvasView
@@ -56,14 +58,51 @@ class LabelEdits:
         layer.refresh_mask()
         return False
 
+    def push_objects(self, label: np.ndarray, layer: InstanceLayer, text: str) -> bool:
+        """Make ``label`` the shown image's label map and ``layer`` its objects (hand both
+        over: never modified afterwards; objects without pixels are dropped): one undo
+        step at once, both maps encoded in the MaskWriter's thread and stored together.
+        Nothing is pushed if neither changes."""
+        view, layer_shown, writer = self.view, self.view.annotations, self.view.mask_writer
+        iid = view.image_id
+        if iid is None:
+            return False
+        kept = pruned(layer)
+        objects = ObjectsState(
+            None if kept is None else kept.map, () if kept is None else kept.objects,
+            layer_shown.objects_ignore(),
+        )  # fmt: skip
+        if layer_shown.mask_unchanged(label) and _same_objects(layer_shown.objects.effective, kept):
+            layer_shown.refresh_mask()
+            return False
+        old, new = layer_shown.full_state(), MaskState(label, objects=objects)
+        layer_shown.set_mask_state(new)
+        with writer.own_edit():
+            if self.push(MaskEdit(writer, iid, old, new, text)):
+                return True
+        layer_shown.set_mask_state(old)
+        layer_shown.refresh_mask()
+        return False
+
+    def delete_object(self, number: int) -> bool:
+        """Delete object ``number`` of the shown image (its pixels become background)."""
+        layer = self.view.annotations
+        if not layer.objects.has_object(number):
+            return False
+        label = layer.editable_mask()
+        objects = drop_object(label, layer.objects.editable(layer.size), number)
+        return self.push_objects(label, objects, "Delete object")
+
     def delete_selection(self) -> bool:
-        """Delete the selected box or landmark set (one undo step). True if one was."""
+        """Delete the selected box, landmark set or object (one undo step). True if one was."""
         sel = self.view.annotations.selection
         if sel is None:
             return False
         self.view.annotations.clear_selection()
         if sel.kind == "box":
             return self.push(RemoveBox(sel.id))
+        if sel.kind == "object":
+            return self.delete_object(sel.id)
         return self.push(RemoveLandmarkSet(sel.id))
 
     def tag_with_class(self, n: int) -> None:
@@ -88,3 +127,9 @@ class LabelEdits:
                 return
             new, text = (cls.id,), f"Tag {cls.name}"
         self.push(SetTags(iid, new, text=text))
+
+
+def _same_objects(a: InstanceLayer | None, b: InstanceLayer | None) -> bool:
+    if a is None or b is None:
+        return a is b
+    return a.objects == b.objects and np.array_equal(a.map, b.map)

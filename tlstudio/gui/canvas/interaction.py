@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 _K = Qt.Key
 _B = Qt.MouseButton
-TOOL_KEYS = {_K.Key_V: "select", _K.Key_B: "box", _K.Key_L: "landmarks"}
+TOOL_KEYS = {_K.Key_V: "select", _K.Key_B: "box", _K.Key_L: "landmarks", _K.Key_I: "objects"}
 MASK_KEYS = {_K.Key_M: "brush", _K.Key_E: "eraser", _K.Key_P: "polygon"}
 DIGITS = {getattr(_K, f"Key_{n}"): n for n in range(1, 10)}
 PLAIN_KEYS = (

@@ -13,6 +13,7 @@ from PySide6.QtCore import QPointF, Qt, SignalInstance
 from PySide6.QtGui import QKeyEvent, QMouseEvent
 from PySide6.QtWidgets import QGraphicsScene, QWidget
 
+from tlstudio.core.annotations import InstanceLayer
 from tlstudio.core.commands import Command
 
 if TYPE_CHECKING:
@@ -25,7 +26,7 @@ class ToolHost(Protocol):
     """The members of the canvas that tools use (positions in image pixels)."""
 
     app_state: AppState
-    annotations: AnnotationLayer  # drawn labels, selection, mask overlay
+    annotations: AnnotationLayer  # drawn labels, selection, mask overlay, objects
     navigator: Viewport  # image size, clamping, screen px -> image px at the zoom
     message: SignalInstance  # emit(str): a short note for the status bar
 
@@ -35,6 +36,7 @@ class ToolHost(Protocol):
     def viewport(self) -> QWidget: ...
     def push(self, command: Command) -> bool: ...
     def push_mask(self, label: np.ndarray, text: str = ...) -> bool: ...
+    def push_objects(self, label: np.ndarray, layer: InstanceLayer, text: str) -> bool: ...
 
 
 _gestures = itertools.count(1)
