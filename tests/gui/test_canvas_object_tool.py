@@ -233,3 +233,54 @@ def test_large_images_are_stored_off_the_gui_thread_and_nothing_is_lost(
         first = p.instances.region(objects[0].id)
         assert first[310, 300:1500].all() and not first[1220].any()
         assert p.instances.region(objects[1].id)[1220, 320:1480].all()
+
+
+def _instance_run(project, image_id: int) -> int:
+    """A finished instance run (no model needed to accept) whose stored prediction for
+    ``image_id`` holds two objects: a square patch (best score) and a smaller one."""
+    from tlstudio.core.runs import RunStore
+
+    rec = project.image(image_id)
+    numbers = np.zeros((rec.height, rec.width), np.uint16)
+    numbers[4:24, 4:24] = 1
+    numbers[4:14, 100:110] = 2
+    classes = [c.id for c in project.classes()]
+    payload = {"objects": [
+        {"number": 1, "class_id": classes[0], "score": 0.92, "xyxy": [4, 4, 24, 24]},
+        {"number": 2, "class_id": classes[1], "score": 0.41, "xyxy": [100, 4, 110, 14]},
+    ]}  # fmt: skip
+    runs = RunStore(project)
+    run_id = runs.start("instances", "resnet18", {}, "cpu")
+    runs.set_prediction(run_id, image_id, payload, numbers, 0.92)
+    runs.update(run_id, status="finished", checkpoint=f"runs/{run_id}/model.pt")
+    return run_id
+
+
+def test_predicted_objects_are_drawn_one_by_one_and_accepted_as_objects(qtbot, main_window):
+    canvas = main_window.canvas
+    qtbot.waitUntil(lambda: canvas.image_ready, timeout=10_000)
+    state, panel = main_window.app_state, main_window.predictions
+    project, iid = state.project, canvas.image_id
+    run_id = _instance_run(project, iid)
+    panel.refresh_runs()
+    panel.run_combo.setCurrentIndex(panel.run_combo.findData(run_id))
+    layer = canvas.prediction_layer
+    classes = {c.id: c.name for c in project.classes()}
+    first = classes[project.classes()[0].id]
+    assert layer.shown_objects() == [f"{first} 0.92"]  # threshold 0.50
+    assert layer.mask.argb_at(10, 10) != 0 and layer.mask.argb_at(104, 8) == 0
+    assert {1} == {value for value, _path in layer.mask_outline.outlines}
+    panel.threshold_slider.setValue(30)
+    assert len(layer.shown_objects()) == 2 and layer.mask.argb_at(104, 8) != 0
+    assert "2 objects ≥ 0.30" in panel.description.text()
+
+    before = project.instances.of_image(iid)
+    panel.mode_combo.setCurrentIndex(panel.mode_combo.findData("add"))
+    qtbot.mouseClick(panel.accept_button, L)
+    qtbot.waitUntil(lambda: len(project.instances.of_image(iid)) == len(before) + 2, timeout=10_000)
+    added = [o for o in project.instances.of_image(iid) if o.number not in {b.number for b in before}]
+    regions = sorted(int(project.instances.region(o.id).sum()) for o in added)
+    assert regions == [100, 400]
+    assert main_window.action_table["undo"].text() == "&Undo Accept predictions on 1 image"
+    qtbot.keyClick(canvas, Qt.Key.Key_Z, CTRL)
+    assert project.instances.of_image(iid) == before

@@ -515,13 +515,11 @@ def _effective(raw: InstanceLayer, mask: np.ndarray | None) -> InstanceLayer | N
     if mask is None or not raw.objects:
         return None
     lut_size = max(int(raw.map.max()) if raw.map.size else 0, max(o.number for o in raw.objects))
-    lut = np.zeros(lut_size + 1, np.int64)
-    lut[:] = -1  # numbers without an object never match a class
-    lut[0] = -1
+    lut = np.full(lut_size + 1, -1, np.int32)  # numbers without an object match no class
     for o in raw.objects:
         lut[o.number] = o.class_id
-    keep = lut[raw.map] == mask
-    eff = np.where(keep, raw.map, 0).astype(np.uint16)
+    eff = raw.map.astype(np.uint16, copy=True)
+    eff[lut[raw.map] != mask] = 0
     present = set(np.flatnonzero(np.bincount(eff.ravel(), minlength=1)).tolist()) - {0}
     objects = tuple(o for o in raw.objects if o.number in present)
     if not objects:

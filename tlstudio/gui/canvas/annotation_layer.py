@@ -204,9 +204,12 @@ class AnnotationLayer(QObject):
         """``state`` is shown now (the tool drew it already; the store follows); with
         objects, they are drawn now too."""
         self._mask = state
-        if state.objects is not None:
-            self.objects.state = state.objects
-        if self.objects.refresh(state.label) and self.objects.color_by_object:
+        if state.objects is not None:  # made by LabelEdits.push_objects with this label map
+            self.objects.show_consistent(state.objects, state.label)
+            changed = True
+        else:
+            changed = self.objects.refresh(state.label)
+        if changed and self.objects.color_by_object:
             self._show_label()
 
     def full_state(self) -> MaskState:

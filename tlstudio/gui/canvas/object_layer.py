@@ -207,6 +207,18 @@ class ObjectLayer:
         self._paint_outlines(rebuild=True)
         return True
 
+    def show_consistent(self, state: ObjectsState, label: np.ndarray | None) -> None:
+        """Show ``state``, made with ``label`` so that every object pixel holds its
+        object's class there (an edit of the Objects tool): no recount needed."""
+        self.state = state
+        self._basis = (id(state), id(label))
+        eff = None
+        if state.numbers is not None and state.objects:
+            eff = InstanceLayer(state.numbers, state.objects)
+        self.effective = eff
+        self._paint_fill()
+        self._paint_outlines(rebuild=True)
+
     def refresh(self, label: np.ndarray | None) -> bool:
         """The label map shown changed (a stroke, or its feedback dropped): recount."""
         return self._update_effective(label)

@@ -18,6 +18,7 @@ import numpy as np
 from PySide6.QtCore import QPointF, Qt
 from PySide6.QtGui import QKeyEvent, QMouseEvent
 
+from tlstudio.core.annotations import InstanceLayer
 from tlstudio.core.instances import grow_object, new_object, shrink_object
 
 from ..items import BrushCursorItem
@@ -42,6 +43,7 @@ class ObjectTool(Tool):
         self._label: np.ndarray | None = None  # label map with the stroke's feedback
         self._original: np.ndarray | None = None  # the label map before the stroke
         self._last: QPointF | None = None
+        self._rect: tuple[int, int, int, int] | None = None  # the stroke's bounding box
         self._cursor: QPointF | None = None
         self._cursor_item: BrushCursorItem | None = None
 
@@ -107,10 +109,16 @@ class ObjectTool(Tool):
                 self.view.annotations.clear_selection()
             return
         self._paint(self._last or pos, pos)
-        region = self._region.astype(bool)
-        original = self._original
+        rect, original = self._rect, self._original
+        region = None
+        if rect is not None:
+            x0, y0, x1, y1 = rect
+            region = self._region[y0:y1, x0:x1].astype(bool)
         self.cancel_feedback()
-        self._commit(region, original)
+        if rect is None or region is None:
+            self.view.annotations.refresh_mask()
+            return
+        self._commit(region, rect, original)
 
     def key_press(self, event: QKeyEvent) -> bool:
         if event.key() == Qt.Key.Key_Escape and self.busy():
@@ -133,6 +141,7 @@ class ObjectTool(Tool):
         self._region = np.zeros((h, w), np.uint8)
         self._original = layer.label_map()
         self._label = layer.editable_mask()
+        self._rect = None
         return True
 
     def _paint(self, a: QPointF, b: QPointF) -> None:
@@ -142,6 +151,11 @@ class ObjectTool(Tool):
         if rect is None:
             return
         x0, y0, x1, y1 = rect
+        if self._rect is not None:
+            a0, b0, a1, b1 = self._rect
+            self._rect = (min(a0, x0), min(b0, y0), max(a1, x1), max(b1, y1))
+        else:
+            self._rect = rect
         layer = self.view.annotations
         hit = self._region[y0:y1, x0:x1].astype(bool)
         before = (
@@ -167,7 +181,11 @@ class ObjectTool(Tool):
         """End the stroke (its feedback stays until the canvas shows the edit)."""
         self._press = self._region = self._label = self._original = self._last = None
 
-    def _commit(self, region: np.ndarray, original: np.ndarray | None) -> None:
+    def _commit(
+        self, region: np.ndarray, rect: tuple[int, int, int, int], original: np.ndarray | None
+    ) -> None:
+        """Push the stroke: ``region`` (bool) covers columns x0:x1, rows y0:y1 of ``rect``;
+        the edit touches only that window of the (copied) maps."""
         view = self.view
         layer = view.annotations
         if not region.any():
@@ -176,6 +194,9 @@ class ObjectTool(Tool):
         w, h = layer.size
         label = np.zeros((h, w), np.uint16) if original is None else original.copy()
         objects = layer.objects.editable(layer.size)
+        x0, y0, x1, y1 = rect
+        window = label[y0:y1, x0:x1]  # views: the pure edits write through them
+        part = InstanceLayer(objects.map[y0:y1, x0:x1], objects.objects)
         selected = layer.selected_object()
         if selected is not None and not layer.objects.has_object(selected):
             selected = None
@@ -184,15 +205,15 @@ class ObjectTool(Tool):
             if class_id is None:
                 layer.refresh_mask()
                 return
-            objects, inst = new_object(label, objects, int(class_id), region)
-            if view.push_objects(label, objects, "New object"):
+            part, inst = new_object(window, part, int(class_id), region)
+            if view.push_objects(label, InstanceLayer(objects.map, part.objects), "New object"):
                 layer.select_object(inst.number)
-        elif self._erase:
-            view.push_objects(label, shrink_object(label, objects, selected, region),
-                              "Erase from object")  # fmt: skip
+            return
+        if self._erase:
+            part, text = shrink_object(window, part, selected, region), "Erase from object"
         else:
-            view.push_objects(label, grow_object(label, objects, selected, region),
-                              "Add to object")  # fmt: skip
+            part, text = grow_object(window, part, selected, region), "Add to object"
+        view.push_objects(label, InstanceLayer(objects.map, part.objects), text)
 
     def _update_cursor(self) -> None:
         if self._cursor_item is None:
