@@ -155,3 +155,13 @@ def test_cli_predicts_objects_with_an_exported_model(run, tmp_path, capsys):
     assert table[0] == ["file", "number", "class", "score", "x1", "y1", "x2", "y2", "pixels"]
     n_objects = sum(max(len(r["objects"]), 1) for r in rows)
     assert len(table) == 1 + n_objects
+
+
+def test_run_report_draws_labelled_and_predicted_objects(run, tmp_path):
+    from tlstudio.ml.report import write_report
+
+    project, run_id, _ = run
+    html = write_report(project, run_id, tmp_path / "report.html", samples=2,
+                        heatmaps=False).read_text()  # fmt: skip
+    assert html.count("labelled object(s) | predicted:") == 2
+    assert "Mask mAP" in html or "segm_map50" in html
