@@ -33,8 +33,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from tlstudio.core import commands as C  # noqa: E402
 from tlstudio.core.instances import new_object, pruned  # noqa: E402
-from tlstudio.gui.canvas.items import region_paths  # noqa: E402
 from tlstudio.core.project import Project  # noqa: E402
+from tlstudio.gui.canvas.items import region_paths  # noqa: E402
 from tlstudio.gui.canvas.mask_writer import MaskState, ObjectsState, _encode  # noqa: E402
 
 

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from tlstudio.core import commands as C
+from tlstudio.core.prediction_query import prediction_status
 from tlstudio.core.predictions import (
     accept_command,
     describe_prediction,
@@ -17,7 +18,6 @@ from tlstudio.core.predictions import (
     prediction_annotations,
     unlabelled_image_ids,
 )
-from tlstudio.core.prediction_query import prediction_status
 from tlstudio.core.project import Project
 from tlstudio.core.runs import Prediction, RunStore
 

@@ -278,7 +278,9 @@ def test_predicted_objects_are_drawn_one_by_one_and_accepted_as_objects(qtbot, m
     panel.mode_combo.setCurrentIndex(panel.mode_combo.findData("add"))
     qtbot.mouseClick(panel.accept_button, L)
     qtbot.waitUntil(lambda: len(project.instances.of_image(iid)) == len(before) + 2, timeout=10_000)
-    added = [o for o in project.instances.of_image(iid) if o.number not in {b.number for b in before}]
+    added = [
+        o for o in project.instances.of_image(iid) if o.number not in {b.number for b in before}
+    ]
     regions = sorted(int(project.instances.region(o.id).sum()) for o in added)
     assert regions == [100, 400]
     assert main_window.action_table["undo"].text() == "&Undo Accept predictions on 1 image"

@@ -384,17 +384,20 @@ def describe_prediction(
                 ok = best in labels.tags
                 text += f" — label: {tags} {'✓' if ok else '✗'}"
         return text
-    if task == "detect":
-        boxes = p.get("boxes", [])
-        kept = [b for b in boxes if float(b["score"]) >= score_threshold]
-        text = f"{len(kept)} box{'es' if len(kept) != 1 else ''} ≥ {score_threshold:.2f}"
-        if boxes:
-            top = max(boxes, key=lambda b: float(b["score"]))
+
+    def scored(items: list[dict], what: str, plural: str, labelled: int | None) -> str:
+        kept = [b for b in items if float(b["score"]) >= score_threshold]
+        text = f"{len(kept)} {what if len(kept) == 1 else plural} ≥ {score_threshold:.2f}"
+        if items:
+            top = max(items, key=lambda b: float(b["score"]))
             text += f" (best: {name(top['class_id'])} {float(top['score']):.2f})"
-        if labels is not None:
-            n = len(labels.boxes)
-            text += f" — labels: {n} box{'es' if n != 1 else ''}"
+        if labelled is not None:
+            text += f" — labels: {labelled} {what if labelled == 1 else plural}"
         return text
+
+    if task == "detect":
+        n_boxes = None if labels is None else len(labels.boxes)
+        return scored(p.get("boxes", []), "box", "boxes", n_boxes)
     if task == "instances":
         numbers = prediction.mask
         counts = np.bincount(numbers.ravel()) if numbers is not None else np.zeros(1, np.int64)
@@ -403,15 +406,10 @@ def describe_prediction(
             for o in p.get("objects", [])
             if int(o["number"]) < len(counts) and counts[o["number"]]
         ]
-        kept = [o for o in objects if float(o["score"]) >= score_threshold]
-        text = f"{len(kept)} object{'s' if len(kept) != 1 else ''} ≥ {score_threshold:.2f}"
-        if objects:
-            top = max(objects, key=lambda o: float(o["score"]))
-            text += f" (best: {name(top['class_id'])} {float(top['score']):.2f})"
+        n_objects = None
         if labels is not None:
-            n = len(labels.instances.objects) if labels.instances is not None else 0
-            text += f" — labels: {n} object{'s' if n != 1 else ''}"
-        return text
+            n_objects = len(labels.instances.objects) if labels.instances is not None else 0
+        return scored(objects, "object", "objects", n_objects)
     if task == "landmarks":
         pts = p.get("points", [])
         n_kept = sum(1 for pt in pts if float(pt[2]) >= score_threshold)

@@ -375,6 +375,21 @@ def _greedy_match(ious: np.ndarray, thr: float) -> np.ndarray:
     return M._match(ious, np.array([thr]))[0][0]
 
 
+def _matched_rows(r, scores, hits, n_gt, names, columns: list[str], ev: dict[str, Any]) -> None:
+    """Per-class rows (``columns`` of ``r["per_class"]``) and a PR curve per class from
+    the detections' ``scores`` and ``hits`` (matched at IoU ≥ .5) against ``n_gt``."""
+    per_class = []
+    for k, row in enumerate(r["per_class"]):
+        s = np.concatenate(scores[k]) if scores[k] else np.zeros(0)
+        h = np.concatenate(hits[k]) if hits[k] else np.zeros(0, dtype=bool)
+        prec, rec = pr_curve(h, s, n_pos=int(n_gt[k]))
+        if len(rec):
+            ev["pr_curves"][names[k]] = (prec, rec)
+        per_class.append({key: row[key] for key in columns})
+    ev["per_class"] = per_class
+    ev["per_class_columns"] = columns
+
+
 def _detect(ds, preds, targets, names, ev: dict[str, Any]) -> None:
     c = len(names)
     r = M.detection_metrics(preds, targets, c, names)
@@ -409,17 +424,8 @@ def _detect(ds, preds, targets, names, ev: dict[str, Any]) -> None:
             f"{shown_n} box{'es' if shown_n != 1 else ''}",
             float(dsc.max()) if len(dsc) else 0.0, float(err), err == 0,
         ))  # fmt: skip
-    per_class = []
-    for k, row in enumerate(r["per_class"]):
-        s = np.concatenate(scores[k]) if scores[k] else np.zeros(0)
-        h = np.concatenate(hits[k]) if hits[k] else np.zeros(0, dtype=bool)
-        prec, rec = pr_curve(h, s, n_pos=int(n_gt[k]))
-        if len(rec):
-            ev["pr_curves"][names[k]] = (prec, rec)
-        per_class.append({key: row[key] for key in
-                          ("name", "ap", "ap50", "ap75", "recall50", "num_gt", "num_pred")})  # fmt: skip
-    ev["per_class"] = per_class
-    ev["per_class_columns"] = ["name", "ap", "ap50", "ap75", "recall50", "num_gt", "num_pred"]
+    columns = ["name", "ap", "ap50", "ap75", "recall50", "num_gt", "num_pred"]
+    _matched_rows(r, scores, hits, n_gt, names, columns, ev)
     ev["records"] = records
     ev["notes"].append(
         "mAP as COCO computes it (101-point interpolation, IoU .50:.05:.95); per-image"
@@ -499,16 +505,7 @@ def _instances(project, ds, preds, names, ev: dict[str, Any]) -> None:
             float(dsc.max()) if len(dsc) else 0.0, float(err), err == 0,
         ))  # fmt: skip
     columns = ["name", "segm_ap", "segm_ap50", "segm_ap75", "ap50", "num_gt", "num_pred"]
-    per_class = []
-    for k, row in enumerate(r["per_class"]):
-        s = np.concatenate(scores[k]) if scores[k] else np.zeros(0)
-        h = np.concatenate(hits[k]) if hits[k] else np.zeros(0, dtype=bool)
-        prec, rec = pr_curve(h, s, n_pos=int(n_gt[k]))
-        if len(rec):
-            ev["pr_curves"][names[k]] = (prec, rec)
-        per_class.append({key: row[key] for key in columns})
-    ev["per_class"] = per_class
-    ev["per_class_columns"] = columns
+    _matched_rows(r, scores, hits, n_gt, names, columns, ev)
     ev["records"] = records
     ev["notes"].append(
         "mask AP as COCO computes it for segmentation (IoU of the objects' pixels at image"

@@ -42,14 +42,19 @@ class LabelEdits:
         label map: one undo step at once, stored by the canvas's MaskWriter once encoded
         in its thread. Nothing is pushed if it equals the map shown. The overlay is
         expected to show ``label`` already (the tool drew it)."""
-        view, layer, writer = self.view, self.view.annotations, self.view.mask_writer
+        view, layer = self.view, self.view.annotations
         iid = view.image_id
         if iid is None:
             return False
         if layer.mask_unchanged(label):
             layer.refresh_mask()
             return False
-        old, new = layer.mask_state(), MaskState(label)
+        return self._push_state(iid, layer.mask_state(), MaskState(label), text)
+
+    def _push_state(self, iid: int, old: MaskState, new: MaskState, text: str) -> bool:
+        """Show ``new`` and push it as one step through the MaskWriter; put ``old`` back
+        on the canvas when the edit is refused."""
+        layer, writer = self.view.annotations, self.view.mask_writer
         layer.set_mask_state(new)
         with writer.own_edit():
             if self.push(MaskEdit(writer, iid, old, new, text)):
@@ -63,7 +68,7 @@ class LabelEdits:
         over: never modified afterwards; objects without pixels are dropped): one undo
         step at once, both maps encoded in the MaskWriter's thread and stored together.
         Nothing is pushed if neither changes."""
-        view, layer_shown, writer = self.view, self.view.annotations, self.view.mask_writer
+        view, layer_shown = self.view, self.view.annotations
         iid = view.image_id
         if iid is None:
             return False
@@ -75,14 +80,9 @@ class LabelEdits:
         if layer_shown.mask_unchanged(label) and _same_objects(layer_shown.objects.effective, kept):
             layer_shown.refresh_mask()
             return False
-        old, new = layer_shown.full_state(), MaskState(label, objects=objects)
-        layer_shown.set_mask_state(new)
-        with writer.own_edit():
-            if self.push(MaskEdit(writer, iid, old, new, text)):
-                return True
-        layer_shown.set_mask_state(old)
-        layer_shown.refresh_mask()
-        return False
+        return self._push_state(
+            iid, layer_shown.full_state(), MaskState(label, objects=objects), text
+        )
 
     def delete_object(self, number: int) -> bool:
         """Delete object ``number`` of the shown image (its pixels become background)."""
