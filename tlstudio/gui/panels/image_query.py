@@ -149,7 +149,9 @@ class BrowserRow:
         return f"{tags} · {kinds}" if tags and kinds else tags or kinds
 
     def kind_badges(self) -> str:
-        """'3 box · 2 lm · 4 obj · mask' (tags left out; empty if none)."""
+        """'3 box · 2 lm · mask' or '3 box · 4 obj' (tags left out; empty if none). The
+        objects' pixels are in the label map, so 'mask' goes unsaid beside them (captions
+        under thumbnails are short)."""
         parts = []
         if self.n_boxes:
             parts.append(f"{self.n_boxes} box")
@@ -157,7 +159,7 @@ class BrowserRow:
             parts.append(f"{self.n_landmarks} lm")
         if self.n_objects:
             parts.append(f"{self.n_objects} obj")
-        if self.has_mask:
+        elif self.has_mask:
             parts.append("mask")
         return " · ".join(parts)
 
