@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import replace
+from typing import Any
 
 import numpy as np
 
@@ -385,7 +386,7 @@ def describe_prediction(
                 text += f" — label: {tags} {'✓' if ok else '✗'}"
         return text
 
-    def scored(items: list[dict], what: str, plural: str, labelled: int | None) -> str:
+    def scored(items: list[dict[str, Any]], what: str, plural: str, labelled: int | None) -> str:
         kept = [b for b in items if float(b["score"]) >= score_threshold]
         text = f"{len(kept)} {what if len(kept) == 1 else plural} ≥ {score_threshold:.2f}"
         if items:
