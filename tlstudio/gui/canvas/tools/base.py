@@ -16,6 +16,8 @@ from PySide6.QtWidgets import QGraphicsScene, QWidget
 from tlstudio.core.annotations import InstanceLayer
 from tlstudio.core.commands import Command
 
+from ..items import BrushCursorItem
+
 if TYPE_CHECKING:
     from tlstudio.gui.canvas.annotation_layer import AnnotationLayer
     from tlstudio.gui.canvas.viewport import Viewport
@@ -114,3 +116,31 @@ class Tool:
 
     def key_press(self, event: QKeyEvent) -> bool:
         return False
+
+
+class BrushCursor:
+    """The round brush outline that follows the mouse over the image, for the tools that
+    paint with a brush; its item is made on first use. ``pos``: the mouse in image px
+    (None once it left the canvas)."""
+
+    def __init__(self, view: ToolHost):
+        self.view = view
+        self.pos: QPointF | None = None
+        self._item: BrushCursorItem | None = None
+
+    def update(self, diameter: float, shown: bool, erase: bool = False) -> None:
+        """Draw the outline at :attr:`pos` with ``diameter`` image px while ``shown``."""
+        if self._item is None:
+            self._item = BrushCursorItem()
+            self.view.scene().addItem(self._item)
+        shown = shown and self.pos is not None
+        if shown:
+            self._item.set_radius(diameter / 2, erase=erase)
+            self._item.setPos(self.pos)
+        self._item.setVisible(shown)
+
+    def leave(self) -> None:
+        """The mouse left the canvas: hide the outline."""
+        self.pos = None
+        if self._item is not None:
+            self._item.setVisible(False)

@@ -21,9 +21,8 @@ from PySide6.QtGui import QKeyEvent, QMouseEvent
 from tlstudio.core.annotations import InstanceLayer
 from tlstudio.core.instances import grow_object, new_object, shrink_object
 
-from ..items import BrushCursorItem
 from ..raster import paint_segment
-from .base import Tool, ToolHost
+from .base import BrushCursor, Tool, ToolHost
 
 CLICK_PX = 3  # a press that moves less than this (screen px) before release is a click
 
@@ -44,8 +43,7 @@ class ObjectTool(Tool):
         self._original: np.ndarray | None = None  # the label map before the stroke
         self._last: QPointF | None = None
         self._rect: tuple[int, int, int, int] | None = None  # the stroke's bounding box
-        self._cursor: QPointF | None = None
-        self._cursor_item: BrushCursorItem | None = None
+        self._brush = BrushCursor(view)
 
     def set_brush_size(self, size: int) -> None:
         self.brush_size = int(size)
@@ -71,9 +69,7 @@ class ObjectTool(Tool):
             self._press = self._region = self._label = self._original = self._last = None
 
     def leave(self) -> None:
-        self._cursor = None
-        if self._cursor_item is not None:
-            self._cursor_item.setVisible(False)
+        self._brush.leave()
 
     # -- events ---------------------------------------------------------------------------
     def press(self, pos: QPointF, event: QMouseEvent) -> None:
@@ -84,7 +80,7 @@ class ObjectTool(Tool):
         self._last = pos
 
     def move(self, pos: QPointF, event: QMouseEvent) -> None:
-        self._cursor = pos
+        self._brush.pos = pos
         self._update_cursor()
         if self._press is None:
             return
@@ -216,11 +212,4 @@ class ObjectTool(Tool):
         view.push_objects(label, InstanceLayer(objects.map, part.objects), text)
 
     def _update_cursor(self) -> None:
-        if self._cursor_item is None:
-            self._cursor_item = BrushCursorItem()
-            self.view.scene().addItem(self._cursor_item)
-        show = self._cursor is not None and self.app_state.tool == self.name
-        if show:
-            self._cursor_item.set_radius(self.brush_size / 2)
-            self._cursor_item.setPos(self._cursor)
-        self._cursor_item.setVisible(show)
+        self._brush.update(self.brush_size, self.app_state.tool == self.name)
