@@ -4,10 +4,8 @@ the browser's verdicts match predicted objects to labelled ones by their pixels.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
-import pytest
+from test_instances import H, W, proj, rect
 
 from tlstudio.core import commands as C
 from tlstudio.core.prediction_query import prediction_status
@@ -21,23 +19,7 @@ from tlstudio.core.predictions import (
 from tlstudio.core.project import Project
 from tlstudio.core.runs import Prediction, RunStore
 
-W, H = 32, 24
-
-
-def rect(x1: int, y1: int, x2: int, y2: int) -> np.ndarray:
-    m = np.zeros((H, W), bool)
-    m[y1:y2, x1:x2] = True
-    return m
-
-
-@pytest.fixture
-def proj(tmp_path: Path, make_images):
-    p = Project.create(tmp_path / "p")
-    p.add_images(make_images(tmp_path / "src", 2, (W, H)))
-    p.add_class("cell")
-    p.add_class("nucleus")
-    yield p
-    p.close()
+__all__ = ["proj"]  # the fixture (two 32×24 images, classes cell and nucleus), by its name
 
 
 def _stored(p: Project, image_id: int) -> tuple[int, Prediction]:
