@@ -157,6 +157,39 @@ def test_click_selects_shift_drag_erases_and_delete_deletes(qtbot, main_window):
     assert canvas.selection is None
 
 
+def test_a_digit_key_gives_the_selected_object_that_class(qtbot, main_window):
+    canvas = _ready(qtbot, main_window)
+    project, iid = main_window.app_state.project, canvas.image_id
+    target = project.instances.of_image(iid)[0]
+    region = project.instances.region(target.id)
+    tags = project.tags(iid)
+    classes = project.classes()
+    n = next(k for k, c in enumerate(classes, 1) if c.id != target.class_id)
+    other = classes[n - 1]
+    ys, xs = np.nonzero(region)
+    _click(qtbot, canvas, float(xs[len(xs) // 2]) + 0.5, float(ys[len(ys) // 2]) + 0.5)
+    assert canvas.selection is not None and canvas.selection.id == target.number
+
+    qtbot.keyClick(canvas, getattr(Qt.Key, f"Key_{n}"))
+    _stored(qtbot, canvas)
+    (now,) = (o for o in project.instances.of_image(iid) if o.id == target.id)
+    assert now.class_id == other.id
+    assert (project.mask(iid)[region] == other.id).all()  # its pixels follow
+    assert np.array_equal(project.instances.region(target.id), region)
+    assert project.tags(iid) == tags  # the image is not tagged
+    assert main_window.action_table["undo"].text() == f"&Undo Object class {other.name}"
+
+    qtbot.keyClick(canvas, Qt.Key.Key_Z, CTRL)
+    _stored(qtbot, canvas)
+    assert project.instances.of_image(iid)[0].class_id == target.class_id
+    assert (project.mask(iid)[region] == target.class_id).all()
+
+    qtbot.keyClick(canvas, Qt.Key.Key_Escape)  # nothing selected: the key tags the image
+    assert canvas.selection is None
+    qtbot.keyClick(canvas, getattr(Qt.Key, f"Key_{n}"))
+    assert other.id in project.tags(iid)
+
+
 def test_colour_by_object_and_the_outlines_and_ignore_region(qtbot, main_window):
     canvas = _ready(qtbot, main_window)
     project, iid = main_window.app_state.project, canvas.image_id

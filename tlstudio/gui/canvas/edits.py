@@ -10,11 +10,13 @@ import numpy as np
 from tlstudio.core.annotations import InstanceLayer
 from tlstudio.core.commands import Command, RemoveBox, RemoveLandmarkSet, SetTags
 from tlstudio.core.errors import TlsError
-from tlstudio.core.instances import drop_object, pruned
+from tlstudio.core.instances import drop_object, pruned, recolour_object
 
 from .mask_writer import MaskEdit, MaskState, ObjectsState
 
 if TYPE_CHECKING:
+    from tlstudio.core.labelset import ClassInfo
+
     from .view import CanvasView
 
 
@@ -105,17 +107,45 @@ class LabelEdits:
             return self.delete_object(sel.id)
         return self.push(RemoveLandmarkSet(sel.id))
 
-    def tag_with_class(self, n: int) -> None:
-        """Tag the image with the ``n``-th class (1-based, in class order); in a
-        multi-label project toggle that class instead."""
-        project, iid = self.view.app_state.project, self.view.image_id
-        if project is None or iid is None:
+    def class_key(self, n: int) -> None:
+        """Key ``n`` (1–9): give the selected object the ``n``-th class, or tag the image
+        with it when no object is selected."""
+        number = self.view.annotations.selected_object()
+        if number is None:
+            self.tag_with_class(n)
             return
+        cls = self._nth_class(n)
+        if cls is not None:
+            self.set_object_class(number, cls.id, cls.name)
+
+    def set_object_class(self, number: int, class_id: int, name: str) -> bool:
+        """Object ``number`` of the shown image takes class ``class_id`` (named ``name``);
+        its pixels in the label map follow. One undo step; False if nothing changed."""
+        layer = self.view.annotations
+        obj = layer.objects.object(number)
+        if obj is None or obj.class_id == class_id:
+            return False
+        label = layer.editable_mask()
+        objects = recolour_object(label, layer.objects.editable(layer.size), number, class_id)
+        return self.push_objects(label, objects, f"Object class {name}")
+
+    def _nth_class(self, n: int) -> ClassInfo | None:
+        """The ``n``-th class (1-based, in class order); None (with a note) if none."""
+        project = self.view.app_state.project
+        if project is None or self.view.image_id is None:
+            return None
         classes = project.classes()
         if not 1 <= n <= len(classes):
             self.view.message.emit(f"There is no class {n} (the project has {len(classes)}).")
+            return None
+        return classes[n - 1]
+
+    def tag_with_class(self, n: int) -> None:
+        """Tag the image with the ``n``-th class (1-based, in class order); in a
+        multi-label project toggle that class instead."""
+        project, iid, cls = self.view.app_state.project, self.view.image_id, self._nth_class(n)
+        if project is None or iid is None or cls is None:
             return
-        cls = classes[n - 1]
         current = project.tags(iid)
         if project.multi_label:
             if cls.id in current:

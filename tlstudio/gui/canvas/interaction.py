@@ -199,7 +199,7 @@ class CanvasInput:
             view.set_mask_mode(MASK_KEYS[_K(key)])
             view.app_state.set_tool("mask")
         elif key in DIGITS:
-            view.edits.tag_with_class(DIGITS[_K(key)])
+            view.edits.class_key(DIGITS[_K(key)])
         elif key == _K.Key_F:
             view.fit_to_window()
         elif key in (_K.Key_Plus, _K.Key_Equal, _K.Key_Minus):

@@ -4,7 +4,8 @@
   next strokes add to it (Esc, or a click beside it, and the next stroke starts another);
 - with an object selected, a drag adds to it (its pixels leave the objects that had them);
   Shift+drag takes pixels out of it;
-- a click selects the object under the mouse (or nothing); Delete deletes the selected one.
+- a click selects the object under the mouse (or nothing); Delete deletes the selected one,
+  1–9 give it the n-th class (see ``LabelEdits.class_key``).
 
 Each stroke is one undo step. Positions are image pixels; the brush is the mask tool's
 (size in image px, ``[`` / ``]``). While a stroke is drawn only the overlay's touched
