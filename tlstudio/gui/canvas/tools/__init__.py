@@ -34,7 +34,11 @@ TOOL_SHORTCUTS: list[tuple[str, str]] = [
     ("Shift+click", "Select tool: toggle a landmark point between visible and occluded"),
     ("Drag a handle", "Select tool: resize the selected box"),
     ("Del  /  Backspace", "Delete the selected box, landmark set or object"),
-    ("1 … 9", "Tag the image with the 1st … 9th class (multi-label project: toggle it)"),
+    (
+        "1 … 9",
+        "Tag the image with the 1st … 9th class (multi-label project: toggle it);"
+        " with an object selected, give the object that class",
+    ),
     ("Mouse wheel", "Zoom in / out at the cursor"),
     ("+  /  -", "Zoom in / out"),
     ("F  or  Ctrl+0", "Fit the image to the window"),
