@@ -89,7 +89,8 @@ def add_commands(sub: Any) -> None:
         "--masks",
         metavar="DIR",
         help="with --model, segmentation: also write each predicted mask as DIR/<name>.png "
-        "(0 = background, k = k-th class of the sidecar)",
+        "(0 = background, k = k-th class of the sidecar); instances: the object map "
+        "(0 = none, k = the object numbered k)",
     )
     p.set_defaults(run=cmd_predict)
 
@@ -398,8 +399,10 @@ def predict_exported(args: argparse.Namespace) -> int:
         raise ValidationError("no image files found in " + ", ".join(args.items))
     trusted = _trusted_torchscript if args.trust_torchscript else None
     model = ExportedModel.load(args.model, torchscript=trusted)
-    if args.masks and model.task != "segment":
-        raise ValidationError(f"--masks applies to segmentation models, not {model.task}")
+    if args.masks and model.task not in ("segment", "instances"):
+        raise ValidationError(
+            f"--masks applies to segmentation and instance models, not {model.task}"
+        )
     mask_dir = Path(args.masks) if args.masks else None
     if mask_dir is not None:
         mask_dir.mkdir(parents=True, exist_ok=True)
@@ -424,6 +427,14 @@ def predict_exported(args: argparse.Namespace) -> int:
                     n: int(c) for n, c in zip(model.class_names, counts[1:], strict=True)
                 }
                 if mask_dir is not None:
+                    out = mask_dir / f"{path.stem}.png"
+                    cv2.imwrite(str(out), mask.astype(np.uint8 if mask.max() < 256 else np.uint16))
+            elif model.task == "instances":
+                mask = pred.pop("mask")
+                counts = np.bincount(mask.ravel(), minlength=len(pred["objects"]) + 1)
+                for obj in pred["objects"]:
+                    obj["pixels"] = int(counts[obj["number"]])
+                if mask_dir is not None:  # object map: pixel = the object's number
                     out = mask_dir / f"{path.stem}.png"
                     cv2.imwrite(str(out), mask.astype(np.uint8 if mask.max() < 256 else np.uint16))
             if writer is not None:
@@ -457,6 +468,8 @@ def _csv_header(model) -> list[str]:
         return ["file", "class", "score", *[f"p_{n}" for n in names]]
     if model.task == "detect":
         return ["file", "class", "score", "x1", "y1", "x2", "y2"]
+    if model.task == "instances":
+        return ["file", "number", "class", "score", "x1", "y1", "x2", "y2", "pixels"]
     if model.task == "landmarks":
         pts = (model.info.get("template") or {}).get("points", [])
         return ["file", "score", *[f"{p}_{a}" for p in pts for a in ("x", "y", "confidence")]]
@@ -488,6 +501,13 @@ def _csv_rows(model, file: str, pred: dict) -> list[list]:
             return [[file, "", "", "", "", "", ""]]
         return [
             [file, b["class"], f(b["score"]), *[f(v) for v in b["xyxy"]]] for b in pred["boxes"]
+        ]
+    if model.task == "instances":
+        if not pred["objects"]:
+            return [[file, "", "", "", "", "", "", "", ""]]
+        return [
+            [file, o["number"], o["class"], f(o["score"]), *[f(v) for v in o["xyxy"]], o["pixels"]]
+            for o in pred["objects"]
         ]
     if model.task == "landmarks":
         return [[file, f(pred["score"]), *[f(v) for p in pred["points"] for v in p]]]

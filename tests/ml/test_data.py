@@ -74,6 +74,7 @@ def test_available_tasks_says_what_is_missing(tmp_path: Path) -> None:
         assert av["detect"] == "no boxes labelled"
         assert "no landmarks" in av["landmarks"]
         assert av["segment"] == "no masks painted"
+        assert av["instances"] == "no objects labelled (paint them with the Objects tool)"
         proj.set_tags(ids[0], [cls["a"]])
         assert "only one class" in available_tasks(proj)["classify"]
         proj.set_tags(ids[1], [cls["b"]])
@@ -83,8 +84,10 @@ def test_available_tasks_says_what_is_missing(tmp_path: Path) -> None:
         m = np.zeros((H, W), np.uint16)
         m[:5, :5] = cls["b"]
         proj.set_mask(ids[0], m)
+        assert available_tasks(proj)["instances"] is not None  # a mask has no objects
+        proj.instances.add(ids[1], cls["a"], m > 0)
         assert available_tasks(proj) == dict.fromkeys(
-            ("classify", "detect", "landmarks", "segment", "autoencode")
+            ("classify", "detect", "landmarks", "segment", "instances", "autoencode")
         )
 
 

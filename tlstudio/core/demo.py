@@ -11,7 +11,8 @@ pixels and the label map, so image and annotations agree to the pixel:
 - landmark set per shape on the "Shape 5" template: top, right, bottom, left
   (extreme pixels of the shape) and centre (pixel nearest the centroid), each
   at the pixel centre ``(col + 0.5, row + 0.5)``;
-- mask: label map, pixel value = class id of the shape covering it.
+- mask: label map, pixel value = class id of the shape covering it;
+- object per shape (``project.instances``): its pixels and class.
 
 Images get a stratified 70/15/15 train/val/test split. Everything depends
 only on ``seed``.
@@ -27,7 +28,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .annotations import VISIBLE, Box, LandmarkSet, Point
+from .annotations import VISIBLE, Box, Instance, InstanceLayer, LandmarkSet, Point
 from .errors import ProjectError
 from .labelset import LandmarkTemplate, builtin_templates
 from .project import Project
@@ -232,13 +233,18 @@ def _fill(project: Project, n_images: int, size: int, seed: int) -> None:
             rec = project.image_by_path(path)
             assert rec is not None  # just added
             label = np.zeros((size, size), np.uint16)
+            numbers = np.zeros((size, size), np.uint16)
+            objects = []
             largest = max(shapes, key=lambda s: int(s.mask.sum()))
             project.set_tags(rec.id, [class_ids[largest.kind]])
-            for shape in shapes:
+            for number, shape in enumerate(shapes, start=1):
                 cid = class_ids[shape.kind]
                 label[shape.mask] = cid
+                numbers[shape.mask] = number
+                objects.append(Instance(number, cid))
                 project.add_box(rec.id, Box(cid, *shape.box()))
                 points = tuple(Point(x, y, VISIBLE) for x, y in shape.landmarks())
                 project.add_landmark_set(rec.id, LandmarkSet(shape_template.id, points, cid))
             project.set_mask(rec.id, label)
+            project.instances.write_raw(rec.id, InstanceLayer(numbers, tuple(objects)))
         project.set_splits(random_split(project, (0.7, 0.15, 0.15), seed=seed))

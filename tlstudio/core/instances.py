@@ -91,6 +91,112 @@ def decode_flags(png: bytes) -> np.ndarray:
     return flags
 
 
+# -- pure edits: (semantic map, effective layer) in, new ones out (no store access) ---------
+#
+# Shared by :class:`InstanceStore` and the canvas, which computes an edit on the GUI thread
+# and leaves the PNG encoding to a worker. Every function takes writable copies (it writes
+# into ``mask`` and ``layer.map``) and returns the layer to store; ``region`` is a boolean
+# H×W array of the image's size.
+
+
+def new_object(mask: np.ndarray, layer: InstanceLayer, class_id: int, region: np.ndarray, *,
+               iscrowd: bool = False, box_id: int | None = None, outline: Any = None,
+               instance_id: int | None = None, number: int | None = None,
+               ) -> tuple[InstanceLayer, Instance]:  # fmt: skip
+    """A new object of ``class_id`` over ``region`` (its pixels leave the objects that had
+    them and take the class); ``number`` defaults to one above the highest in use. Returns
+    (the layer with it, the new object)."""
+    used = {o.number for o in layer.objects}
+    if number is None:
+        number = max(used, default=0) + 1
+        if number > MAX_NUMBER:
+            number = next((n for n in range(1, MAX_NUMBER + 1) if n not in used), 0)
+    if not 1 <= number <= MAX_NUMBER or number in used:
+        raise ValidationError(f"cannot number a new object (already {len(used)} objects)")
+    inst = Instance(number, class_id, iscrowd, box_id, outline, instance_id)
+    layer.map[region] = number
+    mask[region] = class_id
+    return InstanceLayer(layer.map, (*layer.objects, inst)), inst
+
+
+def grow_object(mask: np.ndarray, layer: InstanceLayer, number: int,
+                region: np.ndarray) -> InstanceLayer:  # fmt: skip
+    """Object ``number`` with ``region`` added (taken from other objects, painted its
+    class); its outline is dropped (the pixels no longer come from it)."""
+    inst = _object(layer, number)
+    layer.map[region] = number
+    mask[region] = inst.class_id
+    return _replace(layer, replace(inst, outline=None))
+
+
+def shrink_object(mask: np.ndarray, layer: InstanceLayer, number: int,
+                  region: np.ndarray) -> InstanceLayer:  # fmt: skip
+    """Object ``number`` without ``region``: those of its pixels become background."""
+    inst = _object(layer, number)
+    pixels = region & (layer.map == number)
+    layer.map[pixels] = 0
+    mask[pixels] = 0
+    return _replace(layer, replace(inst, outline=None))
+
+
+def drop_object(mask: np.ndarray, layer: InstanceLayer, number: int) -> InstanceLayer:
+    """Delete object ``number``; its pixels become background."""
+    pixels = layer.map == number
+    layer.map[pixels] = 0
+    mask[pixels] = 0
+    return InstanceLayer(layer.map, tuple(o for o in layer.objects if o.number != number))
+
+
+def recolour_object(mask: np.ndarray, layer: InstanceLayer, number: int,
+                    class_id: int) -> InstanceLayer:  # fmt: skip
+    """Object ``number`` with another class (its pixels in the semantic map follow)."""
+    inst = _object(layer, number)
+    mask[layer.map == number] = class_id
+    return _replace(layer, replace(inst, class_id=class_id))
+
+
+def pruned(layer: InstanceLayer) -> InstanceLayer | None:
+    """``layer`` without objects that have no pixel (and with map values of no object set
+    to 0, in place); None when no object is left. Counts pixels with ``np.bincount`` (one
+    pass, no sort: about 20 ms on 4000×3000)."""
+    counts = np.bincount(layer.map.ravel(), minlength=1)
+    present = set(np.flatnonzero(counts).tolist()) - {0}
+    objects = tuple(o for o in layer.objects if o.number in present)
+    stray = present - {o.number for o in objects}
+    if stray:  # map values of no object: not part of any object
+        layer.map[np.isin(layer.map, list(stray))] = 0
+    return InstanceLayer(layer.map, objects) if objects else None
+
+
+def _object(layer: InstanceLayer, number: int) -> Instance:
+    inst = layer.by_number().get(number)
+    if inst is None:
+        raise ValidationError(f"no object number {number} in this image")
+    return inst
+
+
+def instance_row(o: Instance) -> tuple[Any, ...]:
+    """The stored row of an object (as in :attr:`PixelState.rows`)."""
+    return (o.id, int(o.number), int(o.class_id), int(bool(o.iscrowd)), o.box_id, o.outline_json())
+
+
+def row_instance(row: Sequence[Any]) -> Instance:
+    """Inverse of :func:`instance_row`."""
+    return _row_instance(row)
+
+
+def state_layers(state: PixelState) -> tuple[InstanceLayer | None, np.ndarray | None]:
+    """(the stored instance layer, the ignore mask) of a :class:`PixelState`, decoded; the
+    layer is raw (see :func:`effective_layer`)."""
+    layer = None
+    if state.instance_map is not None:
+        layer = InstanceLayer(
+            decode_mask(state.instance_map), tuple(_row_instance(r) for r in state.rows)
+        )
+    ignore = None if state.ignore is None else decode_flags(state.ignore)
+    return layer, ignore
+
+
 class InstanceStore:
     """The objects and ignore regions of a project's images (``project.instances``).
 
@@ -166,51 +272,36 @@ class InstanceStore:
         if not region.any():
             raise ValidationError(f"image {rec.path}: the new object covers no pixel")
         mask, layer = self._current(rec)
-        used = {o.number for o in layer.objects}
-        if number is None:
-            number = max(used, default=0) + 1
-            if number > MAX_NUMBER:
-                number = next((n for n in range(1, MAX_NUMBER + 1) if n not in used), 0)
-        if not 1 <= number <= MAX_NUMBER or number in used:
-            raise ValidationError(
-                f"image {rec.path}: cannot number a new object (already {len(used)} objects)"
-            )
-        inst = Instance(number, class_id, iscrowd, box_id, outline, instance_id)
-        layer.map[region] = number
-        mask[region] = class_id
-        self._write(rec, mask, InstanceLayer(layer.map, (*layer.objects, inst)))
-        return self._stored(image_id, number)
+        try:
+            layer, inst = new_object(mask, layer, class_id, region, iscrowd=iscrowd,
+                                     box_id=box_id, outline=outline, instance_id=instance_id,
+                                     number=number)  # fmt: skip
+        except ValidationError as exc:
+            raise ValidationError(f"image {rec.path}: {exc}") from None
+        self._write(rec, mask, layer)
+        return self._stored(image_id, inst.number)
 
     def add_region(self, instance_id: int, region: np.ndarray) -> None:
         """Add ``region`` to the object (taken from other objects; painted its class)."""
         rec, mask, layer, inst = self._open(instance_id)
         region = self._check_region(rec, region)
-        layer.map[region] = inst.number
-        mask[region] = inst.class_id
-        self._write(rec, mask, _replace(layer, replace(inst, outline=None)))
+        self._write(rec, mask, grow_object(mask, layer, inst.number, region))
 
     def remove_region(self, instance_id: int, region: np.ndarray) -> None:
         """Take ``region`` out of the object: those of its pixels become background."""
         rec, mask, layer, inst = self._open(instance_id)
-        pixels = self._check_region(rec, region) & (layer.map == inst.number)
-        layer.map[pixels] = 0
-        mask[pixels] = 0
-        self._write(rec, mask, _replace(layer, replace(inst, outline=None)))
+        region = self._check_region(rec, region)
+        self._write(rec, mask, shrink_object(mask, layer, inst.number, region))
 
     def remove(self, instance_id: int) -> None:
         """Delete the object; its pixels become background."""
         rec, mask, layer, inst = self._open(instance_id)
-        pixels = layer.map == inst.number
-        layer.map[pixels] = 0
-        mask[pixels] = 0
-        objects = tuple(o for o in layer.objects if o.number != inst.number)
-        self._write(rec, mask, InstanceLayer(layer.map, objects))
+        self._write(rec, mask, drop_object(mask, layer, inst.number))
 
     def set_class(self, instance_id: int, class_id: int) -> None:
         """Give the object another class (its pixels in the semantic map follow)."""
         rec, mask, layer, inst = self._open(instance_id)
-        mask[layer.map == inst.number] = class_id
-        self._write(rec, mask, _replace(layer, replace(inst, class_id=class_id)))
+        self._write(rec, mask, recolour_object(mask, layer, inst.number, class_id))
 
     def set_layer(self, image_id: int, layer: InstanceLayer | None) -> None:
         """Replace the image's objects: the pixels of the objects it had become
@@ -390,15 +481,9 @@ class InstanceStore:
     def _write(self, rec: ImageRecord, mask: np.ndarray, layer: InstanceLayer) -> None:
         """Store a consistent (semantic map, layer); objects without pixels are dropped."""
         self._check_layer(rec, layer)
-        present = set(np.unique(layer.map).tolist()) - {0}
-        objects = tuple(o for o in layer.objects if o.number in present)
-        kept = {o.number for o in objects}
-        stray = present - kept
-        if stray:  # map values of no object: not part of any object
-            layer.map[np.isin(layer.map, list(stray))] = 0
         with self.project.transaction():
             self.project.set_mask(rec.id, mask)
-            self._store_layer(rec.id, InstanceLayer(layer.map, objects) if objects else None)
+            self._store_layer(rec.id, pruned(layer))
 
     def _store_layer(self, image_id: int, layer: InstanceLayer | None) -> None:
         with self.project.transaction():
@@ -410,12 +495,8 @@ class InstanceStore:
             self._c.execute("INSERT OR REPLACE INTO instance_maps VALUES (?, ?)", (image_id, png))
             self._c.executemany(
                 f"INSERT INTO instances (image_id, {_ROW_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [
-                    (image_id, o.id, int(o.number), int(o.class_id), int(bool(o.iscrowd)),
-                     o.box_id, o.outline_json())
-                    for o in layer.objects
-                ],
-            )  # fmt: skip
+                [(image_id, *instance_row(o)) for o in layer.objects],
+            )
 
 
 def _replace(layer: InstanceLayer, inst: Instance) -> InstanceLayer:
@@ -423,19 +504,23 @@ def _replace(layer: InstanceLayer, inst: Instance) -> InstanceLayer:
     return InstanceLayer(layer.map, objects)
 
 
+def effective_layer(raw: InstanceLayer | None, mask: np.ndarray | None) -> InstanceLayer | None:
+    """The objects of ``raw`` where the semantic map ``mask`` still holds their class
+    (None when none is left): what :meth:`InstanceStore.layer` reports."""
+    return None if raw is None else _effective(raw, mask)
+
+
 def _effective(raw: InstanceLayer, mask: np.ndarray | None) -> InstanceLayer | None:
     """The objects of ``raw`` where the semantic map ``mask`` still holds their class."""
     if mask is None or not raw.objects:
         return None
     lut_size = max(int(raw.map.max()) if raw.map.size else 0, max(o.number for o in raw.objects))
-    lut = np.zeros(lut_size + 1, np.int64)
-    lut[:] = -1  # numbers without an object never match a class
-    lut[0] = -1
+    lut = np.full(lut_size + 1, -1, np.int32)  # numbers without an object match no class
     for o in raw.objects:
         lut[o.number] = o.class_id
-    keep = lut[raw.map] == mask
-    eff = np.where(keep, raw.map, 0).astype(np.uint16)
-    present = set(np.unique(eff).tolist()) - {0}
+    eff = raw.map.astype(np.uint16, copy=True)
+    eff[lut[raw.map] != mask] = 0
+    present = set(np.flatnonzero(np.bincount(eff.ravel(), minlength=1)).tolist()) - {0}
     objects = tuple(o for o in raw.objects if o.number in present)
     if not objects:
         return None

@@ -31,6 +31,10 @@ detect
     predicted box is left unmatched. Uncertainty = max over all predicted boxes
     (any score) of 1 − |2s − 1|: the box the model is least decided about;
     1 when there is no predicted box at all.
+instances
+    As detect, with objects for boxes and the IoU of their pixels (the stored object
+    map against the labelled objects; one joint histogram of the two maps gives every
+    pair's overlap). Images without labelled objects: correct None.
 landmarks
     The run's template (``config["template_id"]``); the prediction is compared
     with each labelled set of that template on the image and the closest one
@@ -103,6 +107,8 @@ def prediction_status(
         return _classify(project, run_id, score_threshold)
     if task == "detect":
         return _detect(project, run_id, iou, score_threshold)
+    if task == "instances":
+        return _instances(project, run_id, iou, score_threshold)
     if task == "landmarks":
         return _landmarks(project, run_id, config.get("template_id"))
     if task == "segment":
@@ -233,25 +239,83 @@ def _detect(
             said = f"{len(kept)} box{'es' if len(kept) != 1 else ''} predicted, none labelled"
             out[image_id] = PredictionStatus(None, uncertainty, said)
             continue
-        free = list(range(len(labelled)))
-        extra = 0
-        for class_id, _score, xyxy in kept:
-            best, best_iou = None, iou
-            for j in free:
-                if labelled[j][0] == class_id:
-                    # xyxy is not checked to hold 4 numbers (a stored payload could hold more)
-                    v = box_iou(cast(tuple[float, float, float, float], xyxy), labelled[j][1])
-                    if v >= best_iou:
-                        best, best_iou = j, v
-            if best is None:
-                extra += 1
-            else:
-                free.remove(best)
-        found = len(labelled) - len(free)
+        # xyxy is not checked to hold 4 numbers (a stored payload could hold more)
+        found, extra = _greedy(
+            kept, labelled,
+            lambda a, b: box_iou(cast(tuple[float, float, float, float], a), b), iou,
+        )  # fmt: skip
         said = f"{found} of {len(labelled)} labelled boxes found"
         if extra:
             said += f", {extra} extra"
-        out[image_id] = PredictionStatus(not free and not extra, uncertainty, said)
+        out[image_id] = PredictionStatus(found == len(labelled) and not extra, uncertainty, said)
+    return out
+
+
+def _greedy(
+    predicted: list[tuple[int, float, Any]], labelled: list[tuple[int, Any]], iou_of: Any,
+    iou: float,
+) -> tuple[int, int]:  # fmt: skip
+    """(labelled items found, predicted items extra) when (class, score, key) predictions,
+    best score first, take the unmatched labelled (class, key) item of their class with
+    the highest ``iou_of(pred key, label key)`` ≥ ``iou``."""
+    free = list(range(len(labelled)))
+    extra = 0
+    for class_id, _score, key in predicted:
+        best, best_iou = None, iou
+        for j in free:
+            if labelled[j][0] == class_id:
+                v = iou_of(key, labelled[j][1])
+                if v >= best_iou:
+                    best, best_iou = j, v
+        if best is None:
+            extra += 1
+        else:
+            free.remove(best)
+    return len(labelled) - len(free), extra
+
+
+def _instances(
+    project: Project, run_id: int, iou: float, threshold: float
+) -> dict[int, PredictionStatus]:
+    conn = project.store.conn
+    out: dict[int, PredictionStatus] = {}
+    for image_id, text, png in conn.execute(
+        "SELECT image_id, payload, mask FROM predictions WHERE run_id = ?", (run_id,)
+    ):
+        try:
+            objects = [
+                (int(o["class_id"]), float(o["score"]), int(o["number"]))
+                for o in json.loads(text)["objects"]
+            ]
+            predicted = None if png is None else decode_mask(png)
+        except (TypeError, KeyError, ValueError):
+            out[image_id] = _UNREADABLE
+            continue
+        if predicted is not None:  # objects that lost every pixel to better ones are none
+            counts = np.bincount(predicted.ravel())
+            objects = [o for o in objects if o[2] < len(counts) and counts[o[2]]]
+        uncertainty = max((_doubt(s) for _c, s, _n in objects), default=1.0)
+        kept = sorted((o for o in objects if o[1] >= threshold), key=lambda o: -o[1])
+        layer = project.instances.layer(image_id)
+        if layer is None:
+            said = f"{len(kept)} object{'s' if len(kept) != 1 else ''} predicted, none labelled"
+            out[image_id] = PredictionStatus(None, uncertainty, said)
+            continue
+        if predicted is None or predicted.shape != layer.map.shape:
+            predicted = np.zeros(layer.map.shape, np.uint16)
+        k = max(int(predicted.max()), max((o[2] for o in objects), default=0)) + 1
+        g = int(layer.map.max()) + 1
+        joint = np.bincount(
+            layer.map.ravel().astype(np.int64) * k + predicted.ravel(), minlength=g * k
+        ).reshape(g, k)
+        union = joint.sum(1)[:, None] + joint.sum(0)[None, :] - joint
+        ious = np.divide(joint, union, out=np.zeros(joint.shape), where=union > 0)
+        labelled = [(o.class_id, o.number) for o in layer.objects]
+        found, extra = _greedy(kept, labelled, lambda p, lab, m=ious: float(m[lab, p]), iou)
+        said = f"{found} of {len(labelled)} labelled objects found"
+        if extra:
+            said += f", {extra} extra"
+        out[image_id] = PredictionStatus(found == len(labelled) and not extra, uncertainty, said)
     return out
 
 

@@ -6,26 +6,43 @@ pixels, origin at the top-left corner; class ids are database ids) and builds
 annotations and undoable commands from them.
 
 Scores and the threshold are in [0, 1]: a class probability (classify), a box
-score (detect) or a point's heatmap confidence (landmarks). Segmentation masks
-have no per-pixel score, so the threshold does not apply to them.
+score (detect), an object's score (instances) or a point's heatmap confidence
+(landmarks). Segmentation masks have no per-pixel score, so the threshold does not
+apply to them.
+
+An instance prediction stores its objects in the payload (``"objects"``: number,
+class id, score, box) and their pixels as the prediction's mask: an object map,
+pixel = the object's number (where two predicted objects overlap, the better-scoring
+one has the pixel).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import replace
+from typing import Any
 
 import numpy as np
 
-from .annotations import SKIPPED, VISIBLE, Box, ImageAnnotations, LandmarkSet, Point
+from .annotations import (
+    SKIPPED,
+    VISIBLE,
+    Box,
+    ImageAnnotations,
+    Instance,
+    InstanceLayer,
+    LandmarkSet,
+    Point,
+)
 from .commands import CommandGroup, SetAnnotations
 from .errors import ValidationError
+from .instances import MAX_NUMBER, pruned
 from .project import Project
 from .runs import Prediction, RunRecord, RunStore
 
 ACCEPT_MODES = ("replace", "add")
 #: Tasks whose predictions can become labels (autoencoders predict none).
-LABEL_TASKS = ("classify", "detect", "landmarks", "segment")
+LABEL_TASKS = ("classify", "detect", "landmarks", "segment", "instances")
 NO_LABELS_NOTE = (
     "autoencoder runs predict no labels (only a latent vector and a reconstruction error); "
     "there is nothing to accept"
@@ -45,6 +62,8 @@ def prediction_class_ids(task: str, prediction: Prediction) -> set[int]:
         return {int(k) for k in p.get("probs", {})}
     if task == "detect":
         return {int(b["class_id"]) for b in p.get("boxes", [])}
+    if task == "instances":
+        return {int(o["class_id"]) for o in p.get("objects", [])}
     if task == "segment":
         ids = {int(c) for c in p.get("classes", [])}
         if prediction.mask is not None:
@@ -79,7 +98,9 @@ def prediction_annotations(
     - landmarks: one set on the run's template (``template_id``, default: the run's);
       points with confidence < the threshold are SKIPPED (visibility 0), the others
       VISIBLE and clipped to the image; no set at all when every point is skipped;
-    - segment: the predicted label map (the threshold does not apply).
+    - segment: the predicted label map (the threshold does not apply);
+    - instances: every object with score ≥ the threshold, with the pixels it has in the
+      stored object map (``instances``; ``mask`` = the label map they paint).
 
     Autoencoder runs (and unknown tasks) raise ValidationError, as do predictions
     naming classes the project no longer has."""
@@ -120,6 +141,8 @@ def prediction_annotations(
             if x1 < x2 and y1 < y2:
                 boxes.append(Box(int(b["class_id"]), x1, y1, x2, y2))
         return replace(out, boxes=tuple(boxes))
+    if task == "instances":
+        return _proposed_objects(out, prediction, rec.width, rec.height, t)
     if task == "landmarks":
         if template_id is None:
             raise ValidationError(
@@ -155,6 +178,56 @@ def prediction_annotations(
     return replace(out, mask=mask.astype(np.uint16))
 
 
+def _proposed_objects(
+    out: ImageAnnotations, prediction: Prediction, width: int, height: int, threshold: float
+) -> ImageAnnotations:
+    objects = [o for o in prediction.payload.get("objects", []) if float(o["score"]) >= threshold]
+    numbers = prediction.mask
+    if numbers is None or not objects:
+        return out
+    if numbers.shape != (height, width):
+        raise ValidationError(
+            f"image {prediction.image_id}: predicted objects cover {numbers.shape[1]}×"
+            f"{numbers.shape[0]} px, the image is {width}×{height} px; predict again"
+        )
+    lut = np.zeros(max(int(numbers.max()), max(int(o["number"]) for o in objects)) + 1, np.uint16)
+    for o in objects:
+        lut[int(o["number"])] = int(o["number"])
+    layer = pruned(InstanceLayer(
+        lut[numbers], tuple(Instance(int(o["number"]), int(o["class_id"])) for o in objects)
+    ))  # fmt: skip
+    if layer is None:
+        return out
+    return replace(out, mask=layer.semantic(), instances=layer)
+
+
+def _merged_objects(current: ImageAnnotations, proposed: ImageAnnotations, mode: str
+                    ) -> ImageAnnotations:  # fmt: skip
+    """``current`` with the proposed objects: "replace" takes out the current objects
+    (their pixels become background) and paints the proposed ones; "add" paints proposed
+    pixels that are background now, as new objects numbered after the current ones."""
+    new = proposed.instances
+    assert new is not None and proposed.mask is not None  # _proposed_objects made both
+    mask = np.zeros(new.map.shape, np.uint16) if current.mask is None else current.mask.copy()
+    old = current.instances
+    if mode == "replace":
+        if old is not None:
+            mask[old.map > 0] = 0
+        painted = new.map > 0
+        mask[painted] = proposed.mask[painted]
+        return replace(current, mask=mask, instances=new)
+    offset = 0 if old is None else max((o.number for o in old.objects), default=0)
+    if offset + max(o.number for o in new.objects) > MAX_NUMBER:
+        raise ValidationError(f"image {current.image_id}: too many objects to add more")
+    numbers = np.zeros(new.map.shape, np.uint16) if old is None else old.map.copy()
+    free = (mask == 0) & (new.map > 0)
+    numbers[free] = new.map[free] + offset
+    mask[free] = proposed.mask[free]
+    added = tuple(replace(o, number=o.number + offset) for o in new.objects)
+    layer = pruned(InstanceLayer(numbers, (*(old.objects if old else ()), *added)))
+    return replace(current, mask=mask, instances=layer)
+
+
 def merged_annotations(
     current: ImageAnnotations, proposed: ImageAnnotations, task: str, mode: str, multi_label: bool
 ) -> ImageAnnotations | None:
@@ -163,8 +236,9 @@ def merged_annotations(
     ``mode="replace"``: the labels of the task's kind are replaced (tags; boxes;
     landmark sets on the proposed template; the mask). ``mode="add"`` never removes
     or changes a label: tags are added (single-label: only on untagged images),
-    boxes and landmark sets appended, and mask pixels painted only where the
-    current mask is background (0)."""
+    boxes and landmark sets appended, and mask pixels (and predicted objects' pixels)
+    painted only where the current mask is background (0). Objects: see
+    :func:`_merged_objects`."""
     if mode not in ACCEPT_MODES:
         raise ValidationError(f"unknown accept mode {mode!r}; use 'replace' or 'add'")
     new = current
@@ -185,6 +259,8 @@ def merged_annotations(
         if mode == "replace":
             kept = tuple(s for s in kept if s.template_id != tid)
         new = replace(current, landmarks=(*kept, *proposed.landmarks))
+    elif task == "instances" and proposed.instances is not None:
+        new = _merged_objects(current, proposed, mode)
     elif task == "segment" and proposed.mask is not None:
         if mode == "replace" or current.mask is None:
             mask = proposed.mask
@@ -240,7 +316,8 @@ def accept_count(command: CommandGroup | None) -> int:
 
 def unlabelled_image_ids(project: Project, task: str, template_id: int | None = None) -> list[int]:
     """Images without labels of the kind ``task`` predicts (no tag for classify, no box
-    for detect, no set on ``template_id`` for landmarks, no mask for segment); every
+    for detect, no set on ``template_id`` for landmarks, no mask for segment, no object
+    for instances); every
     image with no labels at all for other tasks. Id order."""
     c = project.store.conn
     sql = {
@@ -250,6 +327,8 @@ def unlabelled_image_ids(project: Project, task: str, template_id: int | None = 
         " (SELECT 1 FROM boxes WHERE image_id = i.id) ORDER BY id",
         "segment": "SELECT id FROM images i WHERE NOT EXISTS"
         " (SELECT 1 FROM masks WHERE image_id = i.id) ORDER BY id",
+        "instances": "SELECT id FROM images i WHERE NOT EXISTS"
+        " (SELECT 1 FROM instances WHERE image_id = i.id) ORDER BY id",
     }
     if task in sql:
         return [r[0] for r in c.execute(sql[task])]
@@ -306,17 +385,32 @@ def describe_prediction(
                 ok = best in labels.tags
                 text += f" — label: {tags} {'✓' if ok else '✗'}"
         return text
-    if task == "detect":
-        boxes = p.get("boxes", [])
-        kept = [b for b in boxes if float(b["score"]) >= score_threshold]
-        text = f"{len(kept)} box{'es' if len(kept) != 1 else ''} ≥ {score_threshold:.2f}"
-        if boxes:
-            top = max(boxes, key=lambda b: float(b["score"]))
+
+    def scored(items: list[dict[str, Any]], what: str, plural: str, labelled: int | None) -> str:
+        kept = [b for b in items if float(b["score"]) >= score_threshold]
+        text = f"{len(kept)} {what if len(kept) == 1 else plural} ≥ {score_threshold:.2f}"
+        if items:
+            top = max(items, key=lambda b: float(b["score"]))
             text += f" (best: {name(top['class_id'])} {float(top['score']):.2f})"
-        if labels is not None:
-            n = len(labels.boxes)
-            text += f" — labels: {n} box{'es' if n != 1 else ''}"
+        if labelled is not None:
+            text += f" — labels: {labelled} {what if labelled == 1 else plural}"
         return text
+
+    if task == "detect":
+        n_boxes = None if labels is None else len(labels.boxes)
+        return scored(p.get("boxes", []), "box", "boxes", n_boxes)
+    if task == "instances":
+        numbers = prediction.mask
+        counts = np.bincount(numbers.ravel()) if numbers is not None else np.zeros(1, np.int64)
+        objects = [  # objects that lost every pixel to better-scoring ones are no objects
+            o
+            for o in p.get("objects", [])
+            if int(o["number"]) < len(counts) and counts[o["number"]]
+        ]
+        n_objects = None
+        if labels is not None:
+            n_objects = len(labels.instances.objects) if labels.instances is not None else 0
+        return scored(objects, "object", "objects", n_objects)
     if task == "landmarks":
         pts = p.get("points", [])
         n_kept = sum(1 for pt in pts if float(pt[2]) >= score_threshold)

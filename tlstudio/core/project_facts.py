@@ -1,5 +1,5 @@
 """What the Train panel shows about a project, read in one pass: classes and templates,
-images per split and per label kind (tags, boxes, landmarks, masks), per class or
+images per split and per label kind (tags, boxes, landmarks, masks, objects), per class or
 template, and a few sample images per kind. No Qt, no torch: it runs in a pool thread
 with its own :class:`~tlstudio.core.project.Project` connection.
 """
@@ -15,7 +15,7 @@ from .project import Project
 from .runs import RunStore
 
 SPLIT_COLUMNS = ("train", "val", "test", "unassigned")
-LABEL_KINDS = ("tags", "boxes", "landmarks", "masks")
+LABEL_KINDS = ("tags", "boxes", "landmarks", "masks", "objects")
 ALL_IMAGES = "images"  # the kind of the images themselves (an autoencoder needs no labels)
 _SAMPLE_ORDER = {"train": 0, "unassigned": 1, "val": 2, "test": 3}
 
@@ -63,7 +63,7 @@ class ProjectFacts:
     """Facts about one project (see :func:`project_facts`).
 
     ``counts[kind][key]``: images per split that carry a label of ``kind`` for ``key``
-    (a class id for tags, boxes and masks; a template id for landmarks), so an image
+    (a class id for tags, boxes, masks and objects; a template id for landmarks), so an image
     with two classes counts for both. ``labelled[kind]``: images per split with any
     label of ``kind``; ``labelled["images"]`` counts every image. ``samples[kind]``: up
     to N image ids with that kind of label, train images first. ``tagged_classes``:
@@ -108,6 +108,10 @@ def project_facts(project: Project, sample_ids: int = 30) -> ProjectFacts:
     for c in classes:  # the masks' per-class index: no mask is decoded
         for image_id in project._mask_images_with(c.id):
             keys["masks"].setdefault(image_id, set()).add(c.id)
+    for image_id, class_id in project.store.conn.execute(
+        "SELECT image_id, class_id FROM instances"
+    ):
+        keys["objects"].setdefault(image_id, set()).add(class_id)
 
     counts: dict[str, Mapping[int, SplitCounts]] = {}
     for kind, per_image in keys.items():

@@ -29,7 +29,7 @@ from tlstudio.gui.workers.jobs import start_job
 MAX_RECENT = 10
 RECENT_KEY = "recent/projects"
 COPY_KEY = "import/copy_images"
-TOOLS = ("select", "box", "landmarks", "mask")
+TOOLS = ("select", "box", "landmarks", "mask", "objects")
 IMAGE_FILTER = "Images (*.png *.jpg *.jpeg *.bmp *.tif *.tiff *.dcm *.dicom);;All files (*)"
 
 
@@ -79,6 +79,9 @@ SPECS: tuple[ActionSpec, ...] = (
     ActionSpec("tool_box", "Tools", "&Box", ("B",), "Draw bounding boxes", True),
     ActionSpec("tool_landmarks", "Tools", "&Landmarks", ("L",), "Place landmark points", True),
     ActionSpec("tool_mask", "Tools", "&Mask", ("M",), "Paint the mask", True),
+    ActionSpec("tool_objects", "Tools", "&Objects", ("I",),
+               "Paint objects: a drag paints a new object or adds to the selected one; a "
+               "click selects one", True),
     ActionSpec("shortcuts", "Help", "&Keyboard shortcuts", ("F1",)),
     ActionSpec("about", "Help", "&About tlstudio"),
 )  # fmt: skip

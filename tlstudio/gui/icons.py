@@ -34,6 +34,7 @@ ACTION_ICONS: dict[str, str] = {
     "tool_box": "box",
     "tool_landmarks": "landmarks",
     "tool_mask": "mask_brush",
+    "tool_objects": "objects",
     "fit": "fit",
     "zoom_1to1": "zoom_1to1",
     "mode_label": "mode_label",

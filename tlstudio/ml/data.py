@@ -104,6 +104,9 @@ class _Item:
     box_labels: np.ndarray | None = None  # detect: K int64, 1..C
     keypoints: np.ndarray | None = None  # landmarks: P×3 float32 (x, y, visibility)
     mask: np.ndarray | None = None  # segment: S×S uint8/uint16, 0 = background, 1..C, 255 ignored
+    objects: np.ndarray | None = None  # instances: S×S uint16, 0 = none, k = object k (1-based)
+    object_labels: np.ndarray | None = None  # instances: K int64, 1..C
+    ignore: np.ndarray | None = None  # instances: S×S bool, left out of the metrics
 
 
 class ProjectDataset(Dataset):
@@ -112,7 +115,9 @@ class ProjectDataset(Dataset):
     ``image`` is float32 3×S×S (S = ``input_size``), normalised as ``(x / 255 - mean) /
     std``. Coordinates in ``target`` are input-frame pixels. Images that carry no label
     for the task are left out (see :attr:`excluded`): classify needs a tag, detect a box,
-    landmarks a set of the chosen template, segment a mask; autoencode takes all.
+    landmarks a set of the chosen template, segment a mask, instances an object (crowd
+    objects are left out: like ignore regions, their pixels are not scored); autoencode
+    takes all.
     ``transform`` (from :func:`tlstudio.ml.transforms.build_train_transform`) runs on the
     uint8 input-size image before normalisation.
     """
@@ -198,6 +203,8 @@ class ProjectDataset(Dataset):
             pts = np.array([(p.x * sx, p.y * sy, p.visibility) for p in sets[0].points], np.float32)
             pts[pts[:, 2] == 0, :2] = 0.0
             return _Item(**base, keypoints=pts)
+        if self.task == "instances":
+            return self._instances_item(project, image_id, base)
         # segment
         mask = project.mask(image_id)
         if mask is None:
@@ -219,6 +226,36 @@ class ProjectDataset(Dataset):
             mapped[ignore] = IGNORE_INDEX
         small = cv2.resize(mapped, (s, s), interpolation=cv2.INTER_NEAREST_EXACT)
         return _Item(**base, mask=small)
+
+    def _instances_item(
+        self, project: Project, image_id: int, base: dict[str, Any]
+    ) -> _Item | None:
+        layer = project.instances.layer(image_id)
+        if layer is None:
+            return None
+        left_out = project.instances.ignore(image_id)
+        kept = [o for o in layer.objects if o.class_id in self._index and not o.iscrowd]
+        crowd = [o.number for o in layer.objects if o.iscrowd]
+        if crowd:  # a crowd region counts like an ignore region (COCO's rule)
+            in_crowd = np.isin(layer.map, crowd)
+            left_out = in_crowd if left_out is None else (left_out | in_crowd)
+        if not kept:
+            return None
+        lut = np.zeros(int(layer.map.max()) + 1, np.uint16)
+        for k, o in enumerate(kept, start=1):
+            lut[o.number] = k
+        numbers = lut[layer.map]
+        s = self.input_size
+        ignore = None
+        if left_out is not None:
+            numbers[left_out] = 0
+            small_ignore = cv2.resize(
+                left_out.astype(np.uint8), (s, s), interpolation=cv2.INTER_NEAREST_EXACT
+            )
+            ignore = small_ignore.astype(bool) if small_ignore.any() else None
+        small = cv2.resize(numbers, (s, s), interpolation=cv2.INTER_NEAREST_EXACT)
+        labels = np.array([self._index[o.class_id] + 1 for o in kept], np.int64)
+        return _Item(**base, objects=small, object_labels=labels, ignore=ignore)
 
     # -- facts ---------------------------------------------------------------------
     @property
@@ -285,8 +322,9 @@ class ProjectDataset(Dataset):
                 )
             if "keypoints" in sample:
                 sample["keypoints"] = tv_tensors.KeyPoints(sample["keypoints"], canvas_size=(s, s))
-            if "mask" in sample:
-                sample["mask"] = tv_tensors.Mask(sample["mask"])
+            for key in ("mask", "masks", "ignore"):
+                if key in sample:
+                    sample[key] = tv_tensors.Mask(sample[key])
             sample = self.transform(sample)
         image = sample["image"].as_subclass(torch.Tensor).float().div_(255.0)
         image = (image - self._mean_t) / self._std_t
@@ -305,6 +343,14 @@ class ProjectDataset(Dataset):
             target["keypoints"] = torch.cat([kp, sample["visibility"].float()[:, None]], dim=1)
         elif self.task == "segment":
             target["mask"] = sample["mask"].as_subclass(torch.Tensor).long()
+        elif self.task == "instances":
+            masks = sample["masks"].as_subclass(torch.Tensor).to(torch.uint8)
+            keep = masks.flatten(1).bool().any(1)  # objects a crop or a turn moved out of view
+            target["masks"] = masks[keep]
+            target["labels"] = sample["labels"][keep].long()
+            target["boxes"] = boxes_from_masks(target["masks"])
+            if "ignore" in sample:
+                target["ignore"] = sample["ignore"].as_subclass(torch.Tensor)[0].bool()
         return image, target
 
     @staticmethod
@@ -318,7 +364,29 @@ class ProjectDataset(Dataset):
             sample["visibility"] = torch.from_numpy(it.keypoints[:, 2].astype(np.int64))
         if it.mask is not None:
             sample["mask"] = torch.from_numpy(it.mask.astype(np.int64))
+        if it.objects is not None and it.object_labels is not None:
+            numbers = torch.from_numpy(it.objects.astype(np.int64))
+            k = torch.arange(1, len(it.object_labels) + 1)
+            sample["masks"] = (numbers[None] == k[:, None, None]).to(torch.uint8)
+            sample["labels"] = torch.from_numpy(it.object_labels.copy())
+            if it.ignore is not None:
+                sample["ignore"] = torch.from_numpy(it.ignore[None].astype(np.uint8))
         return sample
+
+
+def boxes_from_masks(masks: torch.Tensor) -> torch.Tensor:
+    """K×4 float xyxy boxes on pixel edges (x2 = last column + 1) of K×H×W object masks,
+    each with at least one pixel."""
+    if not len(masks):
+        return torch.zeros((0, 4), dtype=torch.float32)
+    rows, cols = masks.bool().any(2), masks.bool().any(1)  # K×H, K×W
+    h, w = masks.shape[-2:]
+    ar_h, ar_w = torch.arange(h), torch.arange(w)
+    y1 = torch.where(rows, ar_h, h).min(1).values
+    y2 = torch.where(rows, ar_h, -1).max(1).values + 1
+    x1 = torch.where(cols, ar_w, w).min(1).values
+    x2 = torch.where(cols, ar_w, -1).max(1).values + 1
+    return torch.stack([x1, y1, x2, y2], 1).float()
 
 
 # --------------------------------------------------------------------------- splits

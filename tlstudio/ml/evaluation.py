@@ -66,6 +66,10 @@ METRIC_LABELS = {
     "map50": "mAP@.5",
     "map75": "mAP@.75",
     "mean_iou": "Mean IoU of matches",
+    "segm_map": "Mask mAP@[.5:.95]",
+    "segm_map50": "Mask mAP@.5",
+    "segm_map75": "Mask mAP@.75",
+    "segm_mean_iou": "Mean mask IoU of matches",
     "nme": "NME",
     "pck@0.05": "PCK@0.05",
     "pck@0.1": "PCK@0.1",
@@ -101,10 +105,12 @@ class ImageRecord:
     landmarks = the image's NME; segment = the image's mean foreground IoU; autoencode
     = reconstruction MSE. ``error``: classify = 1 - probability of the true class;
     detect = missed + spurious boxes at IoU ≥ .5 among boxes scoring ≥
-    :data:`DETECT_SCORE_THRESHOLD`; landmarks = mean point distance in image pixels;
+    :data:`DETECT_SCORE_THRESHOLD` (instances: objects, at mask IoU ≥ .5; score = best
+    object score); landmarks = mean point distance in image pixels;
     segment = 1 - mean IoU; autoencode = reconstruction MSE (normalised input units).
     (multi-label: the largest |truth − probability| over the classes).
-    ``correct``: classify = predicted class (set) equals the truth; detect = error 0;
+    ``correct``: classify = predicted class (set) equals the truth; detect, instances =
+    error 0;
     landmarks = every visible point within 0.1 × normaliser; segment = mean IoU ≥ 0.5;
     autoencode = None (no ground truth). ``true_index``/``pred_index``: class indices
     for single-label classification, else None."""
@@ -283,7 +289,7 @@ def _run_model(
             orig = tuple(int(v) for v in t["orig_size"])
             p = {k: v.detach().cpu() if isinstance(v, torch.Tensor) else v for k, v in p.items()}
             preds.append(to_image_frame(p, (size, size), orig))
-            tg = {k: v for k, v in t.items() if k != "mask"}
+            tg = {k: v for k, v in t.items() if k not in ("mask", "masks", "ignore")}
             targets.append(to_image_frame(tg, (size, size), orig))
         if progress is not None:
             progress(len(preds), total)
@@ -369,6 +375,21 @@ def _greedy_match(ious: np.ndarray, thr: float) -> np.ndarray:
     return M._match(ious, np.array([thr]))[0][0]
 
 
+def _matched_rows(r, scores, hits, n_gt, names, columns: list[str], ev: dict[str, Any]) -> None:
+    """Per-class rows (``columns`` of ``r["per_class"]``) and a PR curve per class from
+    the detections' ``scores`` and ``hits`` (matched at IoU ≥ .5) against ``n_gt``."""
+    per_class = []
+    for k, row in enumerate(r["per_class"]):
+        s = np.concatenate(scores[k]) if scores[k] else np.zeros(0)
+        h = np.concatenate(hits[k]) if hits[k] else np.zeros(0, dtype=bool)
+        prec, rec = pr_curve(h, s, n_pos=int(n_gt[k]))
+        if len(rec):
+            ev["pr_curves"][names[k]] = (prec, rec)
+        per_class.append({key: row[key] for key in columns})
+    ev["per_class"] = per_class
+    ev["per_class_columns"] = columns
+
+
 def _detect(ds, preds, targets, names, ev: dict[str, Any]) -> None:
     c = len(names)
     r = M.detection_metrics(preds, targets, c, names)
@@ -403,22 +424,99 @@ def _detect(ds, preds, targets, names, ev: dict[str, Any]) -> None:
             f"{shown_n} box{'es' if shown_n != 1 else ''}",
             float(dsc.max()) if len(dsc) else 0.0, float(err), err == 0,
         ))  # fmt: skip
-    per_class = []
-    for k, row in enumerate(r["per_class"]):
-        s = np.concatenate(scores[k]) if scores[k] else np.zeros(0)
-        h = np.concatenate(hits[k]) if hits[k] else np.zeros(0, dtype=bool)
-        prec, rec = pr_curve(h, s, n_pos=int(n_gt[k]))
-        if len(rec):
-            ev["pr_curves"][names[k]] = (prec, rec)
-        per_class.append({key: row[key] for key in
-                          ("name", "ap", "ap50", "ap75", "recall50", "num_gt", "num_pred")})  # fmt: skip
-    ev["per_class"] = per_class
-    ev["per_class_columns"] = ["name", "ap", "ap50", "ap75", "recall50", "num_gt", "num_pred"]
+    columns = ["name", "ap", "ap50", "ap75", "recall50", "num_gt", "num_pred"]
+    _matched_rows(r, scores, hits, n_gt, names, columns, ev)
     ev["records"] = records
     ev["notes"].append(
         "mAP as COCO computes it (101-point interpolation, IoU .50:.05:.95); per-image"
         f" misses and spurious boxes count boxes scoring ≥ {DETECT_SCORE_THRESHOLD:g}"
     )
+
+
+def _image_objects(project: Project, image_id: int, index: dict[int, int]) -> dict[str, Any]:
+    """The target of one image for :func:`~tlstudio.ml.metrics.instance_metrics`, at the
+    image's own size: its objects ("objects", "labels" 1..C, "boxes"), "image_size" and
+    "ignore" (its ignore region and crowd objects), from the store."""
+    from scipy.ndimage import find_objects
+
+    from tlstudio.runtime.objects import ObjectMask
+
+    rec = project.image(image_id)
+    hw = (rec.height, rec.width)
+    layer = project.instances.layer(image_id)
+    ignore = project.instances.ignore(image_id)
+    objects, labels = [], []
+    if layer is not None:
+        slices = find_objects(layer.map)
+        for o in layer.objects:
+            where = slices[o.number - 1] if o.number <= len(slices) else None
+            if where is None:
+                continue
+            if o.iscrowd:  # COCO's rule: a crowd's pixels are not scored
+                crowd = np.zeros(hw, bool)
+                crowd[where] = layer.map[where] == o.number
+                ignore = crowd if ignore is None else ignore | crowd
+            elif o.class_id in index:
+                crop = layer.map[where] == o.number
+                objects.append(ObjectMask(where[1].start, where[0].start, crop))
+                labels.append(index[o.class_id] + 1)
+    boxes = [o.box for o in objects]
+    return {
+        "objects": objects, "labels": np.array(labels, np.int64),
+        "boxes": np.array(boxes, np.float64).reshape(-1, 4), "image_size": hw,
+        "ignore": ignore,
+    }  # fmt: skip
+
+
+def _instances(project, ds, preds, names, ev: dict[str, Any]) -> None:
+    c = len(names)
+    index = {cl.id: i for i, cl in enumerate(project.classes())}
+    targets = [_image_objects(project, image_id, index) for image_id in ds.image_ids]
+    r = M.instance_metrics(preds, targets, c, names)
+    ev["summary"] = {
+        k: _flt(r[k]) for k in ("segm_map", "segm_map50", "segm_map75", "map", "map50", "map75")
+    }
+    scores: list[list[np.ndarray]] = [[] for _ in range(c)]
+    hits: list[list[np.ndarray]] = [[] for _ in range(c)]
+    n_gt = np.zeros(c, dtype=np.int64)
+    records = []
+    for image_id, p, t in zip(ds.image_ids, preds, targets, strict=True):
+        dets, gts, kept = M.instance_matches(p, t)
+        gl = np.asarray(t["labels"], np.int64) - 1
+        dsc = M._np(p["scores"]).astype(np.float64).reshape(-1)
+        dl = M._np(p["labels"]).astype(np.int64).reshape(-1)
+        misses = spurious = 0
+        for k in range(c):
+            g = [gts[j] for j in np.flatnonzero(gl == k)]
+            n_gt[k] += len(g)
+            sel = np.flatnonzero((dl == k) & kept)
+            sel = sel[np.argsort(-dsc[sel], kind="mergesort")]
+            m = _greedy_match(M.mask_iou([dets[j] for j in sel], g), 0.5)
+            scores[k].append(dsc[sel])
+            hits[k].append(m)
+            shown = sel[dsc[sel] >= DETECT_SCORE_THRESHOLD]
+            found = int(_greedy_match(M.mask_iou([dets[j] for j in shown], g), 0.5).sum())
+            spurious += len(shown) - found
+            misses += len(g) - found
+        shown_n = int(((dsc >= DETECT_SCORE_THRESHOLD) & kept).sum())
+        err = misses + spurious
+        records.append(ImageRecord(
+            image_id, _count(len(gts), "object"), _count(shown_n, "object"),
+            float(dsc.max()) if len(dsc) else 0.0, float(err), err == 0,
+        ))  # fmt: skip
+    columns = ["name", "segm_ap", "segm_ap50", "segm_ap75", "ap50", "num_gt", "num_pred"]
+    _matched_rows(r, scores, hits, n_gt, names, columns, ev)
+    ev["records"] = records
+    ev["notes"].append(
+        "mask AP as COCO computes it for segmentation (IoU of the objects' pixels at image"
+        " resolution, .50:.05:.95); box AP beside it; ignore regions and crowd objects are"
+        f" not scored; per-image misses and spurious objects count objects scoring ≥"
+        f" {DETECT_SCORE_THRESHOLD:g}"
+    )
+
+
+def _count(n: int, what: str) -> str:
+    return f"{n} {what}{'s' if n != 1 else ''}"
 
 
 def _landmarks(ds, preds, targets, point_names, ev: dict[str, Any]) -> None:
@@ -564,6 +662,8 @@ def evaluate_run(
         _landmarks(ds, preds, targets, points, ev)
     elif spec.task == "segment":
         _segment(project, ds, preds, names, ev)
+    elif spec.task == "instances":
+        _instances(project, ds, preds, names, ev)
     elif spec.task == "autoencode":
         _autoencode(project, ds, preds, names, ev)
     else:  # pragma: no cover - RunSpec only holds known tasks

@@ -16,6 +16,8 @@ pixel):
   ``error`` N (mean squared reconstruction error, normalised units)
 - detect:     ``boxes`` K×4 xyxy, ``scores`` K, ``labels`` K (class index 0..C-1), sorted
   by score, for a batch of exactly one image (N = 1)
+- instances:  detect's three outputs and ``mask_probs`` K×M×M, each object's probability
+  grid over its box (pasted into the image by :mod:`tlstudio.runtime.objects`), N = 1
 
 Class index i is the i-th entry of the sidecar's ``classes`` list (the project's class
 order). ONNX files are written by ``torch.onnx.export(dynamo=True)`` with a dynamic batch
@@ -51,7 +53,13 @@ from tlstudio.core.runs import RunStore
 from tlstudio.runtime import ExportError, Sidecar, sidecar_path
 from tlstudio.runtime.images import normalise
 from tlstudio.runtime.loader import Runner, open_runner
-from tlstudio.runtime.sidecar import OUTPUTS, SIDECAR_FORMAT, SIDECAR_VERSION, parse_sidecar
+from tlstudio.runtime.sidecar import (
+    ONE_IMAGE_TASKS,
+    OUTPUTS,
+    SIDECAR_FORMAT,
+    SIDECAR_VERSION,
+    parse_sidecar,
+)
 
 from . import data as data_mod
 from .backbones import get_spec
@@ -134,11 +142,12 @@ class _DetectGraph(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, image: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def forward(self, image: Tensor) -> tuple[Tensor, ...]:
         det = self.model.detector([image[0]])[0]
-        order = det["scores"].argsort(descending=True)
-        labels = det["labels"][order] + self.model._label_offset - 1
-        return det["boxes"][order], det["scores"][order], labels
+        out = self.model._decoded(det, det["scores"].argsort(descending=True))
+        return tuple(
+            out[name] for name in ("boxes", "scores", "labels", "mask_probs") if name in out
+        )
 
 
 def _graph(model: TaskModel, spec: RunSpec) -> nn.Module:
@@ -151,7 +160,7 @@ def _graph(model: TaskModel, spec: RunSpec) -> nn.Module:
         return _LandmarkGraph(model).eval()
     if task == "autoencode":
         return _AutoencodeGraph(model, spec.resolved_input_size).eval()
-    if task == "detect":
+    if task in ONE_IMAGE_TASKS:
         return _DetectGraph(model).eval()
     raise ExportError(f"cannot export task {task!r}")
 
@@ -196,7 +205,8 @@ def export_model(
     if not images:  # an unchecked export still needs an example input to trace with
         images = [np.full((size, size, 3), 127, np.uint8)] * 2
     batch = _normalise(images, spec)
-    example = batch[:1] if spec.task == "detect" else _pad_batch(batch[:2], 2)
+    one_image = spec.task in ONE_IMAGE_TASKS
+    example = batch[:1] if one_image else _pad_batch(batch[:2], 2)
     outputs = [o["name"] for o in OUTPUTS[spec.task]]
     info = _sidecar(project, record, spec, model, format, path.name)
     side = sidecar_path(path)
@@ -204,7 +214,7 @@ def export_model(
     with replacing(path) as tmp:
         t0 = time.perf_counter()
         if format == "onnx":
-            _export_onnx(graph, example, tmp, outputs, opset, detect=spec.task == "detect")
+            _export_onnx(graph, example, tmp, outputs, opset, detect=one_image)
         else:
             _export_torchscript(graph, example, tmp)
         export_s = time.perf_counter() - t0
@@ -287,7 +297,8 @@ def _check(graph: nn.Module, path: Path, side: Sidecar, batch: Tensor) -> dict[s
     is opened as a user's ``ExportedModel.load`` opens it, with the sidecar to be written."""
     task, outputs = side.task, side.output_names
     runner = _check_runner(path, side)
-    chunks = [batch[i : i + 1] for i in range(len(batch))] if task == "detect" else [batch]
+    one_image = task in ONE_IMAGE_TASKS
+    chunks = [batch[i : i + 1] for i in range(len(batch))] if one_image else [batch]
     diffs = dict.fromkeys(outputs, 0.0)
     for n, x in enumerate(chunks):
         got = runner(x.numpy())
@@ -295,11 +306,11 @@ def _check(graph: nn.Module, path: Path, side: Sidecar, batch: Tensor) -> dict[s
             want = [t.detach().numpy() for t in graph(x)]
         if len(got) != len(want):
             raise ExportError(f"the exported model returns {len(got)} outputs, not {len(want)}")
-        if task == "detect":
+        if one_image:
             got, want = _align_detections(got, want, *_cut_offs(graph.model), n)
         for name, g, w in zip(outputs, got, want, strict=True):
             if g.shape != w.shape:
-                where = f" on check image {n + 1}" if task == "detect" else ""
+                where = f" on check image {n + 1}" if one_image else ""
                 raise ExportError(
                     f"exported output {name!r} has shape {g.shape} where PyTorch gives "
                     f"{w.shape}{where}: the export is not reliable"
@@ -447,7 +458,7 @@ def _sidecar(
             "flip_pairs": [list(e) for e in t.flip_pairs],
             "heatmap_stride": int(model.heatmap_stride),
         }
-    input_shape: list[Any] = [1 if spec.task == "detect" else "N", 3, size, size]
+    input_shape: list[Any] = [1 if spec.task in ONE_IMAGE_TASKS else "N", 3, size, size]
     runs = RunStore(project)
     return {
         "format": SIDECAR_FORMAT,

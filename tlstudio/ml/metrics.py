@@ -1,4 +1,4 @@
-"""Evaluation metrics for the five tasks, in numpy (no Qt, no torch import).
+"""Evaluation metrics for the tasks, in numpy (no Qt, no torch import).
 
 Inputs follow :mod:`tlstudio.ml.tasks.base`; every array argument may be a torch
 tensor (any device), a numpy array or a nested list. All coordinates (boxes,
@@ -34,6 +34,8 @@ from typing import Any
 
 import numpy as np
 
+from tlstudio.runtime.objects import ObjectMask, grid_offset, paste_objects
+
 __all__ = [
     "COCO_IOU_THRESHOLDS",
     "COCO_RECALL_THRESHOLDS",
@@ -42,7 +44,9 @@ __all__ = [
     "classification_metrics",
     "cross_validation_summary",
     "detection_metrics",
+    "instance_metrics",
     "landmark_metrics",
+    "mask_iou",
     "metrics_fn_for",
     "multilabel_metrics",
     "reconstruction_metrics",
@@ -362,6 +366,13 @@ def _average_precision(
     return ap, rec
 
 
+def _labels_checked(labels: Any, base: int, c: int, what: str) -> np.ndarray:
+    out = _np(labels, np.int64).reshape(-1) - base
+    if len(out) and (out.min() < 0 or out.max() >= c):
+        raise ValueError(f"{what} must be in {base}..{base + c - 1}, got {out + base}")
+    return out
+
+
 def detection_metrics(
     preds: Sequence[Mapping[str, Any]],
     targets: Sequence[Mapping[str, Any]],
@@ -397,7 +408,42 @@ def detection_metrics(
     if len(preds) != len(targets):
         raise ValueError(f"{len(preds)} predictions but {len(targets)} targets")
     c = int(num_classes)
-    names = _names(class_names, c)
+    images: list[_Scored] = []
+    for i, (pr, tg) in enumerate(zip(preds, targets, strict=True)):
+        gb = _boxes(tg.get("boxes", np.zeros((0, 4))))
+        gl = _labels_checked(
+            tg.get("labels", np.zeros(0)), target_label_base, c, f"target {i}: box labels"
+        )
+        db = _boxes(pr.get("boxes", np.zeros((0, 4))))
+        ds = _np(pr.get("scores", np.zeros(0)), np.float64).reshape(-1)
+        dl = _labels_checked(
+            pr.get("labels", np.zeros(0)), pred_label_base, c, f"prediction {i}: labels"
+        )
+        if len(gb) != len(gl):
+            raise ValueError(f"target {i}: {len(gb)} boxes but {len(gl)} labels")
+        if not len(db) == len(ds) == len(dl):
+            raise ValueError(f"prediction {i}: {len(db)} boxes, {len(ds)} scores, {len(dl)} labels")
+        images.append(_Scored(gl, dl, ds, lambda d, g, db=db, gb=gb: box_iou(db[d], gb[g])))
+    return _coco_table(images, c, _names(class_names, c), max_dets)
+
+
+@dataclass(frozen=True)
+class _Scored:
+    """One image for :func:`_coco_table`: ground-truth classes ``gl`` (0..C-1),
+    detection classes ``dl`` and scores ``ds``, and ``iou(det indices, gt indices)``
+    → their IoU matrix (detections × ground truth)."""
+
+    gl: np.ndarray
+    dl: np.ndarray
+    ds: np.ndarray
+    iou: Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+
+def _coco_table(
+    images: Sequence[_Scored], c: int, names: list[str], max_dets: int
+) -> dict[str, Any]:
+    """COCO AP over ``images`` (see :func:`detection_metrics` for the protocol and the
+    result), whatever the IoU is between (boxes, or object pixels)."""
     thrs = COCO_IOU_THRESHOLDS
     nt = len(thrs)
     scores: list[list[np.ndarray]] = [[] for _ in range(c)]
@@ -406,36 +452,17 @@ def detection_metrics(
     n_pred = np.zeros(c, dtype=np.int64)
     matched_ious: list[np.ndarray] = []
 
-    for i, (pr, tg) in enumerate(zip(preds, targets, strict=True)):
-        gb = _boxes(tg.get("boxes", np.zeros((0, 4))))
-        gl = _np(tg.get("labels", np.zeros(0)), np.int64).reshape(-1) - target_label_base
-        db = _boxes(pr.get("boxes", np.zeros((0, 4))))
-        ds = _np(pr.get("scores", np.zeros(0)), np.float64).reshape(-1)
-        dl = _np(pr.get("labels", np.zeros(0)), np.int64).reshape(-1) - pred_label_base
-        if len(gb) != len(gl):
-            raise ValueError(f"target {i}: {len(gb)} boxes but {len(gl)} labels")
-        if not len(db) == len(ds) == len(dl):
-            raise ValueError(f"prediction {i}: {len(db)} boxes, {len(ds)} scores, {len(dl)} labels")
-        if len(gl) and (gl.min() < 0 or gl.max() >= c):
-            lo, hi = target_label_base, target_label_base + c - 1
-            raise ValueError(
-                f"target {i}: box labels must be in {lo}..{hi}, got {gl + target_label_base}"
-            )
-        if len(dl) and (dl.min() < 0 or dl.max() >= c):
-            lo, hi = pred_label_base, pred_label_base + c - 1
-            raise ValueError(
-                f"prediction {i}: labels must be in {lo}..{hi}, got {dl + pred_label_base}"
-            )
-        for k in np.unique(np.r_[gl, dl]):
-            g = gb[gl == k]
+    for im in images:
+        for k in np.unique(np.r_[im.gl, im.dl]):
+            g = np.flatnonzero(im.gl == k)
             n_gt[k] += len(g)
-            sel = np.flatnonzero(dl == k)
+            sel = np.flatnonzero(im.dl == k)
             if len(sel) == 0:
                 continue
-            sel = sel[np.argsort(-ds[sel], kind="mergesort")][:max_dets]
+            sel = sel[np.argsort(-im.ds[sel], kind="mergesort")][:max_dets]
             n_pred[k] += len(sel)
-            m, m_iou = _match(box_iou(db[sel], g), thrs)
-            scores[k].append(ds[sel])
+            m, m_iou = _match(im.iou(sel, g), thrs)
+            scores[k].append(im.ds[sel])
             matches[k].append(m)
             matched_ious.append(m_iou[0][m[0]])
 
@@ -470,11 +497,156 @@ def detection_metrics(
             for k in range(c)
         ],
         "class_names": names,
-        "num_images": len(preds),
+        "num_images": len(images),
         "num_gt": int(n_gt.sum()),
         "num_pred": int(n_pred.sum()),
         "max_dets": int(max_dets),
     }
+
+
+# --------------------------------------------------------------------------- instances
+
+#: a detection with at least this fraction of its pixels in an ignore region (or a crowd
+#: object) is left out of mask AP, as COCO leaves out detections matched to crowds
+IGNORED_FRACTION = 0.5
+
+
+def _without(o: ObjectMask, ignore: np.ndarray | None) -> tuple[ObjectMask, float]:
+    """(the object without the ignored pixels, the fraction of its pixels ignored)."""
+    h, w = o.crop.shape
+    if ignore is None or not h or not w:
+        return o, 0.0
+    window = ignore[o.y0 : o.y0 + h, o.x0 : o.x0 + w]
+    hit = o.crop & window
+    n = int(o.crop.sum())
+    if not n or not hit.any():
+        return o, 0.0
+    return ObjectMask(o.x0, o.y0, o.crop & ~window), float(hit.sum()) / n
+
+
+def mask_iou(dets: Sequence[ObjectMask], gts: Sequence[ObjectMask]) -> np.ndarray:
+    """IoU matrix (len(dets)×len(gts)) of objects' pixels (pycocotools' segm IoU without
+    crowds); 0 where the union is empty. Objects of one image share one pixel frame."""
+    out = np.zeros((len(dets), len(gts)))
+    areas_g = [g.area for g in gts]
+    for i, d in enumerate(dets):
+        dh, dw = d.crop.shape
+        area_d = d.area
+        for j, g in enumerate(gts):
+            gh, gw = g.crop.shape
+            x0, y0 = max(d.x0, g.x0), max(d.y0, g.y0)
+            x1, y1 = min(d.x0 + dw, g.x0 + gw), min(d.y0 + dh, g.y0 + gh)
+            inter = 0
+            if x0 < x1 and y0 < y1:
+                a = d.crop[y0 - d.y0 : y1 - d.y0, x0 - d.x0 : x1 - d.x0]
+                b = g.crop[y0 - g.y0 : y1 - g.y0, x0 - g.x0 : x1 - g.x0]
+                inter = int(np.count_nonzero(a & b))
+            union = area_d + areas_g[j] - inter
+            out[i, j] = inter / union if union else 0.0
+    return out
+
+
+def _target_objects(tg: Mapping[str, Any]) -> tuple[list[ObjectMask], tuple[int, int]]:
+    """A target's objects and its frame (height, width): "objects" (ObjectMasks) with
+    "image_size", or "masks" K×H×W."""
+    if "objects" in tg:
+        hw = tuple(int(v) for v in tg["image_size"])
+        return list(tg["objects"]), (hw[0], hw[1])
+    masks = _np(tg["masks"]).astype(bool)
+    return [ObjectMask.from_mask(m) for m in masks], (int(masks.shape[-2]), int(masks.shape[-1]))
+
+
+def _pred_objects(pr: Mapping[str, Any], hw: tuple[int, int]) -> list[ObjectMask]:
+    """A prediction's objects: "objects" as given, or "mask_probs" pasted over "boxes" in
+    the target's frame (network-input pixels: the grid sits half a pixel off the box)."""
+    if "objects" in pr:
+        return list(pr["objects"])
+    return paste_objects(
+        _np(pr["mask_probs"], np.float32), _boxes(pr["boxes"]), hw, grid_offset(hw, hw)
+    )
+
+
+def instance_matches(
+    pred: Mapping[str, Any], target: Mapping[str, Any]
+) -> tuple[list[ObjectMask], list[ObjectMask], np.ndarray]:
+    """(predicted objects, ground-truth objects, kept detections) of one image with the
+    pixels of its ignore region ("ignore", H×W bool) taken out of both; detections
+    mostly in it (:data:`IGNORED_FRACTION`) are not kept."""
+    gts, hw = _target_objects(target)
+    dets = _pred_objects(pred, hw)
+    ignore = target.get("ignore")
+    ignore = None if ignore is None else _np(ignore).astype(bool).reshape(hw)
+    gts = [_without(g, ignore)[0] for g in gts]
+    kept, cleaned = [], []
+    for d in dets:
+        dc, frac = _without(d, ignore)
+        kept.append(frac < IGNORED_FRACTION)
+        cleaned.append(dc)
+    return cleaned, gts, np.array(kept, dtype=bool)
+
+
+def instance_metrics(
+    preds: Sequence[Mapping[str, Any]],
+    targets: Sequence[Mapping[str, Any]],
+    num_classes: int,
+    class_names: Sequence[str] | None = None,
+    *,
+    max_dets: int = 100,
+) -> dict[str, Any]:
+    """COCO mask AP ("segm") and box AP of instance predictions, in numpy.
+
+    ``preds[i]``: "boxes", "scores", "labels" (0..C-1) as for detection, and per object
+    either "mask_probs" (M×M grids, pasted in the target's frame) or "objects"
+    (:class:`~tlstudio.runtime.objects.ObjectMask`). ``targets[i]``: "labels" (1..C),
+    "boxes", and "masks" K×H×W or "objects" with "image_size" (H, W); optionally
+    "ignore" (H×W bool): its pixels count for no object, and detections mostly inside
+    it are left out (crowds belong there too).
+
+    Matching and averaging are :func:`detection_metrics`' with the IoU of the objects'
+    pixels. Returns ``segm_map``, ``segm_map50``, ``segm_map75``, ``segm_mean_iou``,
+    the box figures ``map``, ``map50``, ``map75``, and ``per_class`` rows (``class``,
+    ``name``, ``segm_ap``, ``segm_ap50``, ``segm_ap75``, ``segm_recall50``, ``ap50`` of
+    the boxes, ``num_gt``, ``num_pred``)."""
+    if len(preds) != len(targets):
+        raise ValueError(f"{len(preds)} predictions but {len(targets)} targets")
+    c = int(num_classes)
+    names = _names(class_names, c)
+    images: list[_Scored] = []
+    box_preds = []
+    for i, (pr, tg) in enumerate(zip(preds, targets, strict=True)):
+        dets, gts, kept = instance_matches(pr, tg)
+        gl = _labels_checked(tg.get("labels", np.zeros(0)), 1, c, f"target {i}: labels")
+        dl = _labels_checked(pr.get("labels", np.zeros(0)), 0, c, f"prediction {i}: labels")
+        ds = _np(pr.get("scores", np.zeros(0)), np.float64).reshape(-1)
+        if len(gts) != len(gl) or not len(dets) == len(dl) == len(ds):
+            raise ValueError(
+                f"image {i}: {len(gts)} objects for {len(gl)} labels, "
+                f"{len(dets)} predicted objects for {len(dl)} labels and {len(ds)} scores"
+            )
+        keep = np.flatnonzero(kept)
+        dets = [dets[k] for k in keep]
+        images.append(_Scored(gl, dl[keep], ds[keep],
+                              lambda d, g, dets=dets, gts=gts: mask_iou(
+                                  [dets[k] for k in d], [gts[k] for k in g])))  # fmt: skip
+        box_preds.append({k: (_np(v)[keep] if k in ("boxes", "scores", "labels") else v)
+                          for k, v in pr.items()})  # fmt: skip
+    segm = _coco_table(images, c, names, max_dets)
+    box = detection_metrics(box_preds, targets, c, names, max_dets=max_dets)
+    return {
+        "segm_map": segm["map"], "segm_map50": segm["map50"], "segm_map75": segm["map75"],
+        "segm_mean_iou": segm["mean_iou"],
+        "map": box["map"], "map50": box["map50"], "map75": box["map75"],
+        "per_class": [
+            {"class": k, "name": names[k], "segm_ap": s["ap"], "segm_ap50": s["ap50"],
+             "segm_ap75": s["ap75"], "segm_recall50": s["recall50"], "ap50": b["ap50"],
+             "num_gt": s["num_gt"], "num_pred": s["num_pred"]}
+            for k, (s, b) in enumerate(zip(segm["per_class"], box["per_class"], strict=True))
+        ],
+        "class_names": names,
+        "num_images": len(images),
+        "num_gt": segm["num_gt"],
+        "num_pred": segm["num_pred"],
+    }  # fmt: skip
 
 
 # --------------------------------------------------------------------------- landmarks
@@ -728,6 +900,10 @@ def _detect_full(preds: list, targets: list, c: int, threshold: float) -> dict[s
     return detection_metrics(preds, targets, c)
 
 
+def _instances_full(preds: list, targets: list, c: int, threshold: float) -> dict[str, Any]:
+    return instance_metrics(preds, targets, c)
+
+
 def _landmarks_full(preds: list, targets: list, c: int, threshold: float) -> dict[str, Any]:
     return landmark_metrics(preds, targets, norm="bbox", pck_thresholds=(0.05, 0.1))
 
@@ -782,6 +958,11 @@ _FLAT_METRICS: dict[str, _FlatMetrics] = {
         "f1_macro",
     ),
     "detect": _FlatMetrics(_detect_full, _same("map50", "map", "map75", "mean_iou"), "map50"),
+    "instances": _FlatMetrics(
+        _instances_full,
+        _same("segm_map50", "segm_map", "segm_map75", "map50", "map"),
+        "segm_map50",
+    ),
     "landmarks": _FlatMetrics(
         _landmarks_full, _same("nme", "pck@0.05", "pck@0.1", "mean_error_px"), "nme"
     ),
@@ -814,6 +995,8 @@ def metrics_fn_for(
       ``precision_macro``, ``recall_macro``, ``subset_accuracy``, ``hamming_accuracy``,
       ``roc_auc``
     - detect: ``map50``, ``map``, ``map75``, ``mean_iou``
+    - instances: ``segm_map50``, ``segm_map``, ``segm_map75`` (mask AP), ``map50``,
+      ``map`` (box AP)
     - landmarks: ``nme`` (bbox normaliser), ``pck@0.05``, ``pck@0.1``, ``mean_error_px``
     - segment: ``miou``, ``mdice``, ``pixel_accuracy``
     - autoencode: ``recon_error`` (mean), ``recon_error_median``, ``recon_error_p95``

@@ -265,6 +265,7 @@ def _dataset_table(project: Project, spec: RunSpec) -> str:
         "classify": "tags",
         "detect": "boxes",
         "segment": "masks",
+        "instances": "objects",
         "landmarks": "landmarks",
     }.get(spec.task)
     cols = [*SPLITS, "none"]
@@ -286,7 +287,9 @@ def _dataset_table(project: Project, spec: RunSpec) -> str:
                 labelled[col] += 1
         elif kind == "masks" and ann.mask is not None:
             present = {int(v) for v in np.unique(ann.mask) if v}
-        if kind in ("tags", "boxes", "masks") and present:
+        elif kind == "objects" and ann.instances is not None:
+            present = {o.class_id for o in ann.instances.objects}
+        if kind in ("tags", "boxes", "masks", "objects") and present:
             labelled[col] += 1
         for cid in present:
             if cid in per_class:
@@ -294,7 +297,7 @@ def _dataset_table(project: Project, spec: RunSpec) -> str:
     rows: list[list[Any]] = [["images", *[images[c] for c in cols], sum(images.values())]]
     if kind is not None:
         what = {"tags": "tagged", "boxes": "with boxes", "masks": "with masks",
-                "landmarks": "with landmarks"}[kind]  # fmt: skip
+                "objects": "with objects", "landmarks": "with landmarks"}[kind]  # fmt: skip
         rows.append([f"images {what}", *[labelled[c] for c in cols], sum(labelled.values())])
         for c in classes:
             counts = per_class[c.id]
@@ -520,6 +523,8 @@ def _legend(task: str) -> str:
         "predicted points (dot size grows with confidence).",
         "segment": "Left: the labelled mask; right: the predicted mask, each over the image "
         "in the class colours.",
+        "instances": "Left: the labelled objects; right: the predicted objects scoring at "
+        "least 0.3 (at most 10 per image), each outlined in its class colour.",
         "autoencode": "Left: the network input; right: its reconstruction. The caption "
         "gives the reconstruction error (mean squared, normalised units).",
     }.get(task, "")
@@ -607,6 +612,8 @@ def _draw(spec, rgb, pred, ann, classes, by_id, project) -> tuple[list[np.ndarra
         if ann.mask is None:
             caption = "no labelled mask | predicted: " + _e(", ".join(names) or "background")
         return pics, caption
+    if task == "instances":
+        return _draw_objects(img, s, pred, ann, classes, by_id)
     if task == "autoencode":
         bspec = get_spec(spec.backbone)
         rec = pred.get("reconstruction")
@@ -620,6 +627,37 @@ def _draw(spec, rgb, pred, ann, classes, by_id, project) -> tuple[list[np.ndarra
             pics.append(_display(r)[0])
         return pics, f"reconstruction error {float(pred['error']):.4f}"
     return [img], ""
+
+
+def _outline(img: np.ndarray, crop: np.ndarray, x0: int, y0: int, s: float, color) -> None:
+    """Draw the outline of ``crop`` (bool pixels of an object at image pixel x0, y0)."""
+    contours, _ = cv2.findContours(crop.astype(np.uint8), cv2.RETR_EXTERNAL,
+                                   cv2.CHAIN_APPROX_SIMPLE)  # fmt: skip
+    for c in contours:
+        pts = ((c.reshape(-1, 2) + (x0 + 0.5, y0 + 0.5)) * s).round().astype(np.int32)
+        cv2.polylines(img, [pts], True, (255, 255, 255), 3, cv2.LINE_AA)
+        cv2.polylines(img, [pts], True, color, 1, cv2.LINE_AA)
+
+
+def _draw_objects(img, s, pred, ann, classes, by_id) -> tuple[list[np.ndarray], str]:
+    labelled, predicted = img.copy(), img.copy()
+    layer = ann.instances
+    for o in layer.objects if layer is not None else ():
+        color = _bgr(by_id[o.class_id].color) if o.class_id in by_id else (255, 255, 255)
+        _outline(labelled, layer.map == o.number, 0, 0, s, color)
+    lines = []
+    for obj, score, lbl in zip(pred["objects"], pred["scores"].tolist(),
+                               pred["labels"].tolist(), strict=True):  # fmt: skip
+        if score < 0.3 or len(lines) >= 10 or not obj.area:
+            continue
+        c = classes[int(lbl)]
+        _outline(predicted, obj.crop, obj.x0, obj.y0, s, _bgr(c.color))
+        lines.append(f"{c.name} {score:.2f}")
+    n = 0 if layer is None else len(layer.objects)
+    caption = f"{n} labelled object(s) | predicted: " + _e(
+        ", ".join(lines) if lines else "nothing scoring ≥ 0.3"
+    )
+    return [labelled, predicted], caption
 
 
 # --------------------------------------------------------------------------- heatmaps

@@ -131,7 +131,7 @@ def build_model(project: Project, spec: RunSpec, *, pretrained: bool = True) -> 
             raise RunError("landmark runs need a template (spec.template_id)")
         num_points = len(project.template(spec.template_id).points)
     options = dict(spec.model_options)
-    if spec.task in ("detect", "autoencode"):
+    if spec.task in ("detect", "instances", "autoencode"):
         options.setdefault("input_size", spec.resolved_input_size)
     return build_task_model(
         spec.task,
@@ -496,6 +496,8 @@ def _payload(
         lut = np.array([0] + [c.id for c in classes], dtype=np.uint16)
         mask = lut[np.asarray(pred["mask"], dtype=np.int64)]
         return {"classes": sorted(int(v) for v in np.unique(mask) if v)}, mask, None
+    if task == "instances":
+        return _instances_payload(pred, classes)
     if task == "autoencode":
         return (
             {"latent": [float(v) for v in pred["latent"].tolist()], "error": float(pred["error"])},
@@ -503,6 +505,26 @@ def _payload(
             float(pred["error"]),
         )
     raise RunError(f"unknown task {task!r}")
+
+
+def _instances_payload(pred: dict[str, Any], classes) -> tuple[dict, np.ndarray | None, float]:
+    """Objects with at least one pixel as {"objects": [{"number", "class_id", "score",
+    "xyxy"}]} (best score first) and the image's object map (pixel = number; where two
+    objects overlap the better-scoring one has it)."""
+    from tlstudio.runtime.objects import instance_map
+
+    kept, entries = [], []
+    for obj, box, score, label in zip(
+        pred["objects"], pred["boxes"].tolist(), pred["scores"].tolist(),
+        pred["labels"].tolist(), strict=True,
+    ):  # fmt: skip
+        if not obj.area:
+            continue
+        kept.append(obj)
+        entries.append({"number": len(kept), "class_id": classes[int(label)].id,
+                        "score": float(score), "xyxy": [float(v) for v in box]})  # fmt: skip
+    mask = instance_map(kept, pred["image_size"]) if kept else None
+    return {"objects": entries}, mask, max((e["score"] for e in entries), default=0.0)
 
 
 def evaluate(

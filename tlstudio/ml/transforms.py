@@ -5,7 +5,8 @@ A *sample* is a dict of tensors in one pixel frame (the network input, H×W):
 ``"image"`` (``tv_tensors.Image``, uint8 3×H×W, before normalisation) and, per task,
 ``"boxes"`` (``tv_tensors.BoundingBoxes`` XYXY float) with ``"labels"`` (K int64),
 ``"keypoints"`` (``tv_tensors.KeyPoints`` P×2 float) with ``"visibility"`` (P int64,
-0/1/2), ``"mask"`` (``tv_tensors.Mask`` H×W).
+0/1/2), ``"mask"`` (``tv_tensors.Mask`` H×W), ``"masks"`` (``tv_tensors.Mask`` K×H×W, one
+object each) with ``"labels"``, ``"ignore"`` (``tv_tensors.Mask`` 1×H×W).
 
 Pixel convention (as in :mod:`tlstudio.core.annotations`): continuous coordinates with
 the origin at the top-left *corner* of the top-left pixel, so a W×H image spans
@@ -211,7 +212,7 @@ def flip_sample(
     h, w = _canvas_hw(sample)
     flip = F.horizontal_flip if horizontal else F.vertical_flip
     out = dict(sample)
-    for key in ("image", "mask", "boxes"):
+    for key in ("image", "mask", "masks", "ignore", "boxes"):
         if key in sample:
             out[key] = flip(sample[key])
     if "keypoints" in sample:

@@ -9,7 +9,8 @@ writes the files and checks them with this runtime.
   TorchScript runs only through a loader the caller passes to say it trusts the file;
 - :mod:`.sidecar`: the sidecar JSON, checked as untrusted input;
 - :mod:`.images`: reading and preprocessing as training does;
-- :mod:`.decode`: raw outputs → predictions in image pixels.
+- :mod:`.decode`: raw outputs → predictions in image pixels;
+- :mod:`.objects`: an instance model's per-object mask grids pasted into images.
 """
 
 from .errors import ExportError, SidecarError, UntrustedModelError

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from .objects import grid_offset, instance_map, paste_objects
 from .sidecar import Sidecar
 
 
@@ -42,6 +43,24 @@ def resize_mask_nearest(mask: np.ndarray, out_hw: tuple[int, int]) -> np.ndarray
     return mask[source(h, out_hw[0])[:, None], source(w, out_hw[1])[None, :]]
 
 
+def _objects(side: Sidecar, raw: dict[str, np.ndarray], orig_hw: tuple[int, int]) -> dict:
+    """An instance model's objects pasted at the image's size (see :mod:`.objects`)."""
+    s = side.input_size
+    xyxy = scale_xy(raw["boxes"].reshape(-1, 4), s, orig_hw)
+    pasted = paste_objects(raw["mask_probs"], xyxy, orig_hw, grid_offset((s, s), orig_hw))
+    kept, objects = [], []
+    for obj, b, sc, c in zip(pasted, xyxy.tolist(), raw["scores"].tolist(),
+                             raw["labels"].tolist(), strict=True):  # fmt: skip
+        if not obj.area:
+            continue
+        kept.append(obj)
+        objects.append({"number": len(kept), "class": side.class_names[int(c)],
+                        "class_id": side.class_ids[int(c)], "score": float(sc),
+                        "xyxy": [float(v) for v in b]})  # fmt: skip
+    return {"objects": objects, "mask": instance_map(kept, orig_hw),
+            "score": max((o["score"] for o in objects), default=0.0)}  # fmt: skip
+
+
 def decode_prediction(
     side: Sidecar, raw: dict[str, np.ndarray], k: int, orig_hw: tuple[int, int]
 ) -> dict[str, Any]:
@@ -65,6 +84,8 @@ def decode_prediction(
         ]
         top = max(scores, default=0.0)
         return {"boxes": boxes, "score": top}
+    if side.task == "instances":
+        return _objects(side, raw, orig_hw)
     if side.task == "landmarks":
         kp = np.asarray(raw["keypoints"][k], dtype=np.float32)
         pts = np.concatenate([scale_xy(kp[:, :2], size, orig_hw), kp[:, 2:3]], axis=1)

@@ -189,6 +189,7 @@ def expected_shapes(side: Sidecar, batch: int | None) -> list[tuple[int | None, 
         "landmarks": [(n, p, None, None), (n, p, 3)],
         "autoencode": [(n, 3, s, s), (n, None), (n,)],
         "detect": [(None, 4), (None,), (None,)],
+        "instances": [(None, 4), (None,), (None,), (None, None, None)],
     }
     return shapes[side.task]
 

@@ -12,7 +12,7 @@ from .decode import decode_prediction
 from .errors import ExportError, SidecarError
 from .images import normalise, read_rgb, resize_square
 from .loader import Runner, TorchScriptLoader, check_output_shapes, open_runner
-from .sidecar import Sidecar, read_sidecar, sidecar_path
+from .sidecar import ONE_IMAGE_TASKS, Sidecar, read_sidecar, sidecar_path
 
 
 class ExportedModel:
@@ -30,6 +30,10 @@ class ExportedModel:
     - segment:    {"classes": [names present], "mask": H×W uint16, "score": None}; mask
       value 0 = background, k = ``classes[k - 1]`` (1-based position in the sidecar's
       class list, not a database id)
+    - instances:  {"objects": [{"number", "class", "class_id", "score", "xyxy"}], "mask":
+      H×W uint16 object map (pixel = an object's number, 0 = none; where objects overlap
+      the better-scoring one), "score"} (score = best object score, 0 without objects;
+      objects with no pixel are left out), as ``runner.predict`` stores them
     - autoencode: {"latent": [...], "error": float, "score"} (score = error)
     """
 
@@ -91,16 +95,18 @@ class ExportedModel:
         return normalise(resized, self.sidecar.mean, self.sidecar.std)
 
     def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
-        """Raw outputs (name → array) for a preprocessed batch N×3×S×S (N = 1 for detect).
+        """Raw outputs (name → array) for a preprocessed batch N×3×S×S (N = 1 for detect
+        and instances).
         Outputs whose shapes or class indices do not fit the sidecar raise
         :class:`~tlstudio.runtime.SidecarError`."""
-        if self.task == "detect" and len(batch) != 1:
-            raise ExportError("an exported detector takes one image at a time (N = 1)")
+        one_image = self.task in ONE_IMAGE_TASKS
+        if one_image and len(batch) != 1:
+            raise ExportError(f"an exported {self.task} model takes one image at a time (N = 1)")
         got = [np.asarray(o) for o in self._run(batch)]
-        n = None if self.task == "detect" else len(batch)
+        n = None if one_image else len(batch)
         check_output_shapes(self.path, self.sidecar, [o.shape for o in got], batch=n)
         raw = dict(zip(self.outputs, got, strict=True))
-        if self.task == "detect" and raw["labels"].size:
+        if one_image and raw["labels"].size:
             lo, hi = int(raw["labels"].min()), int(raw["labels"].max())
             if lo < 0 or hi >= len(self.class_names):
                 raise SidecarError(
@@ -117,7 +123,7 @@ class ExportedModel:
         class docstring for the keys)."""
         images = list(rgb_images)
         out: list[dict[str, Any]] = []
-        step = 1 if self.task == "detect" else max(1, int(batch_size))
+        step = 1 if self.task in ONE_IMAGE_TASKS else max(1, int(batch_size))
         for start in range(0, len(images), step):
             chunk = images[start : start + step]
             raw = self.run(self.preprocess(chunk))

@@ -76,9 +76,23 @@ OUTPUTS: dict[str, list[dict[str, str]]] = {
         {"name": "scores", "shape": "K", "meaning": "detection scores in [0, 1], descending"},
         {"name": "labels", "shape": "K", "meaning": "class index 0..C-1 into classes"},
     ],
+    "instances": [
+        {"name": "boxes", "shape": "K×4", "meaning": "x1, y1, x2, y2 in input pixels"},
+        {"name": "scores", "shape": "K", "meaning": "object scores in [0, 1], descending"},
+        {"name": "labels", "shape": "K", "meaning": "class index 0..C-1 into classes"},
+        {
+            "name": "mask_probs",
+            "shape": "K×M×M",
+            "meaning": "each object's probability grid over its box: cell (i, j) covers "
+            "[x1 + j·w/M, x1 + (j+1)·w/M) × [y1 + i·h/M, ...) shifted half an input pixel "
+            "right and down; pixels above 0.5 are the object's (tlstudio.runtime.objects)",
+        },
+    ],
 }
 #: tasks whose outputs are per class, so the sidecar must name at least one class
-_CLASS_TASKS = ("classify", "detect", "segment")
+_CLASS_TASKS = ("classify", "detect", "segment", "instances")
+#: tasks whose exported graph takes exactly one image (N = 1): the detectors
+ONE_IMAGE_TASKS = ("detect", "instances")
 
 
 def sidecar_path(path: str | Path) -> Path:

@@ -1,5 +1,6 @@
 """The labels of the shown image on the canvas: boxes, landmark sets, the mask
-overlay, the class-tag overlay and the selection.
+overlay, the objects and ignore region (:class:`~.object_layer.ObjectLayer`), the
+class-tag overlay and the selection.
 
 Mirrors :class:`~tlstudio.gui.canvas.prediction_items.PredictionLayer`: it owns the
 scene items and draws what :meth:`AnnotationLayer.reload` read from the store;
@@ -21,14 +22,17 @@ from tlstudio.core.project import Project
 
 from .items import NO_CLASS_COLOR, BoxItem, LandmarkSetItem, MaskOverlayItem
 from .mask_writer import MaskState
+from .object_layer import ObjectLayer
 
 
 @dataclass(frozen=True)
 class Selection:
-    """What is selected on the canvas: a box or a landmark set (and one of its points)."""
+    """What is selected on the canvas: a box, a landmark set (and one of its points) or
+    an object (by its number in the image: it keeps it through undo and redo, and has
+    it before the store gives it an id)."""
 
-    kind: str  # "box" or "landmarks"
-    id: int  # box id or landmark set id in the store
+    kind: str  # "box", "landmarks" or "object"
+    id: int  # box id or landmark set id in the store; an object's number
     point: int | None = None  # index of the selected point of a landmark set
 
 
@@ -54,6 +58,7 @@ class AnnotationLayer(QObject):
         self.scene = scene
         self.mask_item = MaskOverlayItem()
         scene.addItem(self.mask_item)
+        self.objects = ObjectLayer(scene)
         self.tags_label = overlay_label(viewport_host)
         self.size = (0, 0)  # (width, height) of the image, px
         self.class_colors: dict[int, QColor] = {}
@@ -75,6 +80,7 @@ class AnnotationLayer(QObject):
         self.size = size
         self.mask_item.set_size(*size)
         self._mask = MaskState(None, None, [])
+        self.objects.set_image(size)
 
     def load_classes(self, project: Project) -> None:
         classes = project.classes()
@@ -116,18 +122,26 @@ class AnnotationLayer(QObject):
         for set_id in [s for s in self._landmarks if s not in seen]:
             self.scene.removeItem(self._landmarks.pop(set_id))
 
-        self._sync_mask(project, image_id, pending)
+        label_changed = self._sync_mask(project, image_id, pending)
+        pending_objects = None if pending is None else pending.objects
+        objects_changed = self.objects.sync(
+            project, image_id, self._mask.label, pending_objects, self.class_colors
+        )
+        if (label_changed or objects_changed) and self.objects.color_by_object:
+            self._show_label()
         self.show_tags(project.tags(image_id))
         sel = self.selection
         if sel is not None and (
             (sel.kind == "box" and sel.id not in self._boxes)
             or (sel.kind == "landmarks" and sel.id not in self._landmarks)
+            or (sel.kind == "object" and not self.objects.has_object(sel.id))
         ):
             self.set_selection(None)
         else:
             self._apply_selection()
 
-    def _sync_mask(self, project: Project, image_id: int, pending: MaskState | None) -> None:
+    def _sync_mask(self, project: Project, image_id: int, pending: MaskState | None) -> bool:
+        """Show ``pending`` or the stored label map; True when the map shown changed."""
         colors_changed = self.mask_item.set_colors(self.class_colors)
         shown = self._mask
         if pending is None:
@@ -140,8 +154,20 @@ class AnnotationLayer(QObject):
                 label = None if stored is None else project.mask(image_id)
                 pending = MaskState(label, *stored) if stored else MaskState(None, None, [])
         if pending is not shown or colors_changed:
+            changed = pending.label is not shown.label
             self._mask = pending
-            self.mask_item.set_label_map(pending.label)
+            self._show_label()
+            return changed
+        return False
+
+    def _show_label(self, label: np.ndarray | None = None) -> None:
+        """Draw ``label`` (default: the label map shown) in class colours; with "colour by
+        object" the objects' pixels are left to the objects' own colours."""
+        label = self._mask.label if label is None else label
+        eff = self.objects.effective
+        if label is not None and eff is not None and self.objects.color_by_object:
+            label = np.where(eff.map > 0, 0, label)
+        self.mask_item.set_label_map(label)
 
     def clear(self) -> None:
         for item in (*self._boxes.values(), *self._landmarks.values()):
@@ -163,7 +189,7 @@ class AnnotationLayer(QObject):
 
     def refresh_mask(self) -> None:
         """Redraw the whole mask overlay from the stored label map (drops stroke feedback)."""
-        self.mask_item.set_label_map(self._mask.label)
+        self._show_label()
 
     # -- the mask ----------------------------------------------------------------------
     def label_map(self) -> np.ndarray | None:
@@ -175,8 +201,26 @@ class AnnotationLayer(QObject):
         return self._mask
 
     def set_mask_state(self, state: MaskState) -> None:
-        """``state`` is shown now (the tool drew it already; the store follows)."""
+        """``state`` is shown now (the tool drew it already; the store follows); with
+        objects, they are drawn now too."""
         self._mask = state
+        if state.objects is not None:  # made by LabelEdits.push_objects with this label map
+            self.objects.show_consistent(state.objects, state.label)
+            changed = True
+        else:
+            changed = self.objects.refresh(state.label)
+        if changed and self.objects.color_by_object:
+            self._show_label()
+
+    def full_state(self) -> MaskState:
+        """The label map and the objects shown, for an object edit's undo (encoded
+        where the shown states are)."""
+        m, o = self._mask, self.objects.state
+        return MaskState(m.label, m.png, m.present, o)
+
+    def objects_ignore(self) -> bytes | None:
+        """The ignore region's PNG as stored (object edits keep it)."""
+        return self.objects.state.ignore
 
     def editable_mask(self) -> np.ndarray:
         """A copy of the label map to paint into (zeros when the image has none)."""
@@ -247,6 +291,14 @@ class AnnotationLayer(QObject):
     def select_landmarks(self, set_id: int, point: int | None = None) -> None:
         self.set_selection(Selection("landmarks", set_id, point))
 
+    def select_object(self, number: int) -> None:
+        self.set_selection(Selection("object", number))
+
+    def selected_object(self) -> int | None:
+        """The number of the selected object, or None."""
+        sel = self.selection
+        return sel.id if sel is not None and sel.kind == "object" else None
+
     def clear_selection(self) -> None:
         self.set_selection(None)
 
@@ -266,6 +318,7 @@ class AnnotationLayer(QObject):
         for set_id, set_item in self._landmarks.items():
             on = sel is not None and sel.kind == "landmarks" and sel.id == set_id
             set_item.set_selected(on, sel.point if on and sel is not None else None)
+        self.objects.set_selected(sel.id if sel is not None and sel.kind == "object" else None)
 
     # -- visibility ------------------------------------------------------------------------
     def set_labels_visible(self, visible: bool, tags: tuple[int, ...]) -> None:
@@ -292,6 +345,16 @@ class AnnotationLayer(QObject):
     def set_mask_visible(self, visible: bool) -> None:
         self.mask_wanted = bool(visible)
         self.mask_item.setVisible(self.mask_wanted and self.labels_visible)
+        self.objects.set_visible(self.mask_wanted and self.labels_visible)
+        sel = self.selection
+        if not (self.mask_wanted and self.labels_visible) and sel is not None:
+            if sel.kind == "object":
+                self.set_selection(None)
+
+    def set_color_by_object(self, on: bool) -> None:
+        """Colour each object in a colour of its own (True) or in its class colour."""
+        self.objects.set_color_by_object(on)
+        self._show_label()
 
     def show_tags(self, tags: tuple[int, ...]) -> None:
         """The image's class tags as coloured squares and names (top left of the view)."""

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 _K = Qt.Key
 _B = Qt.MouseButton
-TOOL_KEYS = {_K.Key_V: "select", _K.Key_B: "box", _K.Key_L: "landmarks"}
+TOOL_KEYS = {_K.Key_V: "select", _K.Key_B: "box", _K.Key_L: "landmarks", _K.Key_I: "objects"}
 MASK_KEYS = {_K.Key_M: "brush", _K.Key_E: "eraser", _K.Key_P: "polygon"}
 DIGITS = {getattr(_K, f"Key_{n}"): n for n in range(1, 10)}
 PLAIN_KEYS = (
@@ -199,7 +199,7 @@ class CanvasInput:
             view.set_mask_mode(MASK_KEYS[_K(key)])
             view.app_state.set_tool("mask")
         elif key in DIGITS:
-            view.edits.tag_with_class(DIGITS[_K(key)])
+            view.edits.class_key(DIGITS[_K(key)])
         elif key == _K.Key_F:
             view.fit_to_window()
         elif key in (_K.Key_Plus, _K.Key_Equal, _K.Key_Minus):

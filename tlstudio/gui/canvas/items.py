@@ -21,6 +21,7 @@ from PySide6.QtGui import (
     QPainter,
     QPainterPath,
     QPen,
+    QPolygonF,
 )
 from PySide6.QtWidgets import (
     QGraphicsEllipseItem,
@@ -337,6 +338,32 @@ class LandmarkSetItem(QGraphicsItem):
             dot.setVisible(True)
         for dot in self._dots[len(self.points) :]:
             dot.setVisible(False)
+
+
+def region_paths(label: np.ndarray) -> dict[int, QPainterPath]:
+    """The outline of every non-zero value's region of an H×W map (image px, through
+    the centres of the region's border pixels; holes included), by value. One pass finds
+    every region's bounding box, so the cost is the image plus the regions' own areas."""
+    import cv2  # loaded by tlstudio.core already; kept local like other heavy modules
+    from scipy.ndimage import find_objects
+
+    out: dict[int, QPainterPath] = {}
+    if label is None or not label.any():
+        return out
+    for index, where in enumerate(find_objects(label)):
+        if where is None:
+            continue
+        value = index + 1
+        crop = (label[where] == value).astype(np.uint8)
+        contours, _ = cv2.findContours(crop, cv2.RETR_LIST, cv2.CHAIN_APPROX_SIMPLE)
+        path = QPainterPath()
+        dx, dy = where[1].start + 0.5, where[0].start + 0.5
+        for c in contours:
+            pts = c.reshape(-1, 2).astype(float)
+            path.addPolygon(QPolygonF([QPointF(x + dx, y + dy) for x, y in pts]))
+            path.closeSubpath()
+        out[value] = path
+    return out
 
 
 class MaskOverlayItem(QGraphicsItem):

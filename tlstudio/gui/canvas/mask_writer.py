@@ -1,10 +1,14 @@
-"""Storing label maps without holding the GUI thread.
+"""Storing label maps and objects without holding the GUI thread.
 
 A committed brush stroke on a 4000×3000 image needs a PNG encode (about a second)
 and a class count; :class:`MaskWriter` does both in a worker thread and writes the
 bytes to the store on the GUI thread when they are ready (the store's connection
 belongs to that thread; the write itself takes milliseconds). Meanwhile the stroke
-is on screen and on the undo stack (:class:`MaskEdit`).
+is on screen and on the undo stack (:class:`MaskEdit`). An object edit (the Objects
+tool) changes the label map and the object map together: its :class:`MaskState`
+carries an :class:`ObjectsState`, both maps are encoded in the worker and written in
+one transaction (``InstanceStore.restore``), so label map and objects never disagree
+in the store and one writer orders every pixel edit of an image.
 
 Order: per image the latest request wins. A request that finishes encoding after a
 newer one was made for the same image is not written, so undo and redo while a
@@ -20,31 +24,51 @@ import sqlite3
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from itertools import count
 
 import numpy as np
 from PySide6.QtCore import QObject, Signal
 
-from tlstudio.core.annotations import encode_mask
+from tlstudio.core.annotations import Instance, encode_mask
 from tlstudio.core.commands import Command
 from tlstudio.core.errors import TlsError
+from tlstudio.core.instances import PixelState, instance_row
 from tlstudio.core.project import Project
+
+
+@dataclass(eq=False)
+class ObjectsState:
+    """An image's objects as stored (or about to be): ``numbers`` the H×W uint16 object
+    map (None: no object), ``objects`` one :class:`Instance` per number (id None for a
+    new object until it is stored; the writer fills it in), ``ignore`` the stored PNG of
+    the ignore region (the canvas does not change it) and, once encoded, ``png`` of the
+    map. Pixels whose label-map class is not their object's do not count as the
+    object's (see :mod:`tlstudio.core.instances`). Never modify ``numbers``."""
+
+    numbers: np.ndarray | None
+    objects: tuple[Instance, ...] = ()
+    ignore: bytes | None = None
+    png: bytes | None = None
+    encoded: bool = False
 
 
 @dataclass(eq=False)
 class MaskState:
     """A label map (H×W, pixel = class id; None: no mask) and, once encoded, the PNG
-    bytes and class ids that the store keeps for it. Never modify ``label``."""
+    bytes and class ids that the store keeps for it; ``objects``: the image's objects to
+    store with it (None: leave the stored objects as they are, as a class-brush stroke
+    does). Never modify ``label``."""
 
     label: np.ndarray | None
     png: bytes | None = None
     present: list[int] | None = None
+    objects: ObjectsState | None = None
 
     @property
     def encoded(self) -> bool:
-        return self.present is not None
+        return self.present is not None and (self.objects is None or self.objects.encoded)
 
 
 def encode_label(label: np.ndarray) -> tuple[bytes | None, list[int]]:
@@ -52,6 +76,20 @@ def encode_label(label: np.ndarray) -> tuple[bytes | None, list[int]]:
     if not label.any():
         return None, []
     return encode_mask(label)
+
+
+def _encode(state: MaskState) -> tuple[bytes | None, list[int], bytes | None]:
+    """(label PNG, class ids, object-map PNG) of ``state``, as needed. Runs in the worker."""
+    png, present = (state.png, state.present) if state.present is not None else (None, [])
+    if state.present is None and state.label is not None:
+        png, present = encode_label(state.label)
+    numbers = None
+    objects = state.objects
+    if objects is not None and not objects.encoded and objects.numbers is not None:
+        numbers = encode_mask(objects.numbers)[0]
+    elif objects is not None:
+        numbers = objects.png
+    return png, present, numbers
 
 
 class _Sink(QObject):
@@ -98,13 +136,13 @@ class MaskWriter(QObject):
         else as soon as the worker has encoded it."""
         number = next(self._numbers)
         self._latest[image_id] = (number, state)
-        if state.label is None or state.encoded:
+        if state.encoded or (state.label is None and state.objects is None):
             self._write(image_id, number, state)
         elif self.blocking:
-            state.png, state.present = encode_label(state.label)
+            _fill(state, _encode(state))
             self._write(image_id, number, state)
         else:
-            future = self._executor.submit(encode_label, state.label)
+            future = self._executor.submit(_encode, state)
             self._jobs[number] = (image_id, state, future)
             future.add_done_callback(partial(self._notify, number))
 
@@ -156,7 +194,7 @@ class MaskWriter(QObject):
             return  # flush() handled it already
         image_id, state, future = job
         try:
-            state.png, state.present = future.result()
+            _fill(state, future.result())
         except Exception as exc:  # noqa: BLE001 - reported, never lost in the thread
             self._latest.pop(image_id, None)
             self.failed.emit(f"Cannot store the mask: {exc}")
@@ -169,22 +207,47 @@ class MaskWriter(QObject):
         del self._latest[image_id]
         if self.project is None:
             return
-        png, present = (None, []) if state.label is None else (state.png, state.present or [])
         try:
             if self.project.store.in_transaction:
-                self.project.write_encoded_mask(image_id, png, present)
+                self._store(image_id, state)
             else:
                 with self.own_edit():
-                    self.project.write_encoded_mask(image_id, png, present)
+                    self._store(image_id, state)
         except (TlsError, sqlite3.Error) as exc:
             self.failed.emit(f"Cannot store the mask: {exc}")
             return
         self.written.emit(image_id)
 
+    def _store(self, image_id: int, state: MaskState) -> None:
+        assert self.project is not None  # checked by _write
+        png, present = (None, []) if state.label is None else (state.png, state.present or [])
+        objects = state.objects
+        if objects is None:
+            self.project.write_encoded_mask(image_id, png, present)
+            return
+        rows = tuple(instance_row(o) for o in objects.objects)
+        mask = None if png is None else (png, present)
+        pixels = PixelState(mask, objects.png if rows else None, rows, objects.ignore)
+        self.project.instances.restore(image_id, pixels)
+        if any(o.id is None for o in objects.objects):  # new objects: keep the ids they got
+            ids = dict(
+                self.project.store.conn.execute(
+                    "SELECT number, id FROM instances WHERE image_id = ?", (image_id,)
+                )
+            )
+            objects.objects = tuple(replace(o, id=ids.get(o.number)) for o in objects.objects)
+
+
+def _fill(state: MaskState, encoded: tuple[bytes | None, list[int], bytes | None]) -> None:
+    state.png, state.present, numbers = encoded
+    if state.objects is not None:
+        state.objects.png, state.objects.encoded = numbers, True
+
 
 class MaskEdit(Command):
-    """Replace the label map of one image (one undo step); the store gets it through
-    the :class:`MaskWriter`, so doing and undoing never encode on the GUI thread."""
+    """Replace the label map (and, with :class:`ObjectsState` s, the objects) of one image
+    (one undo step); the store gets it through the :class:`MaskWriter`, so doing and
+    undoing never encode on the GUI thread."""
 
     def __init__(
         self, writer: MaskWriter, image_id: int, old: MaskState, new: MaskState, text: str

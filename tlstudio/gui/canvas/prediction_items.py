@@ -31,7 +31,14 @@ from PySide6.QtWidgets import (
 from tlstudio.core.labelset import LandmarkTemplate
 from tlstudio.core.runs import Prediction
 
-from .items import HALO_PEN, NO_CLASS_COLOR, MaskOverlayItem, cosmetic_pen, point_color
+from .items import (
+    HALO_PEN,
+    NO_CLASS_COLOR,
+    MaskOverlayItem,
+    cosmetic_pen,
+    point_color,
+    region_paths,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from PySide6.QtWidgets import QGraphicsScene
@@ -253,27 +260,14 @@ class MaskOutlineItem(QGraphicsItem):
         self._rect = QRectF()
 
     def set_label_map(self, label: np.ndarray | None, colors: Mapping[int, QColor]) -> None:
-        """Outline every class region of the H×W ``label`` (None: nothing)."""
-        import cv2  # already loaded by tlstudio.core; kept local like other heavy modules
-
+        """Outline every region of the H×W ``label`` (None: nothing), each in the colour
+        of its value (class ids; object numbers for predicted objects)."""
         self.prepareGeometryChange()
-        self.outlines, self._colors = [], dict(colors)
+        paths = region_paths(label) if label is not None else {}
+        self.outlines, self._colors = list(paths.items()), dict(colors)
         self._rect = QRectF()
-        if label is not None and label.any():
-            for cid in np.unique(label):
-                if not cid:
-                    continue
-                region = (label == cid).astype(np.uint8)
-                contours, _ = cv2.findContours(region, cv2.RETR_LIST, cv2.CHAIN_APPROX_SIMPLE)
-                path = QPainterPath()
-                for c in contours:
-                    pts = c.reshape(-1, 2).astype(float) + 0.5  # pixel centres
-                    path.moveTo(*pts[0])
-                    for x, y in pts[1:]:
-                        path.lineTo(x, y)
-                    path.closeSubpath()
-                self.outlines.append((int(cid), path))
-                self._rect = self._rect.united(path.boundingRect())
+        for _value, path in self.outlines:
+            self._rect = self._rect.united(path.boundingRect())
         self.update()
 
     def boundingRect(self) -> QRectF:
@@ -338,6 +332,8 @@ class PredictionLayer:
         self.landmarks = PredictedLandmarksItem()
         self.mask = PredictedMaskItem()
         self.mask_outline = MaskOutlineItem()
+        self.object_captions: list[PredictionCaptionItem] = []  # instances: one per object
+        self._captions_shown = 0
         self.probabilities = ProbabilityLabel(viewport_host)
         scene.addItem(self.landmarks)
         scene.addItem(self.mask)
@@ -383,6 +379,8 @@ class PredictionLayer:
         """Hide boxes and landmark points scoring below ``threshold`` (0–1)."""
         self.threshold = min(max(float(threshold), 0.0), 1.0)
         self.landmarks.set_threshold(self.threshold)
+        if self.task == "instances":
+            self._build_objects()
         self._apply_visibility()
 
     def shown_boxes(self) -> list[PredictedBoxItem]:
@@ -396,6 +394,49 @@ class PredictionLayer:
 
     def _name(self, class_id: int) -> str:
         return self._names.get(int(class_id), f"class {class_id}")
+
+    def shown_objects(self) -> list[str]:
+        """The captions of the predicted objects drawn ("circle 0.93"), best first."""
+        if not (self.visible and self.prediction is not None):
+            return []
+        return [c.text for c in self.object_captions[: self._captions_shown]]
+
+    def _build_objects(self) -> bool:
+        """Draw an instance prediction's objects scoring ≥ the threshold: each filled
+        and outlined (dashed) in its class colour, captioned under its box. False when
+        the prediction is no instance prediction (nothing drawn)."""
+        pred = self.prediction
+        w, h = self._size
+        numbers = pred.mask if pred is not None and self.task == "instances" else None
+        objects = [] if numbers is None or numbers.shape != (h, w) else [
+            o for o in pred.payload.get("objects", []) if float(o["score"]) >= self.threshold
+        ]  # fmt: skip
+        self._captions_shown = len(objects)
+        if numbers is None or numbers.shape != (h, w):
+            return False
+        lut = np.zeros(max([int(numbers.max()), *(int(o["number"]) for o in objects)]) + 1,
+                       np.uint16)  # fmt: skip
+        colors = {}
+        for k, o in enumerate(objects):
+            n, cid = int(o["number"]), int(o["class_id"])
+            lut[n] = n
+            colors[n] = self._color(cid)
+            if k == len(self.object_captions):
+                caption = PredictionCaptionItem()
+                caption.setZValue(Z_PRED_BOXES)
+                self.scene.addItem(caption)
+                self.object_captions.append(caption)
+            caption = self.object_captions[k]
+            x1, _y1, _x2, y2 = (float(v) for v in o["xyxy"])
+            caption.setPos(x1, y2)
+            caption.set_text(f"{self._name(cid)} {float(o['score']):.2f}", colors[n])
+        shown = lut[numbers]
+        if (self.mask.boundingRect().width(), self.mask.boundingRect().height()) != (w, h):
+            self.mask.set_size(w, h)
+        self.mask.set_colors(colors)
+        self.mask.set_label_map(shown)
+        self.mask_outline.set_label_map(shown, colors)
+        return True
 
     def _build(self) -> None:
         pred, task = self.prediction, self.task
@@ -415,7 +456,9 @@ class PredictionLayer:
         self.landmarks.set_threshold(self.threshold)
         w, h = self._size
         mask = pred.mask if (pred is not None and task == "segment") else None
-        if mask is not None and mask.shape == (h, w):
+        if self._build_objects():
+            pass
+        elif mask is not None and mask.shape == (h, w):
             if (self.mask.boundingRect().width(), self.mask.boundingRect().height()) != (w, h):
                 self.mask.set_size(w, h)
             self.mask.set_colors(self._colors)
@@ -438,6 +481,8 @@ class PredictionLayer:
         self.landmarks.setVisible(on)
         self.mask.setVisible(on)
         self.mask_outline.setVisible(on)
+        for k, caption in enumerate(self.object_captions):
+            caption.setVisible(on and k < self._captions_shown)
         self.probabilities.setVisible(on and bool(self.probabilities.ranked))
 
 

@@ -36,6 +36,7 @@ from PySide6.QtGui import (
 )
 from PySide6.QtWidgets import QFrame, QGraphicsScene, QGraphicsView, QWidget
 
+from tlstudio.core.annotations import InstanceLayer
 from tlstudio.core.commands import Command
 from tlstudio.core.errors import TlsError
 from tlstudio.core.imageio import ImageData
@@ -311,10 +312,21 @@ class CanvasView(QGraphicsView):
         """Make ``label`` the shown image's label map (see :meth:`LabelEdits.push_mask`)."""
         return self.edits.push_mask(label, text)
 
+    def push_objects(self, label: np.ndarray, layer: InstanceLayer, text: str) -> bool:
+        """Make ``label`` and ``layer`` the shown image's label map and objects (see
+        :meth:`LabelEdits.push_objects`)."""
+        return self.edits.push_objects(label, layer, text)
+
     # ------------------------------------------------------------------ layers and mask tool
     def set_mask_opacity(self, opacity: float) -> None:
         """Mask overlay opacity, 0 (invisible) to 1 (opaque)."""
-        self.mask_item.setOpacity(min(max(float(opacity), 0.0), 1.0))
+        opacity = min(max(float(opacity), 0.0), 1.0)
+        self.mask_item.setOpacity(opacity)
+        self.annotations.objects.set_opacity(opacity)
+
+    def set_color_by_object(self, on: bool) -> None:
+        """Fill and outline each object in a colour of its own (True) or in its class's."""
+        self.annotations.set_color_by_object(on)
 
     def set_labels_visible(self, visible: bool) -> None:
         """Show or hide every label of the image (tag overlay, boxes, landmarks, mask),
@@ -326,12 +338,13 @@ class CanvasView(QGraphicsView):
         self._place_overlays()
 
     def brush_size(self) -> int:
-        """Mask brush diameter in image pixels."""
+        """Brush diameter in image pixels (the mask and objects tools share it)."""
         return self.tools["mask"].brush_size
 
     def set_brush_size(self, size: int) -> None:
-        """Mask brush diameter in image pixels (clamped to the tool's range)."""
+        """Brush diameter in image pixels (clamped to the mask tool's range)."""
         self.tools["mask"].set_brush_size(size)
+        self.tools["objects"].set_brush_size(self.tools["mask"].brush_size)
 
     def mask_mode(self) -> str:
         return self.tools["mask"].mode

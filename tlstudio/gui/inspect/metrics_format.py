@@ -17,6 +17,7 @@ CARD_KEYS = {
     "classify": ("accuracy", "balanced_accuracy", "f1_macro", "roc_auc", "images"),
     "classify_multi": ("f1_macro", "f1_micro", "subset_accuracy", "roc_auc", "images"),
     "detect": ("map50", "map", "map75", "mean_iou", "images"),
+    "instances": ("segm_map50", "segm_map", "segm_map75", "map50", "images"),
     "landmarks": ("nme", "pck@0.05", "pck@0.1", "mean_error_px", "images"),
     "segment": ("miou", "mdice", "pixel_accuracy", "images"),
     "autoencode": ("recon_error_mean", "recon_error_median", "recon_error_p95", "images"),
@@ -37,6 +38,9 @@ COLUMN_TITLES = {
     "recall50": "Recall@.5",
     "num_gt": "True boxes",
     "num_pred": "Predicted boxes",
+    "segm_ap": "Mask AP",
+    "segm_ap50": "Mask AP@.5",
+    "segm_ap75": "Mask AP@.75",
     "mean_error_px": "Mean error (px)",
     "nme": "NME",
     "count": "Visible",
@@ -88,7 +92,7 @@ def score_text(ev: Evaluation | None, r: ImageRecord) -> str:
     task = ev.task if ev is not None else ""
     if task == "classify":
         return f"p = {r.score:.2f}"
-    if task == "detect":
+    if task in ("detect", "instances"):
         return f"{int(r.error or 0)} wrong, best score {r.score:.2f}"
     if task == "landmarks":
         return f"NME {r.score:.3f}, {r.error:.1f} px" if r.error is not None else f"{r.score:.3f}"
@@ -104,6 +108,8 @@ def fill_class_table(m: QStandardItemModel, ev: Evaluation) -> None:
     cols = ev.per_class_columns
     titles = dict(COLUMN_TITLES, name={"landmarks": "Point", "autoencode": "Class tag"}.get(
         ev.task, "Class"))  # fmt: skip
+    if ev.task == "instances":
+        titles.update(num_gt="True objects", num_pred="Predicted objects", ap50="Box AP@.5")
     m.setHorizontalHeaderLabels([titles.get(c, c) for c in cols])
     for row in ev.per_class:
         items = []

@@ -61,12 +61,11 @@ class MetricsPlot(QGroupBox):
             item.legend.scene().removeItem(item.legend)
             item.legend = None
         item.getAxis("bottom").setTicks(None)
-        if ev.task in ("classify", "detect"):
-            self.setTitle(
-                "Precision-recall curves" + (" (IoU ≥ .5)" if ev.task == "detect" else "")
-            )
+        if ev.task in ("classify", "detect", "instances"):
+            iou = {"detect": " (IoU ≥ .5)", "instances": " (mask IoU ≥ .5)"}.get(ev.task, "")
+            self.setTitle("Precision-recall curves" + iou)
             item.addLegend(offset=(-5, -5), labelTextColor="k")
-            ap_key = "ap50" if ev.task == "detect" else "ap"
+            ap_key = {"detect": "ap50", "instances": "segm_ap50"}.get(ev.task, "ap")
             ap = {row["name"]: row.get(ap_key) for row in ev.per_class}
             for name, (prec, rec) in ev.pr_curves.items():
                 x, y = pr_steps(prec, rec)

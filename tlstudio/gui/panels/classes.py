@@ -50,7 +50,8 @@ from tlstudio.gui.state import AppState
 from tlstudio.gui.widgets.wheel_guard import guard_wheel
 
 #: what each drawing tool makes, for "New box: circle" in the status bar
-TOOL_MAKES = {"box": "box", "landmarks": "landmark set", "mask": "mask paint"}
+TOOL_MAKES = {"box": "box", "landmarks": "landmark set", "mask": "mask paint",
+              "objects": "object"}  # fmt: skip
 MIN_NOTE_WIDTH = 80  # px: the status-bar note may be cut down to this
 
 

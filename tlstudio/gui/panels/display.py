@@ -56,6 +56,13 @@ class DisplayPanel(QWidget):
             self.show_mask.toggled.connect(show_mask_action.setChecked)
             show_mask_action.toggled.connect(self.show_mask.setChecked)
         self.show_mask.toggled.connect(canvas.annotations.set_mask_visible)
+        self.color_by_object = QCheckBox("Colour by object")
+        self.color_by_object.setObjectName("colorByObject")
+        self.color_by_object.setToolTip(
+            "Fill and outline each object in a colour of its own, so touching objects of one "
+            "class read as separate objects (off: in their class colour)"
+        )
+        self.color_by_object.toggled.connect(canvas.set_color_by_object)
 
         self.center = QDoubleSpinBox()
         self.width_ = QDoubleSpinBox()
@@ -99,6 +106,7 @@ class DisplayPanel(QWidget):
         form = QFormLayout(self)
         form.addRow("Mask opacity:", row)
         form.addRow(self.show_mask)
+        form.addRow(self.color_by_object)
         for box in self.layer_boxes:
             form.addRow(box)
         form.addRow("Window preset:", self.preset)

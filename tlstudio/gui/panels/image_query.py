@@ -17,7 +17,7 @@ from pathlib import Path
 from tlstudio.core.prediction_query import UNCERTAIN, PredictionStatus
 from tlstudio.core.project import Project
 
-STATUSES = ("all", "unlabelled", "labelled", "boxes", "landmarks", "mask")
+STATUSES = ("all", "unlabelled", "labelled", "boxes", "landmarks", "mask", "objects")
 STATUS_NAMES = {
     "all": "All images",
     "unlabelled": "Unlabelled",
@@ -25,6 +25,7 @@ STATUS_NAMES = {
     "boxes": "Has boxes",
     "landmarks": "Has landmarks",
     "mask": "Has mask",
+    "objects": "Has objects",
 }
 ANY = "any"  # split / class / prediction filter value meaning "do not filter"
 NO_SPLIT = "none"  # split filter value for images without a split
@@ -45,6 +46,7 @@ _HAS = {
     "boxes": "EXISTS (SELECT 1 FROM boxes b WHERE b.image_id = i.id)",
     "landmarks": "EXISTS (SELECT 1 FROM landmark_sets l WHERE l.image_id = i.id)",
     "mask": "EXISTS (SELECT 1 FROM masks m WHERE m.image_id = i.id)",
+    "objects": "EXISTS (SELECT 1 FROM instances o WHERE o.image_id = i.id)",
 }
 _LABELLED = "(" + " OR ".join(_HAS.values()) + ")"
 
@@ -82,7 +84,7 @@ class ImageFilter:
             conds.append(f"NOT {_LABELLED}")
         elif self.status == "labelled":
             conds.append(_LABELLED)
-        elif self.status in ("boxes", "landmarks", "mask"):
+        elif self.status in ("boxes", "landmarks", "mask", "objects"):
             conds.append(_HAS[self.status])
         elif self.status != "all":
             raise ValueError(f"unknown status filter {self.status!r}")
@@ -98,9 +100,11 @@ class ImageFilter:
                 " OR EXISTS (SELECT 1 FROM landmark_sets l WHERE l.image_id = i.id"
                 " AND l.class_id = ?)"
                 " OR EXISTS (SELECT 1 FROM masks m, json_each(m.classes) j"
-                " WHERE m.image_id = i.id AND j.value = ?))"
+                " WHERE m.image_id = i.id AND j.value = ?)"
+                " OR EXISTS (SELECT 1 FROM instances o WHERE o.image_id = i.id"
+                " AND o.class_id = ?))"
             )
-            params += [self.class_id] * 4
+            params += [self.class_id] * 5
         if self.text.strip():
             conds.append("instr(lower(i.path), ?) > 0")
             params.append(self.text.strip().lower())
@@ -120,6 +124,7 @@ class BrowserRow:
     n_landmarks: int
     has_mask: bool
     tag_names: tuple[str, ...]
+    n_objects: int = 0
 
     @property
     def name(self) -> str:
@@ -127,7 +132,9 @@ class BrowserRow:
 
     @property
     def is_labelled(self) -> bool:
-        return bool(self.n_tags or self.n_boxes or self.n_landmarks or self.has_mask)
+        return bool(
+            self.n_tags or self.n_boxes or self.n_landmarks or self.has_mask or self.n_objects
+        )
 
     def absolute_path(self, root: Path) -> Path:
         p = Path(self.path)
@@ -142,13 +149,17 @@ class BrowserRow:
         return f"{tags} · {kinds}" if tags and kinds else tags or kinds
 
     def kind_badges(self) -> str:
-        """'3 box · 2 lm · mask' (tags left out; empty if none)."""
+        """'3 box · 2 lm · mask' or '3 box · 4 obj' (tags left out; empty if none). The
+        objects' pixels are in the label map, so 'mask' goes unsaid beside them (captions
+        under thumbnails are short)."""
         parts = []
         if self.n_boxes:
             parts.append(f"{self.n_boxes} box")
         if self.n_landmarks:
             parts.append(f"{self.n_landmarks} lm")
-        if self.has_mask:
+        if self.n_objects:
+            parts.append(f"{self.n_objects} obj")
+        elif self.has_mask:
             parts.append("mask")
         return " · ".join(parts)
 
@@ -161,6 +172,8 @@ class BrowserRow:
             kinds.append(_plural(self.n_boxes, "box", "boxes"))
         if self.n_landmarks:
             kinds.append(_plural(self.n_landmarks, "landmark set", "landmark sets"))
+        if self.n_objects:
+            kinds.append(_plural(self.n_objects, "object", "objects"))
         if self.has_mask:
             kinds.append("a mask")
         labels = ", ".join(kinds) if kinds else "unlabelled"
@@ -250,12 +263,13 @@ def rows_for(project: Project, ids: Sequence[int]) -> dict[int, BrowserRow]:
             EXISTS (SELECT 1 FROM masks m WHERE m.image_id = i.id),
             (SELECT group_concat(c.name, char(31)) FROM
                 (SELECT c.name FROM tags t JOIN classes c ON c.id = t.class_id
-                 WHERE t.image_id = i.id ORDER BY c.position, c.id) c)
+                 WHERE t.image_id = i.id ORDER BY c.position, c.id) c),
+            (SELECT COUNT(*) FROM instances o WHERE o.image_id = i.id)
         FROM images i WHERE i.id IN ({marks})"""
     out = {}
     for r in project.store.conn.execute(sql, list(ids)):
         names = tuple(r[8].split("\x1f")) if r[8] else ()
-        out[r[0]] = BrowserRow(r[0], r[1], r[2], r[3], r[4], r[5], r[6], bool(r[7]), names)
+        out[r[0]] = BrowserRow(*r[:7], bool(r[7]), names, n_objects=r[9])
     return out
 
 

@@ -123,6 +123,9 @@ def render_preview(req: PreviewRequest, seed: int, count: int = TILES) -> Previe
                 key: target[key].numpy().copy()
                 for key in ("boxes", "labels", "keypoints", "mask", "label") if key in target
             }  # fmt: skip
+            if "masks" in target:  # objects: their classes as a label map, each outlined
+                masks = target["masks"].numpy().astype(np.int64)
+                sample["mask"] = (masks * sample["labels"][:, None, None]).max(0, initial=0)
             if used == "classify" and "labels" in sample:  # multi-hot: the tags' indices
                 sample["tags"] = np.flatnonzero(sample.pop("labels") > 0.5)
             elif "label" in sample:

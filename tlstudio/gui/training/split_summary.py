@@ -104,7 +104,7 @@ class SplitSummary(QWidget):
             )
         elif totals.unassigned:
             notes.append(f"{totals.unassigned} images have no split and are not used.")
-        if task in ("detect", "segment"):
+        if task in ("detect", "segment", "instances"):
             notes.append("Counts are images containing the class.")
         self.note.setText(" ".join(notes))
         self.note.setVisible(bool(notes))
@@ -114,7 +114,7 @@ class SplitSummary(QWidget):
 
     @staticmethod
     def _warnings(rows: list[tuple[str, SplitCounts]], task: str, has_split: bool) -> list[str]:
-        if task_info(task).label_kind not in ("tags", "boxes", "masks"):
+        if task_info(task).label_kind not in ("tags", "boxes", "masks", "objects"):
             return []
         warnings = []
         val_total = sum(per.val for _n, per in rows)

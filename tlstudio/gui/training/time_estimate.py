@@ -29,7 +29,10 @@ READ_MS = 3.0  # reading, resizing and augmenting one image
 HEAD_EPOCH_S = 0.05  # one epoch of a head on cached features
 HOLD_OUT = 0.2  # what a run holds out for validation when no split is stored (ml.data)
 #: Extra cost of the task's head or decoder, as a factor on the backbone's cost.
-TASK_FACTOR = {"classify": 1.0, "autoencode": 1.8, "landmarks": 1.6, "segment": 1.6, "detect": 2.5}
+TASK_FACTOR = {
+    "classify": 1.0, "autoencode": 1.8, "landmarks": 1.6, "segment": 1.6, "detect": 2.5,
+    "instances": 3.0,
+}  # fmt: skip
 
 
 def estimate_seconds(

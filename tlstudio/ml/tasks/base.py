@@ -12,6 +12,8 @@ Target keys per task (all tensors on the batch's device):
 - landmarks:  "keypoints" (P×3 float: x, y, visibility 0/1/2) — one template
               instance per image
 - segment:    "mask" (H×W int64, 0 = background, 1..C = class index)
+- instances:  "boxes", "labels" as detect, "masks" (K×H×W uint8, one object each) and,
+              where the image has an ignore region, "ignore" (H×W bool)
 - autoencode: nothing (the input is the target)
 Every target also carries "image_id" (int) and "orig_size" ((h, w) ints).
 
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -56,6 +59,7 @@ class TaskModel(nn.Module):
 
         classify: {"probs": C floats}; detect: {"boxes": K×4, "scores": K, "labels": K (0..C-1)};
         landmarks: {"keypoints": P×3 (x, y, confidence)}; segment: {"mask": H×W int64, 0 = background};
+        instances: detect's keys and "mask_probs" K×M×M (each object's grid over its box);
         autoencode: {"latent": D floats, "error": float (mean squared reconstruction error)}.
         """
         raise NotImplementedError
@@ -70,7 +74,10 @@ class TaskModel(nn.Module):
 def to_image_frame(
     pred: dict[str, Any], input_hw: tuple[int, int], orig_hw: tuple[int, int]
 ) -> dict[str, Any]:
-    """Scale a prediction's coordinates from network-input pixels to image pixels."""
+    """Scale a prediction's coordinates from network-input pixels to image pixels; an
+    instance prediction's "mask_probs" are pasted into "objects" (a list of
+    :class:`~tlstudio.runtime.objects.ObjectMask`, one per box, at the image's size,
+    "image_size" = ``orig_hw``)."""
     sy = orig_hw[0] / input_hw[0]
     sx = orig_hw[1] / input_hw[1]
     out = dict(pred)
@@ -84,6 +91,14 @@ def to_image_frame(
         k[:, 0] *= sx
         k[:, 1] *= sy
         out["keypoints"] = k
+    if "mask_probs" in pred:  # instances: each object's pixels at the image's size
+        from tlstudio.runtime.objects import grid_offset, paste_objects
+
+        out["objects"] = paste_objects(
+            np.asarray(pred["mask_probs"], np.float32), out["boxes"].numpy(), orig_hw,
+            grid_offset(input_hw, orig_hw),
+        )  # fmt: skip
+        out["image_size"] = tuple(orig_hw)
     if "mask" in pred:
         m = torch.as_tensor(pred["mask"])[None, None].float()
         out["mask"] = torch.nn.functional.interpolate(m, size=tuple(orig_hw), mode="nearest-exact")[

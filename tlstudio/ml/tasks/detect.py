@@ -75,7 +75,14 @@ class BackboneFPN(nn.Module):
 
 
 class _InputFrameTransform(GeneralizedRCNNTransform):
-    """GeneralizedRCNNTransform without normalisation or resizing (batching/padding only)."""
+    """GeneralizedRCNNTransform without normalisation or resizing (batching/padding only)
+    and without post-processing: boxes need no scaling back (nothing was resized), and
+    Mask R-CNN's M×M mask grids stay grids (they are pasted in the image frame by
+    :func:`tlstudio.runtime.objects.paste_objects`, at whatever size the image has)."""
+
+    def postprocess(self, result: list[dict[str, Tensor]], image_shapes: Any,
+                    original_image_sizes: Any) -> list[dict[str, Tensor]]:  # fmt: skip
+        return result
 
     def normalize(self, image: Tensor) -> Tensor:
         return image
@@ -155,13 +162,13 @@ class DetectorModel(TaskModel):
             anchors = AnchorGenerator(
                 tuple((4 * s,) for s in strides), ((0.5, 1.0, 2.0),) * len(strides)
             )
-            names = [str(k) for k in range(len(body.strides))]
             rep = 256
-            self.detector = FasterRCNN(
+            self.detector = self._two_stage(
                 body,
-                None,
                 rpn_anchor_generator=anchors,
-                box_roi_pool=MultiScaleRoIAlign(names, output_size=7, sampling_ratio=2),
+                box_roi_pool=MultiScaleRoIAlign(
+                    self.level_names(body), output_size=7, sampling_ratio=2
+                ),
                 box_head=TwoMLPHead(fpn_channels * 7 * 7, rep),
                 box_predictor=FastRCNNPredictor(rep, num_classes + 1),
                 box_score_thresh=min_score,
@@ -175,6 +182,16 @@ class DetectorModel(TaskModel):
         self._label_offset = 1 if arch == "fcos" else 0
         # Pad to the coarsest backbone stride so anchor strides (image // map size) are exact.
         self.detector.transform = _InputFrameTransform(size_divisible=max(body.strides), **common)
+
+    @staticmethod
+    def level_names(body: BackboneFPN) -> list[str]:
+        """Names of the pyramid maps from the backbone's stages (RoI pooling reads them)."""
+        return [str(k) for k in range(len(body.strides))]
+
+    def _two_stage(self, body: BackboneFPN, **options: Any) -> nn.Module:
+        """The two-stage detector over ``body`` with torchvision's keyword ``options``:
+        Faster R-CNN here; the instance task adds Mask R-CNN's mask branch."""
+        return FasterRCNN(body, None, **options)
 
     @property
     def head(self) -> nn.Module:
@@ -237,14 +254,12 @@ class DetectorModel(TaskModel):
         boxes in network-input pixels, sorted by score, scores >= ``min_score``."""
         with eval_mode(self):
             dets = self.detector(list(images))
-        out = []
-        for d in dets:
-            order = d["scores"].argsort(descending=True)
-            out.append(
-                {
-                    "boxes": d["boxes"][order].float(),
-                    "scores": d["scores"][order].float(),
-                    "labels": d["labels"][order] + self._label_offset - 1,
-                }
-            )
-        return out
+        return [self._decoded(d, d["scores"].argsort(descending=True)) for d in dets]
+
+    def _decoded(self, det: dict[str, Tensor], order: Tensor) -> dict[str, Any]:
+        """One image's torchvision output as :meth:`predict_step` returns it, in ``order``."""
+        return {
+            "boxes": det["boxes"][order].float(),
+            "scores": det["scores"][order].float(),
+            "labels": det["labels"][order] + self._label_offset - 1,
+        }

@@ -7,6 +7,7 @@ Options per task (keyword arguments of :func:`build_task_model`; anything else i
               detections_per_image
 - landmarks:  heatmap_stride (1|2|4|8), sigma (heatmap cells), width
 - segment:    width, dice_weight, predict_probs
+- instances:  input_size, min_score, fpn_channels, detections_per_image (Mask R-CNN)
 - autoencode: encoder ("backbone"|"small"), latent_dim, vae, beta, input_size
 
 ``input_size`` defaults to ``backbone.spec.input_size`` (64 for the small autoencoder
@@ -35,6 +36,7 @@ _OPTIONS: dict[str, frozenset[str]] = {
     ),
     "landmarks": frozenset({"heatmap_stride", "sigma", "width"}),
     "segment": frozenset({"width", "dice_weight", "predict_probs"}),
+    "instances": frozenset({"input_size", "min_score", "fpn_channels", "detections_per_image"}),
     "autoencode": frozenset({"encoder", "latent_dim", "vae", "beta", "input_size"}),
 }
 
@@ -68,14 +70,14 @@ def build_task_model(
     needs_backbone = not (task == "autoencode" and options.get("encoder", "backbone") == "small")
     if needs_backbone and backbone is None:
         raise TaskConfigError(f"{task} needs a backbone")
-    if task in ("classify", "detect", "segment"):
+    if task in ("classify", "detect", "segment", "instances"):
         minimum = 2 if task == "classify" and not multi_label else 1
         if num_classes < minimum:
             what = "single-label classification" if task == "classify" else task
             raise TaskConfigError(f"{what} needs at least {minimum} class(es), got {num_classes}")
     if task == "landmarks" and num_points < 1:
         raise TaskConfigError(f"landmarks need at least one template point, got {num_points}")
-    if task in ("detect", "autoencode") and "input_size" not in options:
+    if task in ("detect", "instances", "autoencode") and "input_size" not in options:
         spec = getattr(backbone, "spec", None)
         options["input_size"] = spec.input_size if spec is not None else 64
 
@@ -96,6 +98,10 @@ def build_task_model(
             from tlstudio.ml.tasks.segment import SegmenterModel
 
             return SegmenterModel(backbone, num_classes, **options)
+        if task == "instances":
+            from tlstudio.ml.tasks.instances import InstanceModel
+
+            return InstanceModel(backbone, num_classes, **options)
         from tlstudio.ml.tasks.autoencode import AutoencoderModel
 
         enc = options.pop("encoder", "backbone")

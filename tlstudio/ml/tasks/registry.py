@@ -2,7 +2,8 @@
 task menu and the models' factory all read it. Importing it does not import torch.
 
 ``label_kind`` names the annotations a task learns from, as the project stores them
-(``"tags"``, ``"boxes"``, ``"landmarks"``, ``"masks"``); None means images alone.
+(``"tags"``, ``"boxes"``, ``"landmarks"``, ``"masks"``, ``"objects"``); None means images
+alone.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-LABEL_KINDS = ("tags", "boxes", "landmarks", "masks")
+LABEL_KINDS = ("tags", "boxes", "landmarks", "masks", "objects")
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,9 @@ TASKS: tuple[TaskInfo, ...] = (
              "no landmarks labelled (no template is used)"),
     TaskInfo("segment", "Segmentation", "masks painted over the images", "masks",
              "no masks painted"),
+    TaskInfo("instances", "Instance segmentation",
+             "objects: each one's own pixels and class (Objects tool, or COCO/labelme/VOC)",
+             "objects", "no objects labelled (paint them with the Objects tool)"),
     TaskInfo("autoencode", "Autoencoder", "images only (no labels)", None),
 )  # fmt: skip
 TASK_NAMES: tuple[str, ...] = tuple(t.name for t in TASKS)

@@ -4,10 +4,11 @@ from .base import Tool, ToolHost, new_gesture
 from .box import MIN_BOX_PX, BoxTool
 from .landmark import LandmarkTool
 from .mask import MASK_MODES, MaskTool
+from .objects import ObjectTool
 from .select import SelectTool
 
 TOOL_CLASSES: dict[str, type[Tool]] = {
-    t.name: t for t in (SelectTool, BoxTool, LandmarkTool, MaskTool)
+    t.name: t for t in (SelectTool, BoxTool, LandmarkTool, MaskTool, ObjectTool)
 }
 
 TOOL_SHORTCUTS: list[tuple[str, str]] = [
@@ -17,16 +18,27 @@ TOOL_SHORTCUTS: list[tuple[str, str]] = [
     ("M", "Mask tool, brush: paint the current class"),
     ("E", "Mask tool, eraser: paint background"),
     ("P", "Mask tool, polygon: click the corners, then double-click or Enter to fill"),
-    ("[  /  ]", "Mask brush smaller / larger"),
+    ("I", "Objects tool: drag paints a new object (it stays selected: drags add to it)"),
+    ("Click", "Objects tool: select the object under the mouse (beside all objects: none)"),
+    ("Shift+drag", "Objects tool: erase from the selected object"),
+    ("[  /  ]", "Brush smaller / larger (mask and objects)"),
     ("N  or right-click", "Landmarks: skip the next point (not labelled)"),
     ("O", "Landmarks: place the next point as occluded"),
     ("Backspace", "Landmarks / polygon: take back the last point"),
     ("Enter", "Polygon: close and fill"),
-    ("Esc", "Cancel the unfinished drag, landmark set or polygon; else clear the selection"),
+    (
+        "Esc",
+        "Cancel the unfinished drag, landmark set or polygon; else clear the selection"
+        " (objects: the next stroke paints a new object)",
+    ),
     ("Shift+click", "Select tool: toggle a landmark point between visible and occluded"),
     ("Drag a handle", "Select tool: resize the selected box"),
-    ("Del  /  Backspace", "Delete the selected box or landmark set"),
-    ("1 … 9", "Tag the image with the 1st … 9th class (multi-label project: toggle it)"),
+    ("Del  /  Backspace", "Delete the selected box, landmark set or object"),
+    (
+        "1 … 9",
+        "Tag the image with the 1st … 9th class (multi-label project: toggle it);"
+        " with an object selected, give the object that class",
+    ),
     ("Mouse wheel", "Zoom in / out at the cursor"),
     ("+  /  -", "Zoom in / out"),
     ("F  or  Ctrl+0", "Fit the image to the window"),
@@ -48,6 +60,7 @@ __all__ = [
     "BoxTool",
     "LandmarkTool",
     "MaskTool",
+    "ObjectTool",
     "SelectTool",
     "Tool",
     "ToolHost",

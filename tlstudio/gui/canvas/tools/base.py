@@ -13,7 +13,10 @@ from PySide6.QtCore import QPointF, Qt, SignalInstance
 from PySide6.QtGui import QKeyEvent, QMouseEvent
 from PySide6.QtWidgets import QGraphicsScene, QWidget
 
+from tlstudio.core.annotations import InstanceLayer
 from tlstudio.core.commands import Command
+
+from ..items import BrushCursorItem
 
 if TYPE_CHECKING:
     from tlstudio.gui.canvas.annotation_layer import AnnotationLayer
@@ -25,7 +28,7 @@ class ToolHost(Protocol):
     """The members of the canvas that tools use (positions in image pixels)."""
 
     app_state: AppState
-    annotations: AnnotationLayer  # drawn labels, selection, mask overlay
+    annotations: AnnotationLayer  # drawn labels, selection, mask overlay, objects
     navigator: Viewport  # image size, clamping, screen px -> image px at the zoom
     message: SignalInstance  # emit(str): a short note for the status bar
 
@@ -35,6 +38,7 @@ class ToolHost(Protocol):
     def viewport(self) -> QWidget: ...
     def push(self, command: Command) -> bool: ...
     def push_mask(self, label: np.ndarray, text: str = ...) -> bool: ...
+    def push_objects(self, label: np.ndarray, layer: InstanceLayer, text: str) -> bool: ...
 
 
 _gestures = itertools.count(1)
@@ -112,3 +116,31 @@ class Tool:
 
     def key_press(self, event: QKeyEvent) -> bool:
         return False
+
+
+class BrushCursor:
+    """The round brush outline that follows the mouse over the image, for the tools that
+    paint with a brush; its item is made on first use. ``pos``: the mouse in image px
+    (None once it left the canvas)."""
+
+    def __init__(self, view: ToolHost):
+        self.view = view
+        self.pos: QPointF | None = None
+        self._item: BrushCursorItem | None = None
+
+    def update(self, diameter: float, shown: bool, erase: bool = False) -> None:
+        """Draw the outline at :attr:`pos` with ``diameter`` image px while ``shown``."""
+        if self._item is None:
+            self._item = BrushCursorItem()
+            self.view.scene().addItem(self._item)
+        shown = shown and self.pos is not None
+        if shown:
+            self._item.set_radius(diameter / 2, erase=erase)
+            self._item.setPos(self.pos)
+        self._item.setVisible(shown)
+
+    def leave(self) -> None:
+        """The mouse left the canvas: hide the outline."""
+        self.pos = None
+        if self._item is not None:
+            self._item.setVisible(False)

@@ -6,9 +6,9 @@ import numpy as np
 from PySide6.QtCore import QPointF, Qt
 from PySide6.QtGui import QKeyEvent, QMouseEvent
 
-from ..items import BrushCursorItem, PolygonPreviewItem
+from ..items import PolygonPreviewItem
 from ..raster import fill_polygon, paint_segment
-from .base import Tool, ToolHost
+from .base import BrushCursor, Tool, ToolHost
 
 MASK_MODES = ("brush", "eraser", "polygon")
 MIN_BRUSH, MAX_BRUSH = 1, 1000
@@ -37,9 +37,8 @@ class MaskTool(Tool):
         self._last: QPointF | None = None
         self._value = 0
         self._vertices: list[QPointF] = []
-        self._cursor_item: BrushCursorItem | None = None
+        self._brush = BrushCursor(view)
         self._polygon_item: PolygonPreviewItem | None = None
-        self._cursor: QPointF | None = None
 
     # -- settings -------------------------------------------------------------------
     def set_mode(self, mode: str) -> None:
@@ -78,9 +77,7 @@ class MaskTool(Tool):
             self._last = None
 
     def leave(self) -> None:
-        self._cursor = None
-        if self._cursor_item is not None:
-            self._cursor_item.setVisible(False)
+        self._brush.leave()
 
     # -- events ----------------------------------------------------------------------
     def press(self, pos: QPointF, event: QMouseEvent) -> None:
@@ -99,7 +96,7 @@ class MaskTool(Tool):
         self._paint(pos, pos)
 
     def move(self, pos: QPointF, event: QMouseEvent) -> None:
-        self._cursor = pos
+        self._brush.pos = pos
         self._update_cursor()
         if self._label is not None and self._last is not None:
             self._paint(self._last, pos)
@@ -160,18 +157,8 @@ class MaskTool(Tool):
             self.view.annotations.mask_item.update_region(self._label, rect)
 
     def _update_cursor(self) -> None:
-        if self._cursor_item is None:
-            self._cursor_item = BrushCursorItem()
-            self.view.scene().addItem(self._cursor_item)
-        show = (
-            self._cursor is not None
-            and self.mode in ("brush", "eraser")
-            and self.app_state.tool == self.name
-        )
-        if show:
-            self._cursor_item.set_radius(self.brush_size / 2, erase=self.mode == "eraser")
-            self._cursor_item.setPos(self._cursor)
-        self._cursor_item.setVisible(show)
+        shown = self.mode in ("brush", "eraser") and self.app_state.tool == self.name
+        self._brush.update(self.brush_size, shown, erase=self.mode == "eraser")
 
     def _update_polygon(self) -> None:
         if self._polygon_item is None:
@@ -181,5 +168,5 @@ class MaskTool(Tool):
             self._polygon_item.setVisible(False)
             return
         color = self.view.annotations.class_color(self.app_state.class_id)
-        self._polygon_item.set_polygon(self._vertices, self._cursor, color)
+        self._polygon_item.set_polygon(self._vertices, self._brush.pos, color)
         self._polygon_item.setVisible(True)
