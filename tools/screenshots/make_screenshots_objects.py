@@ -1,6 +1,6 @@
 """Screenshots of the Objects tool for the docs.
 
-    QT_QPA_PLATFORM=offscreen python tests/gui/make_screenshots_objects.py [OUT_DIR] [RUN_PROJECT]
+    QT_QPA_PLATFORM=offscreen python tools/screenshots/make_screenshots_objects.py [OUT_DIR] [RUN_PROJECT]
 
 writes into OUT_DIR (default ``docs/screenshots``) ``canvas_objects.png`` (1280×800): the
 demo's shapes as objects, two touching objects of one class painted with the tool (one
@@ -107,8 +107,9 @@ def predictions_shot(out_dir: Path, run_project: Path, tmp: Path) -> Path | None
 
 
 def main(argv: list[str]) -> int:
-    from tlstudio.gui.app import create_application
     from tlstudio.gui.workers.tasks import wait_for_background
+
+    from tlstudio.gui.app import create_application
 
     create_application()
     out_dir = Path(argv[1]) if len(argv) > 1 else ROOT / "docs" / "screenshots"
