@@ -141,9 +141,19 @@ def run(project_dir: str | None = None) -> int:
     app = create_application()
     _install_excepthook()
     _close_on_terminate(app)
+    _use_thread_setting()
     window = create_main_window(project_dir)
     window.show()
     return int(app.exec())
+
+
+def _use_thread_setting() -> None:
+    """The "CPU threads" setting becomes the process's thread budget, before torch starts
+    (its default for every thread, also of jobs that start no training)."""
+    from tlstudio.gui.thread_setting import apply_thread_setting
+    from tlstudio.runtime.threads import prepare_environment
+
+    prepare_environment(apply_thread_setting(QSettings()))
 
 
 def _close_on_terminate(app: QApplication) -> None:
