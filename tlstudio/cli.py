@@ -53,6 +53,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .runtime import threads
 
     threads.prepare_environment()  # before torch starts OpenMP
+    if argv is None:  # the command itself, not a script or test calling main()
+        from .core.bytecode import compile_in_background
+
+        compile_in_background()  # for the next start, when Python writes no bytecode
     try:
         if not args_list or (
             len(args_list) == 1

@@ -177,6 +177,10 @@ def main(argv: list[str] | None = None) -> int:
     """``tlstudio-gui [PROJECT_DIR]``: the window alone (a GUI script: no console on
     Windows; an unreadable project is reported in a message box)."""
     args = sys.argv[1:] if argv is None else argv
+    if argv is None:
+        from tlstudio.core.bytecode import compile_in_background
+
+        compile_in_background()  # for the next start, when Python writes no bytecode
     if len(args) > 1 or (args and args[0].startswith("-")):
         print("usage: tlstudio-gui [PROJECT_DIR]  (the commands: tlstudio --help)", file=sys.stderr)
         return 2
