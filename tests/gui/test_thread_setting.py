@@ -100,3 +100,26 @@ def test_the_setting_survives_a_restart(qtbot, tmp_path):
         assert apply_thread_setting(settings).total == threads.default_threads(gui=True)
     finally:
         threads.clear()
+
+
+def test_a_changed_setting_holds_for_model_work_started_afterwards(qtbot, window):
+    """Grad-CAM, the latent map and the anomaly ranking run torch in job threads of
+    their own that apply no budget: they start with torch's current thread count."""
+    import threading
+
+    import torch
+
+    assert torch.get_num_threads() == 1  # torch is loaded and runs 1 thread (fixture)
+    dialog = _open_dialog(qtbot, window)
+    dialog.spin.setFocus()
+    qtbot.keyClick(dialog.spin, Qt.Key.Key_A, Qt.KeyboardModifier.ControlModifier)
+    qtbot.keyClicks(dialog.spin, "3")
+    qtbot.keyClick(dialog.spin, Qt.Key.Key_Return)
+    qtbot.waitUntil(lambda: not dialog.isVisible())
+
+    seen: list[int] = []
+    job = threading.Thread(target=lambda: seen.append(torch.get_num_threads()))
+    job.start()
+    job.join(timeout=60)
+    assert not job.is_alive()
+    assert seen == [3]

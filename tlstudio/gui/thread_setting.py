@@ -5,6 +5,8 @@ whenever it is changed. 0 means automatic: one core fewer than the machine has."
 
 from __future__ import annotations
 
+import sys
+
 from PySide6.QtCore import QSettings
 from PySide6.QtWidgets import QDialog, QDialogButtonBox, QLabel, QSpinBox, QVBoxLayout, QWidget
 
@@ -23,8 +25,16 @@ def stored_threads(settings: QSettings) -> int:
 
 
 def apply_thread_setting(settings: QSettings) -> ThreadBudget:
-    """Make the stored setting the process's thread budget (for the jobs started next)."""
-    return configure(stored_threads(settings) or None, gui=True)
+    """Make the stored setting the process's thread budget (for the jobs started next).
+    Once torch is loaded it gets the budget at once: threads started later (Grad-CAM,
+    the latent map, the anomaly ranking apply no budget themselves) begin with torch's
+    current count; a training or prediction already running keeps its own."""
+    budget = configure(stored_threads(settings) or None, gui=True)
+    if "torch" in sys.modules:  # never import torch here: the window starts without it
+        from tlstudio.ml.threads import apply
+
+        apply(budget)
+    return budget
 
 
 class ThreadsDialog(QDialog):
@@ -41,7 +51,7 @@ class ThreadsDialog(QDialog):
             f"Threads that training, prediction and the other model work may use at once. "
             f"This computer has {cores} core{'s' if cores != 1 else ''}; automatic uses "
             f"{auto}, leaving one for the window. On a machine shared with other work, "
-            "fewer threads are often faster. Applies to the next training or prediction."
+            "fewer threads are often faster. Applies to the work started from now on."
         )
         text.setWordWrap(True)
         text.setMinimumWidth(400)  # wrapped text gets the height it needs at this width
