@@ -50,6 +50,13 @@ REPORT_NAMES = {**KIND_NAMES, "ignore": ("ignore region", "ignore regions")}  # 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line ``argv`` (default ``sys.argv[1:]``); return the exit status."""
     args_list = list(sys.argv[1:] if argv is None else argv)
+    from .runtime import threads
+
+    threads.prepare_environment()  # before torch starts OpenMP
+    if argv is None:  # the command itself, not a script or test calling main()
+        from .core.bytecode import compile_in_background
+
+        compile_in_background()  # for the next start, when Python writes no bytecode
     try:
         if not args_list or (
             len(args_list) == 1
@@ -62,6 +69,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args = parser.parse_args(args_list)
         except SystemExit as exc:  # --help, --version or a usage error (already printed)
             return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
+        threads.configure(_thread_count(args), gui=False)
         return args.run(args)
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
@@ -77,6 +85,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"error: {name}{exc.strerror or exc}", file=sys.stderr)
             return 1
         raise
+    finally:
+        threads.clear()  # the budget belongs to this command, not to a caller's process
+
+
+def _thread_count(args: argparse.Namespace) -> int | None:
+    """``--threads`` if the command has it and it was given, else ``TLSTUDIO_THREADS``."""
+    from .runtime.threads import threads_from_env
+
+    given = getattr(args, "threads", None)
+    return given if given is not None else threads_from_env()
 
 
 # -- command line ---------------------------------------------------------------------

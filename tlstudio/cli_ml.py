@@ -43,14 +43,16 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--split", choices=("train", "val", "test"), default="val")
     p.add_argument("--device", default="auto")
     p.add_argument("--json", action="store_true", help="print the full metrics as JSON")
+    add_threads_option(p)
     p.set_defaults(run=cmd_evaluate)
 
     p = sub.add_parser(
         "predict",
         help="store a run's predictions in a project, or run an exported model over image files",
-        usage="tlstudio predict DIR RUN [--images ID_OR_PATH ...] [--device DEVICE]\n"
+        usage="tlstudio predict DIR RUN [--images ID_OR_PATH ...] [--device DEVICE] "
+        "[--threads N]\n"
         "       tlstudio predict --model FILE [--csv] [--batch N] [--masks DIR] "
-        "[--trust-torchscript] PATH [PATH ...]",
+        "[--trust-torchscript] [--threads N] PATH [PATH ...]",
         description="With a project: run a trained run's model over its images (default: all) "
         "and store the outputs as predictions (never as labels). With --model: run a model "
         "written by 'tlstudio export-model' (.onnx, or .pt with --trust-torchscript; its .json "
@@ -92,6 +94,7 @@ def add_commands(sub: Any) -> None:
         "(0 = background, k = k-th class of the sidecar); instances: the object map "
         "(0 = none, k = the object numbered k)",
     )
+    add_threads_option(p)
     p.set_defaults(run=cmd_predict)
 
     p = sub.add_parser(
@@ -115,6 +118,7 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--out", required=True, metavar="FILE", help="model file to write")
     p.add_argument("--opset", type=int, default=None, help="ONNX opset (default: recommended)")
     p.add_argument("--no-check", action="store_true", help="skip the comparison with PyTorch")
+    add_threads_option(p)
     p.set_defaults(run=cmd_export_model)
 
     p = sub.add_parser(
@@ -130,6 +134,7 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--split", choices=("train", "val", "test"), default="val")
     p.add_argument("--samples", type=int, default=8, help="sample images shown (default 8)")
     p.add_argument("--no-heatmaps", action="store_true", help="leave out the Grad-CAM section")
+    add_threads_option(p)
     p.set_defaults(run=cmd_report)
 
     add_experiment_command(sub)
@@ -202,10 +207,30 @@ def add_run_options(
     p.add_argument(
         "--no-feature-cache", action="store_true", help="never take the cached-feature fast path"
     )
+    add_threads_option(p)
+
+
+def add_threads_option(p: argparse.ArgumentParser) -> None:
+    """``--threads N``: the command's CPU thread budget (read by ``tlstudio.cli.main``)."""
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        metavar="N",
+        help="CPU threads for computing (torch, onnxruntime, data loading; default: the "
+        "TLSTUDIO_THREADS environment variable, else every core; 0 = default)",
+    )
+
+
+def use_thread_budget() -> None:
+    """Give torch the command's thread budget (set by ``tlstudio.cli.main``) in this thread."""
+    from .ml.threads import apply
+
+    apply()
 
 
 def _augment(choice: str):
-    from .ml.transforms import AugmentConfig
+    from .ml.augment_config import AugmentConfig
 
     if choice == "none":
         return None
@@ -257,6 +282,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.resume is None and args.task is None:
         raise ValidationError("give --task (or --resume RUN to go on with a run)")
     spec = None if args.resume is not None else spec_from_args(args)
+    use_thread_budget()
     with Project.open(args.dir) as project:
         return train_and_report(project, spec, resume=args.resume)
 
@@ -295,6 +321,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .core.project import Project
     from .ml.runner import evaluate
 
+    use_thread_budget()
     with Project.open(args.dir) as project:
         out = evaluate(project, args.run_id, args.split, device=args.device)
     if args.json:
@@ -344,6 +371,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from .ml.runner import predict
 
     run_id = int(items[1])
+    use_thread_budget()
     with Project.open(items[0]) as project:
         ids = None
         if args.images:
@@ -454,6 +482,7 @@ def _trusted_torchscript(path: Path, threads: int | None):
     imported only here, so ONNX predictions never load it."""
     from .ml.export import torchscript_runner
 
+    use_thread_budget()
     print(
         f"warning: running {path} as TorchScript, a program with your rights, because of "
         "--trust-torchscript",
@@ -524,6 +553,7 @@ def cmd_export_model(args: argparse.Namespace) -> int:
     fmt = args.format
     if fmt is None:
         fmt = "torchscript" if out.suffix.lower() in (".pt", ".ts", ".pth") else "onnx"
+    use_thread_budget()
     with Project.open(args.dir) as project:
         res = export_model(
             project, args.run_id, out, fmt, opset=args.opset, check=not args.no_check
@@ -545,6 +575,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from .core.project import Project
     from .ml.report import write_report
 
+    use_thread_budget()
     with Project.open(args.dir) as project:
         res = write_report(
             project, args.run_id, args.out, split=args.split, samples=args.samples,
@@ -562,6 +593,7 @@ def train_demo(project) -> int:
     spec = RunSpec(task="classify", backbone="efficientnet_lite0", weights="auto",
                    train=TrainConfig(epochs=30, lr=3e-3, batch_size=16))  # fmt: skip
     print("Training a classifier (EfficientNet-Lite0 features, bundled ImageNet weights)…")
+    use_thread_budget()
     return train_and_report(project, spec)
 
 
@@ -642,6 +674,7 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     from .ml.callbacks import ConsoleProgress
 
     spec = spec_from_args(args)
+    use_thread_budget()
     cbs = [ConsoleProgress(sys.stderr)]
     with Project.open(args.dir) as project:
         if args.kind == "cv":

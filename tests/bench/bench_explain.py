@@ -13,7 +13,8 @@ the predicted class, deepest stage; it includes resizing the image, the forward 
 the backward pass, and resizing the map back to 256×256) is timed after one warm-up
 call; "forward" is the same preprocessing plus ``model(x)`` under ``torch.no_grad``.
 The methods take turns on every image, ``--repeats`` rounds over the images. Printed:
-the median over images × repeats in milliseconds and its ratio to the forward.
+the median over images × repeats in milliseconds (wall and this process's CPU) and the
+ratio to the forward per round (min / median / max over the rounds), with the load average.
 Score-CAM uses the top 64 channels, 16 masked inputs per batch.
 """
 
@@ -29,6 +30,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from benchkit import load_average, print_header  # noqa: E402
 
 from tlstudio.core.demo import create_demo_project  # noqa: E402
 from tlstudio.ml.backbones import build_backbone  # noqa: E402
@@ -40,21 +44,33 @@ from tlstudio.ml.tasks.factory import build_task_model  # noqa: E402
 MODELS = (("efficientnet_lite0", "bundled"), ("resnet18", "none"))
 
 
-def _medians_ms(fns: dict, images, repeats: int) -> dict[str, float]:
-    """Median milliseconds per call of each function over images × repeats. The functions
-    take turns on every image, so load from other processes hits them alike."""
+def _medians_ms(fns: dict, images, repeats: int) -> dict[str, tuple[float, float, list[float]]]:
+    """Per function: (median wall ms, median CPU ms per call over images × repeats, the
+    ratio of its median to the forward's in each round). The functions take turns on
+    every image, so load from other processes hits them alike."""
     for fn in fns.values():
         fn(images[0])  # warm-up (allocator, lazy init)
     times: dict[str, list[float]] = {k: [] for k in fns}
+    cpu: dict[str, list[float]] = {k: [] for k in fns}
+    rounds: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(repeats):
+        this_round: dict[str, list[float]] = {k: [] for k in fns}
         for rgb in images:
             for key, fn in fns.items():
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
                 fn(rgb)
                 if torch.cuda.is_available():
                     torch.cuda.synchronize()
-                times[key].append(time.perf_counter() - t0)
-    return {k: 1000 * statistics.median(v) for k, v in times.items()}
+                this_round[key].append(time.perf_counter() - t0)
+                cpu[key].append(time.process_time() - c0)
+        forward = statistics.median(this_round["forward"])
+        for key, v in this_round.items():
+            times[key] += v
+            rounds[key].append(statistics.median(v) / forward)
+    return {
+        k: (1000 * statistics.median(v), 1000 * statistics.median(cpu[k]), rounds[k])
+        for k, v in times.items()
+    }
 
 
 def main() -> None:
@@ -71,9 +87,10 @@ def main() -> None:
         project = create_demo_project(Path(tmp) / "demo", n_images=args.images, size=256)
         images = [read_rgb(project.image_path(i)) for i in project.image_ids()]
         project.close()
-    print(f"{len(images)} images 256×256 × {args.repeats} repeats, input {args.size} px, {args.threads} thread(s), "
-          f"device {args.device}, torch {torch.__version__}")  # fmt: skip
-    print(f"{'backbone':20s} {'method':10s} {'median ms':>10s} {'× forward':>10s}")
+    print_header(f"{len(images)} images 256×256 × {args.repeats} repeats, input {args.size} px, "
+                 f"{args.threads} thread(s), device {args.device}, torch {torch.__version__}")  # fmt: skip
+    print(f"{'backbone':20s} {'method':10s} {'median ms':>10s} {'CPU ms':>8s} "
+          f"{'× forward per round (min / median / max)':>42s}")  # fmt: skip
     for name, weights in MODELS:
         model = build_task_model("classify", build_backbone(name, weights), num_classes=3).eval()
         spec = RunSpec(task="classify", backbone=name, weights=weights, input_size=args.size)
@@ -87,8 +104,10 @@ def main() -> None:
         for method in METHODS:
             fns[method] = lambda rgb, m=method, ex=ex: ex.heatmap(rgb, m)
         ms = _medians_ms(fns, images, args.repeats)
-        for key, value in ms.items():
-            print(f"{name:20s} {key:10s} {value:10.1f} {value / ms['forward']:10.2f}")
+        for key, (wall, cpu, ratios) in ms.items():
+            spread = f"{min(ratios):.2f} / {statistics.median(ratios):.2f} / {max(ratios):.2f}"
+            print(f"{name:20s} {key:10s} {wall:10.1f} {cpu:8.1f} {spread:>42s}")
+    print(f"load average at the end: {load_average()}")
 
 
 if __name__ == "__main__":

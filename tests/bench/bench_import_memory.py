@@ -97,6 +97,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--baseline", type=Path, help="another tlstudio checkout to compare")
     args = parser.parse_args(argv)
     sys.path.insert(0, str(REPO))
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from benchkit import load_average, print_header
+
+    print_header("peak memory importing a decompression bomb")
     from tlstudio.core.imageio import memory_budget
 
     budget = memory_budget()
@@ -122,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
                     mode, path, tree, tmp / f"w{len(os.listdir(tmp))}"
                 ).split("\t")
                 print(f"{label:<26}{what:<34}{peak:>8}{took:>7}  {outcome[:110]}", flush=True)
+    print(f"load average at the end: {load_average()}")
     return 0
 
 

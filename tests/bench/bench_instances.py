@@ -23,6 +23,9 @@ import cv2
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from benchkit import load_average, print_header  # noqa: E402
 
 from tlstudio.core import commands as C  # noqa: E402
 from tlstudio.core.project import Project  # noqa: E402
@@ -73,9 +76,11 @@ def main() -> None:
     ap.add_argument("--sizes", default="1000x750,2048x2048,4000x3000")
     args = ap.parse_args()
     sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes.split(",")]
+    print_header(f"object edits vs brush writes, {args.objects} objects per image size")
     with tempfile.TemporaryDirectory() as tmp:
         for w, h in sizes:
             run((w, h), args.objects, Path(tmp))
+    print(f"load average at the end: {load_average()}")
 
 
 if __name__ == "__main__":

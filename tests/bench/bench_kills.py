@@ -22,7 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 HERE = Path(__file__).resolve()
-sys.path[:0] = [str(HERE.parents[2]), str(HERE.parents[1])]  # the repo, and tests/
+sys.path[:0] = [str(HERE.parents[2]), str(HERE.parents[1]), str(HERE.parent)]  # repo, tests/
 
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
@@ -85,6 +85,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--trainings", type=int, default=40, help="training-run trials")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    from benchkit import load_average, print_header
+
+    print_header("SIGKILL during edits, import --copy and training runs")
     rng = random.Random(args.seed)
     results: dict[str, list[Trial]] = {}
     with tempfile.TemporaryDirectory(prefix="tlstudio-kills-") as tmp:
@@ -126,6 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     late = sum(t.late for t in results["import --copy"])
     print(f"\nimport kills while the rows went in and the copies moved (the rest while files "
           f"were checked and copied): {late}")  # fmt: skip
+    print(f"load average at the end: {load_average()}")
     return 0
 
 

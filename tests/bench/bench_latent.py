@@ -31,6 +31,9 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from benchkit import load_average, print_header  # noqa: E402
 
 
 def clustered(n: int, d: int = 256, k: int = 10, seed: int = 0) -> np.ndarray:
@@ -161,8 +164,10 @@ def main() -> None:
 
     torch.set_num_threads(1)
     quick = "--quick" in sys.argv
+    print_header("latent space: projections, scatter redraw, interaction (1 torch thread)")
     projections((1_000, 2_000) if quick else (5_000, 20_000))
     scatter_redraw()
+    print(f"load average at the end: {load_average()}")
 
 
 if __name__ == "__main__":

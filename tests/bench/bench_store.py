@@ -34,6 +34,9 @@ import cv2
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from benchkit import load_average, print_header  # noqa: E402
 
 from tlstudio.core.annotations import Box, LandmarkSet, Point  # noqa: E402
 from tlstudio.core.commands import AddBox, UndoStack  # noqa: E402
@@ -166,18 +169,28 @@ def measure_edit_commits(tmp: Path, n: int) -> None:
         project.add_images([tmp / "edit_src"])
         project.add_class("box")
     results: dict[str, list[float]] = {"NORMAL": [], "FULL": []}
+    cpu: dict[str, float] = {"NORMAL": 0.0, "FULL": 0.0}
+    per_round: dict[str, list[float]] = {"NORMAL": [], "FULL": []}
     rounds = 5
     for _ in range(rounds):
         for mode in results:
-            results[mode] += edit_commit_times(root, mode, max(1, n // rounds))
+            c0 = time.process_time()
+            times = edit_commit_times(root, mode, max(1, n // rounds))
+            cpu[mode] += time.process_time() - c0
+            results[mode] += times
+            per_round[mode].append(statistics.median(times))
     print(f"\none committed edit (AddBox through the undo stack), {n} per setting:")
     for mode, times in results.items():
         ms = sorted(1000 * t for t in times)
         print(
             f"  synchronous = {mode:<6}: median {statistics.median(ms):6.2f} ms, "
             f"95th percentile {ms[int(0.95 * (len(ms) - 1))]:6.2f} ms, "
-            f"{len(ms) / (sum(ms) / 1000):7.0f} edits/s"
+            f"{len(ms) / (sum(ms) / 1000):7.0f} edits/s, CPU {1000 * cpu[mode] / len(ms):.2f} ms "
+            "per edit"
         )
+    ratios = [b / a for a, b in zip(per_round["NORMAL"], per_round["FULL"], strict=True)]
+    print(f"  FULL / NORMAL median per round: {min(ratios):.1f} / {statistics.median(ratios):.1f}"
+          f" / {max(ratios):.1f} (min / median / max); load average {load_average()}")  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -188,6 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--edits", type=int, default=1000, help="edits per synchronous setting")
     parser.add_argument("--edits-only", action="store_true", help="only the edit-commit figures")
     args = parser.parse_args(argv)
+    print_header(f"project store: {args.images} images, {args.annotations} annotations")
 
     with tempfile.TemporaryDirectory(prefix="tlstudio-bench-") as tmp:
         tmp = Path(tmp)

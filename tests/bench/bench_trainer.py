@@ -1,130 +1,196 @@
-"""Training throughput of tlstudio's Trainer vs a plain PyTorch loop (run on demand;
-prints figures, asserts nothing).
+"""Training throughput of tlstudio's Trainer on the project's images against a plain
+PyTorch loop on the same files, and the data loading alone (run on demand; prints
+figures, asserts nothing).
 
-    python tests/bench/bench_trainer.py [--model resnet18] [--size 128] [--images 128]
-                                        [--batch 16] [--epochs 2] [--repeats 2] [--threads 2]
+    python tests/bench/bench_trainer.py [--model resnet18] [--input 128] [--images 64]
+                                        [--image-size 256] [--batch 16] [--pairs 3]
+                                        [--threads 1]
 
-Both ways train the same classifier (the backbone with random weights, full fine-tuning,
-a linear head over 10 classes) from the same initial weights, on the same in-memory
-random images (already normalised, so no decoding or resizing is measured), with AdamW
-at a constant learning rate, the same batch size, shuffling and number of steps, on the
-CPU. The plain loop is ``DataLoader(TensorDataset) → model → cross_entropy → backward →
-step``; the Trainer adds its per-batch work: targets as dicts, the cancel/pause check,
-events, loss bookkeeping, freeze handling, per-epoch reseeding. Neither validates or
-writes checkpoints. One untimed warm-up pass runs first; the two ways then alternate
-``--repeats`` times and the best (highest) images/s of each is printed with the ratio.
+A demo project (synthetic shapes, ``--image-size`` px PNGs) in a temporary folder; the
+same classifier (``--model`` from random weights, full fine-tuning, linear head) trained
+from the same initial weights for one epoch over the train split, batch ``--batch``,
+AdamW at a constant learning rate, on the CPU. Three comparisons, each run interleaved
+(A, B, A, B, …) with per-pair ratios B/A (min / median / max):
+
+1. loader alone: every train image read, resized to ``--input`` px and normalised, by a
+   plain OpenCV loader (``cv2.imread`` → RGB → ``cv2.resize`` with the same
+   interpolation rule → float32 normalisation) against the app's
+   :class:`~tlstudio.ml.data.ProjectDataset` (imageio's decoders, the display window);
+   CPU ms per image;
+2. the whole fit: a plain loop (``DataLoader`` over the plain loader → model →
+   cross-entropy → backward → step) against ``runner``'s way: ``ProjectDataset`` +
+   :class:`~tlstudio.ml.trainer.Trainer`;
+3. the loop alone: the plain loop against the Trainer, both over ``ProjectDataset``
+   (the Trainer's per-batch work: dict targets, cancel/pause checks, events, freeze
+   handling).
+
+Every timer starts with the model built and stops when the last step is done: the
+DataLoader, optimizer and (for the Trainer) its setup are inside it for both ways.
+Neither way validates or writes checkpoints.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
-import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
-import torch
-import torch.nn.functional as F
-from torch.utils.data import DataLoader, Dataset, TensorDataset
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parents[1]))
+sys.path.insert(0, str(HERE))
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from benchkit import Way, compare, load_average, print_header  # noqa: E402
 
-from tlstudio.ml.backbones import build_backbone  # noqa: E402
-from tlstudio.ml.tasks.factory import build_task_model  # noqa: E402
-from tlstudio.ml.trainer import TrainConfig, Trainer  # noqa: E402
-
-CLASSES = 10
+CLASSES_SEED = 0
 
 
-class DictTargets(Dataset):
-    """The same tensors as (image, {"label"}) pairs: the trainer's batch contract."""
+class PlainLoader:
+    """Images read with OpenCV alone, the way a hand-written script would."""
 
-    def __init__(self, x: torch.Tensor, y: torch.Tensor):
-        self.x, self.y = x, y
+    def __init__(self, paths, labels, size: int, mean, std):
+        import torch
+
+        self.paths, self.labels, self.size = list(paths), list(labels), size
+        self.mean = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
+        self.std = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
 
     def __len__(self) -> int:
-        return len(self.x)
+        return len(self.paths)
 
     def __getitem__(self, i: int):
-        return self.x[i], {"label": self.y[i]}
+        import cv2
+        import torch
+
+        bgr = cv2.imread(str(self.paths[i]), cv2.IMREAD_COLOR)
+        rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+        h, w = rgb.shape[:2]
+        shrink = self.size <= h and self.size <= w
+        rgb = cv2.resize(rgb, (self.size, self.size),
+                         interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)  # fmt: skip
+        x = torch.from_numpy(rgb).permute(2, 0, 1).float().div_(255.0)
+        return (x - self.mean) / self.std, torch.tensor(self.labels[i])
 
 
-def plain_loop(model, x, y, batch: int, epochs: int, lr: float, seed: int) -> float:
-    """Seconds for ``epochs`` epochs of a hand-written loop."""
+class TargetsAsLabels:
+    """ProjectDataset samples as (image, label) pairs for the plain loop."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int):
+        image, target = self.dataset[i]
+        return image, target["label"]
+
+
+def plain_fit(model, dataset, batch: int, seed: int) -> None:
+    import torch
+    import torch.nn.functional as F
+    from torch.utils.data import DataLoader
+
     gen = torch.Generator().manual_seed(seed)
-    loader = DataLoader(TensorDataset(x, y), batch_size=batch, shuffle=True, generator=gen)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+    loader = DataLoader(dataset, batch_size=batch, shuffle=True, generator=gen)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-4)
     model.train()
-    t0 = time.perf_counter()
-    for _ in range(epochs):
-        for xb, yb in loader:
-            opt.zero_grad(set_to_none=True)
-            loss = F.cross_entropy(model(xb), yb)
-            loss.backward()
-            opt.step()
-    return time.perf_counter() - t0
+    for xb, yb in loader:
+        opt.zero_grad(set_to_none=True)
+        loss = F.cross_entropy(model(xb), yb)
+        loss.backward()
+        opt.step()
 
 
-def trainer_fit(model, x, y, batch: int, epochs: int, lr: float, seed: int) -> float:
-    """Seconds of ``Trainer.fit`` for the same work (setup included)."""
-    cfg = TrainConfig(
-        epochs=epochs, batch_size=batch, lr=lr, weight_decay=1e-4, schedule="none",
-        freeze=0, seed=seed, device="cpu", amp=False, channels_last=False,
-    )  # fmt: skip
-    trainer = Trainer(model, DictTargets(x, y), None, cfg)
-    t0 = time.perf_counter()
-    ended = trainer.fit()
-    dt = time.perf_counter() - t0
-    if ended.status != "finished" or trainer.global_step != epochs * (len(x) // batch):
-        raise RuntimeError(f"trainer did not run every step: {ended}, {trainer.global_step}")
-    return dt
+def trainer_fit(model, dataset, batch: int, seed: int) -> None:
+    from tlstudio.ml.train_config import TrainConfig
+    from tlstudio.ml.trainer import Trainer
+
+    cfg = TrainConfig(epochs=1, batch_size=batch, lr=1e-3, weight_decay=1e-4, schedule="none",
+                      freeze=0, seed=seed, device="cpu", amp=False, channels_last=False,
+                      num_workers=0)  # fmt: skip
+    ended = Trainer(model, dataset, None, cfg).fit()
+    if ended.status != "finished":
+        raise RuntimeError(f"the Trainer did not finish: {ended}")
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="resnet18", help="backbone (default resnet18)")
-    ap.add_argument("--size", type=int, default=128, help="input side in px (default 128)")
-    ap.add_argument("--images", type=int, default=128)
+    ap.add_argument("--input", type=int, default=128, help="network input side in px")
+    ap.add_argument("--images", type=int, default=64, help="demo images (70%% train)")
+    ap.add_argument("--image-size", type=int, default=256, help="demo image side in px")
     ap.add_argument("--batch", type=int, default=16)
-    ap.add_argument("--epochs", type=int, default=2)
-    ap.add_argument("--repeats", type=int, default=2)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--pairs", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     args = ap.parse_args()
-    if args.images % args.batch:
-        ap.error("--images must be a multiple of --batch (same number of full steps both ways)")
-    torch.set_num_threads(args.threads)
 
-    torch.manual_seed(0)
-    init = build_task_model("classify", build_backbone(args.model, "none"), num_classes=CLASSES)
-    x = torch.randn(args.images, 3, args.size, args.size)
-    y = torch.randint(0, CLASSES, (args.images,))
-    steps = args.epochs * args.images // args.batch
-    n = args.epochs * args.images
-    print(
-        f"{args.model}, weights none, full fine-tuning, input {args.size}px, batch {args.batch}, "
-        f"{steps} steps ({n} images) per measurement, {torch.get_num_threads()} torch threads, CPU"
-    )
+    from tlstudio.runtime import threads
 
-    # warm-up: allocator and kernel selection, not measured
-    plain_loop(
-        copy.deepcopy(init), x[: 2 * args.batch], y[: 2 * args.batch], args.batch, 1, 1e-3, 0
-    )
+    threads.prepare_environment()
+    import torch
 
-    ways = {"plain loop": plain_loop, "tlstudio Trainer": trainer_fit}
-    rates: dict[str, list[float]] = {k: [] for k in ways}
-    for r in range(args.repeats):
-        for name, fn in ways.items():
-            dt = fn(copy.deepcopy(init), x, y, args.batch, args.epochs, 1e-3, r)
-            rates[name].append(n / dt)
-            print(f"  repeat {r + 1} {name:<17} {dt:7.2f} s  {n / dt:7.1f} images/s", flush=True)
-    best = {k: max(v) for k, v in rates.items()}
-    print()
-    print(f"{'way':<18}{'best images/s':>15}{'median':>10}")
-    for name, v in rates.items():
-        print(f"{name:<18}{best[name]:>15.1f}{statistics.median(v):>10.1f}")
-    ratio = best["tlstudio Trainer"] / best["plain loop"]
-    print(f"Trainer / plain loop throughput: {ratio:.3f} ({(1 - ratio) * 100:+.1f}% overhead)")
+    from tlstudio.core.demo import create_demo_project
+    from tlstudio.ml import data as data_mod
+    from tlstudio.ml.architectures import get_spec
+    from tlstudio.ml.backbones import build_backbone
+    from tlstudio.ml.tasks.factory import build_task_model
+    from tlstudio.ml.threads import apply
+
+    apply(threads.plan(args.threads, gui=False))
+    with tempfile.TemporaryDirectory() as tmp:
+        project = create_demo_project(Path(tmp) / "demo", n_images=args.images,
+                                      size=args.image_size)  # fmt: skip
+        spec = get_spec(args.model)
+        train_ds, _ = data_mod.make_datasets(
+            project, "classify", args.input, spec.mean, spec.std, None
+        )
+        plain_ds = PlainLoader([it.path for it in train_ds.items], train_ds.class_labels(),
+                               args.input, spec.mean, spec.std)  # fmt: skip
+        n = len(train_ds)
+        print_header(
+            f"{args.model}, weights none, full fine-tuning, input {args.input} px, batch "
+            f"{args.batch}, {n} train images of {args.image_size} px (PNG), one epoch per "
+            f"run, {torch.get_num_threads()} torch thread(s), CPU"
+        )
+        torch.manual_seed(CLASSES_SEED)
+        init = build_task_model("classify", build_backbone(args.model, "none"),
+                                num_classes=len(train_ds.class_names))  # fmt: skip
+
+        def loader(ds):
+            def run() -> dict:
+                c0 = time.process_time()
+                for i in range(len(ds)):
+                    ds[i]
+                return {"cpu_ms_per_image": (time.process_time() - c0) / len(ds) * 1000}
+
+            return run
+
+        def fit(fn, ds):
+            def run() -> dict:
+                model = copy.deepcopy(init)  # outside the timer: both start from a model
+                t0 = time.perf_counter()
+                fn(model, ds, args.batch, 0)
+                return {"images_per_s": n / (time.perf_counter() - t0)}
+
+            return run
+
+        print("\n1. loader alone: plain OpenCV vs the app's ProjectDataset")
+        compare(args.pairs, Way("plain cv2 loader", loader(plain_ds)),
+                Way("ProjectDataset", loader(train_ds)), keys=("cpu_ms_per_image", "wall_s"),
+                warmup=True)  # fmt: skip
+        print("\n2. whole fit: plain loop + plain loader vs Trainer + ProjectDataset")
+        compare(args.pairs, Way("plain loop, cv2", fit(plain_fit, plain_ds)),
+                Way("Trainer, ProjectDataset", fit(trainer_fit, train_ds)),
+                keys=("images_per_s", "wall_s", "cpu_s"), warmup=True)  # fmt: skip
+        print("\n3. the loop alone, both over ProjectDataset: plain loop vs Trainer")
+        compare(args.pairs, Way("plain loop", fit(plain_fit, TargetsAsLabels(train_ds))),
+                Way("Trainer", fit(trainer_fit, train_ds)),
+                keys=("images_per_s", "wall_s", "cpu_s"))  # fmt: skip
+        print(f"\nload average at the end: {load_average()}")
+        project.close()
     return 0
 
 

@@ -3,20 +3,25 @@ window cost the training? (run on demand; prints figures, asserts nothing)
 
     QT_QPA_PLATFORM=offscreen python tests/bench/bench_training_gui.py
         [--images 48] [--size 96] [--input 64] [--epochs 2] [--batch 8] [--freeze 2]
-        [--threads 1,2] [--repeats 1]
+        [--threads 1,2] [--pairs 2]
 
 For each torch thread count it trains the same spec on a demo project twice:
 
-- headless: ``runner.train`` on this thread with ``torch.set_num_threads(n)``;
+- headless: ``runner.train`` on this thread with the thread budget of ``n`` threads
+  (:func:`tlstudio.ml.threads.apply`);
 - window: a shown :class:`TrainDock` (monitor tab visible, curves redrawing on their
   timer) starts the run through its :class:`TrainingController` with ``threads=n``, while
   a 16 ms QTimer on the GUI thread records how late each tick comes (actual interval minus
-  16 ms). An idle window is measured first as the baseline.
+  16 ms).
 
-Throughput is train images × epochs / the fit's own duration (``FitEnded.duration_s``,
-validation and checkpoints included, the same in both ways). The two ways alternate
-``--repeats`` times; the best throughput of each is printed with the ratio, and the
-lateness percentiles of all window runs of a thread count are pooled.
+An idle window is measured before and after the runs as the baseline; when the idle
+window itself is late (p99 over 50 ms: the machine is busy with other work) the figures
+are flagged as unreliable. Throughput is train images × epochs / the fit's own duration
+(``FitEnded.duration_s``, validation and checkpoints included, the same in both ways),
+with the process's CPU seconds beside the wall seconds of each run. The two ways run in
+pairs (headless, window) ``--pairs`` times; printed: each run, the per-pair ratios
+window/headless (min / median / max), and the lateness percentiles of all window runs of
+a thread count pooled.
 """
 
 from __future__ import annotations
@@ -28,12 +33,16 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parents[1]))
+sys.path.insert(0, str(HERE))
 
+from benchkit import cpu_seconds, load_average, print_header  # noqa: E402
 from PySide6.QtCore import QEventLoop, Qt, QTimer  # noqa: E402
 from PySide6.QtWidgets import QApplication  # noqa: E402
 
 TICK_MS = 16
+IDLE_P99_LIMIT_MS = 50.0  # an idle window later than this: the machine is too busy
 
 
 def percentiles(values: list[float]) -> dict[str, float]:
@@ -98,27 +107,24 @@ def make_spec(args):
     )
 
 
-def headless(root: Path, args, threads: int) -> float:
-    """Images/s of runner.train on this thread."""
-    import torch
-
+def headless(root: Path, args, threads: int) -> tuple[float, float]:
+    """(images/s, process CPU seconds) of runner.train on this thread."""
     from tlstudio.core.project import Project
     from tlstudio.ml import runner
+    from tlstudio.ml.threads import apply
+    from tlstudio.runtime.threads import plan
 
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        with Project.open(root) as project:
-            result = runner.train(project, make_spec(args))
-            n = len(project.images_in_split("train"))
-    finally:
-        torch.set_num_threads(before)
-    return n * result.ended.epochs_run / result.ended.duration_s
+    apply(plan(threads, gui=False))
+    c0 = cpu_seconds()
+    with Project.open(root) as project:
+        result = runner.train(project, make_spec(args))
+        n = len(project.images_in_split("train"))
+    return n * result.ended.epochs_run / result.ended.duration_s, cpu_seconds() - c0
 
 
 def windowed(
     dock, probe: LatenessProbe, args, threads: int
-) -> tuple[float, dict[str, list[float]], dict]:
+) -> tuple[float, float, dict[str, list[float]], dict]:
     """Images/s of a run started from the shown dock, the GUI-thread lateness during it
     by phase (setup: start to FitStarted, i.e. opening the project, building the model and
     data; training: FitStarted to FitEnded; wrap-up: saving the model, recording the run),
@@ -145,10 +151,12 @@ def windowed(
     dock.controller.batch_ended.connect(lambda _e: batches.__setitem__(0, batches[0] + 1))
     loop = QEventLoop()
     dock.controller.finished.connect(loop.quit)
+    c0 = cpu_seconds()
     probe.start()
     assert dock.start(make_spec(args)), "the run did not start"
     loop.exec()
     probe.stop()
+    cpu = cpu_seconds() - c0
     dock.controller.finished.disconnect(loop.quit)
     dock.controller.fit_ended.disconnect(ended.append)
     monitor.redraw = real_redraw
@@ -168,7 +176,7 @@ def windowed(
         phase = "setup" if t < marks["fit"] else "training" if t < marks["end"] else "wrap-up"
         phases[phase].append(late)
         phases["all"].append(late)
-    return n * fit.epochs_run / fit.duration_s, phases, stats
+    return n * fit.epochs_run / fit.duration_s, cpu, phases, stats
 
 
 def fmt_lateness(p: dict) -> str:
@@ -176,6 +184,18 @@ def fmt_lateness(p: dict) -> str:
         f"median {p['median']:5.1f}  p95 {p['p95']:5.1f}  p99 {p['p99']:6.1f}  "
         f"max {p['max']:6.1f} ms  ({p['n']} ticks)"
     )
+
+
+def idle_baseline(probe: LatenessProbe, label: str) -> dict:
+    probe.start()
+    spin(2000)
+    probe.stop()
+    p = percentiles(probe.lateness_ms)
+    healthy = p["p99"] <= IDLE_P99_LIMIT_MS
+    print(f"idle window ({label}) lateness: {fmt_lateness(p)}"
+          + ("" if healthy else f"  <- over {IDLE_P99_LIMIT_MS:.0f} ms while idle: the machine "
+             "is busy with other work; the lateness figures below are not reliable"))  # fmt: skip
+    return p
 
 
 def main() -> None:
@@ -186,29 +206,31 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--freeze", type=int, default=2)
-    ap.add_argument("--threads", default="1,2", help="torch thread counts to compare")
-    ap.add_argument("--repeats", type=int, default=1)
+    ap.add_argument("--threads", default="1,2", help="thread counts to compare")
+    ap.add_argument("--pairs", type=int, default=2, help="(headless, window) pairs per count")
     args = ap.parse_args()
     thread_counts = [int(t) for t in args.threads.split(",")]
 
+    from tlstudio.runtime import threads
+
+    threads.prepare_environment()  # as the window does, before torch starts
     import torch
 
     from tlstudio.core.demo import create_demo_project
     from tlstudio.core.project import Project
     from tlstudio.gui.state import AppState
     from tlstudio.gui.training.train_dock import TrainDock
-    from tlstudio.gui.training.worker import available_cores, default_torch_threads
     from tlstudio.gui.workers.jobs import wait_for_jobs
 
     _app = QApplication.instance() or QApplication(sys.argv)  # kept alive until the end
     tmp = Path(tempfile.mkdtemp(prefix="tlstudio_bench_gui_"))
     root = tmp / "demo"
     create_demo_project(root, n_images=args.images, size=args.size).close()
-    print(
-        f"{available_cores()} cores, torch default {torch.get_num_threads()} threads, worker "
-        f"default {default_torch_threads(torch_default=torch.get_num_threads())}; "
-        f"{args.images} images {args.size}px -> resnet18 @ {args.input}px, freeze "
-        f"{args.freeze}, batch {args.batch}, {args.epochs} epochs, CPU"
+    print_header(
+        f"{threads.available_cores()} cores, torch default {torch.get_num_threads()} threads, "
+        f"window default {threads.default_threads(gui=True)}; {args.images} images "
+        f"{args.size}px -> resnet18 @ {args.input}px, freeze {args.freeze}, batch {args.batch}, "
+        f"{args.epochs} epochs, CPU"
     )
 
     state = AppState()
@@ -219,35 +241,43 @@ def main() -> None:
     spin(300)
     dock.config.wait_ready()  # the configuration panel imports the ML modules
     probe = LatenessProbe()
-    probe.start()
-    spin(2000)
-    probe.stop()
-    print(f"idle window           lateness: {fmt_lateness(percentiles(probe.lateness_ms))}")
+    idle_before = idle_baseline(probe, "before the runs")
     headless(root, args, 1)  # warm-up (imports, allocator), not counted
 
     results = {}
     for n in thread_counts:
-        best_h, best_w, stats = 0.0, 0.0, {}
+        pairs: list[tuple[float, float, float, float]] = []
         late: dict[str, list[float]] = {}
-        for _ in range(args.repeats):
-            best_h = max(best_h, headless(root, args, n))
-            ips, phases, stats = windowed(dock, probe, args, n)
-            best_w = max(best_w, ips)
-            for k, v in phases.items():
-                late.setdefault(k, []).extend(v)
-        results[n] = (best_h, best_w, {k: percentiles(v) for k, v in late.items()}, stats)
+        stats: dict = {}
+        for k in range(args.pairs):
+            h_ips, h_cpu = headless(root, args, n)
+            w_ips, w_cpu, phases, stats = windowed(dock, probe, args, n)
+            pairs.append((h_ips, h_cpu, w_ips, w_cpu))
+            print(f"  threads {n} pair {k + 1}: headless {h_ips:6.1f} img/s ({h_cpu:.1f} s CPU), "
+                  f"window {w_ips:6.1f} img/s ({w_cpu:.1f} s CPU), load {load_average()}",
+                  flush=True)  # fmt: skip
+            for key, v in phases.items():
+                late.setdefault(key, []).extend(v)
+        results[n] = (pairs, {key: percentiles(v) for key, v in late.items()}, stats)
+    idle_after = idle_baseline(probe, "after the runs")
 
     print()
-    for n, (h, w, p, stats) in results.items():
+    for n, (pairs, p, stats) in results.items():
+        ratios = [w / h for h, _, w, _ in pairs]
         print(f"torch threads = {n} (worker used {stats['used_threads']})")
-        print(f"  headless      {h:7.1f} img/s")
-        print(f"  window open   {w:7.1f} img/s   ratio window/headless {w / h:.2f}")
+        print(f"  headless      median {statistics.median(h for h, _, _, _ in pairs):7.1f} img/s")
+        print(f"  window open   median {statistics.median(w for _, _, w, _ in pairs):7.1f} img/s")
+        print(f"  ratio window/headless per pair: {min(ratios):.2f} / "
+              f"{statistics.median(ratios):.2f} / {max(ratios):.2f} (min / median / max)")  # fmt: skip
         for phase, pct in p.items():
             print(f"  GUI lateness  {phase:9s}{fmt_lateness(pct)}")
         print(
             f"  monitor       {stats['redraws']} redraws, median {stats['redraw_median_ms']:.1f} ms,"
             f" max {stats['redraw_max_ms']:.1f} ms; {stats['batch_signals']} batch_ended signals"
         )
+    worst_idle = max(idle_before["p99"], idle_after["p99"])
+    verdict = "healthy" if worst_idle <= IDLE_P99_LIMIT_MS else "NOT healthy: lateness unreliable"
+    print(f"idle baseline p99 {worst_idle:.1f} ms: {verdict}; load average {load_average()}")
     dock.shutdown()
     wait_for_jobs()
     state.close_project()

@@ -46,6 +46,9 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from benchkit import load_average, print_header  # noqa: E402
 
 from tlstudio.core.project import Project  # noqa: E402
 from tlstudio.core.runs import RunStore  # noqa: E402
@@ -163,6 +166,7 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
+    print_header("pretrained vs scratch on Fashion-MNIST")
     missing = [f for pair in FILES.values() for f in pair if not (DATA / f).is_file()]
     if missing:
         print(f"Fashion-MNIST is not installed ({DATA / missing[0]} is missing).")
@@ -231,6 +235,7 @@ def main() -> int:
             "row above means the running statistics, not the weights, failed"
         )
         project.close()
+    print(f"load average at the end: {load_average()}")
     return 0
 
 

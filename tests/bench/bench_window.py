@@ -1,29 +1,42 @@
 """Benchmark of the main window on a large project (run on demand; prints figures).
 
     QT_QPA_PLATFORM=offscreen python tests/bench/bench_window.py [--images 5000]
+        [--pairs 3] [--before /work/main] [--skip-scroll]
 
-Builds a project of small generated PNGs (96×72 px) in a temporary folder, then,
-once with thumbnails made in the background (the window's way) and once with
-them made synchronously on the GUI thread (for comparison), each time from an
-empty thumbnail cache:
+Builds a project of small generated PNGs (96×72 px) in a temporary folder, then:
 
-- time to interactive: from constructing the window to the first page of the
-  browser painted with the event loop idle (a zero-timer posted after that paint
-  has fired);
-- lateness of a 16 ms QTimer (its interval minus 16 ms: median, p95, max) while
-  the browser scrolls through every row, half a viewport per tick, with
-  thumbnails loading; and how long the scroll took and how many thumbnails exist
-  at the end.
+1. start-up from process start: ``tlstudio PROJECT`` in a fresh process (the command
+   line's own code path: ``tlstudio.cli.main``), timed by this process from spawning it
+   until it prints that the browser painted its first rows with the event loop idle;
+   the child also prints when its imports ended, when the QApplication existed and when
+   the window was built (seconds since its script started, after the interpreter's own
+   start). Compared interleaved (A, B, A, B, …), each on its own copy of the package:
+   - bytecode: this tree without compiled bytecode (``PYTHONDONTWRITEBYTECODE``: every
+     start compiles every module) against the same tree compiled with
+     ``python -m compileall``;
+   - with ``--before DIR``: the package of another checkout (e.g. main before these
+     changes) against this one, both without bytecode, as such an environment runs them;
+2. with thumbnails made in the background (the window's way) and made synchronously on
+   the GUI thread (for comparison), each from an empty thumbnail cache, in this process:
+   - time to interactive: from constructing the window to the first page of the
+     browser painted with the event loop idle;
+   - lateness of a 16 ms QTimer (its interval minus 16 ms: median, p95, max) while the
+     browser scrolls through every row, half a viewport per tick, with thumbnails
+     loading; how long the scroll took and how many thumbnails exist at the end.
 
-The GUI runs on the offscreen platform (painting into memory), so absolute
-figures are lower than on a real display; the comparison is the point.
+The GUI runs on the offscreen platform (painting into memory), so absolute figures are
+lower than on a real display; the comparisons are the point. CPU seconds are printed
+beside wall seconds, with the load average, and per-pair ratios B/A as min / median / max.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -32,8 +45,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(HERE))
 
+from benchkit import Way, compare, load_average, print_header, run_child  # noqa: E402
 from PySide6.QtCore import QEvent, QEventLoop, QObject, QSettings, Qt, QTimer  # noqa: E402
 
 from tlstudio.core.project import Project  # noqa: E402
@@ -149,16 +166,73 @@ def run_mode(root: Path, synchronous: bool, settings_path: Path) -> dict:
     }
 
 
+STARTUP_MARK = "ROWS "  # printed by window_startup_child.py
+
+
+def package_copy(source_root: Path, dest: Path, compiled: bool) -> Path:
+    """``source_root/tlstudio`` copied into ``dest`` (no bytecode; compiled if asked)."""
+    shutil.copytree(source_root / "tlstudio", dest / "tlstudio",
+                    ignore=shutil.ignore_patterns("__pycache__"))  # fmt: skip
+    if compiled:
+        subprocess.run([sys.executable, "-m", "compileall", "-q", str(dest / "tlstudio")],
+                       check=True)  # fmt: skip
+    return dest
+
+
+def startup_way(name: str, package_root: Path, project: Path, config: Path) -> Way:
+    env = {**os.environ, "PYTHONPATH": str(package_root), "XDG_CONFIG_HOME": str(config),
+           "PYTHONDONTWRITEBYTECODE": "1", "QT_QPA_PLATFORM": "offscreen"}  # fmt: skip
+
+    def run() -> dict:
+        figures, out = run_child(
+            [sys.executable, str(HERE / "window_startup_child.py"), str(project)],
+            env=env, marker=STARTUP_MARK, timeout_s=600,
+        )  # fmt: skip
+        for line in out.splitlines():
+            if line.startswith(STARTUP_MARK):
+                figures.update(json.loads(line[len(STARTUP_MARK) :]))
+        figures["to_rows_s"] = figures.pop("marker_s", float("nan"))
+        return figures
+
+    return Way(name, run)
+
+
+def startup(args: argparse.Namespace, root: Path) -> None:
+    keys = ("to_rows_s", "cpu_s", "imports_s", "window_built_s", "rows_s")
+    print("\n== start-up from process start to a painted browser with rows "
+          "(to_rows_s: seen by this process; *_s after imports_s: the child's own marks)")  # fmt: skip
+    base = root / "packages"
+    plain = package_copy(ROOT, base / "plain", compiled=False)
+    compiled = package_copy(ROOT, base / "compiled", compiled=True)
+    config = root / "config"
+    project = root / "project"
+    print("bytecode: none (every start compiles) vs compiled once (python -m compileall):")
+    compare(args.pairs, startup_way("no bytecode", plain, project, config),
+            startup_way("compiled", compiled, project, config), keys=keys, warmup=True)  # fmt: skip
+    if args.before:
+        before = package_copy(Path(args.before), base / "before", compiled=False)
+        print(f"before ({args.before}) vs after (this tree), both without bytecode:")
+        compare(args.pairs, startup_way("before", before, project, config),
+                startup_way("after", plain, project, config), keys=keys)  # fmt: skip
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--images", type=int, default=5000)
+    ap.add_argument("--pairs", type=int, default=3, help="start-up pairs per comparison")
+    ap.add_argument("--before", metavar="DIR", help="another checkout to compare start-up with")
+    ap.add_argument("--skip-scroll", action="store_true", help="start-up figures only")
     args = ap.parse_args()
-    create_application()
+    print_header(f"main window, {args.images} images")
     with tempfile.TemporaryDirectory(prefix="tlstudio_bench_window_") as tmp:
         root = Path(tmp)
         print(f"building a project of {args.images} images (96×72 px PNG)…", flush=True)
         add_s = make_project(root, args.images)
         print(f"  add_images: {add_s:.1f} s")
+        startup(args, root)
+        if args.skip_scroll:
+            return
+        create_application()
         results = [run_mode(root, sync, root / "settings.ini") for sync in (False, True)]
     print()
     print(f"{'thumbnails':<12} {'to interactive':>15} {'16 ms timer lateness (ms)':>30} "
@@ -171,6 +245,7 @@ def main() -> None:
         )
     print(f"\n{results[0]['rows']} rows; {results[0]['ticks']} / {results[1]['ticks']} ticks scrolled;"
           " background thumbnails of rows scrolled past quickly are skipped (made when seen again)")  # fmt: skip
+    print(f"load average at the end: {load_average()}")
 
 
 if __name__ == "__main__":

@@ -131,9 +131,6 @@ def integrity_ok(root: Path) -> bool:
 
 
 def test_train_button_runs_records_and_plots(qtbot, dock, state):
-    import torch
-
-    threads_before = torch.get_num_threads()
     fits, progress = [], []
     dock.controller.fit_started.connect(fits.append)
     dock.controller.extraction_progress.connect(lambda *a: progress.append(a))
@@ -155,10 +152,10 @@ def test_train_button_runs_records_and_plots(qtbot, dock, state):
     assert len(losses) == 3
     assert losses[0] > losses[1] > losses[2], losses
 
-    from tlstudio.gui.training.worker import default_torch_threads
+    from tlstudio.runtime.threads import plan
 
-    assert dock.controller.last_used_threads == default_torch_threads(torch_default=threads_before)
-    assert torch.get_num_threads() == threads_before  # restored after the run
+    # no thread setting: the window's default budget, one core left for the GUI
+    assert dock.controller.last_used_threads == plan(None, gui=True).threads
     assert fits and fits[0].run_id == run_id and fits[0].feature_cache
     assert ("features train", 6, 6) in progress and ("features val", 3, 3) in progress
 
@@ -403,15 +400,6 @@ def test_bridge_throttles_batches_but_keeps_every_point(qtbot):
     bridge.on_epoch_end(None, EpochEnded(0, 1, 1.0, None))
     assert sent[-1].step == 299  # ...and delivered before the epoch ends
     assert len(points) == 300 and points[-1][0] == pytest.approx(1.0)
-
-
-def test_default_threads_leave_the_gui_a_core():
-    from tlstudio.gui.training.worker import default_torch_threads
-
-    assert default_torch_threads(cores=2) == 1
-    assert default_torch_threads(cores=1) == 1
-    assert default_torch_threads(cores=16, torch_default=8) == 8
-    assert default_torch_threads(cores=4, torch_default=8) == 3
 
 
 def _fake_runs(project, n: int = 3) -> list[int]:

@@ -28,6 +28,33 @@ from .owner import ProcessOwner
 from .project import Project
 from .store import inserted_id
 
+
+@dataclass(frozen=True)
+class PredictionRow:
+    """One prediction ready to store: the payload as JSON, the mask as PNG bytes."""
+
+    image_id: int
+    payload_json: str
+    mask_png: bytes | None
+    score: float | None
+
+    @property
+    def size_bytes(self) -> int:
+        """Bytes it holds in memory (roughly), for writers that buffer rows."""
+        return len(self.payload_json) + len(self.mask_png or b"") + 64
+
+
+def prediction_row(
+    image_id: int,
+    payload: dict[str, Any],
+    mask: np.ndarray | None = None,
+    score: float | None = None,
+) -> PredictionRow:
+    """A :class:`PredictionRow` (payload coordinates in image pixels; ``mask`` a label map)."""
+    png = None if mask is None else encode_mask(mask)[0]
+    return PredictionRow(image_id, json.dumps(payload), png, score)
+
+
 RUN_STATUSES = ("running", "finished", "cancelled", "failed", "interrupted")
 INTERRUPTED_ERROR = "its process ended while training (killed or crashed)"
 
@@ -178,11 +205,15 @@ class RunStore:
     # -- predictions ---------------------------------------------------------
     def set_prediction(self, run_id: int, image_id: int, payload: dict[str, Any],
                        mask: np.ndarray | None = None, score: float | None = None) -> None:  # fmt: skip
-        png = None if mask is None else encode_mask(mask)[0]
+        self.set_predictions(run_id, [prediction_row(image_id, payload, mask, score)])
+
+    def set_predictions(self, run_id: int, rows: Sequence[PredictionRow]) -> None:
+        """Store (or replace) many predictions of a run in one transaction: one commit and
+        one disk sync however many rows."""
         with self.project.transaction():
-            self._c.execute(
+            self._c.executemany(
                 "INSERT OR REPLACE INTO predictions VALUES (?, ?, ?, ?, ?)",
-                (run_id, image_id, json.dumps(payload), png, score),
+                [(run_id, r.image_id, r.payload_json, r.mask_png, r.score) for r in rows],
             )
 
     def prediction(self, run_id: int, image_id: int) -> Prediction | None:

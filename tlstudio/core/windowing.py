@@ -8,6 +8,8 @@ never clipped to 8 bits before this step.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 __all__ = ["default_window", "robust_window", "to_display"]
@@ -74,12 +76,21 @@ def to_display(array: np.ndarray, window: tuple[float, float] | None = None) -> 
         a = np.concatenate([a[..., :1]] * 3 + [a[..., 1:2]], axis=2)
     if window is None:
         window = default_window(a)
+    if a.dtype == np.uint8 and _is_identity(float(window[0]), float(window[1])):
+        return a  # every value maps to itself (8-bit images through their default window)
     if a.ndim == 3 and a.shape[2] == 4:
         out = np.empty(a.shape, np.uint8)
         out[..., :3] = _apply_window(a[..., :3], window)
         out[..., 3] = _alpha_to_uint8(a[..., 3])
         return out
     return _apply_window(a, window)
+
+
+@functools.lru_cache(maxsize=64)
+def _is_identity(center: float, width: float) -> bool:
+    """True when the window maps every uint8 value to itself."""
+    values = np.arange(256)
+    return bool(np.array_equal(_window_values(values, (center, width)), values))
 
 
 def _window_values(values: np.ndarray, window: tuple[float, float]) -> np.ndarray:

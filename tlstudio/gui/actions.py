@@ -61,6 +61,8 @@ SPECS: tuple[ActionSpec, ...] = (
     ActionSpec("redo", "Edit", "&Redo", ("Ctrl+Shift+Z", "Ctrl+Y")),
     ActionSpec("tag_image", "Edit", "&Tag image with selected class", ("Ctrl+T",),
                "Single-label: set the class tag; multi-label: toggle it"),
+    ActionSpec("cpu_threads", "Edit", "CPU t&hreads…", (),
+               "How many CPU threads training and prediction use"),
     ActionSpec("next_image", "Go", "&Next image", ("PgDown", "Ctrl+Right")),
     ActionSpec("previous_image", "Go", "&Previous image", ("PgUp", "Ctrl+Left")),
     ActionSpec("next_unlabelled", "Go", "Next &unlabelled image", ("Ctrl+U",)),

@@ -141,9 +141,19 @@ def run(project_dir: str | None = None) -> int:
     app = create_application()
     _install_excepthook()
     _close_on_terminate(app)
+    _use_thread_setting()
     window = create_main_window(project_dir)
     window.show()
     return int(app.exec())
+
+
+def _use_thread_setting() -> None:
+    """The "CPU threads" setting becomes the process's thread budget, before torch starts
+    (its default for every thread, also of jobs that start no training)."""
+    from tlstudio.gui.thread_setting import apply_thread_setting
+    from tlstudio.runtime.threads import prepare_environment
+
+    prepare_environment(apply_thread_setting(QSettings()))
 
 
 def _close_on_terminate(app: QApplication) -> None:
@@ -167,6 +177,10 @@ def main(argv: list[str] | None = None) -> int:
     """``tlstudio-gui [PROJECT_DIR]``: the window alone (a GUI script: no console on
     Windows; an unreadable project is reported in a message box)."""
     args = sys.argv[1:] if argv is None else argv
+    if argv is None:
+        from tlstudio.core.bytecode import compile_in_background
+
+        compile_in_background()  # for the next start, when Python writes no bytecode
     if len(args) > 1 or (args and args[0].startswith("-")):
         print("usage: tlstudio-gui [PROJECT_DIR]  (the commands: tlstudio --help)", file=sys.stderr)
         return 2

@@ -62,6 +62,7 @@ class MainWindow(QMainWindow):
         self.action_table = Actions(self)  # not "actions": that hides QWidget.actions()
         self.shortcuts_dialog: ShortcutsDialog | None = None
         self.import_result_dialog: ImportResultDialog | None = None
+        self.threads_dialog: QWidget | None = None
 
         self.canvas = create_canvas(self.app_state)
         self.banner = MissingFilesBanner(self.app_state)
@@ -145,6 +146,8 @@ class MainWindow(QMainWindow):
         self.edit_menu.addActions([a["undo"], a["redo"]])
         self.edit_menu.addSeparator()
         self.edit_menu.addAction(a["tag_image"])
+        self.edit_menu.addSeparator()
+        self.edit_menu.addAction(a["cpu_threads"])
         bar.addMenu("&Go").addActions(a.section("Go"))
         view = bar.addMenu("&View")
         view.addActions([a["mode_label"], a["mode_train"], a["mode_inspect"]])
@@ -187,6 +190,7 @@ class MainWindow(QMainWindow):
         a["quit"].triggered.connect(self.close)
         a["shortcuts"].triggered.connect(self.show_shortcuts)
         a["about"].triggered.connect(self.show_about)
+        a["cpu_threads"].triggered.connect(self.show_threads_dialog)
         # 1–9 tag the image with the n-th class wherever the focus is in Label mode (a
         # focused text or number field keeps its digits); the canvas handles them itself
         # while it has the focus
@@ -250,6 +254,16 @@ class MainWindow(QMainWindow):
         self.shortcuts_dialog = ShortcutsDialog(self.shortcut_entries(), self)
         self.shortcuts_dialog.show()
         return self.shortcuts_dialog
+
+    def show_threads_dialog(self) -> QWidget:
+        """Edit → CPU threads…: the thread setting (tlstudio.gui.thread_setting)."""
+        from tlstudio.gui.thread_setting import ThreadsDialog
+
+        if self.threads_dialog is not None:
+            self.threads_dialog.deleteLater()
+        self.threads_dialog = ThreadsDialog(self.settings, self)
+        self.threads_dialog.open()
+        return self.threads_dialog
 
     def show_about(self) -> None:
         show_message(

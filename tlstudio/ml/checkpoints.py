@@ -2,14 +2,15 @@
 
 What a checkpoint holds is decided by :meth:`tlstudio.ml.trainer.Trainer.checkpoint_state`;
 when it is written by :class:`tlstudio.ml.callbacks.ModelCheckpoint`.
+
+torch is imported by the functions, not the module: the window imports the callbacks (and
+so this module) at start-up, long before it trains anything.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
-
-import torch
 
 from tlstudio.core.atomic import replacing
 from tlstudio.core.errors import FORMAT, TlsError
@@ -30,6 +31,8 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
 
     Keys: format, epoch, global_step, batch_size, model, optimizer, scheduler, scaler,
     best_value, best_epoch, monitor, bad_epochs, metrics, config, rng, run_id, task."""
+    import torch
+
     path = Path(path)
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
@@ -48,5 +51,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
 
 def save_atomic(obj: Any, path: Path) -> None:
     """torch.save, atomically (never a half-written checkpoint or model)."""
+    import torch
+
     with replacing(path) as tmp, open(tmp, "wb") as f:
         torch.save(obj, f)

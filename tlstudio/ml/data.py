@@ -24,13 +24,12 @@ import cv2
 import numpy as np
 import torch
 from torch.utils.data import Dataset
-from torchvision import tv_tensors
 
 from tlstudio.core.errors import TlsError
 from tlstudio.core.project import Project
+from tlstudio.ml.augment_config import AugmentConfig
 from tlstudio.ml.tasks.base import TASKS
 from tlstudio.ml.tasks.registry import unavailable_reasons
-from tlstudio.ml.transforms import AugmentConfig, build_train_transform
 from tlstudio.runtime.images import (  # noqa: F401 (re-exported: ml reads images through data)
     ImageReadError,
     read_rgb,
@@ -314,6 +313,8 @@ class ProjectDataset(Dataset):
         target: dict[str, Any] = {"image_id": it.image_id, "orig_size": it.orig_size}
         sample = self._sample(it, img)
         if self.transform is not None:
+            from torchvision import tv_tensors  # augmentation only: torchvision loads slowly
+
             s = self.input_size
             sample["image"] = tv_tensors.Image(sample["image"])
             if "boxes" in sample:
@@ -444,7 +445,11 @@ def make_datasets(
         if template_id is None:
             raise DatasetError("no landmark sets on the train/val images")
     flip_perm = project.template(template_id).flip_permutation() if task == "landmarks" else None
-    transform = build_train_transform(task, augment, input_size, flip_perm)
+    transform = None
+    if augment is not None and augment.changes(task):
+        from tlstudio.ml.transforms import build_train_transform
+
+        transform = build_train_transform(task, augment, input_size, flip_perm)
     common = {"template_id": template_id, "multi_label": multi_label}
     train = ProjectDataset(project, task, train_ids, input_size, mean, std, transform, **common)
     val = ProjectDataset(project, task, val_ids, input_size, mean, std, None, **common)

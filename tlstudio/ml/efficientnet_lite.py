@@ -22,7 +22,6 @@ from dataclasses import dataclass
 
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchvision.ops import stochastic_depth
 
 # name: (width multiplier, depth multiplier, input resolution in pixels, dropout before fc)
 LITE_PARAMS: dict[str, tuple[float, float, int, float]] = {
@@ -138,8 +137,10 @@ class MBConvBlock(nn.Module):
         x = self._act(self._bn1(self._depthwise_conv(x)))
         x = self._bn2(self._project_conv(x))
         if self.has_skip:
-            if self.drop_rate > 0:
-                x = stochastic_depth(x, self.drop_rate, "row", self.training)
+            if self.drop_rate > 0 and self.training:  # identity in eval mode
+                from torchvision.ops import stochastic_depth  # only when training: slow import
+
+                x = stochastic_depth(x, self.drop_rate, "row", True)
             x = x + inputs
         return x
 

@@ -209,7 +209,7 @@ class ExtractStats:
 
 
 def extract_features(
-    backbone: nn.Module,
+    backbone: nn.Module | Callable[[], nn.Module],
     dataset: Any,
     cache: FeatureCache | None,
     weights_id: str | None,
@@ -218,11 +218,14 @@ def extract_features(
     progress: ProgressFn | None = None,
     token: Any = None,
     num_workers: int = 0,
+    name: str | None = None,
 ) -> tuple[np.ndarray, ExtractStats]:
     """Pooled features (N×C float32, dataset order) of an unaugmented dataset.
 
     Vectors already in ``cache`` are read; only missing images go through ``backbone``
-    (``backbone(x)`` = pooled N×C, in eval mode, no grad) and are then stored. With
+    (``backbone(x)`` = pooled N×C, in eval mode, no grad) and are then stored.
+    ``backbone`` may be a function that builds it, called only when a vector is missing
+    (then ``name``, the backbone's registry name, keys the cache). With
     ``cache`` or ``weights_id`` None nothing is read or stored. ``progress(done, total)``
     is called after the cache lookup and after each batch; ``token`` is checked before
     each batch (raises :class:`ExtractionCancelled`).
@@ -236,8 +239,12 @@ def extract_features(
     stats = ExtractStats(total=n)
     use_cache = cache is not None and weights_id is not None
     group = ""
+    module = backbone if isinstance(backbone, nn.Module) else None
+    if module is not None:
+        name = module.spec.name if hasattr(module, "spec") else type(module).__name__
+    elif name is None:
+        raise ValueError("a backbone built on demand needs its name (name=...)")
     if use_cache:
-        name = backbone.spec.name if hasattr(backbone, "spec") else type(backbone).__name__
         group = cache.open_group(name, weights_id, dataset.preprocess_signature())
     rows: list[np.ndarray | None] = [None] * n
     keys = [dataset.content_key(i) for i in range(n)]
@@ -249,8 +256,11 @@ def extract_features(
     if progress is not None:
         progress(stats.cached, n)
     if missing:
-        was_training = backbone.training
-        backbone.eval()
+        if module is None:
+            module = backbone()  # type: ignore[operator]
+        module.to(device)  # the images go there
+        was_training = module.training
+        module.eval()
         loader = DataLoader(
             Subset(dataset, missing),
             batch_size=batch_size,
@@ -264,7 +274,7 @@ def extract_features(
                 for images, _ in loader:
                     if _cancelled(token):
                         raise ExtractionCancelled("feature extraction cancelled")
-                    feats = backbone(images.to(device)).float().cpu().numpy()
+                    feats = module(images.to(device)).float().cpu().numpy()
                     stats.forward_calls += 1
                     for row in feats:
                         i = missing[pos]
@@ -276,7 +286,7 @@ def extract_features(
                     if progress is not None:
                         progress(stats.cached + stats.computed, n)
         finally:
-            backbone.train(was_training)
+            module.train(was_training)
     dim = next((r.shape[0] for r in rows if r is not None), 0)
     X = np.stack(rows).astype(np.float32) if n else np.zeros((0, dim), np.float32)
     stats.seconds = time.perf_counter() - t0

@@ -4,6 +4,12 @@ This is what the CLI and the GUI's training worker call: it builds the
 backbone, datasets, task model and trainer from a :class:`RunSpec`, records
 the run in the project (config, per-epoch metrics, checkpoint, timings) and
 stores predictions as predictions, never as labels.
+
+A classifier head trained on cached features (:func:`uses_feature_cache`) never builds
+the backbone unless a feature vector is missing, and never imports torchvision: its model
+file holds the head and the id of the pretrained weights it was trained over
+(``"backbone_weights"``, see :func:`tlstudio.ml.features.weights_id`); loading the run
+rebuilds the backbone from those weights and checks that they are still the same file.
 """
 
 from __future__ import annotations
@@ -22,9 +28,11 @@ from torch import nn
 from tlstudio.core.errors import TlsError
 from tlstudio.core.project import Project
 from tlstudio.core.runs import RunStore
+from tlstudio.runtime.threads import loader_workers, reader_threads
 
 from . import data as data_mod
-from .backbones import build_backbone, get_spec
+from .architectures import BackboneSpec, get_spec
+from .augment_config import AugmentConfig
 from .callbacks import Callback, CancelToken
 from .checkpoints import load_checkpoint, save_atomic
 from .collate import collate
@@ -32,11 +40,10 @@ from .devices import select_device
 from .events import EpochEnded, FitEnded, TrainingFailed
 from .features import FeatureCache, extract_features, weights_id
 from .metrics import metrics_fn_for
-from .tasks.base import TaskModel, to_image_frame
+from .tasks.base import TaskModel
 from .tasks.factory import build_task_model
 from .train_config import TrainConfig
 from .trainer import Trainer
-from .transforms import AugmentConfig, mixup_cutmix_collate
 
 MODEL_FILE = "model.pt"
 
@@ -116,15 +123,40 @@ def _weights_choice(weights: str) -> str | Path:
     return path
 
 
-def build_model(project: Project, spec: RunSpec, *, pretrained: bool = True) -> TaskModel:
+def build_model(
+    project: Project,
+    spec: RunSpec,
+    *,
+    pretrained: bool = True,
+    weights: str | Path | None = None,
+) -> TaskModel:
     """The task model of ``spec`` for ``project``'s classes/template.
 
-    ``pretrained=False`` skips loading backbone weights (a checkpoint follows)."""
+    ``pretrained=False`` skips loading backbone weights (a checkpoint follows);
+    ``weights`` replaces ``spec.weights`` as their source."""
     backbone = None
     if not (spec.task == "autoencode" and spec.model_options.get("encoder") == "small"):
-        backbone = build_backbone(
-            spec.backbone, _weights_choice(spec.weights) if pretrained else "none"
-        )
+        from .backbones import build_backbone  # torchvision, for most backbones
+
+        source = _weights_choice(spec.weights) if weights is None else weights
+        backbone = build_backbone(spec.backbone, source if pretrained else "none")
+    return _task_model(project, spec, backbone)
+
+
+class _NoBackbone(nn.Module):
+    """Stands in for the backbone under a head trained on cached features: it has the
+    backbone's output size and nothing else (nothing to run, no weights, never saved)."""
+
+    def __init__(self, spec: BackboneSpec):
+        super().__init__()
+        self.spec = spec
+        self.out_channels = spec.stages[-1].channels
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        raise RuntimeError("a head trained on cached features has no backbone to run")
+
+
+def _task_model(project: Project, spec: RunSpec, backbone: nn.Module | None) -> TaskModel:
     num_points = 0
     if spec.task == "landmarks":
         if spec.template_id is None:
@@ -269,7 +301,13 @@ def train(
     )  # fmt: skip
     if len(train_ds) == 0:
         raise RunError(f"no training images with {spec.task} labels; label some or assign splits")
-    model = build_model(project, spec)
+    fast = uses_feature_cache(spec)
+    wid = weights_id(spec.backbone, _weights_choice(spec.weights)) if fast else None
+    head_only = wid is not None  # the backbone is built only if a feature is missing
+    if head_only:
+        model = _task_model(project, spec, _NoBackbone(bspec))
+    else:
+        model = build_model(project, spec)
     classes = len(project.classes())
     multi = spec.task == "classify" and project.multi_label
     metrics_fn = metrics_fn_for(spec.task, classes, multi_label=multi)
@@ -289,11 +327,19 @@ def train(
     run_dir = runs.run_dir(run_id)
     recorder = _RunRecorder(runs, run_id)
     t0 = time.perf_counter()
-    fast = uses_feature_cache(spec)
     try:
         if fast:
             cache = FeatureCache(project.cache_dir)
-            wid = weights_id(spec.backbone, _weights_choice(spec.weights))
+            built: list[nn.Module] = []
+
+            def backbone_now() -> nn.Module:
+                if not built:
+                    from .backbones import build_backbone
+
+                    built.append(build_backbone(spec.backbone, _weights_choice(spec.weights)))
+                return built[0]
+
+            source = backbone_now if head_only else model.backbone
             feats = []
             for name, ds in (("train", train_ds), ("val", val_ds)):
                 fn = (
@@ -302,8 +348,9 @@ def train(
                     else (lambda d, t, n=name: progress(f"features {n}", d, t))
                 )
                 X, _ = extract_features(
-                    model.backbone, ds, cache, wid, device=device, progress=fn, token=token
-                )
+                    source, ds, cache, wid, device=device, progress=fn, token=token,
+                    num_workers=loader_workers(), name=spec.backbone,
+                )  # fmt: skip
                 feats.append(_FeatureDataset(X, ds))
             fit_model: TaskModel = _CachedHead(model)
             fit_train, fit_val = feats
@@ -311,6 +358,8 @@ def train(
             fit_model, fit_train, fit_val = model, train_ds, val_ds
         collate_fn = collate
         if spec.task == "classify" and not fast and (augment.mixup_alpha or augment.cutmix_alpha):
+            from .transforms import mixup_cutmix_collate
+
             collate_fn = mixup_cutmix_collate(classes, augment)
         trainer = Trainer(
             fit_model, fit_train, fit_val if len(fit_val) else None, spec.train,
@@ -325,7 +374,10 @@ def train(
     if ended.checkpoint:
         fit_model.load_state_dict(load_checkpoint(Path(ended.checkpoint))["model"])
     model_path = run_dir / MODEL_FILE
-    save_atomic({"model": model.state_dict(), "spec": spec.to_dict()}, model_path)
+    saved: dict[str, Any] = {"model": model.state_dict(), "spec": spec.to_dict()}
+    if head_only:  # the head alone; the backbone is the pretrained one, named by its id
+        saved["backbone_weights"] = wid
+    save_atomic(saved, model_path)
     metrics = {}
     epochs = runs.epochs(run_id)
     if ended.best_epoch is not None:
@@ -409,14 +461,47 @@ def load_run_model(project: Project, run_id: int) -> tuple[TaskModel, RunSpec]:
     if not isinstance(ckpt, dict) or "model" not in ckpt or "spec" not in ckpt:
         raise RunError(f"{path}: not a tlstudio model file (no model/spec)")
     spec = RunSpec.from_dict(ckpt["spec"])
-    model = build_model(project, spec, pretrained=False)
+    pretrained = ckpt.get("backbone_weights")
+    if pretrained is None:
+        model = build_model(project, spec, pretrained=False)
+    else:
+        model = _model_over_pretrained(project, spec, str(pretrained), run_id)
     try:
-        model.load_state_dict(ckpt["model"])
+        missing, unexpected = model.load_state_dict(ckpt["model"], strict=pretrained is None)
     except RuntimeError as exc:
         raise RunError(
             f"run {run_id}: saved model does not fit the project's current classes/template ({exc})"
         ) from exc
+    if unexpected or any(not k.startswith("backbone.") for k in missing):
+        raise RunError(
+            f"run {run_id}: saved head does not fit the project's current classes "
+            f"(missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]})"
+        )
     return model.eval(), spec
+
+
+def _model_over_pretrained(project: Project, spec: RunSpec, wid: str, run_id: int) -> TaskModel:
+    """The model of a head trained on cached features: the backbone from the pretrained
+    weights named by ``wid`` (checked to be the same file), the head still untrained."""
+    from .weights import WeightsError
+
+    source = wid.split(":", 1)[0]
+    weights: str | Path = (
+        source if source in ("bundled", "cached") else _weights_choice(spec.weights)
+    )
+    try:
+        found: str | None = weights_id(spec.backbone, weights)
+    except WeightsError as exc:
+        found, reason = None, str(exc)
+    else:
+        reason = f"the weights there now are {found}"
+    if found != wid:
+        raise RunError(
+            f"run {run_id} trained its head over {spec.backbone}'s {source} weights ({wid}); "
+            f"they are not on this machine any more ({reason}). Import those weights again "
+            "or train the run again"
+        )
+    return build_model(project, spec, weights=weights)
 
 
 def predict(
@@ -430,38 +515,40 @@ def predict(
     token: CancelToken | None = None,
 ) -> int:
     """Run a trained model over images (default: all) and store its predictions
-    (coordinates in image pixels). Returns the number of images predicted."""
+    (coordinates in image pixels). Returns the number of images predicted and stored.
+
+    Images are read ahead in another thread while the model runs, and the predictions are
+    stored together when the run ends (also when it is cancelled or an image cannot be
+    read): see :mod:`tlstudio.ml.prediction`."""
+    from .prediction import BatchReader, PredictionWriter, batch_rows
+
     model, spec = load_run_model(project, run_id)
     dev = select_device(device)
     model.to(dev)
     size = spec.resolved_input_size
     bspec = get_spec(spec.backbone)
-    mean = torch.tensor(bspec.mean).view(3, 1, 1)
-    std = torch.tensor(bspec.std).view(3, 1, 1)
     ids = list(image_ids) if image_ids is not None else project.image_ids()
+    paths = [project.image_path(i) for i in ids]
     classes = project.classes()
-    runs = RunStore(project)
+    writer = PredictionWriter(project, run_id)
     done = 0
-    for start in range(0, len(ids), batch_size):
-        if token is not None and token.is_cancelled:
-            break
-        chunk = ids[start : start + batch_size]
-        tensors, origs = [], []
-        for image_id in chunk:
-            rgb, orig = data_mod.load_input_image(project.image_path(image_id), size)
-            x = torch.from_numpy(rgb).permute(2, 0, 1).float() / 255.0
-            tensors.append((x - mean) / std)
-            origs.append(orig)
-        with torch.no_grad():
-            preds = model.predict_step(torch.stack(tensors).to(dev))
-        with project.transaction():  # one commit (one disk sync) per batch
-            for image_id, pred, orig in zip(chunk, preds, origs, strict=True):
-                pred = to_image_frame({k: _cpu(v) for k, v in pred.items()}, (size, size), orig)
-                payload, mask, score = _payload(spec.task, pred, classes)
-                runs.set_prediction(run_id, image_id, payload, mask, score)
-        done += len(chunk)
-        if progress is not None:
-            progress(done, len(ids))
+    reader = BatchReader(paths, size, bspec.mean, bspec.std, batch_size, threads=reader_threads())
+    try:
+        for batch in reader:
+            if token is not None and token.is_cancelled:
+                break
+            chunk = ids[batch.start : batch.start + len(batch.orig_sizes)]
+            with torch.no_grad():
+                preds = model.predict_step(torch.from_numpy(batch.inputs).to(dev))
+            for row in batch_rows(spec.task, preds, chunk, batch.orig_sizes, size, classes,
+                                  _payload):  # fmt: skip
+                writer.add(row)
+            done += len(chunk)
+            if progress is not None:
+                progress(done, len(ids))
+    finally:
+        reader.close()
+        writer.flush()
     return done
 
 

@@ -112,7 +112,7 @@ class TrainConfig:
     )  # auto | cpu | cuda | cuda:N | mps
     amp: bool = True  # CUDA only: bfloat16 autocast, or float16 with a GradScaler
     channels_last: bool = True  # CUDA only
-    num_workers: int = 0
+    num_workers: int | None = None  # DataLoader workers; None: the process's thread budget
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict of every field."""
@@ -163,5 +163,5 @@ class TrainConfig:
             raise bad("early_stopping_patience", "must be >= 1 or None")
         if self.grad_clip is not None and not self.grad_clip > 0:
             raise bad("grad_clip", "must be > 0 or None")
-        if self.num_workers < 0:
+        if self.num_workers is not None and self.num_workers < 0:
             raise bad("num_workers", "must be >= 0")

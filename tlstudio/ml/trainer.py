@@ -9,7 +9,9 @@ non-finite loss are default callbacks (:mod:`tlstudio.ml.callbacks`) that run be
 caller's; they end a fit through :attr:`Trainer.should_stop`.
 
 Epochs and steps are 0-based in events and attributes; messages for people count from 1.
-The number of torch threads is left alone (the caller decides). Re-exported here for
+The number of torch threads is left alone (the caller applies the process's budget,
+:mod:`tlstudio.ml.threads`); DataLoader workers follow ``config.num_workers``, or the budget
+when it is None. Re-exported here for
 callers: :class:`TrainConfig` (:mod:`tlstudio.ml.train_config`), :func:`select_device`
 and :func:`seed_everything` (:mod:`tlstudio.ml.devices`), :func:`load_checkpoint`
 (:mod:`tlstudio.ml.checkpoints`).
@@ -64,6 +66,7 @@ from tlstudio.ml.events import (
 )
 from tlstudio.ml.tasks.base import TaskModel
 from tlstudio.ml.train_config import OPTIMIZERS, SCHEDULES, TrainConfig, TrainConfigError
+from tlstudio.runtime.threads import loader_workers
 
 __all__ = [
     "OPTIMIZERS",
@@ -410,11 +413,12 @@ class Trainer:
         cfg = self.config
         bs = self.batch_size
         cuda = self.device is not None and self.device.type == "cuda"
+        workers = loader_workers() if cfg.num_workers is None else cfg.num_workers
         common: dict[str, Any] = {
-            "num_workers": cfg.num_workers,
+            "num_workers": workers,
             "pin_memory": cuda,
             "collate_fn": self.collate_fn,
-            "persistent_workers": cfg.num_workers > 0,
+            "persistent_workers": workers > 0,
         }
         sampler = self._make_sampler()
         n = len(sampler) if sampler is not None else len(self.train_data)

@@ -22,6 +22,7 @@ import numpy as np
 from .errors import ExportError, SidecarError, UntrustedModelError
 from .onnx_file import ExternalTensor, OnnxScan, scan_onnx
 from .sidecar import Sidecar
+from .threads import configured, passive_waiting
 
 #: float32 N×3×S×S batch → the model's outputs in order
 Runner = Callable[[np.ndarray], list[np.ndarray]]
@@ -140,6 +141,7 @@ def check_external_data(path: Path, external: list[ExternalTensor]) -> None:
 def onnx_runner(path: Path, side: Sidecar, threads: int | None = None) -> Runner:
     """An onnxruntime CPU session over ``path`` (already checked by :func:`open_runner`)
     whose input/output shapes agree with ``side``. ``threads``: intra-op threads (None:
+    the process's thread budget, :mod:`tlstudio.runtime.threads`; without one,
     onnxruntime's choice)."""
     try:
         import onnxruntime as ort  # type: ignore[import-untyped]
@@ -147,9 +149,14 @@ def onnx_runner(path: Path, side: Sidecar, threads: int | None = None) -> Runner
         raise ExportError(f"onnxruntime is needed to run {path.name} ({exc})") from exc
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
+    budget = configured()
+    if not threads and budget is not None:
+        threads = budget.threads
     if threads:
         opts.intra_op_num_threads = int(threads)
         opts.inter_op_num_threads = 1
+        if passive_waiting():  # onnxruntime's own pool spins too; idle threads sleep
+            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     try:
         session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
     except Exception as exc:

@@ -107,9 +107,8 @@ def predictions_shot(out_dir: Path, run_project: Path, tmp: Path) -> Path | None
 
 
 def main(argv: list[str]) -> int:
-    from tlstudio.gui.workers.tasks import wait_for_background
-
     from tlstudio.gui.app import create_application
+    from tlstudio.gui.workers.jobs import wait_for_jobs
 
     create_application()
     out_dir = Path(argv[1]) if len(argv) > 1 else ROOT / "docs" / "screenshots"
@@ -119,7 +118,7 @@ def main(argv: list[str]) -> int:
         written = [objects_shot(out_dir, tmp)]
         if len(argv) > 2:
             written.append(predictions_shot(out_dir, Path(argv[2]), tmp))
-        wait_for_background()
+        wait_for_jobs()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     for p in written:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import os
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -54,22 +53,6 @@ FAILURE_KINDS = (
     "config",
     "error",
 )
-
-
-def available_cores() -> int:
-    """CPU cores this process may run on."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):  # macOS, Windows
-        return os.cpu_count() or 1
-
-
-def default_torch_threads(cores: int | None = None, torch_default: int | None = None) -> int:
-    """Intra-op torch threads for training: one core fewer than the machine has, so the
-    GUI thread keeps a core (on 2 cores: 1), never more than torch would use anyway."""
-    cores = available_cores() if cores is None else cores
-    n = max(1, cores - 1)
-    return n if torch_default is None else max(1, min(n, torch_default))
 
 
 class _WorkerToken(CancelToken):
@@ -176,8 +159,8 @@ class TrainingWorker(QObject):
     called, in the thread that calls it (a :class:`TrainingController`'s job). Every signal
     carries plain data; they are emitted in that thread.
 
-    ``threads``: torch intra-op threads for this run (None: :func:`default_torch_threads`,
-    0: leave torch alone). ``batch_interval_s``: ``batch_ended`` is sent at most once per
+    ``threads``: CPU threads for this run (None: the window's thread budget,
+    :mod:`tlstudio.runtime.threads`). ``batch_interval_s``: ``batch_ended`` is sent at most once per
     interval, always with the newest batch; the batches in between are not lost, their
     (x in epochs, loss, lr) points arrive together in ``batch_points``."""
 
@@ -258,20 +241,10 @@ class TrainingWorker(QObject):
             self.failed.emit("error", f"cannot open the project {self.project_root}: {exc}")
             return
         try:
-            import torch
+            from tlstudio.ml.threads import apply_for_window
 
-            previous = torch.get_num_threads()
-            n = self.threads
-            if n is None:
-                n = default_torch_threads(torch_default=previous)
-            if n:
-                torch.set_num_threads(n)
-            self.used_threads = torch.get_num_threads()
-            try:
-                self._train(project, started)
-            finally:
-                if n:
-                    torch.set_num_threads(previous)
+            self.used_threads = apply_for_window(self.threads)
+            self._train(project, started)
         finally:
             project.close()
 

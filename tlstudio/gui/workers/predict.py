@@ -47,8 +47,8 @@ def predict_images(
     """Predict run ``run_id`` on ``image_ids`` (None: every image) of the project at
     ``project_root`` and store the predictions; returns how many were stored (fewer once
     ``token`` is cancelled: it stops after the current batch). ``progress(done, total)``
-    counts images. ``threads``: torch intra-op threads meanwhile (None: one core fewer
-    than the machine has, so the GUI keeps one; 0: leave torch's setting alone)."""
+    counts images. ``threads``: CPU threads (None: the window's thread budget,
+    :mod:`tlstudio.runtime.threads`)."""
     from tlstudio.core.project import Project
 
     try:
@@ -56,33 +56,22 @@ def predict_images(
     except Exception as exc:
         raise ProjectError(f"cannot open the project {project_root}: {exc}") from exc
     try:
-        import torch
-
-        from tlstudio.gui.training.worker import default_torch_threads
         from tlstudio.ml import runner
+        from tlstudio.ml.threads import apply_for_window
 
-        previous = torch.get_num_threads()
-        n = threads
-        if n is None:
-            n = default_torch_threads(torch_default=previous)
-        if n:
-            torch.set_num_threads(n)
+        apply_for_window(threads)
 
         def report(done: int, total: int) -> None:
             count.value = done
             progress(done, total)
 
-        try:
-            total = len(image_ids) if image_ids is not None else project.image_count()
-            progress(0, total)
-            count.value = runner.predict(
-                project, run_id, image_ids, batch_size=batch_size, device=device,
-                progress=report, token=token,
-            )  # fmt: skip
-            return count.value
-        finally:
-            if n:
-                torch.set_num_threads(previous)
+        total = len(image_ids) if image_ids is not None else project.image_count()
+        progress(0, total)
+        count.value = runner.predict(
+            project, run_id, image_ids, batch_size=batch_size, device=device,
+            progress=report, token=token,
+        )  # fmt: skip
+        return count.value
     finally:
         project.close()
 
