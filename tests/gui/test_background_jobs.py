@@ -155,11 +155,12 @@ def test_a_job_cancelled_before_it_began_does_not_run(qtbot):
 
 
 def test_a_deleted_receiver_hears_nothing_and_its_job_is_cancelled(qtbot):
-    gate, saw_cancel = threading.Event(), []
+    began, gate, saw_cancel = threading.Event(), threading.Event(), []
     widget = QWidget()
     label = QWidget(widget)
 
     def work(token, progress):
+        began.set()
         gate.wait(5)
         saw_cancel.append(token.is_cancelled)
         progress(1, 1)
@@ -171,6 +172,7 @@ def test_a_deleted_receiver_hears_nothing_and_its_job_is_cancelled(qtbot):
     job.progressed.connect(lambda *_: label.setToolTip("progress"))
     seen = _record(job)
     job.start()
+    qtbot.waitUntil(began.is_set, timeout=30_000)  # a busy pool may start it late
     widget.deleteLater()
     qtbot.waitUntil(lambda: job.is_cancelled, timeout=5000)
     gate.set()
