@@ -16,6 +16,7 @@ from .ml.presets import PRESET_NAMES
 from .ml.tasks.registry import TASK_NAMES as TASKS
 
 AUGMENT_CHOICES = ("none", "default", "strong")
+ADAPT_CHOICES = ("coral", "mmd", "dann", "standardize")  # tlstudio.ml.adapt.ADAPT_METHODS
 
 
 def add_commands(sub: Any) -> None:
@@ -201,6 +202,27 @@ def add_run_options(
     p.add_argument(
         "--no-feature-cache", action="store_true", help="never take the cached-feature fast path"
     )
+    p.add_argument(
+        "--adapt",
+        choices=ADAPT_CHOICES,
+        default=None,
+        help="adapt to the images of --target-domain, whose labels are never used: coral, "
+        "mmd or dann align the backbone's features while it trains (--freeze below all); "
+        "standardize and coral work on cached features of a frozen backbone",
+    )
+    p.add_argument(
+        "--target-domain",
+        metavar="NAME",
+        default=None,
+        help="the domain to adapt to (see 'tlstudio import --domain'); its images leave the "
+        "labelled training and validation sets",
+    )
+    p.add_argument(
+        "--adapt-weight",
+        type=float,
+        default=None,
+        help="weight of the alignment loss (default 1)",
+    )
 
 
 def _augment(choice: str):
@@ -242,10 +264,18 @@ def spec_from_args(args: argparse.Namespace):
         cfg.epochs = args.epochs
     if args.lr is not None:
         cfg.lr = args.lr
+    adapt = None
+    if getattr(args, "adapt", None) is not None:
+        from .core.errors import ValidationError
+        from .ml.adapt import AdaptConfig
+
+        if not args.target_domain:
+            raise ValidationError("--adapt needs --target-domain NAME (the domain to adapt to)")
+        adapt = AdaptConfig(args.adapt, args.target_domain, args.adapt_weight)
     return RunSpec(
         task=args.task, backbone=args.backbone, weights=args.weights, train=cfg,
         augment=_augment(args.augment if args.augment is not None else augment),
-        input_size=args.input_size, use_feature_cache=not args.no_feature_cache,
+        input_size=args.input_size, use_feature_cache=not args.no_feature_cache, adapt=adapt,
     )  # fmt: skip
 
 
@@ -255,6 +285,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     if args.resume is None and args.task is None:
         raise ValidationError("give --task (or --resume RUN to go on with a run)")
+    if args.target_domain and not args.adapt:
+        raise ValidationError("--target-domain goes with --adapt coral|mmd|dann|standardize")
     spec = None if args.resume is not None else spec_from_args(args)
     with Project.open(args.dir) as project:
         return train_and_report(project, spec, resume=args.resume)
@@ -280,6 +312,14 @@ def train_and_report(project, spec, *, resume: int | None = None) -> int:
         print(f"warning: {message}", file=sys.stderr)
     if result.feature_cache:
         print("fast path: backbone frozen, head trained on cached features", file=sys.stderr)
+    if spec is not None and spec.adapt is not None:
+        from .ml.adapt import METHOD_NAMES
+
+        print(
+            f"adapted to domain {spec.adapt.target_domain!r} with "
+            f"{METHOD_NAMES[spec.adapt.method]} (its labels were not used)",
+            file=sys.stderr,
+        )
     if result.failure is not None:
         print(f"error: {result.failure.message}", file=sys.stderr)
     shown = {k: v for k, v in result.metrics.items() if k not in ("train_loss",)}

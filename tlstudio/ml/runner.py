@@ -23,6 +23,7 @@ from tlstudio.core.errors import TlsError
 from tlstudio.core.project import Project
 from tlstudio.core.runs import RunStore
 
+from . import adapt as adapt_mod
 from . import data as data_mod
 from .backbones import build_backbone, get_spec
 from .callbacks import Callback, CancelToken
@@ -58,6 +59,7 @@ class RunSpec:
     input_size: int | None = None  # default: the backbone's own input size
     template_id: int | None = None  # landmarks: which template (default: most used)
     use_feature_cache: bool = True  # take the fast path when it applies
+    adapt: adapt_mod.AdaptConfig | None = None  # domain adaptation (tlstudio.ml.adapt)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -70,6 +72,7 @@ class RunSpec:
             "input_size": self.input_size,
             "template_id": self.template_id,
             "use_feature_cache": self.use_feature_cache,
+            "adapt": None if self.adapt is None else self.adapt.to_dict(),
         }
 
     @classmethod
@@ -85,6 +88,7 @@ class RunSpec:
             input_size=d.get("input_size"),
             template_id=d.get("template_id"),
             use_feature_cache=d.get("use_feature_cache", True),
+            adapt=adapt_mod.AdaptConfig.from_dict(d.get("adapt")),
         )
 
     @property
@@ -245,6 +249,7 @@ def train(
     image_ids: tuple[Sequence[int], Sequence[int]] | None = None,
     experiment: dict[str, Any] | None = None,
     resume: tuple[int, Path] | None = None,
+    target_ids: Sequence[int] | None = None,
 ) -> TrainResult:
     """Train ``spec`` on the project's train split, validate on its val split, and
     record the run. ``progress(stage, done, total)`` reports feature extraction.
@@ -254,9 +259,20 @@ def train(
     ``{"kind": "cv", "fold": 2, "k": 5}``) is recorded in the run's config under
     ``"experiment"``. Images whose file is missing are left out, with a warning in the
     result (and in the run's config under ``"warnings"``). ``resume`` = (run id,
-    checkpoint) goes on with that run (see :func:`resume_run`)."""
+    checkpoint) goes on with that run (see :func:`resume_run`). With ``spec.adapt`` the
+    target domain's images leave the labelled sets and are adapted to as pixels only
+    (``target_ids``, default: those outside the val and test splits; see
+    :mod:`tlstudio.ml.adapt`)."""
     if image_ids is None:
         image_ids = data_mod.train_val_ids(project, seed=spec.train.seed)
+    if spec.adapt is not None:
+        adapt_mod.check_adaptation(
+            spec.adapt, spec.task, uses_feature_cache(spec), spec.train.freeze == "all"
+        )
+        split_of = {r.id: r.split for r in project.images()}
+        image_ids, target_ids = adapt_mod.split_for_adaptation(
+            project.domain_by_image(), split_of, spec.adapt.target_domain, image_ids, target_ids
+        )
     image_ids, warnings = _leave_out_missing(project, image_ids)
     if spec.task == "landmarks" and spec.template_id is None:
         spec.template_id = data_mod.choose_template(project, [*image_ids[0], *image_ids[1]])
@@ -304,11 +320,16 @@ def train(
                 X, _ = extract_features(
                     model.backbone, ds, cache, wid, device=device, progress=fn, token=token
                 )
+                if spec.adapt is not None:
+                    X = _adapt_cached(project, spec, model, X, ds, target_ids, cache, wid, device)
                 feats.append(_FeatureDataset(X, ds))
             fit_model: TaskModel = _CachedHead(model)
             fit_train, fit_val = feats
         else:
             fit_model, fit_train, fit_val = model, train_ds, val_ds
+            if spec.adapt is not None:
+                fit_model = _adapted_model(project, spec, model, augment, target_ids)
+                callbacks = [adapt_mod.AdaptationProgress(), *callbacks]
         collate_fn = collate
         if spec.task == "classify" and not fast and (augment.mixup_alpha or augment.cutmix_alpha):
             collate_fn = mixup_cutmix_collate(classes, augment)
@@ -345,6 +366,48 @@ def train(
         duration_s=time.perf_counter() - t0,
     )
     return TrainResult(run_id, ended, metrics, fast, failure, warnings)
+
+
+def _target_dataset(
+    project: Project, spec: RunSpec, ids: Sequence[int], augment: AugmentConfig | None
+) -> data_mod.ProjectDataset:
+    """The target images as a label-free dataset (pixels only), augmented like the
+    training images when ``augment`` is given."""
+    from .transforms import build_train_transform
+
+    bspec = get_spec(spec.backbone)
+    size = spec.resolved_input_size
+    transform = None if augment is None else build_train_transform("autoencode", augment, size)
+    return data_mod.ProjectDataset(
+        project, "autoencode", ids, size, bspec.mean, bspec.std, transform=transform
+    )
+
+
+def _adapt_cached(
+    project: Project, spec: RunSpec, model: TaskModel, features: np.ndarray,
+    ds: data_mod.ProjectDataset, target_ids: Sequence[int], cache: FeatureCache, wid: str,
+    device: torch.device,
+) -> np.ndarray:  # fmt: skip
+    """``features`` of ``ds`` moved to the target domain's statistics (cached path)."""
+    assert spec.adapt is not None
+    target, _ = extract_features(
+        model.backbone, _target_dataset(project, spec, target_ids, None), cache, wid,
+        device=device,
+    )  # fmt: skip
+    domain_of = project.domain_by_image()
+    domains = [domain_of.get(i) for i in ds.image_ids]
+    return adapt_mod.align_features(features, domains, target, spec.adapt.method)
+
+
+def _adapted_model(
+    project: Project, spec: RunSpec, model: TaskModel, augment: AugmentConfig,
+    target_ids: Sequence[int],
+) -> TaskModel:  # fmt: skip
+    """``model`` wrapped with the alignment loss of ``spec.adapt`` (trained path)."""
+    assert spec.adapt is not None
+    target = _target_dataset(project, spec, target_ids, None if augment.is_off else augment)
+    batches = adapt_mod.TargetBatches(target, spec.train.batch_size, spec.train.seed)
+    return adapt_mod.DomainAdapted(model, spec.adapt.method, batches, spec.adapt.loss_weight)
 
 
 RESUMABLE = ("interrupted", "cancelled", "failed")

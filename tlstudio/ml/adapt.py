@@ -1,0 +1,452 @@
+"""Unsupervised domain adaptation: train on labelled *source* images so that the model also
+works on another domain's (*target*) images, of which only the pixels are used.
+
+Two families, chosen by :class:`AdaptConfig.method`:
+
+- **While the backbone trains** (a freeze depth below "all"): every training batch of
+  source images is paired with a batch of target images, both go through the backbone and
+  a loss aligns their pooled features (N×C, the global average of the last stage):
+  ``coral`` (Deep CORAL, Sun & Saenko 2016: distance of the feature covariances),
+  ``mmd`` (multi-kernel MMD, Long et al. 2015: Gaussian kernels at five bandwidths) or
+  ``dann`` (Ganin & Lempitsky 2015: a domain classifier on the features behind a gradient
+  reversal layer whose factor follows λ(p) = 2 / (1 + exp(-10 p)) - 1 over the training
+  progress p ∈ [0, 1]). The loss is ``task loss + weight × alignment loss``.
+  Classification puts source and target through the backbone as one batch (shared
+  BatchNorm statistics); detection, landmarks and segmentation run the task model on the
+  source batch and the backbone alone on the target batch (:class:`DomainAdaptedModel`).
+- **On cached features** (classification with a frozen backbone, the fast path): the
+  source features are moved to the target domain's statistics before the head trains,
+  so the head reads target features as they come: ``standardize`` (per-feature mean and
+  standard deviation, per source domain) or ``coral`` (CORAL, Sun et al. 2016: whiten
+  each source domain's covariance and recolour it with the target's, means moved too).
+
+Target images are never used with their labels: the runner leaves them out of the
+labelled training and validation sets and hands them over as pixels only.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from tlstudio.core.errors import USER, TlsError
+
+from .callbacks import Callback
+from .tasks.base import TaskModel
+
+#: every method, in the order menus show them
+ADAPT_METHODS = ("coral", "mmd", "dann", "standardize")
+#: methods that align features while the backbone trains
+TRAINED_METHODS = ("coral", "mmd", "dann")
+#: methods that work on cached features of a frozen backbone (classification)
+CACHED_METHODS = ("standardize", "coral")
+#: readable names for menus and tables
+METHOD_NAMES = {
+    "coral": "CORAL",
+    "mmd": "MMD (multi-kernel)",
+    "dann": "DANN (adversarial)",
+    "standardize": "Per-domain standardisation",
+}
+#: the default weight of the alignment loss, per method
+DEFAULT_WEIGHTS = {"coral": 1.0, "mmd": 1.0, "dann": 1.0, "standardize": 1.0}
+#: name used for images without a domain (in tables and error messages)
+NO_DOMAIN = "(no domain)"
+
+
+class AdaptError(TlsError):
+    """Domain adaptation cannot run with these settings or images (the message says why)."""
+
+    kind = USER
+
+
+@dataclass(frozen=True)
+class AdaptConfig:
+    """What to adapt to and how. ``weight`` multiplies the alignment loss (not used by
+    the cached-feature variants)."""
+
+    method: str
+    target_domain: str
+    weight: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.method not in ADAPT_METHODS:
+            raise AdaptError(
+                f"unknown adaptation {self.method!r}; use one of {', '.join(ADAPT_METHODS)}"
+            )
+        if not str(self.target_domain).strip():
+            raise AdaptError("domain adaptation needs a target domain")
+        if self.weight is not None and not (math.isfinite(self.weight) and self.weight >= 0):
+            raise AdaptError(f"the adaptation weight must be 0 or more, got {self.weight}")
+
+    @property
+    def loss_weight(self) -> float:
+        return DEFAULT_WEIGHTS[self.method] if self.weight is None else float(self.weight)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"method": self.method, "target_domain": self.target_domain, "weight": self.weight}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any] | None) -> AdaptConfig | None:
+        if not d:
+            return None
+        return cls(str(d["method"]), str(d["target_domain"]), d.get("weight"))
+
+
+def check_adaptation(config: AdaptConfig, task: str, cached: bool, frozen: bool) -> None:
+    """AdaptError saying in plain words why ``config`` does not fit a run of ``task``
+    (``cached``: the run takes the cached-feature path; ``frozen``: the whole backbone
+    stays fixed); nothing if it fits."""
+    m = config.method
+    if task == "autoencode":
+        raise AdaptError("domain adaptation applies to classify, detect, landmarks and segment")
+    if cached and m not in CACHED_METHODS:
+        raise AdaptError(
+            f"{METHOD_NAMES[m]} aligns features while the backbone trains, but this run keeps "
+            "the backbone frozen (feature extraction): unfreeze some stages (--freeze N) or "
+            "use coral or standardize, which work on the cached features"
+        )
+    if not cached and m == "standardize":
+        raise AdaptError(
+            "per-domain standardisation works on cached features: classification with the "
+            "backbone frozen (--freeze all) and no augmentation; otherwise use coral, mmd "
+            "or dann"
+        )
+    if not cached and frozen:
+        raise AdaptError(
+            f"{METHOD_NAMES[m]} needs backbone stages that train: with the backbone frozen, "
+            "use --augment none so coral works on cached features, or unfreeze some stages "
+            "(--freeze N)"
+        )
+
+
+# --------------------------------------------------------------------------- split
+
+
+def split_for_adaptation(
+    domain_of: dict[int, str | None],
+    split_of: dict[int, str | None],
+    target_domain: str,
+    ids: tuple[Sequence[int], Sequence[int]],
+    target_ids: Sequence[int] | None = None,
+) -> tuple[tuple[list[int], list[int]], list[int]]:
+    """((train ids, val ids) without the target domain's images, unlabelled target ids).
+
+    The target domain's images are never trained or validated on with their labels.
+    Its images for adaptation are ``target_ids`` when given, else those not in the val
+    or test split (so a labelled test set of the target domain stays unseen). AdaptError
+    when the target domain has no such image or no source image is left."""
+    if target_domain not in set(domain_of.values()):
+        known = sorted({d for d in domain_of.values() if d is not None})
+        raise AdaptError(
+            f"no image has the domain {target_domain!r}"
+            + (f" (domains: {', '.join(known)})" if known else " (no image has a domain yet)")
+        )
+    train = [i for i in ids[0] if domain_of.get(i) != target_domain]
+    val = [i for i in ids[1] if domain_of.get(i) != target_domain]
+    if target_ids is None:
+        target_ids = [
+            i
+            for i, d in sorted(domain_of.items())
+            if d == target_domain and split_of.get(i) not in ("val", "test")
+        ]
+    target = [int(i) for i in target_ids]
+    if not target:
+        raise AdaptError(
+            f"the domain {target_domain!r} has no images outside the val and test splits "
+            "to adapt to; put some of its images in the train split or in no split"
+        )
+    if not train:
+        raise AdaptError(
+            f"every training image is in the target domain {target_domain!r}; "
+            "adaptation needs labelled images of another domain"
+        )
+    return (train, val), target
+
+
+# --------------------------------------------------------------------------- losses
+
+
+def coral_loss(source: Tensor, target: Tensor) -> Tensor:
+    """Deep CORAL: ‖C_s − C_t‖²_F / (4 d²) for feature matrices N×d and M×d (d = features;
+    C = unbiased covariance). Zero when both covariances agree."""
+    d = source.shape[1]
+
+    def cov(x: Tensor) -> Tensor:
+        x = x.float()
+        xc = x - x.mean(dim=0, keepdim=True)
+        return xc.T @ xc / max(x.shape[0] - 1, 1)
+
+    return ((cov(source) - cov(target)) ** 2).sum() / (4.0 * d * d)
+
+
+MMD_BANDWIDTHS = (0.25, 0.5, 1.0, 2.0, 4.0)
+"""Multiples of the batch's mean squared distance used as Gaussian kernel bandwidths."""
+
+
+def mmd_loss(source: Tensor, target: Tensor, multiples: Sequence[float] = MMD_BANDWIDTHS) -> Tensor:
+    """Squared maximum mean discrepancy between N×d and M×d features with a sum of
+    Gaussian kernels exp(−‖x − y‖² / σ²), σ² = each of ``multiples`` × the mean squared
+    distance between all features of the two batches (biased estimate, ≥ 0)."""
+    n = source.shape[0]
+    x = torch.cat([source, target]).float()
+    d2 = torch.cdist(x, x).pow(2)
+    base = d2.detach().sum() / max(x.shape[0] * (x.shape[0] - 1), 1)
+    base = base.clamp_min(1e-12)
+    k = sum(torch.exp(-d2 / (base * m)) for m in multiples)
+    assert isinstance(k, Tensor)
+    return (k[:n, :n].mean() + k[n:, n:].mean() - 2 * k[:n, n:].mean()).clamp_min(0.0)
+
+
+class _GradientReversal(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, factor: float) -> Tensor:
+        ctx.factor = factor
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
+        return -ctx.factor * grad, None
+
+
+def reverse_gradient(x: Tensor, factor: float) -> Tensor:
+    """Identity forward; the gradient flowing back is multiplied by −``factor``."""
+    return _GradientReversal.apply(x, factor)
+
+
+def dann_lambda(progress: float, gamma: float = 10.0) -> float:
+    """Ganin & Lempitsky's schedule of the reversal factor: 2 / (1 + exp(−γ p)) − 1,
+    from 0 at the start (p = 0) towards 1 at the end (p = 1)."""
+    p = min(max(float(progress), 0.0), 1.0)
+    return 2.0 / (1.0 + math.exp(-gamma * p)) - 1.0
+
+
+class DomainClassifier(nn.Module):
+    """Features N×d → one logit per image (> 0: target domain): d → 256 → 256 → 1 with
+    ReLU and dropout 0.5, as in Ganin & Lempitsky (smaller)."""
+
+    def __init__(self, in_features: int, hidden: int = 256):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Linear(in_features, hidden),
+            nn.ReLU(inplace=True),
+            nn.Dropout(0.5),
+            nn.Linear(hidden, hidden),
+            nn.ReLU(inplace=True),
+            nn.Dropout(0.5),
+            nn.Linear(hidden, 1),
+        )
+
+    def forward(self, features: Tensor) -> Tensor:
+        return self.net(features.float()).squeeze(1)
+
+
+def domain_loss(classifier: DomainClassifier, source: Tensor, target: Tensor) -> Tensor:
+    """Binary cross-entropy of the domain classifier (source = 0, target = 1), each
+    domain weighted equally whatever the batch sizes."""
+    ls = classifier(source)
+    lt = classifier(target)
+    return 0.5 * (
+        F.binary_cross_entropy_with_logits(ls, torch.zeros_like(ls))
+        + F.binary_cross_entropy_with_logits(lt, torch.ones_like(lt))
+    )
+
+
+# --------------------------------------------------------------------------- model wrapper
+
+
+def feature_backbone(model: TaskModel) -> nn.Module:
+    """The module with ordered ``stages`` whose last stage's output, averaged over space,
+    is the model's pooled features (detection keeps it as ``backbone.body``)."""
+    backbone = getattr(model, "backbone", None)
+    for candidate in (backbone, getattr(backbone, "body", None)):
+        if isinstance(getattr(candidate, "stages", None), nn.ModuleList):
+            assert candidate is not None
+            return candidate
+    raise AdaptError(f"the {model.task} model has no backbone features to align")
+
+
+class DomainAdapted(TaskModel):
+    """``model`` plus the alignment loss of ``method`` between its pooled backbone features
+    on each training batch (source) and on a batch from ``target_batches`` (target images,
+    normalised like the source). Predicting and validating are ``model``'s own; the state
+    holds ``model``'s under ``inner.`` (and the domain classifier's for DANN).
+    ``progress`` (0..1, set by :class:`AdaptationProgress`) drives DANN's λ."""
+
+    def __init__(
+        self,
+        model: TaskModel,
+        method: str,
+        target_batches: Callable[[], Tensor],
+        weight: float = 1.0,
+    ):
+        nn.Module.__init__(self)
+        if method not in TRAINED_METHODS:
+            raise AdaptError(f"{method!r} is not a method that trains with the backbone")
+        self.inner = model
+        self.task = model.task
+        self.main_metric = model.main_metric
+        self.higher_is_better = model.higher_is_better
+        self.method = method
+        self.weight = float(weight)
+        self.progress = 0.0
+        self._target_batches = target_batches
+        self._body = [feature_backbone(model)]  # a list: registered once, under inner
+        channels = int(self._body[0].out_channels)
+        self.domain_classifier = DomainClassifier(channels) if method == "dann" else None
+        #: the last batch's alignment loss (before the weight), for logs
+        self.last_alignment = 0.0
+
+    @property
+    def backbone(self) -> nn.Module:  # the trainer freezes and groups its stages
+        return self.inner.backbone
+
+    def alignment(self, source: Tensor, target: Tensor) -> Tensor:
+        """The method's loss between pooled source (N×d) and target (M×d) features."""
+        if self.method == "coral":
+            return coral_loss(source, target)
+        if self.method == "mmd":
+            return mmd_loss(source, target)
+        assert self.domain_classifier is not None
+        lam = dann_lambda(self.progress)
+        return domain_loss(
+            self.domain_classifier,
+            reverse_gradient(source, lam),
+            reverse_gradient(target, lam),
+        )
+
+    def training_step(self, images: Tensor, targets: list[dict[str, Any]]) -> dict[str, Tensor]:
+        target = self._target_batches().to(images.device, non_blocking=True)
+        inner = self.inner
+        n = images.shape[0]
+        if hasattr(inner, "loss_from_logits") and hasattr(inner, "head"):
+            # classification: one pass, so BatchNorm normalises both domains together
+            feats = inner.backbone(torch.cat([images, target.to(images.dtype)]))
+            fs, ft = feats[:n], feats[n:]
+            out = dict(inner.loss_from_logits(inner.head(fs), targets))
+        else:
+            captured: list[Tensor] = []
+            body = self._body[0]
+            hook = body.stages[-1].register_forward_hook(
+                lambda _m, _i, o: captured.append(o.mean(dim=(2, 3)))
+            )
+            try:
+                out = dict(inner.training_step(images, targets))
+                body.forward_features(target.to(images.dtype))
+            finally:
+                hook.remove()
+            if len(captured) < 2:
+                raise AdaptError(f"the {inner.task} model did not run its backbone stages")
+            fs, ft = captured[0], captured[-1]
+        align = self.alignment(fs, ft)
+        self.last_alignment = float(align.detach())
+        out["task_loss"] = out["loss"]
+        out["alignment_loss"] = align
+        out["loss"] = out["loss"] + self.weight * align
+        return out
+
+    def validation_loss(self, images: Tensor, targets: list[dict[str, Any]]) -> dict[str, Tensor]:
+        return self.inner.validation_loss(images, targets)
+
+    @torch.no_grad()
+    def predict_step(self, images: Tensor) -> list[dict[str, Any]]:
+        return self.inner.predict_step(images)
+
+
+class AdaptationProgress(Callback):
+    """Tells a :class:`DomainAdapted` model how far training is (global step over all
+    steps of the fit), for DANN's λ schedule."""
+
+    def on_batch_start(self, trainer: Any, epoch: int, step: int) -> None:
+        model = trainer.model
+        if isinstance(model, DomainAdapted):
+            total = max(1, trainer.config.epochs * max(1, trainer.steps_per_epoch))
+            model.progress = trainer.global_step / total
+
+
+class TargetBatches:
+    """Endless batches of target images (N×3×S×S, normalised), reshuffled every pass
+    with a seeded generator; ``dataset`` items are ``(image, target)``."""
+
+    def __init__(self, dataset: Any, batch_size: int, seed: int = 0):
+        from torch.utils.data import DataLoader
+
+        from .collate import collate
+
+        if len(dataset) == 0:
+            raise AdaptError("no target images to adapt to")
+        self._gen = torch.Generator().manual_seed(int(seed) + 17)
+        self._loader = DataLoader(
+            dataset, batch_size=max(1, int(batch_size)), shuffle=True, collate_fn=collate,
+            generator=self._gen,
+        )  # fmt: skip
+        self._it: Iterator[Any] | None = None
+
+    def __call__(self) -> Tensor:
+        if self._it is None:
+            self._it = iter(self._loader)
+        try:
+            images, _ = next(self._it)
+        except StopIteration:
+            self._it = iter(self._loader)
+            images, _ = next(self._it)
+        return images
+
+
+# --------------------------------------------------------------------------- cached features
+
+
+def _matrix_power(cov: np.ndarray, power: float) -> np.ndarray:
+    w, v = np.linalg.eigh(cov)
+    return (v * np.clip(w, 1e-12, None) ** power) @ v.T
+
+
+def _covariance(x: np.ndarray, ridge: float) -> np.ndarray:
+    xc = x - x.mean(axis=0)
+    return xc.T @ xc / max(len(x) - 1, 1) + ridge * np.eye(x.shape[1])
+
+
+CORAL_RIDGE = 1.0
+"""Added to the diagonal of both covariances before CORAL's whitening and recolouring
+(Sun et al. add the identity): it keeps a covariance from fewer images than features
+invertible."""
+
+
+def align_features(
+    features: np.ndarray,
+    domains: Sequence[str | None],
+    target_features: np.ndarray,
+    method: str,
+) -> np.ndarray:
+    """``features`` (N×d, float32) with each domain's rows moved to the statistics of
+    ``target_features`` (M×d, the target domain's unlabelled images): ``standardize``
+    matches each feature's mean and standard deviation, ``coral`` the whole covariance
+    (and the mean). Rows are grouped by ``domains`` (one entry per row; None is a domain
+    of its own); a group of one image keeps its values but gets the target's mean."""
+    if method not in CACHED_METHODS:
+        raise AdaptError(f"{method!r} does not work on cached features")
+    x = np.asarray(features, dtype=np.float64)
+    t = np.asarray(target_features, dtype=np.float64)
+    if len(t) < 2:
+        raise AdaptError("adapting cached features needs at least 2 target images")
+    out = x.copy()
+    mu_t, sd_t = t.mean(axis=0), t.std(axis=0) + 1e-6
+    recolour = _matrix_power(_covariance(t, CORAL_RIDGE), 0.5) if method == "coral" else None
+    keys = np.array(["\0none" if d is None else str(d) for d in domains], dtype=object)
+    for key in dict.fromkeys(keys.tolist()):
+        rows = np.flatnonzero(keys == key)
+        s = x[rows]
+        if len(rows) < 2:
+            out[rows] = s - s.mean(axis=0) + mu_t
+        elif recolour is not None:
+            whiten = _matrix_power(_covariance(s, CORAL_RIDGE), -0.5)
+            out[rows] = (s - s.mean(axis=0)) @ whiten @ recolour + mu_t
+        else:
+            out[rows] = (s - s.mean(axis=0)) / (s.std(axis=0) + 1e-6) * sd_t + mu_t
+    return out.astype(np.float32)
