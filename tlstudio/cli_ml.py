@@ -44,6 +44,11 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--split", choices=("train", "val", "test"), default="val")
     p.add_argument("--device", default="auto")
     p.add_argument("--json", action="store_true", help="print the full metrics as JSON")
+    p.add_argument(
+        "--by-domain",
+        action="store_true",
+        help="also the metrics of each image domain (site, scanner, batch) in the split",
+    )
     p.set_defaults(run=cmd_evaluate)
 
     p = sub.add_parser(
@@ -336,6 +341,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     with Project.open(args.dir) as project:
         out = evaluate(project, args.run_id, args.split, device=args.device)
+        if args.by_domain:
+            from .ml.evaluation import evaluate_run
+
+            out["by_domain"] = evaluate_run(
+                project, args.run_id, args.split, device=args.device
+            ).by_domain
     if args.json:
         print(json.dumps(out, indent=1, default=_jsonable))
         return 0
@@ -351,7 +362,20 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         print("  " + " ".join(f"{n[:8]:>8}" for n in ["", *names]))
         for n, row in zip(names, detail["confusion_matrix"], strict=True):
             print("  " + f"{n[:8]:>8} " + " ".join(f"{int(v):>8}" for v in row))
+    if args.by_domain:
+        _print_by_domain(out["by_domain"], out["split"])
     return 0
+
+
+def _print_by_domain(by_domain: dict[str, dict[str, float]], split: str) -> None:
+    if not by_domain:
+        print(f"per domain: no image of the {split} split has a domain")
+        return
+    keys = [k for k in next(iter(by_domain.values())) if k != "images"]
+    print("per domain:")
+    rows = [[name, str(int(row["images"])), *[_fmt(row.get(k)) for k in keys]]
+            for name, row in by_domain.items()]  # fmt: skip
+    _print_table(["domain", "images", *keys], rows)
 
 
 def _jsonable(v: Any) -> Any:
@@ -587,21 +611,25 @@ def train_demo(project) -> int:
 
 # --------------------------------------------------------------------------- experiment
 
-EXPERIMENT_KINDS = ("cv", "scratch", "curve", "sklearn")
+EXPERIMENT_KINDS = ("cv", "scratch", "curve", "sklearn", "domain")
 _HIDDEN_METRICS = ("lr", "duration_s")
 
 
 def add_experiment_command(sub: Any) -> None:
-    """``tlstudio experiment DIR --kind cv|scratch|curve|sklearn [train options]``."""
+    """``tlstudio experiment DIR --kind cv|scratch|curve|sklearn|domain [train options]``."""
     p = sub.add_parser(
         "experiment",
-        help="cross-validation, pretrained vs scratch, learning curve or a scikit-learn head",
+        help="cross-validation, pretrained vs scratch, learning curve, a scikit-learn head or "
+        "domain adaptation",
         description="Run an experiment made of ordinary training runs (each is recorded in the "
         "project) and print a table of validation metrics. cv: k-fold cross-validation over "
         "the images outside the test split (folds are stored, splits untouched). scratch: the "
         "same spec with the given weights and from random weights (fully trained). curve: "
         "growing stratified subsets of the train split, validated on the whole val split. "
-        "sklearn: a scikit-learn head on cached frozen features (classification).",
+        "sklearn: a scikit-learn head on cached frozen features (classification). "
+        "domain: source-only training against each adaptation method (--adapt for one), "
+        "measured on the labelled images of --target-domain over --k folds (those labels are "
+        "never used for training).",
     )
     p.add_argument("dir", metavar="DIR", help="project folder")
     p.add_argument("--kind", choices=EXPERIMENT_KINDS, required=True)
@@ -661,6 +689,10 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     from .ml import experiments as X
     from .ml.callbacks import ConsoleProgress
 
+    if args.kind == "domain" and not args.target_domain:
+        from .core.errors import ValidationError
+
+        raise ValidationError("--kind domain needs --target-domain NAME (the domain to adapt to)")
     spec = spec_from_args(args)
     cbs = [ConsoleProgress(sys.stderr)]
     with Project.open(args.dir) as project:
@@ -704,6 +736,8 @@ def cmd_experiment(args: argparse.Namespace) -> int:
                 rows.append([name, *[_fmt(out[a]["metrics"].get(name)) for a in arms]])
             _print_table(["metric", *arms], rows)
             return 0
+        if args.kind == "domain":
+            return _domain_experiment(project, spec, args, cbs)
         if args.kind == "curve":
             fractions = [float(f) for f in args.fractions.split(",") if f.strip()]
             points = X.learning_curve(project, spec, fractions, seed=args.seed, callbacks=cbs)
@@ -728,3 +762,45 @@ def cmd_experiment(args: argparse.Namespace) -> int:
         )
         _print_table(["metric", "value"], [[k, _fmt(v)] for k, v in metrics.items()])
         return 0
+
+
+def _domain_experiment(project, spec, args: argparse.Namespace, cbs: list) -> int:
+    """``experiment --kind domain``: one row per arm (source only, each method), the main
+    metric on the target domain per fold, its mean ± std, and the source validation."""
+    from .ml.adapt import METHOD_NAMES
+    from .ml.domain_experiment import SOURCE_ONLY, domain_experiment
+
+    res = domain_experiment(
+        project, spec, args.target_domain, methods=[args.adapt] if args.adapt else None,
+        k=args.k, seed=args.seed, include_test=args.include_test, callbacks=cbs,
+        on_run=lambda f, arm: print(f"fold {f + 1}/{args.k}: {arm}", file=sys.stderr),
+    )  # fmt: skip
+    m = res.metric or "accuracy"
+    print(
+        f"domain adaptation to {res.target_domain!r} ({args.task}, {args.backbone}, "
+        f"{res.k} folds): {m} on the target domain's labelled images"
+    )
+    if res.sizes:
+        a, b, c, d = (sum(s[i] for s in res.sizes) // len(res.sizes) for i in range(4))
+        print(
+            f"per fold (mean): {a} source images trained, {b} validated; {c} target images "
+            f"adapted to (labels unused), {d} evaluated"
+        )
+    folds = len(res.sizes)
+    header = ["arm", *[f"fold {i + 1}" for i in range(folds)], "mean ± std", f"source val {m}"]
+    rows = []
+    for arm in res.arms:
+        target = res.target.get(arm, [])[:folds]
+        if not target:
+            continue
+        mean, std = res.summary.get(arm, {}).get(m, (float("nan"), float("nan")))
+        src = [f.get(m) for f in res.source[arm][:folds] if f.get(m) is not None]
+        name = arm if arm == SOURCE_ONLY else METHOD_NAMES.get(arm, arm)
+        rows.append([
+            name, *[_fmt(f.get(m)) for f in target], f"{_fmt(mean)} ± {_fmt(std)}",
+            _fmt(sum(src) / len(src)) if src else "-",
+        ])  # fmt: skip
+    _print_table(header, rows)
+    runs = ", ".join(f"{arm}: {' '.join(map(str, ids))}" for arm, ids in res.run_ids.items() if ids)
+    print(f"runs: {runs}")
+    return 1 if res.cancelled else 0

@@ -241,3 +241,76 @@ def test_cli_train_adapt_and_its_errors(two_sites, capsys) -> None:
     assert "--target-domain goes with --adapt" in capsys.readouterr().err
     assert main([*args, "--adapt", "coral", "--target-domain", "nowhere"]) == 2
     assert "no image has the domain 'nowhere'" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- per-domain metrics
+
+
+def test_metrics_per_domain_in_evaluation_cli_and_report(two_sites, capsys, tmp_path) -> None:
+    from tlstudio.ml.evaluation import evaluate_run
+    from tlstudio.ml.report import write_report
+
+    spec = RunSpec(
+        task="classify", backbone="efficientnet_lite0", weights="bundled", input_size=32,
+        train=TrainConfig(epochs=2, batch_size=8),
+    )  # fmt: skip
+    run_id = runner.train(two_sites, spec).run_id
+    ev = evaluate_run(two_sites, run_id, "train")
+    assert list(ev.by_domain) == ["site A", "site B"]
+    domain_of = two_sites.domain_by_image()
+    for name, row in ev.by_domain.items():
+        records = [r for r in ev.records if domain_of[r.image_id] == name]
+        assert row["images"] == len(records) > 0
+        assert row["accuracy"] == pytest.approx(np.mean([r.correct for r in records]))
+    assert "\ndomain,accuracy," in ev.to_csv()
+
+    assert main(["evaluate", str(two_sites.root), str(run_id), "--split", "train",
+                 "--by-domain"]) == 0  # fmt: skip
+    out = capsys.readouterr().out
+    assert "per domain:" in out
+    line = next(x for x in out.splitlines() if x.startswith("site B"))
+    assert f"{ev.by_domain['site B']['accuracy']:.3f}" in line
+    html = write_report(two_sites, run_id, tmp_path / "r.html", split="train", heatmaps=False)
+    text = html.read_text()
+    assert "<h3>Per domain</h3>" in text and "site B" in text
+
+
+def test_domain_experiment_keeps_evaluated_target_images_out_of_every_run(
+    two_sites, monkeypatch, capsys
+) -> None:
+    from tlstudio.ml import domain_experiment as D
+
+    trained: list[tuple[str, set[int], set[int]]] = []
+    evaluated: list[set[int]] = []
+    real_train, real_eval = runner.train, D.evaluate_ids
+
+    def train_spy(project, spec, **kw):
+        ids = set(kw["image_ids"][0]) | set(kw["image_ids"][1])
+        trained.append((spec.adapt.method if spec.adapt else "none", ids,
+                        set(kw.get("target_ids") or ())))  # fmt: skip
+        return real_train(project, spec, **kw)
+
+    def eval_spy(project, run_id, ids, **kw):
+        evaluated.append(set(ids))
+        return real_eval(project, run_id, ids, **kw)
+
+    monkeypatch.setattr(runner, "train", train_spy)
+    monkeypatch.setattr(D, "evaluate_ids", eval_spy)
+    args = ["experiment", str(two_sites.root), "--kind", "domain", "--target-domain", "site B",
+            "--k", "2", "--input-size", "32", "--epochs", "1"]  # fmt: skip
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    for arm in ("source only", "Per-domain standardisation", "CORAL"):
+        assert arm in out
+    assert "± " in out and "target images adapted to (labels unused)" in out
+    assert [t[0] for t in trained] == ["none", "standardize", "coral"] * 2
+    site_b = {r.id for r in two_sites.images() if r.domain == "site B"}
+    for (method, labelled, target), seen in zip(trained, evaluated, strict=True):
+        assert not labelled & site_b  # target labels never train or validate
+        assert seen <= site_b and not seen & target  # evaluated images were not adapted to
+        assert method == "none" or target == site_b - seen
+    runs = RunStore(two_sites).list()
+    kinds = [r.config.get("experiment", {}).get("kind") for r in runs]
+    assert kinds.count("domain") == 6
+    assert main([*args[:-2], "--epochs", "1", "--k", "20"]) == 2
+    assert "needs at least 20" in capsys.readouterr().err

@@ -56,8 +56,6 @@ METHOD_NAMES = {
 }
 #: the default weight of the alignment loss, per method
 DEFAULT_WEIGHTS = {"coral": 1.0, "mmd": 1.0, "dann": 1.0, "standardize": 1.0}
-#: name used for images without a domain (in tables and error messages)
-NO_DOMAIN = "(no domain)"
 
 
 class AdaptError(TlsError):
