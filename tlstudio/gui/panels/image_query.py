@@ -28,6 +28,8 @@ STATUS_NAMES = {
 }
 ANY = "any"  # split / class / prediction filter value meaning "do not filter"
 NO_SPLIT = "none"  # split filter value for images without a split
+# domain filter value for images without a domain (a domain name never holds a NUL)
+NO_DOMAIN = "\x00none"
 # Filters on the chosen run's stored predictions (see tlstudio.core.prediction_query).
 PREDICTIONS = (ANY, "wrong", "right", "uncertain", "unpredicted")
 PREDICTION_NAMES = {
@@ -56,7 +58,8 @@ class ImageFilter:
     ``text``: case-insensitive substring of the stored path (file name and folders);
     ``prediction``: one of :data:`PREDICTIONS`, judged on the chosen run's stored
     predictions ('uncertain' = uncertainty ≥ :data:`UNCERTAIN`); ``order``: 'id'
-    (ascending) or 'uncertainty' (most uncertain first)."""
+    (ascending) or 'uncertainty' (most uncertain first); ``domain``: a domain name,
+    NO_DOMAIN (images without one) or None (any)."""
 
     status: str = "all"
     split: str = ANY
@@ -64,6 +67,7 @@ class ImageFilter:
     text: str = ""
     prediction: str = ANY
     order: str = "id"
+    domain: str | None = None
 
     @property
     def is_empty(self) -> bool:
@@ -101,6 +105,11 @@ class ImageFilter:
                 " WHERE m.image_id = i.id AND j.value = ?))"
             )
             params += [self.class_id] * 4
+        if self.domain == NO_DOMAIN:
+            conds.append("i.domain IS NULL")
+        elif self.domain is not None:
+            conds.append("i.domain = ?")
+            params.append(self.domain)
         if self.text.strip():
             conds.append("instr(lower(i.path), ?) > 0")
             params.append(self.text.strip().lower())
@@ -120,6 +129,7 @@ class BrowserRow:
     n_landmarks: int
     has_mask: bool
     tag_names: tuple[str, ...]
+    domain: str | None = None
 
     @property
     def name(self) -> str:
@@ -164,7 +174,8 @@ class BrowserRow:
         if self.has_mask:
             kinds.append("a mask")
         labels = ", ".join(kinds) if kinds else "unlabelled"
-        return f"{self.path}\nsplit: {self.split or 'none'}\n{labels}"
+        domain = f"\ndomain: {self.domain}" if self.domain else ""
+        return f"{self.path}\nsplit: {self.split or 'none'}{domain}\n{labels}"
 
 
 def _plural(n: int, one: str, many: str) -> str:
@@ -250,12 +261,13 @@ def rows_for(project: Project, ids: Sequence[int]) -> dict[int, BrowserRow]:
             EXISTS (SELECT 1 FROM masks m WHERE m.image_id = i.id),
             (SELECT group_concat(c.name, char(31)) FROM
                 (SELECT c.name FROM tags t JOIN classes c ON c.id = t.class_id
-                 WHERE t.image_id = i.id ORDER BY c.position, c.id) c)
+                 WHERE t.image_id = i.id ORDER BY c.position, c.id) c),
+            i.domain
         FROM images i WHERE i.id IN ({marks})"""
     out = {}
     for r in project.store.conn.execute(sql, list(ids)):
         names = tuple(r[8].split("\x1f")) if r[8] else ()
-        out[r[0]] = BrowserRow(r[0], r[1], r[2], r[3], r[4], r[5], r[6], bool(r[7]), names)
+        out[r[0]] = BrowserRow(r[0], r[1], r[2], r[3], r[4], r[5], r[6], bool(r[7]), names, r[9])
     return out
 
 
