@@ -16,7 +16,6 @@ from .ml.presets import PRESET_NAMES
 from .ml.tasks.registry import TASK_NAMES as TASKS
 
 AUGMENT_CHOICES = ("none", "default", "strong")
-ADAPT_CHOICES = ("coral", "mmd", "dann", "standardize")  # tlstudio.ml.adapt.ADAPT_METHODS
 
 
 def add_commands(sub: Any) -> None:
@@ -151,6 +150,7 @@ def add_run_options(
     :func:`spec_from_args`; shared by ``train`` and ``experiment``. ``task_default`` None
     makes ``--task`` required, or optional (checked by the caller: ``train --resume``
     needs none) when ``task_required`` is False."""
+    from .ml.adapt_config import ADAPT_METHODS  # no torch import either
     from .ml.train_config import OPTIMIZERS, SCHEDULES  # plain tuples: no torch import
 
     if task_default is None and task_required:
@@ -209,7 +209,7 @@ def add_run_options(
     )
     p.add_argument(
         "--adapt",
-        choices=ADAPT_CHOICES,
+        choices=ADAPT_METHODS,
         default=None,
         help="adapt to the images of --target-domain, whose labels are never used: coral, "
         "mmd or dann align the backbone's features while it trains (--freeze below all); "
@@ -272,7 +272,7 @@ def spec_from_args(args: argparse.Namespace):
     adapt = None
     if getattr(args, "adapt", None) is not None:
         from .core.errors import ValidationError
-        from .ml.adapt import AdaptConfig
+        from .ml.adapt_config import AdaptConfig
 
         if not args.target_domain:
             raise ValidationError("--adapt needs --target-domain NAME (the domain to adapt to)")

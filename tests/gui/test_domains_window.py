@@ -19,6 +19,14 @@ pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 @pytest.fixture
+def torch_home(tmp_path, monkeypatch):
+    """torch's hub cache in a temporary folder: no test sees or fills the user's."""
+    home = tmp_path / "torch_home"
+    monkeypatch.setenv("TORCH_HOME", str(home))
+    return home
+
+
+@pytest.fixture
 def window(qtbot, trained_demo_dir: Path, tmp_path: Path, qsettings):
     """The trained demo project with its images in two domains (scanner A: even ids)."""
     root = tmp_path / "domains"
@@ -80,3 +88,39 @@ def test_latent_plot_coloured_by_domain(qtbot, window) -> None:
     for k, image_id in enumerate(latent.image_ids):
         name = latent._palette[cats[k]][0]
         assert name == domain_of[image_id]
+
+
+def _pick(qtbot, combo, data) -> None:
+    """Choose the item holding ``data`` with the keyboard, as a person would."""
+    combo.setFocus()
+    qtbot.keyClick(combo, Qt.Key.Key_Home)
+    while combo.currentData() != data:
+        before = combo.currentIndex()
+        qtbot.keyClick(combo, Qt.Key.Key_Down)
+        assert combo.currentIndex() != before, f"{data!r} cannot be reached"
+
+
+def test_train_panel_adapt_row_sets_the_runs_adaptation(qtbot, window, torch_home) -> None:
+    from tlstudio.ml.adapt_config import AdaptConfig
+
+    qtbot.keyClick(window, Qt.Key.Key_F3)
+    panel = window.train_panel.config
+    panel.wait_ready()
+    qtbot.waitUntil(panel.has_facts, timeout=10_000)
+    qtbot.mouseClick(panel.view_button, LEFT)  # All settings…
+    row = panel.adapt_row
+    domains = [row.domain_combo.itemText(i) for i in range(row.domain_combo.count())]
+    assert domains == ["scanner A", "scanner B"] and row.method_combo.isEnabled()
+    assert panel.spec().adapt is None and not row.domain_combo.isEnabled()
+    _pick(qtbot, row.method_combo, "coral")
+    _pick(qtbot, row.domain_combo, "scanner B")
+    assert panel.spec().adapt == AdaptConfig("coral", "scanner B")
+    assert panel.train_problem() is None  # CORAL works on the cached features too
+    _pick(qtbot, row.method_combo, "dann")  # ...DANN does not, with the backbone frozen
+    assert panel.spec().train.freeze == "all"
+    problem = panel.train_problem()
+    assert problem is not None and "unfreeze some stages" in problem
+    assert not panel.train_button.isEnabled()
+    assert "unfreeze some stages" in panel.problem_label.text()
+    _pick(qtbot, row.method_combo, None)
+    assert panel.spec().adapt is None and panel.train_button.isEnabled()
