@@ -19,14 +19,6 @@ pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 @pytest.fixture
-def torch_home(tmp_path, monkeypatch):
-    """torch's hub cache in a temporary folder: no test sees or fills the user's."""
-    home = tmp_path / "torch_home"
-    monkeypatch.setenv("TORCH_HOME", str(home))
-    return home
-
-
-@pytest.fixture
 def window(qtbot, trained_demo_dir: Path, tmp_path: Path, qsettings):
     """The trained demo project with its images in two domains (scanner A: even ids)."""
     root = tmp_path / "domains"

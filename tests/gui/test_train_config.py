@@ -13,14 +13,6 @@ from PySide6.QtWidgets import QFileDialog, QMessageBox, QPushButton
 
 
 @pytest.fixture
-def torch_home(tmp_path, monkeypatch):
-    """torch's hub cache in a temporary folder: no test sees or fills the user's."""
-    home = tmp_path / "torch_home"
-    monkeypatch.setenv("TORCH_HOME", str(home))
-    return home
-
-
-@pytest.fixture
 def demo_state(qtbot, tmp_path):
     from tlstudio.core.demo import create_demo_project
     from tlstudio.gui.state import AppState

@@ -158,14 +158,14 @@ class _Seen(Callback):
     def __init__(self) -> None:
         self.train_images = 0
         self.val_images = 0
-        self.losses: list[float] = []
+        self.progress: list[float] = []
 
     def on_fit_start(self, trainer, event) -> None:
         self.train_images, self.val_images = event.train_images, event.val_images
         self.model = trainer.model
 
     def on_batch_start(self, trainer, epoch, step) -> None:
-        self.losses.append(getattr(trainer.model, "progress", -1.0))
+        self.progress.append(getattr(trainer.model, "progress", -1.0))
 
 
 @pytest.mark.parametrize("method", ["dann", "mmd", "coral"])
@@ -184,8 +184,8 @@ def test_a_trained_adaptation_run_uses_target_pixels_not_labels(two_sites, metho
     assert isinstance(seen.model, A.DomainAdapted) and seen.model.method == method
     assert seen.model.last_alignment > 0.0
     # DANN's λ follows the training progress: 0 at the first step, rising
-    assert seen.losses[0] == 0.0 and seen.losses == sorted(seen.losses)
-    assert seen.losses[-1] > 0.5
+    assert seen.progress[0] == 0.0 and seen.progress == sorted(seen.progress)
+    assert seen.progress[-1] > 0.5
     rec = RunStore(project).get(result.run_id)
     assert rec.status == "finished" and rec.config["adapt"]["method"] == method
     # the saved model is the plain task model: it loads and predicts without the wrapper

@@ -979,14 +979,12 @@ class Project:
             )
 
     def images_in_split(self, split: str | None) -> list[ImageRecord]:
-        if split is None:
-            rows = self._c.execute(
-                f"SELECT {_IMAGE_COLS} FROM images WHERE split IS NULL ORDER BY id"
-            )
-        else:
-            rows = self._c.execute(
-                f"SELECT {_IMAGE_COLS} FROM images WHERE split = ? ORDER BY id", (split,)
-            )
+        return self._images_where("split", split)
+
+    def _images_where(self, column: str, value: str | None) -> list[ImageRecord]:
+        """The images whose ``column`` holds ``value`` (None: NULL), by id."""
+        cond, params = (f"{column} IS NULL", ()) if value is None else (f"{column} = ?", (value,))
+        rows = self._c.execute(f"SELECT {_IMAGE_COLS} FROM images WHERE {cond} ORDER BY id", params)
         return [_image(r) for r in rows]
 
     # -- domains ------------------------------------------------------------------
@@ -1009,15 +1007,7 @@ class Project:
 
     def images_in_domain(self, domain: str | None) -> list[ImageRecord]:
         """The images of ``domain`` (None: those without a domain), by id."""
-        if domain is None:
-            rows = self._c.execute(
-                f"SELECT {_IMAGE_COLS} FROM images WHERE domain IS NULL ORDER BY id"
-            )
-        else:
-            rows = self._c.execute(
-                f"SELECT {_IMAGE_COLS} FROM images WHERE domain = ? ORDER BY id", (domain,)
-            )
-        return [_image(r) for r in rows]
+        return self._images_where("domain", domain)
 
     def domain_by_image(self) -> dict[int, str | None]:
         """Every image's domain by image id (None: no domain)."""

@@ -13,7 +13,7 @@ Two families, chosen by :class:`AdaptConfig.method`:
   progress p ∈ [0, 1]). The loss is ``task loss + weight × alignment loss``.
   Classification puts source and target through the backbone as one batch (shared
   BatchNorm statistics); detection, landmarks and segmentation run the task model on the
-  source batch and the backbone alone on the target batch (:class:`DomainAdaptedModel`).
+  source batch and the backbone alone on the target batch (:class:`DomainAdapted`).
 - **On cached features** (classification with a frozen backbone, the fast path): the
   source features are moved to the target domain's statistics before the head trains,
   so the head reads target features as they come: ``standardize`` (per-feature mean and

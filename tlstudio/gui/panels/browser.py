@@ -557,29 +557,27 @@ class BrowserPanel(QWidget):
 
     def set_split(self, split: str | None, ids: list[int] | None = None) -> None:
         """Set the split of ``ids`` (default: the selected images) through the undo stack."""
+        self._set_on_images(SetSplits, "split", split, ids)
+
+    def _set_on_images(
+        self, command: type[SetSplits] | type[SetDomains], what: str, value: str | None,
+        ids: list[int] | None,
+    ) -> None:  # fmt: skip
+        """Push ``command`` giving ``ids`` (default: the selection) ``value`` as one step."""
         ids = self.selected_ids() if ids is None else ids
         if not ids or self.app_state.project is None:
             return
         n = len(ids)
-        text = f"Set split of {n} image{'s' if n != 1 else ''} to {split or 'none'}"
+        text = f"Set {what} of {n} image{'s' if n != 1 else ''} to {value or 'none'}"
         try:
-            self.app_state.push(SetSplits(dict.fromkeys(ids, split), text=text))
+            self.app_state.push(command(dict.fromkeys(ids, value), text=text))
         except TlsError as exc:
             self.message.emit(str(exc))
 
     def set_domain(self, domain: str | None, ids: list[int] | None = None) -> None:
         """Set the domain of ``ids`` (default: the selected images; None or blank clears
         it) through the undo stack."""
-        ids = self.selected_ids() if ids is None else ids
-        if not ids or self.app_state.project is None:
-            return
-        name = (domain or "").strip() or None
-        n = len(ids)
-        text = f"Set domain of {n} image{'s' if n != 1 else ''} to {name or 'none'}"
-        try:
-            self.app_state.push(SetDomains(dict.fromkeys(ids, name), text=text))
-        except TlsError as exc:
-            self.message.emit(str(exc))
+        self._set_on_images(SetDomains, "domain", (domain or "").strip() or None, ids)
 
     def ask_domain(self) -> None:
         """Ask for the domain of the selected images (a known one or a new name)."""
