@@ -22,8 +22,8 @@ only to score (each fold's scored target images are never adapted to either).
 
 - default: EfficientNet-Lite0 (bundled ImageNet weights) frozen, a linear head on cached
   features (the fast path): source only vs per-domain standardisation vs CORAL;
-- ``--trained``: the top stages train (``--freeze``): source only vs Deep CORAL vs
-  multi-kernel MMD vs DANN.
+- ``--trained`` (instead): the top stages train (``--freeze``): source only vs Deep CORAL
+  vs multi-kernel MMD vs DANN.
 
 ``--make-test-data DIR`` writes the small pair the test suite uses
 (``tests/data/domains/digits_pair.npz``): 300 MNIST and 300 optdigits images with their
@@ -151,7 +151,9 @@ def main() -> None:
     ap.add_argument("--k", type=int, default=3, help="folds (default 3)")
     ap.add_argument("--input-size", type=int, default=112)
     ap.add_argument("--epochs", type=int, default=10, help="epochs of the cached-feature head")
-    ap.add_argument("--trained", action="store_true", help="also CORAL/MMD/DANN, stages training")
+    ap.add_argument(
+        "--trained", action="store_true", help="CORAL/MMD/DANN with stages training instead"
+    )
     ap.add_argument("--trained-epochs", type=int, default=6)
     ap.add_argument("--freeze", type=int, default=3, help="--trained: frozen leading stages")
     ap.add_argument("--threads", type=int, default=2)
@@ -181,10 +183,10 @@ def main() -> None:
     runs = [("cached features (EfficientNet-Lite0 frozen, linear head)",
              TrainConfig(epochs=args.epochs, batch_size=32, lr=1e-3, freeze="all"))]  # fmt: skip
     if args.trained:
-        runs.append((
+        runs = [(
             f"top stages trained (freeze {args.freeze}, {args.trained_epochs} epochs)",
             TrainConfig(epochs=args.trained_epochs, batch_size=32, lr=1e-3, freeze=args.freeze),
-        ))  # fmt: skip
+        )]  # fmt: skip
     for title, cfg in runs:
         spec = RunSpec(task="classify", backbone=BACKBONE, weights="bundled", train=cfg,
                        input_size=args.input_size)  # fmt: skip

@@ -243,6 +243,29 @@ def test_cli_train_adapt_and_its_errors(two_sites, capsys) -> None:
     assert "no image has the domain 'nowhere'" in capsys.readouterr().err
 
 
+def test_missing_target_files_are_left_out_with_a_warning(tmp_path) -> None:
+    project = create_demo_project(tmp_path / "demo", n_images=12, size=48)
+    ids = project.image_ids()
+    project.set_domains({i: "site A" if k % 2 == 0 else "site B" for k, i in enumerate(ids)})
+    project.set_splits({i: ("val" if k % 4 == 0 else "train") for k, i in enumerate(ids)})
+    site_b = [i for i in ids if project.image(i).domain == "site B"]
+    gone = project.image(site_b[0]).path
+    project.image_path(site_b[0]).unlink()
+    spec = RunSpec(
+        task="classify", backbone="resnet18", weights="none", input_size=32,
+        train=TrainConfig(epochs=1, batch_size=4, lr=1e-3, freeze=3),
+        adapt=A.AdaptConfig("coral", "site B"),
+    )  # fmt: skip
+    result = runner.train(project, spec)
+    assert result.ended.status == "finished"
+    assert any("target domain 'site B'" in w and gone in w for w in result.warnings)
+    for i in site_b[1:]:
+        project.image_path(i).unlink()
+    with pytest.raises(A.AdaptError, match="every image of the domain 'site B' to adapt to is"):
+        runner.train(project, spec)
+    project.close()
+
+
 # --------------------------------------------------------------------------- per-domain metrics
 
 

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -46,8 +46,17 @@ from .adapt_config import (  # noqa: F401 (re-exported: the torch-free half of t
     check_adaptation,
     split_for_adaptation,
 )
+from .backbones import get_spec
 from .callbacks import Callback
+from .data import ProjectDataset
+from .features import FeatureCache, extract_features
 from .tasks.base import TaskModel
+from .transforms import AugmentConfig, build_train_transform
+
+if TYPE_CHECKING:
+    from tlstudio.core.project import Project
+
+    from .runner import RunSpec
 
 # --------------------------------------------------------------------------- losses
 
@@ -329,3 +338,81 @@ def align_features(
         else:
             out[rows] = (s - s.mean(axis=0)) / (s.std(axis=0) + 1e-6) * sd_t + mu_t
     return out.astype(np.float32)
+
+
+# --------------------------------------------------------------------------- for the runner
+
+
+def images_for_adaptation(
+    project: Project,
+    spec: RunSpec,
+    ids: tuple[Sequence[int], Sequence[int]],
+    target_ids: Sequence[int] | None,
+    cached: bool,
+) -> tuple[tuple[list[int], list[int]], list[int], list[str]]:
+    """((train ids, val ids) without the target domain, target ids to adapt to, warnings)
+    for a run of ``spec`` (``cached``: it takes the cached-feature path). Target images
+    whose file is missing are left out with a warning naming them; AdaptError when the
+    settings do not fit the run (:func:`check_adaptation`), when no target image is left
+    or no source image (:func:`split_for_adaptation`)."""
+    assert spec.adapt is not None
+    check_adaptation(spec.adapt, spec.task, cached, spec.train.freeze == "all")
+    split_of = {r.id: r.split for r in project.images()}
+    domain = spec.adapt.target_domain
+    ids, target = split_for_adaptation(project.domain_by_image(), split_of, domain, ids, target_ids)
+    missing = [i for i in target if not project.image_path(i).is_file()]
+    if not missing:
+        return ids, target, []
+    if len(missing) == len(target):
+        raise AdaptError(
+            f"every image of the domain {domain!r} to adapt to is missing on disk "
+            "(relink or remove them)"
+        )
+    shown = ", ".join(sorted(project.image(i).path for i in missing)[:10])
+    n = len(missing)
+    warning = (
+        f"{n} image file{'s' if n != 1 else ''} of the target domain {domain!r} "
+        f"{'are' if n != 1 else 'is'} missing and not adapted to: {shown}"
+        + (" ..." if n > 10 else "")
+    )
+    return ids, [i for i in target if i not in set(missing)], [warning]
+
+
+def target_dataset(
+    project: Project, spec: RunSpec, ids: Sequence[int], augment: AugmentConfig | None
+) -> ProjectDataset:
+    """The target images as a label-free dataset (pixels only), augmented like the
+    training images when ``augment`` is given."""
+    bspec = get_spec(spec.backbone)
+    size = spec.resolved_input_size
+    transform = None if augment is None else build_train_transform("autoencode", augment, size)
+    return ProjectDataset(
+        project, "autoencode", ids, size, bspec.mean, bspec.std, transform=transform
+    )
+
+
+def adapt_cached_features(
+    project: Project, spec: RunSpec, model: TaskModel, features: np.ndarray,
+    ds: ProjectDataset, target_ids: Sequence[int], cache: FeatureCache, wid: str | None,
+    device: torch.device,
+) -> np.ndarray:  # fmt: skip
+    """``features`` of ``ds`` moved to the target domain's statistics (cached path)."""
+    assert spec.adapt is not None
+    target, _ = extract_features(
+        model.backbone, target_dataset(project, spec, target_ids, None), cache, wid,
+        device=device,
+    )  # fmt: skip
+    domain_of = project.domain_by_image()
+    domains = [domain_of.get(i) for i in ds.image_ids]
+    return align_features(features, domains, target, spec.adapt.method)
+
+
+def adapted_model(
+    project: Project, spec: RunSpec, model: TaskModel, augment: AugmentConfig,
+    target_ids: Sequence[int],
+) -> TaskModel:  # fmt: skip
+    """``model`` wrapped with the alignment loss of ``spec.adapt`` (trained path)."""
+    assert spec.adapt is not None
+    target = target_dataset(project, spec, target_ids, None if augment.is_off else augment)
+    batches = TargetBatches(target, spec.train.batch_size, spec.train.seed)
+    return DomainAdapted(model, spec.adapt.method, batches, spec.adapt.loss_weight)

@@ -265,15 +265,14 @@ def train(
     :mod:`tlstudio.ml.adapt`)."""
     if image_ids is None:
         image_ids = data_mod.train_val_ids(project, seed=spec.train.seed)
+    adapt_to: list[int] = []  # target-domain images, pixels only
+    target_warnings: list[str] = []
     if spec.adapt is not None:
-        adapt_mod.check_adaptation(
-            spec.adapt, spec.task, uses_feature_cache(spec), spec.train.freeze == "all"
-        )
-        split_of = {r.id: r.split for r in project.images()}
-        image_ids, target_ids = adapt_mod.split_for_adaptation(
-            project.domain_by_image(), split_of, spec.adapt.target_domain, image_ids, target_ids
+        image_ids, adapt_to, target_warnings = adapt_mod.images_for_adaptation(
+            project, spec, image_ids, target_ids, uses_feature_cache(spec)
         )
     image_ids, warnings = _leave_out_missing(project, image_ids)
+    warnings += target_warnings
     if spec.task == "landmarks" and spec.template_id is None:
         spec.template_id = data_mod.choose_template(project, [*image_ids[0], *image_ids[1]])
     size = spec.resolved_input_size
@@ -321,14 +320,16 @@ def train(
                     model.backbone, ds, cache, wid, device=device, progress=fn, token=token
                 )
                 if spec.adapt is not None:
-                    X = _adapt_cached(project, spec, model, X, ds, target_ids, cache, wid, device)
+                    X = adapt_mod.adapt_cached_features(
+                        project, spec, model, X, ds, adapt_to, cache, wid, device
+                    )
                 feats.append(_FeatureDataset(X, ds))
             fit_model: TaskModel = _CachedHead(model)
             fit_train, fit_val = feats
         else:
             fit_model, fit_train, fit_val = model, train_ds, val_ds
             if spec.adapt is not None:
-                fit_model = _adapted_model(project, spec, model, augment, target_ids)
+                fit_model = adapt_mod.adapted_model(project, spec, model, augment, adapt_to)
                 callbacks = [adapt_mod.AdaptationProgress(), *callbacks]
         collate_fn = collate
         if spec.task == "classify" and not fast and (augment.mixup_alpha or augment.cutmix_alpha):
@@ -366,48 +367,6 @@ def train(
         duration_s=time.perf_counter() - t0,
     )
     return TrainResult(run_id, ended, metrics, fast, failure, warnings)
-
-
-def _target_dataset(
-    project: Project, spec: RunSpec, ids: Sequence[int], augment: AugmentConfig | None
-) -> data_mod.ProjectDataset:
-    """The target images as a label-free dataset (pixels only), augmented like the
-    training images when ``augment`` is given."""
-    from .transforms import build_train_transform
-
-    bspec = get_spec(spec.backbone)
-    size = spec.resolved_input_size
-    transform = None if augment is None else build_train_transform("autoencode", augment, size)
-    return data_mod.ProjectDataset(
-        project, "autoencode", ids, size, bspec.mean, bspec.std, transform=transform
-    )
-
-
-def _adapt_cached(
-    project: Project, spec: RunSpec, model: TaskModel, features: np.ndarray,
-    ds: data_mod.ProjectDataset, target_ids: Sequence[int], cache: FeatureCache, wid: str,
-    device: torch.device,
-) -> np.ndarray:  # fmt: skip
-    """``features`` of ``ds`` moved to the target domain's statistics (cached path)."""
-    assert spec.adapt is not None
-    target, _ = extract_features(
-        model.backbone, _target_dataset(project, spec, target_ids, None), cache, wid,
-        device=device,
-    )  # fmt: skip
-    domain_of = project.domain_by_image()
-    domains = [domain_of.get(i) for i in ds.image_ids]
-    return adapt_mod.align_features(features, domains, target, spec.adapt.method)
-
-
-def _adapted_model(
-    project: Project, spec: RunSpec, model: TaskModel, augment: AugmentConfig,
-    target_ids: Sequence[int],
-) -> TaskModel:  # fmt: skip
-    """``model`` wrapped with the alignment loss of ``spec.adapt`` (trained path)."""
-    assert spec.adapt is not None
-    target = _target_dataset(project, spec, target_ids, None if augment.is_off else augment)
-    batches = adapt_mod.TargetBatches(target, spec.train.batch_size, spec.train.seed)
-    return adapt_mod.DomainAdapted(model, spec.adapt.method, batches, spec.adapt.loss_weight)
 
 
 RESUMABLE = ("interrupted", "cancelled", "failed")
