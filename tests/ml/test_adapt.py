@@ -194,9 +194,10 @@ def test_a_trained_adaptation_run_uses_target_pixels_not_labels(two_sites, metho
     assert runner.predict(project, result.run_id, project.image_ids()[:2]) == 2
 
 
-def test_segmentation_aligns_the_pooled_backbone_features(two_sites) -> None:
+@pytest.mark.parametrize("task", ["segment", "detect", "landmarks"])
+def test_other_tasks_align_the_pooled_backbone_features(two_sites, task) -> None:
     spec = RunSpec(
-        task="segment", backbone="resnet18", weights="none", input_size=32,
+        task=task, backbone="resnet18", weights="none", input_size=32,
         train=TrainConfig(epochs=1, batch_size=4, lr=1e-3, freeze=3),
         adapt=A.AdaptConfig("coral", "site B"),
     )  # fmt: skip
