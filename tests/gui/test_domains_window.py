@@ -4,6 +4,7 @@ coloured by domain, and the Train panel's "Adapt to domain" row."""
 from __future__ import annotations
 
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,11 @@ from PySide6.QtWidgets import QApplication
 
 from tlstudio.core.project import Project
 from tlstudio.gui.app import create_main_window
+
+sys.path.insert(0, str(Path(__file__).parent))
+from combo_support import choose_by_data  # noqa: E402
+
+sys.path.pop(0)
 
 LEFT = Qt.MouseButton.LeftButton
 
@@ -82,16 +88,6 @@ def test_latent_plot_coloured_by_domain(qtbot, window) -> None:
         assert name == domain_of[image_id]
 
 
-def _pick(qtbot, combo, data) -> None:
-    """Choose the item holding ``data`` with the keyboard, as a person would."""
-    combo.setFocus()
-    qtbot.keyClick(combo, Qt.Key.Key_Home)
-    while combo.currentData() != data:
-        before = combo.currentIndex()
-        qtbot.keyClick(combo, Qt.Key.Key_Down)
-        assert combo.currentIndex() != before, f"{data!r} cannot be reached"
-
-
 def test_train_panel_adapt_row_sets_the_runs_adaptation(qtbot, window, torch_home) -> None:
     from tlstudio.ml.adapt_config import AdaptConfig
 
@@ -104,15 +100,15 @@ def test_train_panel_adapt_row_sets_the_runs_adaptation(qtbot, window, torch_hom
     domains = [row.domain_combo.itemText(i) for i in range(row.domain_combo.count())]
     assert domains == ["scanner A", "scanner B"] and row.method_combo.isEnabled()
     assert panel.spec().adapt is None and not row.domain_combo.isEnabled()
-    _pick(qtbot, row.method_combo, "coral")
-    _pick(qtbot, row.domain_combo, "scanner B")
+    choose_by_data(qtbot, row.method_combo, "coral")
+    choose_by_data(qtbot, row.domain_combo, "scanner B")
     assert panel.spec().adapt == AdaptConfig("coral", "scanner B")
     assert panel.train_problem() is None  # CORAL works on the cached features too
-    _pick(qtbot, row.method_combo, "dann")  # ...DANN does not, with the backbone frozen
+    choose_by_data(qtbot, row.method_combo, "dann")  # ...DANN does not, with the backbone frozen
     assert panel.spec().train.freeze == "all"
     problem = panel.train_problem()
     assert problem is not None and "unfreeze some stages" in problem
     assert not panel.train_button.isEnabled()
     assert "unfreeze some stages" in panel.problem_label.text()
-    _pick(qtbot, row.method_combo, None)
+    choose_by_data(qtbot, row.method_combo, None)
     assert panel.spec().adapt is None and panel.train_button.isEnabled()

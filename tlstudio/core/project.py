@@ -1182,13 +1182,19 @@ def _check_name(name: str) -> str:
     name = str(name).strip()
     if not name:
         raise ValidationError("class name must not be empty")
-    if len(name) > MAX_CLASS_NAME:
+    return _check_text("class name", name, MAX_CLASS_NAME)
+
+
+def _check_text(what: str, text: str, limit: int) -> str:
+    """``text``; ValidationError naming ``what`` if it is longer than ``limit`` characters
+    or holds a NUL or text that cannot be stored."""
+    if len(text) > limit:
         raise ValidationError(
-            f"class name longer than {MAX_CLASS_NAME} characters ({len(name)}): {name[:40]!r}..."
+            f"{what} longer than {limit} characters ({len(text)}): {text[:40]!r}..."
         )
-    if "\x00" in name or not _storable(name):
-        raise ValidationError(f"class name {name[:40]!r} holds invalid text")
-    return name
+    if "\x00" in text or not _storable(text):
+        raise ValidationError(f"{what} {text[:40]!r} holds invalid text")
+    return text
 
 
 MAX_DOMAIN_NAME = 100
@@ -1202,15 +1208,7 @@ def check_domain(name: str | None) -> str | None:
     if name is None:
         return None
     text = str(name).strip()
-    if not text:
-        return None
-    if len(text) > MAX_DOMAIN_NAME:
-        raise ValidationError(
-            f"domain name longer than {MAX_DOMAIN_NAME} characters ({len(text)}): {text[:40]!r}..."
-        )
-    if "\x00" in text or not _storable(text):
-        raise ValidationError(f"domain name {text[:40]!r} holds invalid text")
-    return text
+    return _check_text("domain name", text, MAX_DOMAIN_NAME) if text else None
 
 
 def _check_color(color: str) -> str:
