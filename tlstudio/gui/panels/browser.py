@@ -162,7 +162,7 @@ class BrowserPanel(QWidget):
         middle.addWidget(self.prediction)
         middle.addWidget(self.order, 1)
         bottom = QHBoxLayout()
-        bottom.addWidget(self.domain)
+        bottom.addWidget(self.domain, 1)  # room for "Any domain" next to the search
         bottom.addWidget(self.search, 1)
         bottom.addWidget(self.grid_button)
         lay = QVBoxLayout(self)
