@@ -133,6 +133,12 @@ def _parser() -> argparse.ArgumentParser:
         help=f"read every PATH as this format ({_formats_help()}; images: add them as images only)",
     )
     p.add_argument("--copy", action="store_true", help="copy images into DIR/images/")
+    p.add_argument(
+        "--domain",
+        metavar="NAME",
+        help="the domain (site, scanner, microscope, batch...) of the images this import adds; "
+        "images already in the project keep theirs",
+    )
     _add_format_options(p, "import")
     p.set_defaults(run=_cmd_import)
 
@@ -223,9 +229,10 @@ def _check_format_options(args: argparse.Namespace, formats: list[str], use: str
 
 def _cmd_import(args: argparse.Namespace) -> int:
     from .core.errors import FormatError, ValidationError
-    from .core.project import Project
+    from .core.project import Project, check_domain
 
     paths = [Path(p) for p in args.paths]
+    domain = check_domain(args.domain)
     with Project.open(args.dir) as project:
         for p in paths:
             if not p.exists():
@@ -238,18 +245,19 @@ def _cmd_import(args: argparse.Namespace) -> int:
         odd = [p for p in paths if not p.is_dir() and not p.is_file()]
         tally = _Tally()
         if args.format == "images":
-            tally.images(_add_images(project, paths, args.copy))
+            tally.images(_add_images(project, paths, args.copy, domain))
             return tally.status()
         if args.format is not None:
             _check_format_options(args, [args.format], "import")
             opts = _format_options(args, args.format, "import")
             if odd:
-                tally.images(_add_images(project, odd, args.copy))
+                tally.images(_add_images(project, odd, args.copy, domain))
             for p in paths:
                 if p not in odd:
                     report = import_labels(
-                        project, p, args.format, copy_images=args.copy, options=opts
-                    )
+                        project, p, args.format, copy_images=args.copy, options=opts,
+                        domain=domain,
+                    )  # fmt: skip
                     tally.labels(p, args.format, report)
             return tally.status()
         images: list[Path] = []
@@ -276,10 +284,12 @@ def _cmd_import(args: argparse.Namespace) -> int:
         detected = [(p, detect_format(p)) for p in labels]
         _check_format_options(args, [fmt for _, fmt in detected], "import")
         if images:  # first, so label files can refer to these images
-            tally.images(_add_images(project, images, args.copy))
+            tally.images(_add_images(project, images, args.copy, domain))
         for p, fmt in detected:
             opts = _format_options(args, fmt, "import")
-            report = import_labels(project, p, fmt, copy_images=args.copy, options=opts)
+            report = import_labels(
+                project, p, fmt, copy_images=args.copy, options=opts, domain=domain
+            )
             tally.labels(p, fmt, report)
         for line in notes:
             print(shown_path(line))
@@ -316,9 +326,11 @@ class _Tally:
         return 2
 
 
-def _add_images(project: Project, paths: list[Path], copy: bool) -> ImportReport:
+def _add_images(
+    project: Project, paths: list[Path], copy: bool, domain: str | None = None
+) -> ImportReport:
     with _progress("images", sys.stderr) as progress:
-        return project.add_images(paths, copy=copy, progress=progress)
+        return project.add_images(paths, copy=copy, progress=progress, domain=domain)
 
 
 def _print_images(report: ImportReport) -> None:
@@ -412,6 +424,12 @@ def _print_info(project: Project) -> None:
     parts = [f"{name} {splits.get(name, 0)}" for name in ("train", "val", "test")]
     parts.append(f"unassigned {splits.get('None', 0)}")
     print("Splits: " + ", ".join(parts))
+    if s["domains"]:
+        named = sum(s["domains"].values())
+        rest = [f"no domain {s['images'] - named}"] if named < s["images"] else []
+        print(
+            "Domains: " + ", ".join([*(f"{name} {n}" for name, n in s["domains"].items()), *rest])
+        )
     templates = project.templates()
     if templates:
         print("Templates: " + ", ".join(f"{t.name} ({len(t.points)} points)" for t in templates))

@@ -44,6 +44,11 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--json", action="store_true", help="print the full metrics as JSON")
     add_threads_option(p)
+    p.add_argument(
+        "--by-domain",
+        action="store_true",
+        help="also the metrics of each image domain (site, scanner, batch) in the split",
+    )
     p.set_defaults(run=cmd_evaluate)
 
     p = sub.add_parser(
@@ -151,6 +156,7 @@ def add_run_options(
     :func:`spec_from_args`; shared by ``train`` and ``experiment``. ``task_default`` None
     makes ``--task`` required, or optional (checked by the caller: ``train --resume``
     needs none) when ``task_required`` is False."""
+    from .ml.adapt_config import ADAPT_METHODS  # no torch import either
     from .ml.train_config import OPTIMIZERS, SCHEDULES  # plain tuples: no torch import
 
     if task_default is None and task_required:
@@ -206,6 +212,27 @@ def add_run_options(
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
     p.add_argument(
         "--no-feature-cache", action="store_true", help="never take the cached-feature fast path"
+    )
+    p.add_argument(
+        "--adapt",
+        choices=ADAPT_METHODS,
+        default=None,
+        help="adapt to the images of --target-domain, whose labels are never used: coral, "
+        "mmd or dann align the backbone's features while it trains (--freeze below all); "
+        "standardize and coral work on cached features of a frozen backbone",
+    )
+    p.add_argument(
+        "--target-domain",
+        metavar="NAME",
+        default=None,
+        help="the domain to adapt to (see 'tlstudio import --domain'); its images leave the "
+        "labelled training and validation sets",
+    )
+    p.add_argument(
+        "--adapt-weight",
+        type=float,
+        default=None,
+        help="weight of the alignment loss (default 1)",
     )
     add_threads_option(p)
 
@@ -268,10 +295,18 @@ def spec_from_args(args: argparse.Namespace):
         cfg.epochs = args.epochs
     if args.lr is not None:
         cfg.lr = args.lr
+    adapt = None
+    if getattr(args, "adapt", None) is not None:
+        from .core.errors import ValidationError
+        from .ml.adapt_config import AdaptConfig
+
+        if not args.target_domain:
+            raise ValidationError("--adapt needs --target-domain NAME (the domain to adapt to)")
+        adapt = AdaptConfig(args.adapt, args.target_domain, args.adapt_weight)
     return RunSpec(
         task=args.task, backbone=args.backbone, weights=args.weights, train=cfg,
         augment=_augment(args.augment if args.augment is not None else augment),
-        input_size=args.input_size, use_feature_cache=not args.no_feature_cache,
+        input_size=args.input_size, use_feature_cache=not args.no_feature_cache, adapt=adapt,
     )  # fmt: skip
 
 
@@ -281,6 +316,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     if args.resume is None and args.task is None:
         raise ValidationError("give --task (or --resume RUN to go on with a run)")
+    if args.target_domain and not args.adapt:
+        raise ValidationError("--target-domain goes with --adapt coral|mmd|dann|standardize")
     spec = None if args.resume is not None else spec_from_args(args)
     use_thread_budget()
     with Project.open(args.dir) as project:
@@ -307,6 +344,14 @@ def train_and_report(project, spec, *, resume: int | None = None) -> int:
         print(f"warning: {message}", file=sys.stderr)
     if result.feature_cache:
         print("fast path: backbone frozen, head trained on cached features", file=sys.stderr)
+    if spec is not None and spec.adapt is not None:
+        from .ml.adapt import METHOD_NAMES
+
+        print(
+            f"adapted to domain {spec.adapt.target_domain!r} with "
+            f"{METHOD_NAMES[spec.adapt.method]} (its labels were not used)",
+            file=sys.stderr,
+        )
     if result.failure is not None:
         print(f"error: {result.failure.message}", file=sys.stderr)
     shown = {k: v for k, v in result.metrics.items() if k not in ("train_loss",)}
@@ -324,6 +369,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     use_thread_budget()
     with Project.open(args.dir) as project:
         out = evaluate(project, args.run_id, args.split, device=args.device)
+        if args.by_domain:
+            from .ml.evaluation import evaluate_run
+
+            out["by_domain"] = evaluate_run(
+                project, args.run_id, args.split, device=args.device
+            ).by_domain
     if args.json:
         print(json.dumps(out, indent=1, default=_jsonable))
         return 0
@@ -339,7 +390,20 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         print("  " + " ".join(f"{n[:8]:>8}" for n in ["", *names]))
         for n, row in zip(names, detail["confusion_matrix"], strict=True):
             print("  " + f"{n[:8]:>8} " + " ".join(f"{int(v):>8}" for v in row))
+    if args.by_domain:
+        _print_by_domain(out["by_domain"], out["split"])
     return 0
+
+
+def _print_by_domain(by_domain: dict[str, dict[str, float]], split: str) -> None:
+    if not by_domain:
+        print(f"per domain: no image of the {split} split has a domain")
+        return
+    keys = [k for k in next(iter(by_domain.values())) if k != "images"]
+    print("per domain:")
+    rows = [[name, str(int(row["images"])), *[_fmt(row.get(k)) for k in keys]]
+            for name, row in by_domain.items()]  # fmt: skip
+    _print_table(["domain", "images", *keys], rows)
 
 
 def _jsonable(v: Any) -> Any:
@@ -599,21 +663,25 @@ def train_demo(project) -> int:
 
 # --------------------------------------------------------------------------- experiment
 
-EXPERIMENT_KINDS = ("cv", "scratch", "curve", "sklearn")
+EXPERIMENT_KINDS = ("cv", "scratch", "curve", "sklearn", "domain")
 _HIDDEN_METRICS = ("lr", "duration_s")
 
 
 def add_experiment_command(sub: Any) -> None:
-    """``tlstudio experiment DIR --kind cv|scratch|curve|sklearn [train options]``."""
+    """``tlstudio experiment DIR --kind cv|scratch|curve|sklearn|domain [train options]``."""
     p = sub.add_parser(
         "experiment",
-        help="cross-validation, pretrained vs scratch, learning curve or a scikit-learn head",
+        help="cross-validation, pretrained vs scratch, learning curve, a scikit-learn head or "
+        "domain adaptation",
         description="Run an experiment made of ordinary training runs (each is recorded in the "
         "project) and print a table of validation metrics. cv: k-fold cross-validation over "
         "the images outside the test split (folds are stored, splits untouched). scratch: the "
         "same spec with the given weights and from random weights (fully trained). curve: "
         "growing stratified subsets of the train split, validated on the whole val split. "
-        "sklearn: a scikit-learn head on cached frozen features (classification).",
+        "sklearn: a scikit-learn head on cached frozen features (classification). "
+        "domain: source-only training against each adaptation method (--adapt for one), "
+        "measured on the labelled images of --target-domain over --k folds (those labels are "
+        "never used for training).",
     )
     p.add_argument("dir", metavar="DIR", help="project folder")
     p.add_argument("--kind", choices=EXPERIMENT_KINDS, required=True)
@@ -673,6 +741,10 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     from .ml import experiments as X
     from .ml.callbacks import ConsoleProgress
 
+    if args.kind == "domain" and not args.target_domain:
+        from .core.errors import ValidationError
+
+        raise ValidationError("--kind domain needs --target-domain NAME (the domain to adapt to)")
     spec = spec_from_args(args)
     use_thread_budget()
     cbs = [ConsoleProgress(sys.stderr)]
@@ -717,6 +789,8 @@ def cmd_experiment(args: argparse.Namespace) -> int:
                 rows.append([name, *[_fmt(out[a]["metrics"].get(name)) for a in arms]])
             _print_table(["metric", *arms], rows)
             return 0
+        if args.kind == "domain":
+            return _domain_experiment(project, spec, args, cbs)
         if args.kind == "curve":
             fractions = [float(f) for f in args.fractions.split(",") if f.strip()]
             points = X.learning_curve(project, spec, fractions, seed=args.seed, callbacks=cbs)
@@ -741,3 +815,45 @@ def cmd_experiment(args: argparse.Namespace) -> int:
         )
         _print_table(["metric", "value"], [[k, _fmt(v)] for k, v in metrics.items()])
         return 0
+
+
+def _domain_experiment(project, spec, args: argparse.Namespace, cbs: list) -> int:
+    """``experiment --kind domain``: one row per arm (source only, each method), the main
+    metric on the target domain per fold, its mean ± std, and the source validation."""
+    from .ml.adapt import METHOD_NAMES
+    from .ml.domain_experiment import SOURCE_ONLY, domain_experiment
+
+    res = domain_experiment(
+        project, spec, args.target_domain, methods=[args.adapt] if args.adapt else None,
+        k=args.k, seed=args.seed, include_test=args.include_test, callbacks=cbs,
+        on_run=lambda f, arm: print(f"fold {f + 1}/{args.k}: {arm}", file=sys.stderr),
+    )  # fmt: skip
+    m = res.metric or "accuracy"
+    print(
+        f"domain adaptation to {res.target_domain!r} ({args.task}, {args.backbone}, "
+        f"{res.k} folds): {m} on the target domain's labelled images"
+    )
+    if res.sizes:
+        a, b, c, d = (sum(s[i] for s in res.sizes) // len(res.sizes) for i in range(4))
+        print(
+            f"per fold (mean): {a} source images trained, {b} validated; {c} target images "
+            f"adapted to (labels unused), {d} evaluated"
+        )
+    folds = len(res.sizes)
+    header = ["arm", *[f"fold {i + 1}" for i in range(folds)], "mean ± std", f"source val {m}"]
+    rows = []
+    for arm in res.arms:
+        target = res.target.get(arm, [])[:folds]
+        if not target:
+            continue
+        mean, std = res.summary.get(arm, {}).get(m, (float("nan"), float("nan")))
+        src = [f.get(m) for f in res.source[arm][:folds] if f.get(m) is not None]
+        name = arm if arm == SOURCE_ONLY else METHOD_NAMES.get(arm, arm)
+        rows.append([
+            name, *[_fmt(f.get(m)) for f in target], f"{_fmt(mean)} ± {_fmt(std)}",
+            _fmt(sum(src) / len(src)) if src else "-",
+        ])  # fmt: skip
+    _print_table(header, rows)
+    runs = ", ".join(f"{arm}: {' '.join(map(str, ids))}" for arm, ids in res.run_ids.items() if ids)
+    print(f"runs: {runs}")
+    return 1 if res.cancelled else 0

@@ -107,6 +107,7 @@ CASES: dict[str, Callable[[Ctx], C.Command]] = {
         LandmarkTemplate("Pair", ("l", "r"), ((0, 1),), ((0, 1),))
     ),
     "SetSplits": lambda x: C.SetSplits({x.ids[0]: "test", x.ids[1]: None, x.ids[5]: "val"}),
+    "SetDomains": lambda x: C.SetDomains({x.ids[0]: "site A", x.ids[1]: None, x.ids[5]: "B"}),
     "CreateInstance": lambda x: C.CreateInstance(x.ids[5], x.c["bird"], _region(14, 4, 24, 12)),
     "AddToInstance": lambda x: C.AddToInstance(x.obj.id, _region(18, 6, 30, 10)),
     "RemoveFromInstance": lambda x: C.RemoveFromInstance(x.obj.id, _region(12, 2, 14, 8)),

@@ -49,6 +49,8 @@ def test_a_version_1_project_is_migrated_and_keeps_its_data(tmp_path: Path, make
         for table in ("display_windows", "instances", "instance_maps", "ignore_masks"):
             conn.execute(f"DROP TABLE {table}")
         conn.execute("ALTER TABLE runs DROP COLUMN owner")  # version 3's
+        conn.execute("DROP INDEX images_domain")  # version 5's
+        conn.execute("ALTER TABLE images DROP COLUMN domain")
         conn.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
     with Project.open(root) as proj:
         assert proj.store.get_meta("schema_version") == str(SCHEMA_VERSION)

@@ -84,6 +84,14 @@ def demo_dir(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
+def torch_home(tmp_path: Path, monkeypatch) -> Path:
+    """torch's hub cache in a temporary folder: no test sees or fills the user's."""
+    home = tmp_path / "torch_home"
+    monkeypatch.setenv("TORCH_HOME", str(home))
+    return home
+
+
+@pytest.fixture
 def qsettings(tmp_path: Path):
     from PySide6.QtCore import QSettings
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from PySide6.QtCore import QSettings, Qt
+from PySide6.QtCore import QSettings, Qt, QTimer
 from PySide6.QtWidgets import QApplication
 
 from tlstudio.core.commands import SetSplits, SetTags
@@ -193,3 +193,73 @@ def test_filter_object_roundtrip(main_window):
     flt = ImageFilter(status="boxes", split="val", class_id=None, text="demo")
     browser.set_filter(flt)
     assert browser.current_filter() == flt
+
+
+def test_set_domain_of_selected_images_then_filter_by_it(qtbot, main_window):
+    """Ctrl+click three images, right-click → Set domain…, type a new domain: one undo
+    step; the domain filter appears and shows those images; undo takes it all back."""
+    from PySide6.QtGui import QContextMenuEvent
+    from PySide6.QtTest import QTest
+    from PySide6.QtWidgets import QMenu
+
+    browser, state = main_window.browser, main_window.app_state
+    ids = browser.model.ids()
+    assert not browser.domain.isVisible()  # no domains yet: no filter to offer
+    viewport = browser.view.viewport()
+
+    def click(row: int, modifier=Qt.KeyboardModifier.NoModifier, button=Qt.MouseButton.LeftButton):
+        rect = browser.view.visualRect(browser.model.index(row))
+        qtbot.mouseClick(viewport, button, modifier, rect.center())
+
+    click(0)
+    click(2, Qt.KeyboardModifier.ControlModifier)
+    click(3, Qt.KeyboardModifier.ControlModifier)
+    assert browser.selected_ids() == [ids[0], ids[2], ids[3]]
+
+    seen: dict = {}
+
+    def answer_dialog() -> None:
+        dialog = QApplication.activeModalWidget()
+        seen["title"] = dialog.windowTitle() if dialog is not None else None
+        if dialog is None:
+            return
+        qtbot.keyClicks(QApplication.focusWidget(), "scanner B")
+        qtbot.keyClick(QApplication.focusWidget(), Qt.Key.Key_Return)
+
+    def choose_set_domain() -> None:
+        menu = QApplication.activePopupWidget()
+        assert isinstance(menu, QMenu)
+        seen["items"] = [a.text() for a in menu.actions()]
+        action = next(a for a in menu.actions() if a.text() == "Set domain…")
+        QTimer.singleShot(200, answer_dialog)
+        QTest.mouseClick(menu, Qt.MouseButton.LeftButton, pos=menu.actionGeometry(action).center())
+
+    QTimer.singleShot(200, choose_set_domain)
+    # a right-click: QTest's mouse events make no context-menu event, so send the one the
+    # window system sends after the press
+    pos = browser.view.visualRect(browser.model.index(2)).center()
+    click(2, button=Qt.MouseButton.RightButton)
+    event = QContextMenuEvent(QContextMenuEvent.Reason.Mouse, pos, viewport.mapToGlobal(pos))
+    QApplication.sendEvent(viewport, event)
+    qtbot.waitUntil(lambda: state.project.domains() == {"scanner B": 3}, timeout=5000)
+    assert seen["items"] == ["Set split", "Set domain…"] and seen["title"] == "Set domain"
+    assert [state.project.image(i).domain for i in ids[:4]] == [
+        "scanner B",
+        None,
+        "scanner B",
+        "scanner B",
+    ]
+    assert main_window.action_table["undo"].text() == "&Undo Set domain of 3 images to scanner B"
+    qtbot.waitUntil(browser.domain.isVisible, timeout=2000)
+    browser.domain.setCurrentIndex(browser.domain.findData("scanner B"))
+    assert browser.model.ids() == [ids[0], ids[2], ids[3]]
+    browser.domain.setCurrentIndex(browser.domain.count() - 1)  # "No domain"
+    assert browser.model.ids() == [i for i in ids if i not in (ids[0], ids[2], ids[3])]
+    browser.domain.setCurrentIndex(browser.domain.findData("scanner B"))
+    assert "domain: scanner B" in browser.model.data(
+        browser.model.index(0), Qt.ItemDataRole.ToolTipRole
+    )
+    main_window.action_table["undo"].trigger()
+    assert state.project.domains() == {}
+    qtbot.waitUntil(lambda: browser.model.rowCount() == len(ids), timeout=2000)
+    qtbot.waitUntil(lambda: not browser.domain.isVisible(), timeout=2000)

@@ -11,13 +11,10 @@ import pytest
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QFileDialog, QMessageBox, QPushButton
 
+sys.path.insert(0, str(Path(__file__).parent))
+from combo_support import choose_by_data  # noqa: E402
 
-@pytest.fixture
-def torch_home(tmp_path, monkeypatch):
-    """torch's hub cache in a temporary folder: no test sees or fills the user's."""
-    home = tmp_path / "torch_home"
-    monkeypatch.setenv("TORCH_HOME", str(home))
-    return home
+sys.path.pop(0)
 
 
 @pytest.fixture
@@ -63,13 +60,7 @@ def _select_backbone(qtbot, panel, name: str) -> None:
 
 
 def _select_task(qtbot, panel, task: str) -> None:
-    combo = panel.task_combo
-    combo.setFocus()
-    qtbot.keyClick(combo, Qt.Key.Key_Home)
-    while combo.currentData() != task:
-        before = combo.currentIndex()
-        qtbot.keyClick(combo, Qt.Key.Key_Down)
-        assert combo.currentIndex() != before, f"{task} cannot be reached (disabled?)"
+    choose_by_data(qtbot, panel.task_combo, task)
 
 
 # --------------------------------------------------------------------------- start-up

@@ -5,9 +5,9 @@ each object moving with the image."""
 from __future__ import annotations
 
 import numpy as np
-from test_train_config import _select_task, _wait_preview, demo_state, panel, torch_home
+from test_train_config import _select_task, _wait_preview, demo_state, panel
 
-__all__ = ["demo_state", "panel", "torch_home"]  # fixtures used through their names
+__all__ = ["demo_state", "panel"]  # fixtures used through their names
 
 
 def test_instance_segmentation_is_offered_with_objects_counted_and_previewed(qtbot, panel):

@@ -602,3 +602,18 @@ class SetSplits(Command):
 
     def undo(self, project: Project) -> None:
         project.set_splits(self.old)
+
+
+class SetDomains(Command):
+    """Set the domain (site, scanner, batch…) of several images; None clears it."""
+
+    def __init__(self, assignment: dict[int, str | None], text: str = "Set domain"):
+        self.new = dict(assignment)
+        self.text = text
+
+    def do(self, project: Project) -> None:
+        self.old = {i: project.image(i).domain for i in self.new}
+        project.set_domains(self.new)
+
+    def undo(self, project: Project) -> None:
+        project.set_domains(self.old)

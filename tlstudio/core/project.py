@@ -67,6 +67,7 @@ class ImageRecord:
     format: str
     split: str | None = None
     fold: int | None = None
+    domain: str | None = None  # the site, scanner, batch... the image comes from (None: none)
 
     @property
     def name(self) -> str:
@@ -116,11 +117,12 @@ class _Checked:
 class ImageBatch:
     """Image files checked (and staged) by :meth:`Project.check_images`, not yet added."""
 
-    def __init__(self, project: Project, report: ImportReport):
+    def __init__(self, project: Project, report: ImportReport, domain: str | None = None):
         self.project = project
         self.report = report
         self.checked: list[_Checked] = []
         self.staging: Staging | None = None
+        self.domain = domain  # given to every image the batch adds
 
     def insert(self) -> ImportReport:
         """Insert the rows in one transaction (joining the caller's) and return the report
@@ -150,9 +152,9 @@ class ImageBatch:
                     info = item.info
                     cur = conn.execute(
                         "INSERT INTO images (path, sha256, width, height, bit_depth, channels,"
-                        " format, added_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                        " format, added_at, domain) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                         (stored, item.digest, info.width, info.height, info.bit_depth,
-                         info.channels, info.format, time.time()),
+                         info.channels, info.format, time.time(), self.domain),
                     )  # fmt: skip
                     known.add(item.digest)
                     taken.add(stored)
@@ -173,7 +175,8 @@ class ImageBatch:
             self.staging = None
 
 
-_IMAGE_COLS = "id, path, sha256, width, height, bit_depth, channels, format, split, fold"
+_IMAGE_COLS = "id, path, sha256, width, height, bit_depth, channels, format, split, fold, domain"
+_N_IMAGE_COLS = _IMAGE_COLS.count(",") + 1
 
 
 def _image(row: Sequence[Any]) -> ImageRecord:
@@ -297,6 +300,7 @@ class Project:
         progress: ProgressFn | None = None,
         should_cancel: Callable[[], bool] | None = None,
         max_bytes: int | None = None,
+        domain: str | None = None,
     ) -> ImportReport:
         """Add image files and folders (folders are searched recursively by suffix).
 
@@ -309,10 +313,12 @@ class Project:
         one short transaction (joining the caller's), so other programs can keep editing
         meanwhile and the import is all or nothing. Copies move into ``images/`` once that
         transaction commits; after a kill, opening the project finishes or undoes that.
-        Cancelling (``should_cancel``) adds the files checked so far."""
+        Cancelling (``should_cancel``) adds the files checked so far. ``domain`` (see
+        :meth:`set_domains`) is given to every image added; images already in the project
+        keep theirs."""
         batch = self.check_images(
             paths, copy=copy, recursive=recursive, progress=progress,
-            should_cancel=should_cancel, max_bytes=max_bytes,
+            should_cancel=should_cancel, max_bytes=max_bytes, domain=domain,
         )  # fmt: skip
         return batch.insert()
 
@@ -325,15 +331,17 @@ class Project:
         progress: ProgressFn | None = None,
         should_cancel: Callable[[], bool] | None = None,
         max_bytes: int | None = None,
+        domain: str | None = None,
     ) -> ImageBatch:
         """The first half of :meth:`add_images`: find, check and (``copy``) stage the files,
         without writing to the database. ``insert()`` the batch to add them, or
         ``discard()`` it. A read-only project refuses at once (ReadOnlyProjectError)."""
         if self.read_only:
             raise ReadOnlyProjectError(self.store.read_only_message())
+        domain = check_domain(domain)
         report = ImportReport()
         files = self._expand(paths, recursive, report)
-        batch = ImageBatch(self, report)
+        batch = ImageBatch(self, report, domain)
         try:
             for path, digest, info in self._check_images(
                 files, copy, report, progress, should_cancel, max_bytes
@@ -473,7 +481,8 @@ class Project:
             FROM images i ORDER BY i.id LIMIT ? OFFSET ?""",
             (limit, offset),
         )
-        return [ImageSummary(_image(r[:10]), r[10], r[11], r[12], bool(r[13])) for r in rows]
+        n = _N_IMAGE_COLS
+        return [ImageSummary(_image(r[:n]), r[n], r[n + 1], r[n + 2], bool(r[n + 3])) for r in rows]
 
     def image_path(self, image_id: int | ImageRecord) -> Path:
         """Absolute path of the image file."""
@@ -970,15 +979,39 @@ class Project:
             )
 
     def images_in_split(self, split: str | None) -> list[ImageRecord]:
-        if split is None:
-            rows = self._c.execute(
-                f"SELECT {_IMAGE_COLS} FROM images WHERE split IS NULL ORDER BY id"
-            )
-        else:
-            rows = self._c.execute(
-                f"SELECT {_IMAGE_COLS} FROM images WHERE split = ? ORDER BY id", (split,)
-            )
+        return self._images_where("split", split)
+
+    def _images_where(self, column: str, value: str | None) -> list[ImageRecord]:
+        """The images whose ``column`` holds ``value`` (None: NULL), by id."""
+        cond, params = (f"{column} IS NULL", ()) if value is None else (f"{column} = ?", (value,))
+        rows = self._c.execute(f"SELECT {_IMAGE_COLS} FROM images WHERE {cond} ORDER BY id", params)
         return [_image(r) for r in rows]
+
+    # -- domains ------------------------------------------------------------------
+    def set_domains(self, assignment: Mapping[int, str | None]) -> None:
+        """Set the domain of several images: the site, scanner, microscope or batch an
+        image comes from (free text, see :func:`check_domain`; None or blank = none)."""
+        checked = {int(i): check_domain(d) for i, d in assignment.items()}
+        with self.transaction():
+            self._c.executemany(
+                "UPDATE images SET domain = ? WHERE id = ?", [(d, i) for i, d in checked.items()]
+            )
+
+    def domains(self) -> dict[str, int]:
+        """Images per domain name (images without a domain are not counted), by name."""
+        rows = self._c.execute(
+            "SELECT domain, COUNT(*) FROM images WHERE domain IS NOT NULL"
+            " GROUP BY domain ORDER BY domain"
+        )
+        return {str(d): int(n) for d, n in rows}
+
+    def images_in_domain(self, domain: str | None) -> list[ImageRecord]:
+        """The images of ``domain`` (None: those without a domain), by id."""
+        return self._images_where("domain", domain)
+
+    def domain_by_image(self) -> dict[int, str | None]:
+        """Every image's domain by image id (None: no domain)."""
+        return {int(i): d for i, d in self._c.execute("SELECT id, domain FROM images")}
 
     def primary_labels(self) -> dict[int, int | None]:
         """A representative class per image (first tag, else most common box, landmark or
@@ -1027,6 +1060,7 @@ class Project:
             ).fetchone()[0],
             "classes": per_class,
             "splits": splits,
+            "domains": self.domains(),
             "templates": [t.name for t in self.templates()],
             "missing": [r.path for r in self.missing_images()],
         }
@@ -1148,13 +1182,33 @@ def _check_name(name: str) -> str:
     name = str(name).strip()
     if not name:
         raise ValidationError("class name must not be empty")
-    if len(name) > MAX_CLASS_NAME:
+    return _check_text("class name", name, MAX_CLASS_NAME)
+
+
+def _check_text(what: str, text: str, limit: int) -> str:
+    """``text``; ValidationError naming ``what`` if it is longer than ``limit`` characters
+    or holds a NUL or text that cannot be stored."""
+    if len(text) > limit:
         raise ValidationError(
-            f"class name longer than {MAX_CLASS_NAME} characters ({len(name)}): {name[:40]!r}..."
+            f"{what} longer than {limit} characters ({len(text)}): {text[:40]!r}..."
         )
-    if "\x00" in name or not _storable(name):
-        raise ValidationError(f"class name {name[:40]!r} holds invalid text")
-    return name
+    if "\x00" in text or not _storable(text):
+        raise ValidationError(f"{what} {text[:40]!r} holds invalid text")
+    return text
+
+
+MAX_DOMAIN_NAME = 100
+"""Longest domain name, in characters."""
+
+
+def check_domain(name: str | None) -> str | None:
+    """The domain name stripped of surrounding spaces; None for None or a blank name.
+    ValidationError for a name longer than :data:`MAX_DOMAIN_NAME` characters or one
+    holding a NUL or text that cannot be stored."""
+    if name is None:
+        return None
+    text = str(name).strip()
+    return _check_text("domain name", text, MAX_DOMAIN_NAME) if text else None
 
 
 def _check_color(color: str) -> str:

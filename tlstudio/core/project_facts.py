@@ -67,7 +67,8 @@ class ProjectFacts:
     with two classes counts for both. ``labelled[kind]``: images per split with any
     label of ``kind``; ``labelled["images"]`` counts every image. ``samples[kind]``: up
     to N image ids with that kind of label, train images first. ``tagged_classes``:
-    classes used by at least one tag. ``runs``: training runs recorded so far."""
+    classes used by at least one tag. ``runs``: training runs recorded so far.
+    ``domains``: the image domains (site, scanner, batch) in use, by name."""
 
     root: str
     multi_label: bool
@@ -79,6 +80,7 @@ class ProjectFacts:
     samples: Mapping[str, tuple[int, ...]]
     tagged_classes: int
     runs: int = 0
+    domains: tuple[str, ...] = ()
     images: int = field(init=False)
 
     def __post_init__(self) -> None:
@@ -137,6 +139,7 @@ def project_facts(project: Project, sample_ids: int = 30) -> ProjectFacts:
         samples=MappingProxyType(samples),
         tagged_classes=len(tagged),
         runs=len(RunStore(project).list()),
+        domains=tuple(project.domains()),
     )
 
 

@@ -27,7 +27,7 @@ from .errors import ProjectBusyError, ProjectError, ReadOnlyProjectError, Schema
 log = logging.getLogger("tlstudio.core.store")
 
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 _SCHEMA_V1 = """
 CREATE TABLE meta (
@@ -173,12 +173,21 @@ def _v3_to_v4(conn: sqlite3.Connection) -> None:
     )
 
 
+def _v4_to_v5(conn: sqlite3.Connection) -> None:
+    """Version 5: each image may name the **domain** it comes from (a site, scanner,
+    microscope or batch; free text, NULL = none), for per-domain metrics and domain
+    adaptation. Existing images get none."""
+    conn.execute("ALTER TABLE images ADD COLUMN domain TEXT")
+    conn.execute("CREATE INDEX images_domain ON images(domain)")
+
+
 # Migrations: MIGRATIONS[v] upgrades a database from version v to v + 1. A new
 # database gets the version 1 schema and then every migration, so both paths agree.
 MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
     1: _v1_to_v2,
     2: _v2_to_v3,
     3: _v3_to_v4,
+    4: _v4_to_v5,
 }
 
 DB_NAME = "project.sqlite"

@@ -311,13 +311,15 @@ class PointFacts:
     segment: the class covering most pixels), -1 if none. ``outcome``: "right", "wrong"
     or "" (no prediction or no label to compare with), judged as the image browser does
     (:func:`tlstudio.core.prediction_query.prediction_status`); for autoencoders "high
-    error" (top 10 % reconstruction error) or "normal"."""
+    error" (top 10 % reconstruction error) or "normal". ``domain``: the image's domain
+    (site, scanner, batch) or "" (none)."""
 
     image_ids: list[int]
     label: np.ndarray  # int64
     split: np.ndarray  # object (str)
     predicted: np.ndarray  # int64
     outcome: np.ndarray  # object (str)
+    domain: np.ndarray | None = None  # object (str)
 
 
 def _predicted_class(task: str, pred) -> int:
@@ -343,13 +345,14 @@ def point_facts(project: Project, run_id: int | None, image_ids: Sequence[int]) 
     ids = [int(i) for i in image_ids]
     n = len(ids)
     primary = project.primary_labels()
-    splits = {r.id: r.split or "" for r in project.images()}
+    records = {r.id: r for r in project.images()}
     label = np.array([primary.get(i) if primary.get(i) is not None else -1 for i in ids], np.int64)
-    split = np.array([splits.get(i, "") for i in ids], dtype=object)
+    split = np.array([records[i].split or "" if i in records else "" for i in ids], dtype=object)
+    domain = np.array([records[i].domain or "" if i in records else "" for i in ids], object)
     predicted = np.full(n, -1, np.int64)
     outcome = np.full(n, "", dtype=object)
     if run_id is None:
-        return PointFacts(ids, label, split, predicted, outcome)
+        return PointFacts(ids, label, split, predicted, outcome, domain)
     runs = RunStore(project)
     task = _run_spec(project, run_id).task
     if task == "autoencode":  # no ground truth: flag the top 10 % reconstruction errors
@@ -360,7 +363,7 @@ def point_facts(project: Project, run_id: int | None, image_ids: Sequence[int]) 
                 if image_id in errors:
                     e = errors[image_id]
                     outcome[k] = "high error" if e >= cut and e > 0 else "normal"
-        return PointFacts(ids, label, split, predicted, outcome)
+        return PointFacts(ids, label, split, predicted, outcome, domain)
     # right/wrong as the image browser judges it (one definition per task)
     status = prediction_status(project, run_id)
     for k, image_id in enumerate(ids):
@@ -369,4 +372,4 @@ def point_facts(project: Project, run_id: int | None, image_ids: Sequence[int]) 
             outcome[k] = "right" if st.correct else "wrong"
         if task in ("classify", "detect", "segment") and st is not None:
             predicted[k] = _predicted_class(task, runs.prediction(run_id, image_id))
-    return PointFacts(ids, label, split, predicted, outcome)
+    return PointFacts(ids, label, split, predicted, outcome, domain)

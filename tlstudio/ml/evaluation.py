@@ -32,6 +32,7 @@ from .callbacks import CancelToken
 __all__ = [
     "DETECT_SCORE_THRESHOLD",
     "METRIC_LABELS",
+    "NO_DOMAIN",
     "SPLITS",
     "Evaluation",
     "EvaluationCancelled",
@@ -46,6 +47,9 @@ __all__ = [
 
 #: the splits a run can be evaluated on
 SPLITS = ("val", "test", "train")
+
+#: the name of the group of images without a domain in per-domain tables
+NO_DOMAIN = "(no domain)"
 
 #: detections with a score below this are ignored in the per-image records (the
 #: mAP and the PR curves use every detection the model returns)
@@ -152,6 +156,9 @@ class Evaluation:
     records: list[ImageRecord]
     notes: list[str] = field(default_factory=list)
     excluded: list[int] = field(default_factory=list)  # split images without the task's labels
+    #: the summary per image domain (name → metrics, with "images"), when any evaluated
+    #: image has a domain; images without one are grouped under :data:`NO_DOMAIN`
+    by_domain: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def cell_images(self, true_i: int, pred_j: int) -> list[int]:
         """Image ids whose true class index is ``true_i`` and predicted index ``pred_j``
@@ -187,6 +194,12 @@ class Evaluation:
             w.writerow(self.per_class_columns)
             for row in self.per_class:
                 w.writerow([_csv_value(row.get(c)) for c in self.per_class_columns])
+        if self.by_domain:
+            keys = list(next(iter(self.by_domain.values())))
+            w.writerow([])
+            w.writerow(["domain", *keys])
+            for name, row in self.by_domain.items():
+                w.writerow([name, *[_csv_value(row.get(k)) for k in keys]])
         if self.confusion is not None:
             w.writerow([])
             w.writerow(["true \\ predicted", *self.class_names])
@@ -651,23 +664,7 @@ def evaluate_run(
     spec, ds, preds, targets, excluded = _run_model(
         project, run_id, split, device, batch_size, progress, token
     )
-    names = list(ds.class_names)
-    ev: dict[str, Any] = {"notes": [], "pr_curves": {}, "confusion": None}
-    if spec.task == "classify":
-        _classify(ds, preds, targets, names, ev)
-    elif spec.task == "detect":
-        _detect(ds, preds, targets, names, ev)
-    elif spec.task == "landmarks":
-        points = list(project.template(ds.template_id).points)
-        _landmarks(ds, preds, targets, points, ev)
-    elif spec.task == "segment":
-        _segment(project, ds, preds, names, ev)
-    elif spec.task == "instances":
-        _instances(project, ds, preds, names, ev)
-    elif spec.task == "autoencode":
-        _autoencode(project, ds, preds, names, ev)
-    else:  # pragma: no cover - RunSpec only holds known tasks
-        raise EvaluationError(f"unknown task {spec.task!r}")
+    ev = _measure(project, spec.task, ds, preds, targets)
     ev["summary"]["images"] = float(len(ds))
     if excluded:
         ev["notes"].append(
@@ -676,11 +673,65 @@ def evaluate_run(
         )
     return Evaluation(
         run_id=run_id, task=spec.task, split=split, image_ids=list(ds.image_ids),
-        class_names=names, summary=ev["summary"], per_class=ev["per_class"],
+        class_names=list(ds.class_names), summary=ev["summary"], per_class=ev["per_class"],
         per_class_columns=ev["per_class_columns"], confusion=ev["confusion"],
         pr_curves=ev["pr_curves"], records=ev["records"], notes=ev["notes"],
-        excluded=excluded,
+        excluded=excluded, by_domain=_by_domain(project, spec.task, ds, preds, targets),
     )  # fmt: skip
+
+
+def _measure(project: Project, task: str, ds: Any, preds: list, targets: list) -> dict[str, Any]:
+    """The task's figures for ``ds`` (anything with ``image_ids``, ``class_names``,
+    ``multi_label`` and ``template_id``) and its predictions and targets, in order."""
+    names = list(ds.class_names)
+    ev: dict[str, Any] = {"notes": [], "pr_curves": {}, "confusion": None}
+    if task == "classify":
+        _classify(ds, preds, targets, names, ev)
+    elif task == "detect":
+        _detect(ds, preds, targets, names, ev)
+    elif task == "landmarks":
+        points = list(project.template(ds.template_id).points)
+        _landmarks(ds, preds, targets, points, ev)
+    elif task == "segment":
+        _segment(project, ds, preds, names, ev)
+    elif task == "instances":
+        _instances(project, ds, preds, names, ev)
+    elif task == "autoencode":
+        _autoencode(project, ds, preds, names, ev)
+    else:  # pragma: no cover - RunSpec only holds known tasks
+        raise EvaluationError(f"unknown task {task!r}")
+    return ev
+
+
+@dataclass
+class _Part:
+    """Some of a dataset's images, as :func:`_measure` reads a dataset."""
+
+    image_ids: list[int]
+    class_names: list[str]
+    multi_label: bool
+    template_id: int | None
+
+
+def _by_domain(
+    project: Project, task: str, ds: Any, preds: list, targets: list
+) -> dict[str, dict[str, float]]:
+    """The summary of each image domain among the evaluated images (by name, then
+    :data:`NO_DOMAIN`), with "images"; empty when none of them has a domain."""
+    domain_of = project.domain_by_image()
+    groups: dict[str, list[int]] = {}
+    for k, image_id in enumerate(ds.image_ids):
+        groups.setdefault(domain_of.get(image_id) or NO_DOMAIN, []).append(k)
+    if set(groups) <= {NO_DOMAIN}:
+        return {}
+    out: dict[str, dict[str, float]] = {}
+    for name in sorted(groups, key=lambda g: (g == NO_DOMAIN, g)):
+        rows = groups[name]
+        part = _Part([ds.image_ids[k] for k in rows], list(ds.class_names), ds.multi_label,
+                     getattr(ds, "template_id", None))  # fmt: skip
+        ev = _measure(project, task, part, [preds[k] for k in rows], [targets[k] for k in rows])
+        out[name] = {**ev["summary"], "images": float(len(rows))}
+    return out
 
 
 # --------------------------------------------------------------------------- cross-validation

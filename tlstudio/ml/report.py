@@ -404,7 +404,23 @@ def _metrics(project: Project, run_id: int, split: str, spec: RunSpec) -> str:
         parts.append(_table(["class", "precision", "recall", "F1", "support", "predicted"], rows))
         if detail.get("roc_auc") is None and detail.get("roc_auc_reason"):
             parts.append(f"<p>ROC-AUC: {_e(detail['roc_auc_reason'])}.</p>")
+    parts.append(_by_domain(project, run_id, split))
     return "\n".join(parts)
+
+
+def _by_domain(project: Project, run_id: int, split: str) -> str:
+    """A table of the summary per image domain, when images of the split have one."""
+    if not any(r.domain is not None for r in project.images_in_split(split)):
+        return ""
+    from .evaluation import evaluate_run
+
+    by_domain = evaluate_run(project, run_id, split, device="cpu").by_domain
+    if not by_domain:
+        return ""
+    keys = [k for k in next(iter(by_domain.values())) if k != "images"]
+    rows = [[name, int(row["images"]), *[row.get(k) for k in keys]]
+            for name, row in by_domain.items()]  # fmt: skip
+    return "<h3>Per domain</h3>\n" + _table(["domain", "images", *keys], rows)
 
 
 def _confusion_figure(cm: np.ndarray, names: Sequence[str]) -> str:

@@ -30,6 +30,7 @@ from tlstudio.core.project import Project
 from tlstudio.core.runs import RunStore
 from tlstudio.runtime.threads import loader_workers, reader_threads
 
+from . import adapt as adapt_mod
 from . import data as data_mod
 from .architectures import BackboneSpec, get_spec
 from .augment_config import AugmentConfig
@@ -65,6 +66,7 @@ class RunSpec:
     input_size: int | None = None  # default: the backbone's own input size
     template_id: int | None = None  # landmarks: which template (default: most used)
     use_feature_cache: bool = True  # take the fast path when it applies
+    adapt: adapt_mod.AdaptConfig | None = None  # domain adaptation (tlstudio.ml.adapt)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -77,6 +79,7 @@ class RunSpec:
             "input_size": self.input_size,
             "template_id": self.template_id,
             "use_feature_cache": self.use_feature_cache,
+            "adapt": None if self.adapt is None else self.adapt.to_dict(),
         }
 
     @classmethod
@@ -92,6 +95,7 @@ class RunSpec:
             input_size=d.get("input_size"),
             template_id=d.get("template_id"),
             use_feature_cache=d.get("use_feature_cache", True),
+            adapt=adapt_mod.AdaptConfig.from_dict(d.get("adapt")),
         )
 
     @property
@@ -277,6 +281,7 @@ def train(
     image_ids: tuple[Sequence[int], Sequence[int]] | None = None,
     experiment: dict[str, Any] | None = None,
     resume: tuple[int, Path] | None = None,
+    target_ids: Sequence[int] | None = None,
 ) -> TrainResult:
     """Train ``spec`` on the project's train split, validate on its val split, and
     record the run. ``progress(stage, done, total)`` reports feature extraction.
@@ -286,10 +291,20 @@ def train(
     ``{"kind": "cv", "fold": 2, "k": 5}``) is recorded in the run's config under
     ``"experiment"``. Images whose file is missing are left out, with a warning in the
     result (and in the run's config under ``"warnings"``). ``resume`` = (run id,
-    checkpoint) goes on with that run (see :func:`resume_run`)."""
+    checkpoint) goes on with that run (see :func:`resume_run`). With ``spec.adapt`` the
+    target domain's images leave the labelled sets and are adapted to as pixels only
+    (``target_ids``, default: those outside the val and test splits; see
+    :mod:`tlstudio.ml.adapt`)."""
     if image_ids is None:
         image_ids = data_mod.train_val_ids(project, seed=spec.train.seed)
+    adapt_to: list[int] = []  # target-domain images, pixels only
+    target_warnings: list[str] = []
+    if spec.adapt is not None:
+        image_ids, adapt_to, target_warnings = adapt_mod.images_for_adaptation(
+            project, spec, image_ids, target_ids, uses_feature_cache(spec)
+        )
     image_ids, warnings = _leave_out_missing(project, image_ids)
+    warnings += target_warnings
     if spec.task == "landmarks" and spec.template_id is None:
         spec.template_id = data_mod.choose_template(project, [*image_ids[0], *image_ids[1]])
     size = spec.resolved_input_size
@@ -351,11 +366,18 @@ def train(
                     source, ds, cache, wid, device=device, progress=fn, token=token,
                     num_workers=loader_workers(), name=spec.backbone,
                 )  # fmt: skip
+                if spec.adapt is not None:
+                    X = adapt_mod.adapt_cached_features(
+                        project, spec, source, X, ds, adapt_to, cache, wid, device
+                    )
                 feats.append(_FeatureDataset(X, ds))
             fit_model: TaskModel = _CachedHead(model)
             fit_train, fit_val = feats
         else:
             fit_model, fit_train, fit_val = model, train_ds, val_ds
+            if spec.adapt is not None:
+                fit_model = adapt_mod.adapted_model(project, spec, model, augment, adapt_to)
+                callbacks = [adapt_mod.AdaptationProgress(), *callbacks]
         collate_fn = collate
         if spec.task == "classify" and not fast and (augment.mixup_alpha or augment.cutmix_alpha):
             from .transforms import mixup_cutmix_collate

@@ -369,17 +369,26 @@ def detect_format(path: str | Path) -> str:
 
 
 def import_labels(project: Project, path: str | Path, format: str | None = None, *,
-                  copy_images: bool = False,
-                  options: Mapping[str, Any] | None = None) -> LabelImportReport:  # fmt: skip
+                  copy_images: bool = False, options: Mapping[str, Any] | None = None,
+                  domain: str | None = None) -> LabelImportReport:  # fmt: skip
     """Import labels (and the images they reference) from ``path``, all or nothing.
 
     ``format`` is one of :data:`FORMATS`, or None to :func:`detect_format`.
     ``copy_images`` copies newly added images into the project folder. ``options`` are
-    the format's switches by name (:attr:`LabelFormat.options`; ValueError for others)."""
+    the format's switches by name (:attr:`LabelFormat.options`; ValueError for others).
+    ``domain`` is given to the images the import adds (a domain the file names for an
+    image, as COCO's ``images[].domain`` or a CSV ``domain`` column, wins)."""
+    from ..project import check_domain
+    from ._common import NEW_IMAGE_DOMAIN
+
     path = Path(path)
     fmt = label_format(detect_format(path) if format is None else format)
     opts = fmt.check_options(options, "import")
-    return fmt.load().import_(project, path, copy_images=copy_images, **opts)
+    token = NEW_IMAGE_DOMAIN.set(check_domain(domain))
+    try:
+        return fmt.load().import_(project, path, copy_images=copy_images, **opts)
+    finally:
+        NEW_IMAGE_DOMAIN.reset(token)
 
 
 def export_labels(project: Project, format: str, out: str | Path, *, kind: str | None = None,

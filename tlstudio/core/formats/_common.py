@@ -14,6 +14,7 @@ import os
 import shutil
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
+from contextvars import ContextVar
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,7 @@ from ..atomic import replacing
 from ..errors import FormatError, TlsError, ValidationError, shown_path
 from ..files import walk_files
 from ..labelset import LandmarkTemplate
-from ..project import ImageRecord, Project
+from ..project import ImageRecord, Project, check_domain
 from .report import LabelImportReport
 
 log = logging.getLogger("tlstudio.core.formats")
@@ -458,6 +459,8 @@ class ImportSession:
         self._clipped: dict[Path, list[float]] = {}  # label file -> [count, largest distance]
         self._overlaps: dict[Path, list[int]] = {}  # label file -> [objects, pixels]
         self._multi = project.multi_label
+        self._domains: dict[int, str | None] = {}  # domains the label files name
+        self.new_image_domain = NEW_IMAGE_DOMAIN.get()
         self.created_files: list[Path] = []  # written by the import; removed if it fails
 
     def begin(self) -> None:
@@ -543,7 +546,9 @@ class ImportSession:
                 self._remember(path, rec)
         if todo:
             # checked (and copied) before the transaction begins where it has not yet
-            batch = project.check_images(list(todo), copy=self.copy_images, recursive=False)
+            batch = project.check_images(
+                list(todo), copy=self.copy_images, recursive=False, domain=self.new_image_domain
+            )
             bad = dict(batch.report.failed + batch.report.skipped)
             if bad:
                 batch.discard()
@@ -602,6 +607,17 @@ class ImportSession:
         dest.write_bytes(data)
         self.created_files.append(dest)
         return dest
+
+    def set_domain(self, rec: ImageRecord, name: object, src: Path, where: str) -> None:
+        """Give ``rec`` the domain a label file names for it (stored at :meth:`finish`)."""
+        if name is None:
+            return
+        if isinstance(name, bool) or not isinstance(name, (str, int, float)):
+            raise FormatError(src, where, f"domain: expected a string, got {type_name(name)}")
+        try:
+            self._domains[rec.id] = check_domain(str(name))
+        except ValidationError as exc:
+            raise FormatError(src, where, str(exc)) from None
 
     def _remember(self, path: Path, rec: ImageRecord) -> None:
         if rec.id not in self._added:
@@ -833,6 +849,9 @@ class ImportSession:
             except ValidationError as exc:  # pragma: no cover - checked in tag()
                 raise FormatError("", "", str(exc)) from None
             self.report.annotations["tags"] += len(tags)
+        named = {i: d for i, d in self._domains.items() if d is not None}
+        if named:
+            project.set_domains(named)
         for image_id, px in self._pixels.items():
             self._store_pixels(image_id, px)
         self._pixels.clear()
@@ -904,6 +923,11 @@ class _Pixels:
         project.instances.write_raw(image_id, layer)
         project.instances.set_ignore(image_id, self.ignore)
         return len(self.objects) - len(objects)
+
+
+NEW_IMAGE_DOMAIN: ContextVar[str | None] = ContextVar("NEW_IMAGE_DOMAIN", default=None)
+"""The domain given to images a label import adds (set by ``import_labels(domain=)``);
+a domain the label file names for an image wins."""
 
 
 @contextmanager

@@ -20,6 +20,8 @@ Conventions of this module:
   ``images[i].tlstudio.ignore`` (an RLE) its ignore region: the export writes tags and
   ignore regions there, because COCO has neither and its tools expect a ``bbox`` on
   every annotation.
+* ``images[i].domain`` (a string) is the image's domain (site, scanner, batch), read and
+  written as a plain image field, as other tools that keep domains do.
 * Categories named ``_background_`` (labelme2coco's category 0) and ``__ignore__``
   become no class: their regions paint background and ignore regions.
 * Keypoint categories become a :class:`LandmarkTemplate` named after the
@@ -254,6 +256,7 @@ def _import(s: ImportSession, src: Path, data: object) -> None:
                         f"{key} {given} differs from the file's {actual} px",
                     )
         _image_ext(s, src, f"images[{i}].tlstudio", im.get("tlstudio"), rec, categories)
+        s.set_domain(rec, im.get("domain"), src, f"images[{i}].domain")
 
     for k, a in enumerate(anns):
         where = f"annotations[{k}]"
@@ -556,6 +559,8 @@ def export(project: Project, out: str | Path, *, warnings: list[str] | None = No
         image: dict[str, Any] = {
             "id": n_img, "file_name": names[rec.id], "width": rec.width, "height": rec.height
         }  # fmt: skip
+        if rec.domain is not None:
+            image["domain"] = rec.domain
         images.append(image)
         a = project.annotations(rec.id)
         image_ext: dict[str, Any] = {}

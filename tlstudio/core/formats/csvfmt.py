@@ -1,5 +1,5 @@
-"""CSV of image-level labels: a header ``image,label`` (or ``filename,class``; other
-columns are ignored), one row per image, image paths relative to the CSV's folder
+"""CSV of image-level labels: a header ``image,label`` (or ``filename,class``; an optional
+``domain`` column names the image's domain; other columns are ignored), one row per image, image paths relative to the CSV's folder
 (or absolute), several labels of a multi-label image joined with ``;``; an empty
 label leaves the image untagged. UTF-8, with or without a BOM.
 """
@@ -27,6 +27,7 @@ from .report import LabelImportReport
 
 IMAGE_COLUMNS = ("image", "filename", "file", "path")
 LABEL_COLUMNS = ("label", "class", "labels", "classes")
+DOMAIN_COLUMN = "domain"
 
 
 def find_csv(path: Path) -> Path:
@@ -52,6 +53,7 @@ def import_(project: Project, path: str | Path, copy_images: bool = False) -> La
             cols = [h.strip().lower() for h in header]
             img_col = next((cols.index(c) for c in IMAGE_COLUMNS if c in cols), None)
             lbl_col = next((cols.index(c) for c in LABEL_COLUMNS if c in cols), None)
+            dom_col = cols.index(DOMAIN_COLUMN) if DOMAIN_COLUMN in cols else None
             if img_col is None or lbl_col is None:
                 raise FormatError(
                     src, "line 1", "the header needs an image and a label column (image,label)"
@@ -64,9 +66,12 @@ def import_(project: Project, path: str | Path, copy_images: bool = False) -> La
                 if len(row) <= max(img_col, lbl_col):
                     raise FormatError(src, where, f"expected {len(cols)} columns, got {len(row)}")
                 path = find_file(row[img_col].strip(), [src.parent], src, where)
-                rows.append((path, where, row[lbl_col]))
-            records = s.images([(path, src, where) for path, where, _ in rows])
-            for (_, where, labels), rec in zip(rows, records, strict=True):
+                domain = row[dom_col] if dom_col is not None and dom_col < len(row) else None
+                rows.append((path, where, row[lbl_col], domain))
+            records = s.images([(path, src, where) for path, where, _, _ in rows])
+            for (_, where, labels, domain), rec in zip(rows, records, strict=True):
+                if domain is not None and domain.strip():
+                    s.set_domain(rec, domain, src, f"{where}, domain")
                 for label in labels.split(";"):
                     if label.strip():
                         s.tag(rec, s.class_id(label, src, where), src, where)
@@ -76,7 +81,8 @@ def import_(project: Project, path: str | Path, copy_images: bool = False) -> La
 
 
 def export(project: Project, out: str | Path, *, warnings: list[str] | None = None) -> Path:
-    """Write ``image,label`` rows for every image (untagged images get an empty label).
+    """Write ``image,label`` rows for every image (untagged images get an empty label),
+    with a ``domain`` column when an image has a domain.
     ``out`` ending in ``.csv``: that file, paths relative to it (images stay where they
     are); otherwise ``out/labels.csv`` with the images hard-linked (or copied) into
     ``out/images/``. Returns the CSV path."""
@@ -103,9 +109,11 @@ def export(project: Project, out: str | Path, *, warnings: list[str] | None = No
         note(warnings, f"CSV: class names containing ';' will read back as several labels: {bad}")
     buf = io.StringIO(newline="")
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["image", "label"])
+    with_domain = any(r.domain is not None for r in records)
+    writer.writerow(["image", "label", *([DOMAIN_COLUMN] if with_domain else [])])
     for r in records:
-        writer.writerow([refs[r.id], ";".join(class_name[c] for c in project.tags(r.id))])
+        row = [refs[r.id], ";".join(class_name[c] for c in project.tags(r.id))]
+        writer.writerow([*row, r.domain or ""] if with_domain else row)
     write_text_atomic(csv_path, buf.getvalue(), newline="")
     skipped_kinds(project, ("boxes", "landmarks", "masks"), "CSV", warnings)
     return csv_path

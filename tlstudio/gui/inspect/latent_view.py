@@ -39,7 +39,11 @@ COLOUR_MODES = (
     ("Prediction", "prediction"),
     ("Split", "split"),
     ("Error", "error"),
+    ("Domain", "domain"),
 )
+# colours of the domains, in name order (Tableau 10 without the split colours' blue)
+DOMAIN_COLOURS = ("#e15759", "#76b7b2", "#edc948", "#b07aa1", "#ff9da7", "#9c755f",
+                  "#4e79a7", "#f28e2b", "#59a14f", "#bab0ac")  # fmt: skip
 GREY = "#b4b9c0"
 SPLIT_COLOURS = {"train": "#4e79a7", "val": "#f28e2b", "test": "#59a14f", "": GREY}
 OUTCOME_COLOURS = {
@@ -94,7 +98,8 @@ class LatentView(QWidget):
         self.colour_combo.setToolTip(
             "Label: the image's class. Prediction: the run's stored prediction. Split: "
             "train/val/test. Error: predictions that are right or wrong (autoencoders: "
-            "the 10 % highest reconstruction errors)."
+            "the 10 % highest reconstruction errors). Domain: the site, scanner or batch "
+            "each image comes from, so a shift between domains shows as separate clouds."
         )
         self.compute_button = QPushButton("Compute")
         self.compute_button.setToolTip(
@@ -449,6 +454,13 @@ class LatentView(QWidget):
             lut = {c.id: i for i, c in enumerate(classes)}
             cats = np.array([lut.get(int(v), len(classes)) for v in values], dtype=np.int64)
             return cats, palette
+        if mode == "domain":  # the shift made visible: one colour per domain
+            values = facts.domain if facts.domain is not None else np.full(len(facts.split), "")
+            domains = sorted({str(v) for v in values if v})
+            palette = [(d, DOMAIN_COLOURS[i % len(DOMAIN_COLOURS)]) for i, d in enumerate(domains)]
+            palette.append(("no domain", GREY))
+            lut = {d: i for i, d in enumerate(domains)}
+            return np.array([lut.get(str(v), len(domains)) for v in values], np.int64), palette
         if mode == "split":
             names = ["train", "val", "test", ""]
             palette = [(n or "no split", SPLIT_COLOURS[n]) for n in names]

@@ -4,6 +4,7 @@ number formats, the per-class table and the one-line verdict of an image."""
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import Qt
@@ -112,15 +113,28 @@ def fill_class_table(m: QStandardItemModel, ev: Evaluation) -> None:
         titles.update(num_gt="True objects", num_pred="Predicted objects", ap50="Box AP@.5")
     m.setHorizontalHeaderLabels([titles.get(c, c) for c in cols])
     for row in ev.per_class:
-        items = []
-        for c in cols:
-            v = row.get(c)
-            item = QStandardItem(format_value(c, v))
-            if c == "name":
-                item.setData(str(v).lower(), SORT_ROLE)
-            else:
-                undefined = v is None or (isinstance(v, float) and math.isnan(v))
-                item.setData(-math.inf if undefined else float(v), SORT_ROLE)
-                item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
-            items.append(item)
-        m.appendRow(items)
+        m.appendRow([_cell(c, row.get(c)) for c in cols])
+
+
+def _cell(column: str, v: Any) -> QStandardItem:
+    """A table cell: the value as text, sortable by it (undefined values sort first);
+    the "name" column sorts by its text."""
+    item = QStandardItem(format_value(column, v))
+    if column == "name":
+        item.setData(str(v).lower(), SORT_ROLE)
+    else:
+        undefined = v is None or (isinstance(v, float) and math.isnan(v))
+        item.setData(-math.inf if undefined else float(v), SORT_ROLE)
+        item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+    return item
+
+
+def fill_domain_table(m: QStandardItemModel, ev: Evaluation, keys: Sequence[str]) -> None:
+    """One row per image domain of ``ev`` (its name, images and the metrics ``keys``)."""
+    m.clear()
+    m.setHorizontalHeaderLabels(["Domain", "Images", *[metric_label(k) for k in keys]])
+    for name, row in ev.by_domain.items():
+        m.appendRow(
+            [_cell("name", name), _cell("images", int(row["images"])),
+             *[_cell(k, row.get(k)) for k in keys]]
+        )  # fmt: skip

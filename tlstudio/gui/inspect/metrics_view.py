@@ -43,6 +43,7 @@ from tlstudio.gui.inspect.metrics_format import (
     SORT_ROLE,
     badness,
     fill_class_table,
+    fill_domain_table,
     format_value,
     metric_label,
     score_text,
@@ -181,6 +182,26 @@ class MetricsView(QWidget):
         self.class_table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
         self.class_box = QGroupBox("Per class")
         QVBoxLayout(self.class_box).addWidget(self.class_table)
+        # per image domain (site, scanner, batch): shown when the split's images have one
+        self.domain_model = QStandardItemModel(self)
+        self.domain_model.setSortRole(SORT_ROLE)
+        self.domain_table = QTableView()
+        self.domain_table.setObjectName("metricsDomainTable")
+        self.domain_table.setModel(self.domain_model)
+        self.domain_table.setSortingEnabled(True)
+        self.domain_table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.domain_table.verticalHeader().hide()
+        self.domain_table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
+        self.domain_box = QGroupBox("Per domain")
+        self.domain_box.setToolTip(
+            "The summary figures of each image domain (site, scanner, batch) in the split: "
+            "a model trained on one domain often does worse on another"
+        )
+        QVBoxLayout(self.domain_box).addWidget(self.domain_table)
+        self.domain_box.hide()
+        lower = QSplitter(Qt.Orientation.Horizontal)
+        lower.addWidget(self.class_box)
+        lower.addWidget(self.domain_box)
 
         self.upper = upper = QSplitter(Qt.Orientation.Horizontal)
         upper.addWidget(self.confusion_box)
@@ -191,7 +212,7 @@ class MetricsView(QWidget):
         upper.setStretchFactor(2, 3)
         self.body = QSplitter(Qt.Orientation.Vertical)
         self.body.addWidget(upper)
-        self.body.addWidget(self.class_box)
+        self.body.addWidget(lower)
         self.body.setStretchFactor(0, 3)
         self.body.setStretchFactor(1, 2)
 
@@ -390,6 +411,8 @@ class MetricsView(QWidget):
         self.evaluation = None
         self.confusion_model.set_matrix(None, [])
         self.class_model.clear()
+        self.domain_model.clear()
+        self.domain_box.hide()
         self.image_list.clear()
         self.images_title.setText("Images")
         self.notes_label.clear()
@@ -426,6 +449,8 @@ class MetricsView(QWidget):
             worst = sorted(ev.records, key=badness, reverse=True)
             self._list_images(worst, f"Images, worst first ({len(worst)})")
         self._fill_class_table(ev)
+        fill_domain_table(self.domain_model, ev, keys)
+        self.domain_box.setVisible(bool(ev.by_domain))
         self.plot_box.draw(ev, self._class_colors(ev.class_names))
         self.evaluated.emit(ev)
 

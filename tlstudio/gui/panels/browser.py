@@ -32,6 +32,7 @@ from PySide6.QtWidgets import (
     QAbstractItemView,
     QComboBox,
     QHBoxLayout,
+    QInputDialog,
     QLabel,
     QLineEdit,
     QListView,
@@ -41,7 +42,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from tlstudio.core.commands import SetSplits
+from tlstudio.core.commands import SetDomains, SetSplits
 from tlstudio.core.errors import TlsError
 from tlstudio.core.prediction_query import UNCERTAIN, PredictionStatus
 from tlstudio.core.project import SPLITS, Project
@@ -55,6 +56,7 @@ from tlstudio.gui.panels.browser_model import (
 from tlstudio.gui.panels.browser_statuses import PredictionStatuses
 from tlstudio.gui.panels.image_query import (
     ANY,
+    NO_DOMAIN,
     NO_SPLIT,
     ORDER_NAMES,
     ORDERS,
@@ -78,7 +80,7 @@ BROWSER_KEYS = [
     ("Up / Down / Left / Right", "Move to the neighbouring image (browser focused)"),
     ("Home / End", "First / last image in the browser (browser focused)"),
     ("Shift+click, Ctrl+click", "Select several images (for Set split)"),
-    ("Menu key / right-click", "Set the split of the selected images"),
+    ("Menu key / right-click", "Set the split or the domain of the selected images"),
 ]
 
 
@@ -126,6 +128,13 @@ class BrowserPanel(QWidget):
         self.order.setObjectName("browserOrder")
         for s in ORDERS:
             self.order.addItem(ORDER_NAMES[s], s)
+        self.domain = QComboBox()
+        self.domain.setObjectName("domainFilter")
+        self.domain.setToolTip(
+            "Show the images of one domain (site, scanner, batch…); set domains with "
+            "right-click → Set domain…"
+        )
+        self._domain_names: list[str] = []
         self.search = QLineEdit()
         self.search.setPlaceholderText("File name contains…")
         self.search.setClearButtonEnabled(True)
@@ -153,6 +162,7 @@ class BrowserPanel(QWidget):
         middle.addWidget(self.prediction)
         middle.addWidget(self.order, 1)
         bottom = QHBoxLayout()
+        bottom.addWidget(self.domain, 1)  # room for "Any domain" next to the search
         bottom.addWidget(self.search, 1)
         bottom.addWidget(self.grid_button)
         lay = QVBoxLayout(self)
@@ -162,7 +172,7 @@ class BrowserPanel(QWidget):
         lay.addLayout(bottom)
         lay.addWidget(self.view, 1)
         lay.addWidget(self.count_label)
-        for combo in (self.status, self.split, self.klass, self.prediction, self.order):
+        for combo in self._combos():
             combo.currentIndexChanged.connect(self._apply_filter)
             # narrow docks: the combos shrink (eliding their text) instead of widening
             # the dock, whose width the canvas needs on a laptop
@@ -185,6 +195,9 @@ class BrowserPanel(QWidget):
             if app_state.run_id is not None:
                 self._run_changed(app_state.run_id)
 
+    def _combos(self) -> tuple[QComboBox, ...]:
+        return (self.status, self.split, self.klass, self.prediction, self.order, self.domain)
+
     def sizeHint(self) -> QSize:
         return QSize(2 * GRID_CELL.width() + 40, 600)  # two thumbnails across
 
@@ -199,6 +212,7 @@ class BrowserPanel(QWidget):
         )
         self._reset_filters()
         self._update_classes()
+        self._update_domains()
         self.statuses.forget()
         self.model.set_project(project, loader)
         self._enable_prediction_filters()
@@ -215,6 +229,7 @@ class BrowserPanel(QWidget):
         self._enable_prediction_filters()
         self._close_loader()
         self._update_classes()
+        self._update_domains()
         self._update_count()
 
     def _close_loader(self) -> None:
@@ -232,6 +247,7 @@ class BrowserPanel(QWidget):
     def reload(self) -> None:
         """Query rows again (after an import), keeping the current image."""
         self._update_classes()
+        self._update_domains()
         self.model.reload()
         self._update_count()
         if self.app_state.image_id is None and self.model.rowCount():
@@ -248,6 +264,7 @@ class BrowserPanel(QWidget):
             text=self.search.text(),
             prediction=self.prediction.currentData(),
             order=self.order.currentData(),
+            domain=self.domain.currentData(),
         )
 
     def set_filter(self, flt: ImageFilter) -> None:
@@ -259,6 +276,7 @@ class BrowserPanel(QWidget):
             (self.klass, flt.class_id),
             (self.prediction, flt.prediction),
             (self.order, flt.order),
+            (self.domain, flt.domain),
         ):
             combo.blockSignals(True)
             self._set_combo(combo, value)
@@ -276,7 +294,7 @@ class BrowserPanel(QWidget):
         combo.setCurrentIndex(max(i, 0))
 
     def _reset_filters(self) -> None:
-        for combo in (self.status, self.split, self.klass, self.prediction, self.order):
+        for combo in self._combos():
             combo.blockSignals(True)
             combo.setCurrentIndex(0)
             combo.blockSignals(False)
@@ -378,6 +396,27 @@ class BrowserPanel(QWidget):
         self.klass.blockSignals(False)
         if i < 0 and current is not None:  # the filtered class was deleted or merged
             self._apply_filter()
+
+    def _update_domains(self) -> None:
+        """The domain filter lists the project's domains; it shows only when there are some
+        (or while it filters)."""
+        project = self.app_state.project
+        names = list(project.domains()) if project else []
+        current = self.domain.currentData()
+        if names != self._domain_names or self.domain.count() == 0:
+            self._domain_names = names
+            self.domain.blockSignals(True)
+            self.domain.clear()
+            self.domain.addItem("Any domain", None)
+            for name in names:
+                self.domain.addItem(name, name)
+            self.domain.addItem("No domain", NO_DOMAIN)
+            i = self.domain.findData(current)
+            self.domain.setCurrentIndex(max(i, 0))
+            self.domain.blockSignals(False)
+            if i < 0 and current is not None:  # the filtered domain is gone
+                self._apply_filter()
+        self.domain.setVisible(bool(names) or self.domain.currentIndex() > 0)
 
     # -- view ----------------------------------------------------------------------------
     def set_grid(self, grid: bool) -> None:
@@ -501,6 +540,7 @@ class BrowserPanel(QWidget):
         if self.app_state.project is None:
             return
         self._update_classes()
+        self._update_domains()
         first, last = self.visible_rows()
         current = self.model.row_of(self.app_state.image_id)
         if current is not None:
@@ -517,22 +557,54 @@ class BrowserPanel(QWidget):
 
     def set_split(self, split: str | None, ids: list[int] | None = None) -> None:
         """Set the split of ``ids`` (default: the selected images) through the undo stack."""
+        self._set_on_images(SetSplits, "split", split, ids)
+
+    def _set_on_images(
+        self, command: type[SetSplits] | type[SetDomains], what: str, value: str | None,
+        ids: list[int] | None,
+    ) -> None:  # fmt: skip
+        """Push ``command`` giving ``ids`` (default: the selection) ``value`` as one step."""
         ids = self.selected_ids() if ids is None else ids
         if not ids or self.app_state.project is None:
             return
         n = len(ids)
-        text = f"Set split of {n} image{'s' if n != 1 else ''} to {split or 'none'}"
+        text = f"Set {what} of {n} image{'s' if n != 1 else ''} to {value or 'none'}"
         try:
-            self.app_state.push(SetSplits(dict.fromkeys(ids, split), text=text))
+            self.app_state.push(command(dict.fromkeys(ids, value), text=text))
         except TlsError as exc:
             self.message.emit(str(exc))
+
+    def set_domain(self, domain: str | None, ids: list[int] | None = None) -> None:
+        """Set the domain of ``ids`` (default: the selected images; None or blank clears
+        it) through the undo stack."""
+        self._set_on_images(SetDomains, "domain", (domain or "").strip() or None, ids)
+
+    def ask_domain(self) -> None:
+        """Ask for the domain of the selected images (a known one or a new name)."""
+        ids = self.selected_ids()
+        project = self.app_state.project
+        if not ids or project is None:
+            return
+        names = list(project.domains())
+        current = project.image(ids[0]).domain
+        n = len(ids)
+        name, ok = QInputDialog.getItem(
+            self, "Set domain",
+            f"Domain (site, scanner, batch…) of {n} image{'s' if n != 1 else ''};\n"
+            "leave empty for none:",
+            names, names.index(current) if current in names else -1, True,
+        )  # fmt: skip
+        if ok:
+            self.set_domain(name, ids)
 
     def _context_menu(self, pos: QPoint) -> None:
         if self.app_state.project is None:
             return
         menu = QMenu(self)
+        menu.setObjectName("browserMenu")
         sub = menu.addMenu("Set split")
         for s in (*SPLITS, None):
             act = sub.addAction(s or "none")
             act.triggered.connect(lambda _=False, s=s: self.set_split(s))
+        menu.addAction("Set domain…", self.ask_domain)
         menu.popup(self.view.viewport().mapToGlobal(pos))

@@ -29,6 +29,8 @@ STATUS_NAMES = {
 }
 ANY = "any"  # split / class / prediction filter value meaning "do not filter"
 NO_SPLIT = "none"  # split filter value for images without a split
+# domain filter value for images without a domain (a domain name never holds a NUL)
+NO_DOMAIN = "\x00none"
 # Filters on the chosen run's stored predictions (see tlstudio.core.prediction_query).
 PREDICTIONS = (ANY, "wrong", "right", "uncertain", "unpredicted")
 PREDICTION_NAMES = {
@@ -58,7 +60,8 @@ class ImageFilter:
     ``text``: case-insensitive substring of the stored path (file name and folders);
     ``prediction``: one of :data:`PREDICTIONS`, judged on the chosen run's stored
     predictions ('uncertain' = uncertainty ≥ :data:`UNCERTAIN`); ``order``: 'id'
-    (ascending) or 'uncertainty' (most uncertain first)."""
+    (ascending) or 'uncertainty' (most uncertain first); ``domain``: a domain name,
+    NO_DOMAIN (images without one) or None (any)."""
 
     status: str = "all"
     split: str = ANY
@@ -66,6 +69,7 @@ class ImageFilter:
     text: str = ""
     prediction: str = ANY
     order: str = "id"
+    domain: str | None = None
 
     @property
     def is_empty(self) -> bool:
@@ -105,6 +109,11 @@ class ImageFilter:
                 " AND o.class_id = ?))"
             )
             params += [self.class_id] * 5
+        if self.domain == NO_DOMAIN:
+            conds.append("i.domain IS NULL")
+        elif self.domain is not None:
+            conds.append("i.domain = ?")
+            params.append(self.domain)
         if self.text.strip():
             conds.append("instr(lower(i.path), ?) > 0")
             params.append(self.text.strip().lower())
@@ -125,6 +134,7 @@ class BrowserRow:
     has_mask: bool
     tag_names: tuple[str, ...]
     n_objects: int = 0
+    domain: str | None = None
 
     @property
     def name(self) -> str:
@@ -177,7 +187,8 @@ class BrowserRow:
         if self.has_mask:
             kinds.append("a mask")
         labels = ", ".join(kinds) if kinds else "unlabelled"
-        return f"{self.path}\nsplit: {self.split or 'none'}\n{labels}"
+        domain = f"\ndomain: {self.domain}" if self.domain else ""
+        return f"{self.path}\nsplit: {self.split or 'none'}{domain}\n{labels}"
 
 
 def _plural(n: int, one: str, many: str) -> str:
@@ -264,12 +275,13 @@ def rows_for(project: Project, ids: Sequence[int]) -> dict[int, BrowserRow]:
             (SELECT group_concat(c.name, char(31)) FROM
                 (SELECT c.name FROM tags t JOIN classes c ON c.id = t.class_id
                  WHERE t.image_id = i.id ORDER BY c.position, c.id) c),
-            (SELECT COUNT(*) FROM instances o WHERE o.image_id = i.id)
+            (SELECT COUNT(*) FROM instances o WHERE o.image_id = i.id),
+            i.domain
         FROM images i WHERE i.id IN ({marks})"""
     out = {}
     for r in project.store.conn.execute(sql, list(ids)):
         names = tuple(r[8].split("\x1f")) if r[8] else ()
-        out[r[0]] = BrowserRow(*r[:7], bool(r[7]), names, n_objects=r[9])
+        out[r[0]] = BrowserRow(*r[:7], bool(r[7]), names, n_objects=r[9], domain=r[10])
     return out
 
 

@@ -219,6 +219,8 @@ class TrainConfigPanel(QWidget):
         self.input_spin, self.augment_editor = full.input_spin, full.augment_editor
         self.augment_switch, self.preview = full.augment_editor.switch, full.preview
         self.split_summary, self.split_table = full.split_summary, full.split_summary.table
+        self.adapt_row = full.adapt_row
+        self.adapt_row.changed.connect(self._changed)
         self.preset_combo.currentIndexChanged.connect(lambda _i: self._preset_chosen())
         self.backbone_table.backbone_changed.connect(self._backbone_changed)
         self.backbone_table.weights_changed.connect(self._changed)
@@ -290,6 +292,7 @@ class TrainConfigPanel(QWidget):
             input_size=self.input_spin.value() or None,
             template_id=self.template_combo.currentData() if task == "landmarks" else None,
             use_feature_cache=self._use_feature_cache,
+            adapt=self.adapt_row.config(),
         )
 
     def preset(self) -> str:
@@ -345,6 +348,7 @@ class TrainConfigPanel(QWidget):
             else:
                 self.template_combo.setCurrentIndex(0)
             self._use_feature_cache = bool(spec.use_feature_cache)
+            self.adapt_row.set_config(spec.adapt)
             self.preset_combo.setCurrentIndex(self.preset_combo.findData(self._matching_preset()))
         finally:
             self._applying -= 1
@@ -360,7 +364,7 @@ class TrainConfigPanel(QWidget):
     def _apply_running(self) -> None:
         editable = not self._running
         for w in (self.task_combo, self.template_combo, self.preset_combo, self.freeze_strip,
-                  self.advanced):  # fmt: skip
+                  self.advanced, self.adapt_row):  # fmt: skip
             w.setEnabled(editable)
         self.backbone_table.set_editable(editable)
         self.augment_editor.set_editable(editable)
@@ -500,7 +504,8 @@ class TrainConfigPanel(QWidget):
             self.spec().train.validate()
         except TrainConfigError as exc:
             return str(exc)
-        return None
+        frozen = self.spec().train.freeze == "all"
+        return self.adapt_row.problem(task, self.uses_fast_path(), frozen)
 
     def _update_train_button(self) -> None:
         if not hasattr(self, "train_button"):
@@ -642,6 +647,7 @@ class TrainConfigPanel(QWidget):
             self.template_combo.addItem(name, tid)
         self.template_combo.setCurrentIndex(max(self.template_combo.findData(chosen), 0))
         self.template_combo.blockSignals(False)
+        self.adapt_row.set_domains(() if facts is None else facts.domains)
         self._fill_split_summary()
         self._preview_dirty = True
         self._changed()

@@ -23,6 +23,7 @@ from PySide6.QtWidgets import (
 )
 
 from tlstudio.core.project_facts import ProjectFacts
+from tlstudio.gui.training.adapt_row import AdaptRow
 from tlstudio.gui.training.augment_editor import AugmentEditor
 from tlstudio.gui.training.augment_preview import AugmentPreview, PreviewRequest
 from tlstudio.gui.training.backbone_table import BackboneTable
@@ -151,11 +152,15 @@ class FullView(QWidget):
         split_box, sl = group("Images per split")
         self.split_summary = SplitSummary()
         sl.addWidget(self.split_summary)
+        adapt_box, dl = group("Adapt to domain")
+        self.adapt_row = AdaptRow()
+        dl.addWidget(self.adapt_row)
         right = QWidget()
         rl = QVBoxLayout(right)
         rl.setContentsMargins(0, 0, 0, 0)
         rl.addWidget(aug_box)
         rl.addWidget(split_box)
+        rl.addWidget(adapt_box)
         rl.addStretch(1)
         return right
 
