@@ -39,7 +39,7 @@ def torch_checks() -> list[Check]:
     else:
         checks = [Check(SECTION, "torch", OK, f"{torch.__version__} ({build})")]
     try:
-        import torchvision
+        import torchvision  # type: ignore[import-untyped]  # ships no stubs or py.typed
     except Exception as exc:
         checks.append(Check(SECTION, "torchvision", FAIL, f"cannot import torchvision ({exc})",
                             "pip install -c constraints.txt torchvision (matching torch)"))  # fmt: skip

@@ -50,6 +50,8 @@ class PageScroll(QScrollArea):
         """Size the page: the viewport's size, at least the page's minimum size (the
         scroll bars that this needs take their room from the viewport)."""
         page = self.widget()
+        if page is None:  # no page set yet
+            return
         need = page.minimumSizeHint().expandedTo(page.minimumSize())
         room = self.maximumViewportSize()
         bar_w = self.verticalScrollBar().sizeHint().width()

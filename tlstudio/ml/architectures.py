@@ -288,6 +288,6 @@ def build_architecture(name: str, device: str | torch.device = "cpu") -> nn.Modu
     with torch.device(device):
         if spec.family == "efficientnet_lite":
             return EfficientNetLite(name)
-        import torchvision.models
+        import torchvision.models  # type: ignore[import-untyped]  # ships no stubs or py.typed
 
         return torchvision.models.get_model(name, weights=None)

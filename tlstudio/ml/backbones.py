@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Literal
+from typing import Literal, cast
 
 from torch import Tensor, nn
 
@@ -30,7 +30,7 @@ from tlstudio.ml.architectures import (
     get_spec,
     list_backbones,
 )
-from tlstudio.ml.efficientnet_lite import EfficientNetLite
+from tlstudio.ml.efficientnet_lite import EfficientNetLite, MBConvBlock
 
 __all__ = [
     "BACKBONES",
@@ -110,6 +110,15 @@ def _seq(model: nn.Module, *names: str, extra: dict[str, nn.Module] | None = Non
     return nn.Sequential(items)
 
 
+def _sequential(m: nn.Module, name: str) -> nn.Sequential:
+    """``m``'s child ``name``: an ``nn.Sequential`` in torchvision's models (``features``,
+    ``trunk_output``)."""
+    child = m.get_submodule(name)
+    if not isinstance(child, nn.Sequential):
+        raise TypeError(f"{type(m).__name__}.{name} is a {type(child).__name__}, not a Sequential")
+    return child
+
+
 def _idx(features: nn.Sequential, *groups: range) -> list[nn.Module]:
     return [nn.Sequential(OrderedDict((str(i), features[i]) for i in g)) for g in groups]
 
@@ -126,29 +135,32 @@ def _split_resnet(m: nn.Module) -> list[nn.Module]:
 
 
 def _split_mobilenet_v3(m: nn.Module) -> list[nn.Module]:
-    n = len(m.features)
+    features = _sequential(m, "features")
+    n = len(features)
     if n == 13:  # small
-        return _idx(m.features, range(0, 1), range(1, 2), range(2, 4), range(4, 9), range(9, 13))
-    return _idx(m.features, range(0, 2), range(2, 4), range(4, 7), range(7, 13), range(13, n))
+        return _idx(features, range(0, 1), range(1, 2), range(2, 4), range(4, 9), range(9, 13))
+    return _idx(features, range(0, 2), range(2, 4), range(4, 7), range(7, 13), range(13, n))
 
 
 def _split_efficientnet(m: nn.Module) -> list[nn.Module]:
-    return _idx(m.features, range(0, 2), range(2, 3), range(3, 4), range(4, 6), range(6, 9))
+    features = _sequential(m, "features")
+    return _idx(features, range(0, 2), range(2, 3), range(3, 4), range(4, 6), range(6, 9))
 
 
 def _split_convnext(m: nn.Module) -> list[nn.Module]:
-    return _idx(m.features, range(0, 2), range(2, 4), range(4, 6), range(6, 8))
+    return _idx(_sequential(m, "features"), range(0, 2), range(2, 4), range(4, 6), range(6, 8))
 
 
 def _split_vgg(m: nn.Module) -> list[nn.Module]:
     # Each block is its convolutions plus the max-pool that ends it.
-    pools = [i for i, layer in enumerate(m.features) if isinstance(layer, nn.MaxPool2d)]
+    features = _sequential(m, "features")
+    pools = [i for i, layer in enumerate(features) if isinstance(layer, nn.MaxPool2d)]
     starts = [0] + [p + 1 for p in pools[:-1]]
-    return _idx(m.features, *(range(a, p + 1) for a, p in zip(starts, pools, strict=True)))
+    return _idx(features, *(range(a, p + 1) for a, p in zip(starts, pools, strict=True)))
 
 
 def _split_densenet(m: nn.Module) -> list[nn.Module]:
-    f = m.features
+    f = _sequential(m, "features")
     return [
         _seq(f, "conv0", "norm0", "relu0"),
         _seq(f, "pool0", "denseblock1"),
@@ -160,13 +172,13 @@ def _split_densenet(m: nn.Module) -> list[nn.Module]:
 
 
 def _split_regnet(m: nn.Module) -> list[nn.Module]:
-    t = m.trunk_output
-    return [_seq(m, "stem")] + [_seq(t, n) for n in ("block1", "block2", "block3", "block4")]
+    t = _sequential(m, "trunk_output")
+    return [_seq(m, "stem"), *(_seq(t, n) for n in ("block1", "block2", "block3", "block4"))]
 
 
 def _split_lite(m: nn.Module) -> list[nn.Module]:
     assert isinstance(m, EfficientNetLite)
-    blocks = list(m._blocks)
+    blocks = cast(list[MBConvBlock], list(m._blocks))  # EfficientNetLite holds only these
     # The four stride-2 blocks start the stride 4, 8, 16 and 32 stages.
     s1, s2, s3, s4 = [i for i, b in enumerate(blocks) if b._depthwise_conv.stride[0] == 2]
 
@@ -209,7 +221,8 @@ class _VggFeatures(nn.Module):
 def _random_vgg_features(name: str) -> nn.Module:
     # Building the whole VGG initialises ~120M classifier weights that are thrown away
     # (seconds on CPU); build just `features` with torchvision's own init instead.
-    from torchvision.models.vgg import cfgs, make_layers
+    # torchvision ships no stubs or py.typed marker
+    from torchvision.models.vgg import cfgs, make_layers  # type: ignore[import-untyped]
 
     cfg = {"vgg11": "A", "vgg13": "B", "vgg16": "D", "vgg19": "E"}[name.removesuffix("_bn")]
     features = make_layers(cfgs[cfg], batch_norm=name.endswith("_bn"))

@@ -67,6 +67,13 @@ def _plain(name: str) -> bool:
     return name.startswith(_PLAIN_PREFIXES)
 
 
+def _memo_index(arg: object) -> int:
+    """The memo index a PUT or GET opcode carries (pickletools decodes it as an int)."""
+    if not isinstance(arg, int):
+        raise ValueError(f"memo index {arg!r} is not an integer")
+    return arg
+
+
 def _scan(f: IO[bytes], found: list[str]) -> bool:
     """Add the globals one pickle in ``f`` imports to ``found``; True if it ended with STOP
     (another pickle may follow), False if the data is not (or no longer) a pickle."""
@@ -83,9 +90,9 @@ def _scan(f: IO[bytes], found: list[str]) -> bool:
             if name == "MEMOIZE":
                 memo[len(memo)] = last
             elif name in ("BINPUT", "LONG_BINPUT", "PUT"):
-                memo[int(arg)] = last
+                memo[_memo_index(arg)] = last
             elif name in ("BINGET", "LONG_BINGET", "GET"):
-                last = memo.get(int(arg))
+                last = memo.get(_memo_index(arg))
                 if last is not None:
                     strings.append(last)
                 continue

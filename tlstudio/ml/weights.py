@@ -96,7 +96,7 @@ def weights_url(name: str) -> str | None:
     spec = get_spec(name)
     if spec.torchvision_weights is None:
         return None
-    import torchvision.models
+    import torchvision.models  # type: ignore[import-untyped]  # ships no stubs or py.typed
 
     return torchvision.models.get_weight(spec.torchvision_weights).url
 
@@ -203,7 +203,8 @@ def load_state_dict_safely(path: str | Path) -> dict[str, Tensor]:
         raise WeightsError(f"{path}: file not found", path=path)
     if path.suffix.lower() == ".safetensors":
         try:
-            from safetensors.torch import load_file
+            # optional dependency, not installed here (the except below handles that)
+            from safetensors.torch import load_file  # type: ignore[import-not-found]
         except ImportError:
             raise WeightsError(
                 f"{path}: reading .safetensors needs the 'safetensors' package", path=path

@@ -147,7 +147,12 @@ class _Job(QRunnable):
         try:
             if self.preview and self.path is not None:
                 self._send_preview(self.path)
-            decoded = self.decoded if self.decoded is not None else decode(self.path)
+            if self.decoded is not None:
+                decoded = self.decoded
+            elif self.path is not None:
+                decoded = decode(self.path)
+            else:
+                raise ValueError("nothing to load: neither a decoded image nor a path")
             window = self.window if self.window is not None else decoded.data.window
             buffer, alpha = render_display(decoded.data.array, window)
         except Exception as exc:  # reported to the GUI, never lost in the thread

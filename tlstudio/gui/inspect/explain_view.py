@@ -18,11 +18,11 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from PySide6.QtCore import QPointF, Qt, Signal
-from PySide6.QtGui import QImage, QPainter, QPixmap
+from PySide6.QtGui import QImage, QPainter, QPixmap, QStandardItemModel
 from PySide6.QtWidgets import (
     QComboBox,
     QGraphicsPixmapItem,
@@ -94,6 +94,8 @@ class _ExplainerCache:
                 filters = self._explainer.first_layer_filters()
                 self._filters = (_mosaic(filters, FILTER_TILE, 16), len(filters))
                 self._key = (root, run_id)
+            if self._filters is None:  # set together with _key above
+                raise RuntimeError(f"run {run_id}'s filters were not loaded")
             return self._explainer, self._filters
 
     def clear(self) -> None:
@@ -271,9 +273,9 @@ class ExplainView(QWidget):
         self.filters_title = QLabel("")
         inner = QWidget()
         grid = QVBoxLayout(inner)
-        for w in (self.activation_title, self.activation_label,
-                  self.filters_title, self.filters_label):  # fmt: skip
-            grid.addWidget(w)
+        for label in (self.activation_title, self.activation_label,
+                      self.filters_title, self.filters_label):  # fmt: skip
+            grid.addWidget(label)
         grid.addStretch(1)
         scroll = QScrollArea()
         scroll.setWidget(inner)
@@ -365,7 +367,7 @@ class ExplainView(QWidget):
                 self.target_combo.addItem("class-agnostic", None)
         self.target_combo.setEnabled(self._task in TARGETED_TASKS)
         self.target_combo.blockSignals(False)
-        model = self.method_combo.model()
+        model = cast(QStandardItemModel, self.method_combo.model())  # QComboBox's default model
         targeted = self._task in TARGETED_TASKS or self._task is None
         for row, (_text, key) in enumerate(METHOD_ITEMS):
             model.item(row).setEnabled(targeted or key == "eigencam")

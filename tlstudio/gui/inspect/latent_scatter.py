@@ -13,7 +13,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
-import pyqtgraph as pg
+import pyqtgraph as pg  # type: ignore[import-untyped]  # no stubs or py.typed
+from numpy.typing import NDArray
 from PySide6.QtCore import QPointF, Qt
 from PySide6.QtGui import QColor, QPainterPath, QPen
 from PySide6.QtWidgets import QGraphicsPathItem
@@ -49,6 +50,8 @@ class AtlasScatter(pg.ScatterPlotItem):
 
     Clicks are left to the ViewBox: the base class would build one SpotItem object per
     point (``pointsAt``) on the first click."""
+
+    data: NDArray[np.void]  # the base class's per-point records (fields x, y, brush, …)
 
     def mouseClickEvent(self, ev) -> None:
         ev.ignore()

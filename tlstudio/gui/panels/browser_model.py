@@ -6,7 +6,14 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Mapping
 
-from PySide6.QtCore import QAbstractListModel, QModelIndex, QPersistentModelIndex, QSize, Qt
+from PySide6.QtCore import (
+    QAbstractListModel,
+    QModelIndex,
+    QObject,
+    QPersistentModelIndex,
+    QSize,
+    Qt,
+)
 from PySide6.QtGui import QBrush, QColor, QFont
 from PySide6.QtWidgets import QStyledItemDelegate, QStyleOptionViewItem
 
@@ -29,7 +36,7 @@ class ImageListModel(QAbstractListModel):
     """Images passing an :class:`ImageFilter`, in id order (or most uncertain first),
     rows fetched lazily. ``statuses``: the chosen run's prediction statuses, or None."""
 
-    def __init__(self, parent=None):
+    def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
         self.project: Project | None = None
         self.loader: ThumbnailLoader | None = None
@@ -107,7 +114,9 @@ class ImageListModel(QAbstractListModel):
 
     def status_of(self, image_id: int | None) -> PredictionStatus | None:
         """The chosen run's verdict on the image (None: no run or not predicted)."""
-        return None if self.statuses is None else self.statuses.get(image_id)
+        if self.statuses is None or image_id is None:
+            return None
+        return self.statuses.get(image_id)
 
     def ids(self) -> list[int]:
         return list(self._ids)
@@ -119,15 +128,15 @@ class ImageListModel(QAbstractListModel):
         page_no, offset = divmod(row, PAGE)
         page = self._pages.get(page_no)
         if page is None:
-            page = self._fetch(page_no)
+            page = self._fetch(self.project, page_no)
         else:
             self._pages.move_to_end(page_no)
         return page[offset]
 
-    def _fetch(self, page_no: int) -> list[BrowserRow | None]:
+    def _fetch(self, project: Project, page_no: int) -> list[BrowserRow | None]:
         start = page_no * PAGE
         ids = self._ids[start : start + PAGE]
-        found = rows_for(self.project, ids)
+        found = rows_for(project, ids)
         page = [found.get(i) for i in ids]
         for offset, r in enumerate(page):
             if r is not None:
@@ -173,7 +182,7 @@ class ImageListModel(QAbstractListModel):
             return f"{r.name}   —   {split} · {r.badges()}{'   ' + mark if mark else ''}"
         if role == Qt.ItemDataRole.DecorationRole:
             icon = None
-            if self.loader is not None:
+            if self.loader is not None and self.project is not None:  # a row implies a project
                 icon = self.loader.icon(r.sha256, r.absolute_path(self.project.root))
             return icon if icon is not None else self._placeholder
         if role == Qt.ItemDataRole.ToolTipRole:

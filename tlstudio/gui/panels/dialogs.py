@@ -253,8 +253,13 @@ class ImportResultDialog(QDialog):
 
     def rows(self) -> list[tuple[str, str]]:
         """(file, reason) as shown."""
-        t = self.table
-        return [(t.item(i, 0).text(), t.item(i, 1).text()) for i in range(t.rowCount())]
+        return [
+            (self._cell_text(i, 0), self._cell_text(i, 1)) for i in range(self.table.rowCount())
+        ]
+
+    def _cell_text(self, row: int, column: int) -> str:
+        item = self.table.item(row, column)
+        return "" if item is None else item.text()
 
     def text(self) -> str:
         """The summary and one ``file<TAB>reason`` line per row."""

@@ -58,6 +58,6 @@ class ShortcutsDialog(QDialog):
         t = self.table
         lines = []
         for r in range(t.rowCount()):
-            cells = [t.item(r, c).text() for c in range(2) if t.item(r, c) is not None]
+            cells = [item.text() for c in range(2) if (item := t.item(r, c)) is not None]
             lines.append("\t".join(cells))
         return "\n".join(lines)

@@ -18,9 +18,10 @@ from __future__ import annotations
 import statistics
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 from PySide6.QtCore import QCoreApplication, QSettings, Qt, Signal
-from PySide6.QtGui import QBrush, QColor
+from PySide6.QtGui import QBrush, QColor, QStandardItemModel
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QComboBox,
@@ -40,6 +41,10 @@ from PySide6.QtWidgets import (
 from tlstudio.core.cancel import CancelToken
 from tlstudio.core.errors import Cancelled
 from tlstudio.gui.workers.jobs import BackgroundJob, Progress, job_pool, start_job
+
+if TYPE_CHECKING:  # torch-heavy modules: imported lazily at run time
+    from tlstudio.ml.architectures import BackboneSpec
+    from tlstudio.ml.weights import WeightsStatus
 
 DEFAULT_BACKBONE = "efficientnet_lite0"
 
@@ -90,7 +95,7 @@ def measure_cpu_ms_per_image(name: str, input_size: int, batch: int = 4, repeats
     return 1000.0 * statistics.median(times) / batch
 
 
-def read_weights_statuses(names: list[str]) -> dict:
+def read_weights_statuses(names: list[str]) -> dict[str, WeightsStatus]:
     """:func:`~tlstudio.ml.weights.weights_status` of each backbone (disk only; ~3 ms each)."""
     from tlstudio.ml.weights import weights_status
 
@@ -140,7 +145,7 @@ class BackboneTable(QWidget):
         settings: QSettings | None = None,
         parent: QWidget | None = None,
         *,
-        statuses: dict | None = None,
+        statuses: dict[str, WeightsStatus] | None = None,
     ):
         """``statuses``: :func:`~tlstudio.ml.weights.weights_status` per backbone, if
         already known (reading them takes ~40 ms, so the panel gathers them off the GUI
@@ -151,7 +156,7 @@ class BackboneTable(QWidget):
         self._settings = settings if settings is not None else QSettings()
         self._specs = {s.name: s for s in list_backbones()}
         self._names = list(self._specs)
-        self._status: dict[str, object] = {}
+        self._status: dict[str, WeightsStatus] = {}
         self._current = ""
         self._busy = False
         self._editable = True
@@ -184,7 +189,9 @@ class BackboneTable(QWidget):
             "download or import, or train from scratch",
         )
         for col, tip in enumerate(tips):
-            self.table.horizontalHeaderItem(col).setToolTip(tip)
+            header_item = self.table.horizontalHeaderItem(col)
+            if header_item is not None:  # set by setHorizontalHeaderLabels above
+                header_item.setToolTip(tip)
         for row, name in enumerate(self._names):
             spec = self._specs[name]
             self.table.setItem(row, 0, _item(name, f"{name} ({spec.family})"))
@@ -255,9 +262,16 @@ class BackboneTable(QWidget):
             raise KeyError(f"unknown backbone {name!r}")
         row = self._names.index(name)
         self.table.selectRow(row)
-        self.table.scrollToItem(self.table.item(row, 0))
+        self.table.scrollToItem(self._cell(row, 0))
 
-    def spec(self, name: str | None = None):
+    def _cell(self, row: int, column: int) -> QTableWidgetItem:
+        """The table's item at ``(row, column)``; the constructor gives every cell one."""
+        item = self.table.item(row, column)
+        if item is None:
+            raise LookupError(f"backbone table has no item at row {row}, column {column}")
+        return item
+
+    def spec(self, name: str | None = None) -> BackboneSpec:
         """The :class:`BackboneSpec` of ``name`` (default: the selected backbone)."""
         return self._specs[name or self.backbone()]
 
@@ -288,7 +302,7 @@ class BackboneTable(QWidget):
             self.weights_combo.setItemData(index, value, Qt.ItemDataRole.ToolTipRole)
         self.weights_combo.setCurrentIndex(index)
 
-    def status(self, name: str | None = None):
+    def status(self, name: str | None = None) -> WeightsStatus:
         """The :class:`WeightsStatus` of ``name`` (default: the selected backbone)."""
         return self._status[name or self.backbone()]
 
@@ -319,7 +333,7 @@ class BackboneTable(QWidget):
             needs_ml=True,
         )
 
-    def _apply_statuses(self, statuses: dict) -> None:
+    def _apply_statuses(self, statuses: dict[str, WeightsStatus]) -> None:
         for row, name in enumerate(self._names):
             st = statuses[name]
             self._status[name] = st
@@ -329,7 +343,7 @@ class BackboneTable(QWidget):
                 text, tip, color = "cached", f"in torch's cache: {st.cached_path}", "#2e7d32"
             else:
                 text, tip, color = "missing", "download or import a weights file", "#c62828"
-            item = self.table.item(row, 5)
+            item = self._cell(row, 5)
             item.setText(text)
             item.setToolTip(tip)
             item.setForeground(QBrush(QColor(color)))
@@ -346,7 +360,7 @@ class BackboneTable(QWidget):
         st = self._status.get(self.backbone())
         if st is None:
             return
-        model = self.weights_combo.model()
+        model = cast(QStandardItemModel, self.weights_combo.model())  # QComboBox's default model
         for i in range(self.weights_combo.count()):
             value = self.weights_combo.itemData(i)
             ok = {"bundled": st.bundled, "cached": st.cached}.get(value, True)
@@ -522,7 +536,7 @@ class BackboneTable(QWidget):
             return None
 
     def _show_speed(self, name: str) -> None:
-        item = self.table.item(self._names.index(name), 3)
+        item = self._cell(self._names.index(name), 3)
         ms = self.measured_ms(name)
         if ms is not None:
             item.setText(f"{ms:.0f} ms")

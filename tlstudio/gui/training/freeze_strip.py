@@ -12,7 +12,7 @@ device (shapes only, no memory; 10-300 ms) in a pool thread, and cached for the 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 from PySide6.QtCore import QRectF, QSize, Qt, Signal
 from PySide6.QtGui import QColor, QFont, QPainter, QPen
@@ -37,6 +37,18 @@ class StageBox(NamedTuple):
     name: str
     channels: int
     stride: int
+
+
+class StageLike(Protocol):
+    """A stage as :class:`~tlstudio.ml.architectures.StageInfo` and :class:`StageBox`
+    describe it."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def channels(self) -> int: ...
+    @property
+    def stride(self) -> int: ...
 
 
 def stage_parameter_counts(name: str) -> list[int]:
@@ -220,7 +232,7 @@ class FreezeStrip(QWidget):
         layout.addLayout(info)
 
     # -- backbone ---------------------------------------------------------------------
-    def set_backbone(self, name: str, stages: Sequence[StageBox], num_params: int) -> None:
+    def set_backbone(self, name: str, stages: Sequence[StageLike], num_params: int) -> None:
         """Show ``name``'s stages; keep the depth if it still fits (else clamp)."""
         old_n = len(self._stages)
         was_all = old_n > 0 and self.slider.value() == old_n
@@ -239,7 +251,7 @@ class FreezeStrip(QWidget):
             start_job(
                 lambda _token, _progress: stage_parameter_counts(name),
                 context=self,
-                succeeded=lambda counts, n=name: self._counts_ready(n, counts),
+                succeeded=lambda counts: self._counts_ready(name, counts),
                 needs_ml=True,
             )
         self._sync()

@@ -42,7 +42,10 @@ class MlLoader:
         if cls._job is not None or cls._loaded.is_set():
             return
         if cls._pool is None:
-            cls._pool = job_pool(QCoreApplication.instance(), 1, "ml-import")
+            app = QCoreApplication.instance()
+            if app is None:  # the panels that call this exist only inside an application
+                raise RuntimeError("MlLoader.start needs a running QApplication")
+            cls._pool = job_pool(app, 1, "ml-import")
         cls._job = BackgroundJob(lambda _token, _progress: cls._load(), name="ml-import")
         cls._job.start(cls._pool)
 

@@ -102,6 +102,18 @@ class TrainingMonitor(QWidget):
     resume_requested = Signal()
     cancel_requested = Signal()
 
+    # Set by _clear_data (the run's outcome, and the loss's moving average) ...
+    ended_status: str | None
+    epochs_done: int | None  # completed epochs, once the run ended
+    error_kind: str | None
+    error_message: str | None
+    _ema: float
+    _ema_n: int
+    # ... and by _ensure_built, when the widget is first shown (pyqtgraph items: untyped)
+    curves: dict[str, Any]
+    _plots: tuple[Any, ...]
+    _metric_title: str
+
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
         self.controller: TrainingController | None = None
@@ -423,10 +435,10 @@ class TrainingMonitor(QWidget):
         self.val_loss_epoch: list[float] = []
         self.metric_epoch: list[float] = []
         self.epoch_metrics: list[dict[str, float]] = []
-        self.ended_status: str | None = None
-        self.epochs_done: int | None = None  # completed epochs, once the run ended
-        self.error_kind: str | None = None
-        self.error_message: str | None = None
+        self.ended_status = None
+        self.epochs_done = None
+        self.error_kind = None
+        self.error_message = None
         self._ema, self._ema_n = 0.0, 0
 
     def _metric_of(self, ev: EpochEnded) -> float:
@@ -525,7 +537,7 @@ class TrainingMonitor(QWidget):
     def _ensure_built(self) -> None:
         if self._built:
             return
-        import pyqtgraph as pg
+        import pyqtgraph as pg  # type: ignore[import-untyped]  # no stubs or py.typed
 
         self._built = True
         self._pg = pg

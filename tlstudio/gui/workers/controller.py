@@ -10,14 +10,24 @@ thread and so delivered queued, in order, before ``finished``."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from PySide6.QtCore import QCoreApplication, QObject, Signal
 
 from tlstudio.gui.workers.jobs import BackgroundJob, job_pool
 
 if TYPE_CHECKING:  # pragma: no cover
+    from tlstudio.core.cancel import CancelToken
     from tlstudio.gui.state import AppState
+
+
+class Worker(Protocol):
+    """What :meth:`ThreadController._launch` runs (see the module text)."""
+
+    @property
+    def token(self) -> CancelToken: ...
+
+    def run(self) -> int: ...
 
 
 class ThreadController(QObject):
@@ -52,7 +62,7 @@ class ThreadController(QObject):
         project = self.app_state.project if self.app_state is not None else None
         return None if project is None else project.root
 
-    def _launch(self, worker: QObject, name: str) -> None:
+    def _launch(self, worker: Worker, name: str) -> None:
         """Run ``worker.run`` as a job called ``name`` (it needs the ML modules)."""
         self.worker = worker
         job = BackgroundJob(

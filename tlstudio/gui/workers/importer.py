@@ -152,12 +152,12 @@ def _import(
         progress(i, len(labels), f"Importing labels from {p.name}…")
         try:
             fmt = job.label_format or detect_format(p)
-            report = import_labels(project, p, fmt, copy_images=job.copy)
+            label_report = import_labels(project, p, fmt, copy_images=job.copy)
         except (TlsError, ValueError, OSError) as exc:
             result.failed.append((str(p), str(exc)))
             continue
-        result.labels.append((str(p), fmt, report))
-        result.warnings += [(str(p), msg) for msg in report.warnings]
+        result.labels.append((str(p), fmt, label_report))
+        result.warnings += [(str(p), msg) for msg in label_report.warnings]
     progress(1, 1, "Done")
 
 

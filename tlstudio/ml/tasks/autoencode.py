@@ -17,7 +17,7 @@ so both terms are per input element (a β-scaled negative ELBO per element).
 from __future__ import annotations
 
 import math
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -25,6 +25,9 @@ from torch import Tensor, nn
 
 from tlstudio.ml.tasks.base import TaskModel
 from tlstudio.ml.tasks.decoder import conv_bn_relu, eval_mode
+
+if TYPE_CHECKING:
+    from tlstudio.ml.backbones import Backbone
 
 EncoderKind = Literal["backbone", "small"]
 
@@ -105,7 +108,7 @@ class AutoencoderModel(TaskModel):
     def __init__(
         self,
         encoder: EncoderKind = "backbone",
-        backbone: nn.Module | None = None,
+        backbone: Backbone | None = None,
         latent_dim: int = 32,
         vae: bool = False,
         input_size: int = 64,
@@ -165,7 +168,8 @@ class AutoencoderModel(TaskModel):
         z = mu
         if logvar is not None and self.training:
             z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
-        return self.decode(z, tuple(images.shape[-2:])), mu, logvar
+        h, w = images.shape[-2:]
+        return self.decode(z, (h, w)), mu, logvar
 
     def training_step(self, images: Tensor, targets: list[dict[str, Any]]) -> dict[str, Tensor]:
         """{"loss", "mse"} and, for a VAE, "kl" (see the module docstring)."""

@@ -17,10 +17,21 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from typing import TYPE_CHECKING, Protocol
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+if TYPE_CHECKING:
+    from tlstudio.ml.architectures import BackboneSpec
+
+
+class StagedBackbone(Protocol):
+    """What :func:`decoder_for` reads of a :class:`~tlstudio.ml.backbones.Backbone`."""
+
+    @property
+    def spec(self) -> BackboneSpec: ...
 
 
 @contextmanager
@@ -125,7 +136,9 @@ class UNetDecoder(nn.Module):
         return x
 
 
-def decoder_for(backbone: nn.Module, out_channels: int, out_stride: int, width: int) -> UNetDecoder:
+def decoder_for(
+    backbone: StagedBackbone, out_channels: int, out_stride: int, width: int
+) -> UNetDecoder:
     """A :class:`UNetDecoder` matching ``backbone.spec.stages``."""
     stages = backbone.spec.stages
     return UNetDecoder(

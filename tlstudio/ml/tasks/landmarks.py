@@ -22,13 +22,16 @@ contribute nothing, whatever their coordinates.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from tlstudio.ml.tasks.base import TaskModel
 from tlstudio.ml.tasks.decoder import decoder_for, eval_mode
+
+if TYPE_CHECKING:
+    from tlstudio.ml.backbones import Backbone
 
 
 def to_heatmap_frame(xy: Tensor, stride: int) -> Tensor:
@@ -105,10 +108,11 @@ class LandmarkModel(TaskModel):
     task = "landmarks"
     main_metric = "nme"
     higher_is_better = False
+    backbone: Backbone  # set by TaskModel.__init__
 
     def __init__(
         self,
-        backbone: nn.Module,
+        backbone: Backbone,
         num_points: int,
         heatmap_stride: int = 4,
         sigma: float = 2.0,
@@ -134,7 +138,8 @@ class LandmarkModel(TaskModel):
     def forward(self, images: Tensor) -> Tensor:
         """Normalised images N×3×H×W → heatmaps N×P×ceil(H/s)×ceil(W/s)."""
         feats = self.backbone.forward_features(images)
-        return self.decoder(feats, output_size=self.heatmap_size(tuple(images.shape[-2:])))
+        h, w = images.shape[-2:]
+        return self.decoder(feats, output_size=self.heatmap_size((h, w)))
 
     def target_heatmaps(self, targets: list[dict[str, Any]], size: tuple[int, int]) -> Tensor:
         """N×P×h×w Gaussian targets from the targets' "keypoints" (P×3, input pixels)."""
@@ -154,7 +159,8 @@ class LandmarkModel(TaskModel):
     ) -> dict[str, Tensor]:
         """{"loss"}: visibility-masked heatmap squared error (see the module docstring)."""
         dev = heatmaps.device
-        target = self.target_heatmaps(targets, tuple(heatmaps.shape[-2:])).to(dev)
+        h, w = heatmaps.shape[-2:]
+        target = self.target_heatmaps(targets, (h, w)).to(dev)
         vis = torch.stack([torch.as_tensor(t["keypoints"], device=dev)[:, 2] for t in targets])
         labelled = vis > 0  # N×P
         per_map = ((heatmaps - target) ** 2).sum(dim=(2, 3))  # N×P

@@ -9,14 +9,17 @@ pixels equal to :data:`IGNORE_INDEX` (the project's ignore regions) count in nei
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from tlstudio.ml.tasks.base import TaskModel
 from tlstudio.ml.tasks.decoder import decoder_for, eval_mode
+
+if TYPE_CHECKING:
+    from tlstudio.ml.backbones import Backbone
 
 IGNORE_INDEX = 255
 """Target value of pixels left out of the loss and the metrics (ignore regions)."""
@@ -58,10 +61,11 @@ class SegmenterModel(TaskModel):
     task = "segment"
     main_metric = "miou"
     higher_is_better = True
+    backbone: Backbone  # set by TaskModel.__init__
 
     def __init__(
         self,
-        backbone: nn.Module,
+        backbone: Backbone,
         num_classes: int,
         width: int = 64,
         dice_weight: float = 1.0,

@@ -125,7 +125,7 @@ class LandmarkTool(Tool):
         if template is None:
             self.view.message.emit("Choose a landmark template before placing points.")
             return
-        if self.view.image_id is None:
+        if self.view.image_id is None or template.id is None:  # project templates have ids
             return
         self._points.append(point)
         if point.visibility != SKIPPED:
@@ -163,11 +163,16 @@ class LandmarkTool(Tool):
             self._label = LabelItem(placement="cursor")
             self._label.setZValue(Z_TOOL + 1)
             self.view.scene().addItem(self._label)
-        name = self.next_point_name()
-        if name is None or self._cursor is None or self.app_state.tool != self.name:
+        template = self._current_template()
+        name = self.next_point_name()  # None when there is no template
+        if (
+            template is None
+            or name is None
+            or self._cursor is None
+            or self.app_state.tool != self.name
+        ):
             self._label.setVisible(False)
             return
-        template = self._current_template()
         i = len(self._points)
         text = f"{i + 1}/{len(template.points)}  {name}"
         if self._occluded_next:

@@ -106,9 +106,10 @@ class SelectTool(Tool):
                     self._drag = _Drag("resize", pos, new_gesture(), box=item.box, handle=handle)
                     return
         hit = layer.landmark_point_at(pos, view.navigator.screen_to_image(self.POINT_PX))
-        if hit is not None:
+        hit_item = layer.landmark_item(hit[0]) if hit is not None else None
+        if hit is not None and hit_item is not None and hit_item.landmarks is not None:
             set_id, index = hit
-            landmarks = layer.landmark_item(set_id).landmarks
+            landmarks = hit_item.landmarks
             layer.select_landmarks(set_id, index)
             if event.modifiers() & Qt.KeyboardModifier.ShiftModifier:
                 self._toggle_occluded(landmarks, index)
@@ -118,8 +119,9 @@ class SelectTool(Tool):
         box_id = layer.box_at(pos, view.navigator.screen_to_image(self.BOX_EDGE_PX))
         if box_id is not None:
             layer.select_box(box_id)
-            box = layer.box_item(box_id).box
-            self._drag = _Drag("move", pos, new_gesture(), box=box)
+            item = layer.box_item(box_id)
+            if item is not None and item.box is not None:  # box_at picks only drawn boxes
+                self._drag = _Drag("move", pos, new_gesture(), box=item.box)
             return
         layer.set_selection(None)
 
@@ -129,20 +131,22 @@ class SelectTool(Tool):
             self._hover(pos)
             return
         w, h = self.view.navigator.image_size
-        if drag.kind == "move":
+        # each kind of drag is made (in press) with the fields it uses
+        if drag.kind == "move" and drag.box is not None:
             d = pos - drag.start
             drag.new_box = moved_box(drag.box, d.x(), d.y(), w, h)
             self._preview_box(drag.new_box)
-        elif drag.kind == "resize":
+        elif drag.kind == "resize" and drag.box is not None and drag.handle is not None:
             drag.new_box = resized_box(drag.box, drag.handle, pos, w, h)
             self._preview_box(drag.new_box)
-        elif drag.kind == "point":
+        elif drag.kind == "point" and drag.landmarks is not None and drag.point is not None:
             p = self.view.navigator.clamp(pos)
             old = drag.landmarks.points[drag.point]
             drag.new_landmarks = move_point(
                 drag.landmarks, drag.point, Point(p.x(), p.y(), old.visibility)
             )
-            item = self.view.annotations.landmark_item(drag.landmarks.id)
+            set_id = drag.landmarks.id
+            item = self.view.annotations.landmark_item(set_id) if set_id is not None else None
             if item is not None:
                 item.set_points(drag.new_landmarks.points)
 
@@ -185,7 +189,7 @@ class SelectTool(Tool):
         self.view.push(EditLandmarkSet(new, gesture=new_gesture(), text=text))
 
     def _preview_box(self, box: Box) -> None:
-        item = self.view.annotations.box_item(box.id)
+        item = self.view.annotations.box_item(box.id) if box.id is not None else None
         if item is not None:
             item.set_preview_rect(QRectF(QPointF(box.x1, box.y1), QPointF(box.x2, box.y2)))
 
