@@ -47,8 +47,9 @@ class NeighbourVote(nn.Module):
     Buffers: ``keys`` (M stored training features, L2-normalised) and ``votes`` (M×C
     one-hot classes). The ``k`` most cosine-similar keys vote with weight 1 / cosine
     distance (distances below 1e-6 count as 1e-6); probabilities are the normalised
-    vote sums. Returning log-probabilities makes the classifier's softmax give them
-    back exactly."""
+    vote sums. The output is the log of the vote sums, so the classifier's softmax gives
+    those probabilities exactly, and a class's score still moves with the image when all
+    k neighbours agree (Grad-CAM needs that gradient)."""
 
     def __init__(self, in_features: int, num_classes: int, neighbours: int, k: int = 5):
         super().__init__()
@@ -72,8 +73,7 @@ class NeighbourVote(nn.Module):
         top, index = sims.topk(self.k, dim=1)
         weight = 1.0 / (1.0 - top).clamp_min(1e-6)
         votes = (weight.unsqueeze(-1) * self.votes[index]).sum(dim=1)
-        probs = votes / votes.sum(dim=1, keepdim=True).clamp_min(1e-12)
-        return torch.log(probs.clamp_min(1e-12))
+        return torch.log(votes.clamp_min(1e-12))
 
 
 def linear_weights(

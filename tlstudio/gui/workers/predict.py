@@ -43,12 +43,14 @@ def predict_images(
     threads: int | None = None,
     batch_size: int = 16,
     device: str = "auto",
+    tta: bool = False,
 ) -> int:
     """Predict run ``run_id`` on ``image_ids`` (None: every image) of the project at
     ``project_root`` and store the predictions; returns how many were stored (fewer once
     ``token`` is cancelled: it stops after the current batch). ``progress(done, total)``
     counts images. ``threads``: torch intra-op threads meanwhile (None: one core fewer
-    than the machine has, so the GUI keeps one; 0: leave torch's setting alone)."""
+    than the machine has, so the GUI keeps one; 0: leave torch's setting alone).
+    ``tta``: with test-time augmentation (:mod:`tlstudio.ml.tta`)."""
     from tlstudio.core.project import Project
 
     try:
@@ -77,7 +79,7 @@ def predict_images(
             progress(0, total)
             count.value = runner.predict(
                 project, run_id, image_ids, batch_size=batch_size, device=device,
-                progress=report, token=token,
+                progress=report, token=token, tta=tta,
             )  # fmt: skip
             return count.value
         finally:
@@ -133,9 +135,12 @@ class PredictController(QObject):
         run_id: int,
         image_ids: Sequence[int] | None = None,
         project_root: str | Path | None = None,
+        *,
+        tta: bool = False,
     ) -> bool:
         """Predict ``run_id`` on ``image_ids`` (None: every image) of ``project_root``
-        (default: the open project). False if one is already running or no project is open."""
+        (default: the open project), with test-time augmentation when ``tta``. False if
+        one is already running or no project is open."""
         root = self._project_root(project_root)
         if self.is_running or root is None:
             return False
@@ -153,6 +158,7 @@ class PredictController(QObject):
                 count=count,
                 threads=threads,
                 batch_size=batch_size,
+                tta=tta,
             ),  # fmt: skip
             context=self,
             progress_interval_s=0.1,
