@@ -228,3 +228,13 @@ def test_tta_runs_on_every_task_of_a_trained_project(trained_demo, task):
     plain = evaluate_run(project, run_id, "val", device="cpu")
     assert set(ev.summary) == set(plain.summary)
     assert all(np.isfinite(v) or np.isnan(v) for v in ev.summary.values())
+
+
+def test_latent_view_of_an_ensemble_names_its_members_instead(fewshot):
+    from tlstudio.ml.embed import embed_run
+
+    project, members = fewshot
+    run_id = create_ensemble(project, members[:2])
+    named = ", ".join(f"#{m}" for m in members[:2])
+    with pytest.raises(runner.RunError, match=f"is an ensemble.*runs {named}"):
+        embed_run(project, run_id)

@@ -9,7 +9,7 @@ import pytest
 from tlstudio.cli import main
 from tlstudio.core.demo import create_demo_project
 from tlstudio.core.runs import RunStore
-from tlstudio.ml.lr_find import LrFindError, lr_find, suggest
+from tlstudio.ml.lr_find import LrFindError, centred_average, lr_find, suggest
 from tlstudio.ml.runner import RunSpec
 from tlstudio.ml.trainer import TrainConfig
 
@@ -24,6 +24,24 @@ def test_suggestion_is_the_steepest_fall_before_the_minimum():
     assert suggest(lrs[:5], loss[:5])[0] is None
     rate, why = suggest(lrs, np.linspace(1, 3, 61))  # never falls
     assert rate is None and "start lower" in why
+
+
+def test_centred_curve_does_not_lag_so_a_noisy_sweep_suggests_the_right_rate():
+    lrs = np.logspace(-6, 0, 100)  # a 100-batch sweep: 16.5 batches per decade
+    x = np.log10(lrs)
+    noisy = 2.0 - np.tanh((x + 3.0) * 2) + np.random.default_rng(0).normal(0, 0.05, 100)
+    smoothed = centred_average(noisy, 5)
+    assert len(smoothed) == 100 and smoothed[50] == pytest.approx(np.mean(noisy[48:53]))
+    assert smoothed[0] == pytest.approx(np.mean(noisy[:3]))  # fewer values at the ends
+    rate, _why = suggest(lrs, smoothed)
+    assert rate == pytest.approx(1e-3, rel=0.5)
+    # a running average (weight 0.98 on the past) lags by decades on such a sweep
+    avg, running = 0.0, []
+    for i, v in enumerate(noisy):
+        avg = 0.98 * avg + 0.02 * v
+        running.append(avg / (1 - 0.98 ** (i + 1)))
+    lagged, _why = suggest(lrs, running)
+    assert lagged is None or lagged > 3e-3
 
 
 @pytest.fixture

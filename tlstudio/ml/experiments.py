@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from tlstudio.core.atomic import replacing
+from tlstudio.core.errors import TlsError
 from tlstudio.core.project import Project
 from tlstudio.core.runs import RunStore
 from tlstudio.core.splits import kfold
@@ -448,10 +449,14 @@ def fit_sklearn_run(
     runs.log_epoch(run_id, 0, {**metrics, "duration_s": duration})
     main = metrics.get("accuracy")
     best = main if main is not None and math.isfinite(main) else None
-    after_training(
-        project, run_id, clf, spec, ids, best_epoch=0, metric_name="accuracy" if best is not None else None,
-        best_metric=best, device=dev, token=token,
-    )  # fmt: skip
+    try:
+        after_training(
+            project, run_id, clf, spec, ids, best_epoch=0,
+            metric_name="accuracy" if best is not None else None, best_metric=best,
+            device=dev, token=token,
+        )  # fmt: skip
+    except TlsError:  # cancelled, or a test image unreadable: only those figures are missing
+        pass
     runs.update(
         run_id,
         status="finished",

@@ -8,11 +8,14 @@ the train split) and never writes to the project: no run is recorded and no sett
 changes. Only the feature cache may gain vectors (on the fast path: a fully frozen
 backbone, where batches of cached features are swept in a fraction of a second).
 
-Loss curve: an exponential moving average of the batch losses (weight ``beta`` on the
-past, bias-corrected). The sweep stops early once that average exceeds ``diverge`` × its
-lowest value, or a loss is not finite. Suggestion: the rate at the steepest descent of the
-smoothed loss against log10(rate), searched between the first tenth of the sweep and the
-loss minimum.
+Stopping: an exponential moving average of the batch losses (weight ``beta`` on the
+past, bias-corrected) is kept while sweeping; the sweep stops once it exceeds
+``diverge`` × its lowest value, or a loss is not finite. Curve: the batch losses
+smoothed by a centred moving average (a twentieth of the batches, at least 5) after the
+sweep: unlike the running average it does not lag, which over 100 batches would move
+the fall of the curve to rates several times too high. Suggestion: the rate at the
+steepest descent of that curve against log10(rate), searched between the first tenth of
+the sweep and the curve's minimum.
 """
 
 from __future__ import annotations
@@ -56,6 +59,18 @@ class LrFindResult:
     feature_cache: bool = False
     images: int = 0
     notes: list[str] = field(default_factory=list)
+
+
+def centred_average(values: Sequence[float], window: int) -> list[float]:
+    """Moving average over ``window`` values centred on each one (fewer at the ends)."""
+    v = np.asarray(values, np.float64)
+    half = max(0, int(window) // 2)
+    csum = np.concatenate([[0.0], np.cumsum(v)])
+    out = []
+    for i in range(len(v)):
+        lo, hi = max(0, i - half), min(len(v), i + half + 1)
+        out.append(float((csum[hi] - csum[lo]) / (hi - lo)))
+    return out
 
 
 def suggest(lrs: Sequence[float], smoothed: Sequence[float]) -> tuple[float | None, str]:
@@ -165,7 +180,6 @@ def lr_find(
     ratio = end_lr / start_lr
     lrs: list[float] = []
     losses: list[float] = []
-    smoothed: list[float] = []
     avg, best, stopped = 0.0, math.inf, "done"
     fit_model.train()
     freezing.apply_frozen_bn_eval(fit_model)
@@ -196,16 +210,16 @@ def lr_find(
         loss.backward()
         opt.step()
         avg = beta * avg + (1 - beta) * value
-        smooth = avg / (1 - beta ** (i + 1))
+        running = avg / (1 - beta ** (i + 1))
         lrs.append(lr)
         losses.append(value)
-        smoothed.append(smooth)
-        best = min(best, smooth)
+        best = min(best, running)
         if progress is not None:
             progress(i + 1, iterations)
-        if i > 5 and smooth > diverge * best:
+        if i > 5 and running > diverge * best:
             stopped = "diverged"
             break
+    smoothed = centred_average(losses, max(5, iterations // 20))
     rate, why = suggest(lrs, smoothed)
     notes = []
     if fast:

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from tlstudio.core.errors import TlsError
+from tlstudio.core.errors import Cancelled
 from tlstudio.core.project import Project
 from tlstudio.core.runs import RunStore
 
@@ -107,7 +107,7 @@ def outputs_on(
     with torch.no_grad():
         for images, tg in loader:
             if token is not None and token.is_cancelled:
-                raise TlsError("scoring cancelled")
+                raise Cancelled("scoring cancelled")
             images = images.to(device)
             if spec.task == "classify":
                 logits = model(images).float().cpu()
@@ -182,7 +182,31 @@ def after_training(
     """Record how run ``run_id``'s kept ``model`` was selected, fit its temperature on the
     val images (classification) and score it on the test split (see the module
     docstring). ``image_ids`` = (train ids, val ids) of the run; ``keep`` "best" (the
-    best validation epoch) or "last" (the last epoch, selected on nothing)."""
+    best validation epoch) or "last" (the last epoch, selected on nothing). torch's CPU
+    random state is left as it was (data loaders draw from it), so what a later run in the
+    same process draws does not depend on this scoring."""
+    with torch.random.fork_rng(devices=[]):
+        return _after_training(
+            project, run_id, model, spec, image_ids, best_epoch=best_epoch,
+            metric_name=metric_name, best_metric=best_metric, keep=keep, device=device,
+            token=token,
+        )  # fmt: skip
+
+
+def _after_training(
+    project: Project,
+    run_id: int,
+    model: TaskModel,
+    spec: Any,
+    image_ids: tuple[Sequence[int], Sequence[int]],
+    *,
+    best_epoch: int | None,
+    metric_name: str | None,
+    best_metric: float | None,
+    keep: str,
+    device: str | torch.device,
+    token: CancelToken | None,
+) -> AfterTraining:
     train_ids, val_ids = list(image_ids[0]), list(image_ids[1])
     picked_on = "nothing (the last epoch)" if keep == "last" else "val" if val_ids else "train_loss"
     selection = {
@@ -227,8 +251,9 @@ def describe(
         else:
             how = f" (epoch {epoch + 1}{of}, picked on {sel.get('picked_on')})"
     for name, value in shown.items():
-        lines.append(f"val {name.removeprefix('val_').replace('_', ' ')} {value:.3f}")
-    if how and lines:
+        line = f"val {name.removeprefix('val_').replace('_', ' ')} {value:.3f}"
+        lines.append(line + how if name == sel.get("metric") else line)
+    if how and lines and not any(how in line for line in lines):
         lines[0] += how
     if result is not None and result.test:
         t = result.test
