@@ -158,8 +158,8 @@ def test_metrics_view_shows_calibration_before_and_after(qtbot, project_dir, qse
         cal = RunStore(window.app_state.project).get(1).config["calibration"]
         text = box.text.text()
         assert f"{cal['ece_before']:.3f} → {cal['ece_after']:.3f}" in text
-        assert set(box.bars) == {"without temperature", "as predicted"}
-        assert all(0.0 <= a <= 1.0 for _c, a in box.bars["as predicted"])
+        assert set(box.bars) == {"raw", "calibrated"}
+        assert all(0.0 <= a <= 1.0 for _c, a in box.bars["calibrated"])
         assert "Expected calibration error" in view.notes_label.text()
     finally:
         _close(window)
@@ -230,5 +230,36 @@ def test_predictions_dock_predicts_with_test_time_augmentation(qtbot, project_di
         assert not np.allclose(plain, augmented, atol=1e-6)  # the mirror image was seen too
         assert np.isclose(augmented.sum(), 1.0)
         assert QApplication.activeModalWidget() is None
+    finally:
+        _close(window)
+
+
+@pytest.mark.usefixtures("torch_one_thread")
+def test_a_finished_run_says_what_its_figures_mean(qtbot, demo_dir, qsettings):
+    from tlstudio.ml.runner import RunSpec
+    from tlstudio.ml.train_config import TrainConfig
+
+    with Project.open(demo_dir) as project:
+        val = [r.id for r in project.images_in_split("val")]
+        project.set_splits({val[-1]: "test"})  # a labelled test image, never trained on
+        n_test = len(project.images_in_split("test"))
+    assert n_test == 1
+    window = _show(qtbot, demo_dir, qsettings)
+    try:
+        _click_tab(qtbot, window.modes, "Train")
+        dock = window.train_panel
+        dock.config.wait_ready()
+        # the fast path: bundled frozen backbone, only the head trains on cached features
+        dock.config.set_spec(
+            RunSpec(task="classify", backbone="efficientnet_lite0", weights="bundled",
+                    input_size=64, train=TrainConfig(epochs=2, batch_size=4, lr=3e-3))
+        )  # fmt: skip
+        button = dock.config.train_button
+        qtbot.waitUntil(button.isEnabled, timeout=30_000)  # the panel checks the labels
+        with qtbot.waitSignal(dock.controller.finished, timeout=TIMEOUT_MS):
+            qtbot.mouseClick(button, LEFT)
+        qtbot.waitUntil(lambda: "never used for selection" in dock.monitor.note_label.text())
+        note = dock.monitor.note_label.text()
+        assert f"{n_test} images" in note and "picked on those images" in note
     finally:
         _close(window)

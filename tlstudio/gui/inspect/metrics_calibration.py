@@ -13,9 +13,11 @@ from PySide6.QtWidgets import QGroupBox, QLabel, QVBoxLayout
 if TYPE_CHECKING:  # pragma: no cover
     from tlstudio.ml.evaluation import Evaluation
 
-#: (colour, legend) of the diagram's two series
-AFTER = ((33, 102, 172), "as predicted")
-BEFORE = ((190, 190, 190), "without temperature")
+#: (colour, legend) of the diagram's series: before the temperature, after it (or as
+#: predicted when none was fitted)
+BEFORE = ((190, 190, 190), "raw")
+AFTER = ((33, 102, 172), "calibrated")
+AS_IS = ((33, 102, 172), "as predicted")
 
 
 def calibration_text(ev: Evaluation) -> str:
@@ -93,7 +95,8 @@ class CalibrationBox(QGroupBox):
             item.legend = None
         item.addLegend(offset=(5, 5), labelTextColor="k")
         cal = ev.calibration
-        series = [(BEFORE, cal["before"], 0.8), (AFTER, cal["after"], 0.5)]
+        after = AFTER if cal["before"] is not None else AS_IS
+        series = [(BEFORE, cal["before"], 0.8), (after, cal["after"], 0.5)]
         for (color, name), rel, width in series:
             if rel is None:
                 continue

@@ -82,6 +82,7 @@ class LrFinderView(QWidget):
         row.addWidget(self.iterations)
         row.addWidget(self.progress, 1)
         row.addWidget(self.cancel_button)
+        row.addStretch(1)
         answer = QHBoxLayout()
         answer.addWidget(self.suggestion, 1)
         answer.addWidget(self.use_button)
@@ -201,5 +202,6 @@ class LrFinderView(QWidget):
             line = pg.InfiniteLine(np.log10(result.suggested), angle=90,
                                    pen=pg.mkPen((214, 39, 40), width=1, style=Qt.PenStyle.DashLine))  # fmt: skip
             w.addItem(line)
-        low, high = float(np.min(result.smoothed)), float(np.max(result.smoothed[:5]))
+        low = float(min(np.min(result.smoothed), np.min(result.losses)))
+        high = float(np.max(result.smoothed[:5]))
         w.setYRange(low - 0.1 * abs(low), max(high, low) * 1.3 + 1e-6, padding=0)

@@ -43,6 +43,30 @@ if TYPE_CHECKING:  # pragma: no cover
     from tlstudio.ml.runner import RunSpec
 
 
+def honest_note(config: dict[str, Any]) -> str:
+    """What the figures of a finished run mean (tlstudio.ml.selection records them): the
+    kept epoch's validation figure was picked on those images; the test score, never used
+    for selection; the calibration fitted on val. Empty when none was recorded."""
+    parts = []
+    sel, test, cal = config.get("selection"), config.get("test"), config.get("calibration")
+    if isinstance(sel, dict) and sel.get("picked_on") == "val" and sel.get("epoch") is not None:
+        parts.append(
+            f"Kept epoch {int(sel['epoch']) + 1}: its validation figure was picked on those "
+            "images and leans optimistic."
+        )
+    if isinstance(test, dict) and isinstance(test.get("metrics"), dict):
+        shown = ", ".join(
+            f"{k.replace('_', ' ')} {v:.3f}" for k, v in list(test["metrics"].items())[:3]
+        )
+        parts.append(f"Test ({test.get('label')}; {test.get('images')} images): {shown}.")
+    if isinstance(cal, dict) and "ece_before" in cal:
+        parts.append(
+            f"Calibrated on val: temperature {cal['temperature']:.3g}, expected calibration "
+            f"error {cal['ece_before']:.3f} → {cal['ece_after']:.3f}."
+        )
+    return " ".join(parts)
+
+
 class TrainDock(QWidget):
     """Configuration | (Monitor, History) with the :class:`TrainingController`.
 
@@ -211,8 +235,12 @@ class TrainDock(QWidget):
         project = self.app_state.project
         if run_id >= 0 and project is not None:
             try:
-                saved = RunStore(project).get(run_id).checkpoint is not None
+                rec = RunStore(project).get(run_id)
             except TlsError:
                 return  # the run was deleted meanwhile
-            if saved:
+            note = honest_note(rec.config)
+            if note:
+                shown = self.monitor.note_label.text()
+                self.monitor.set_note(f"{shown}\n{note}" if shown else note)
+            if rec.checkpoint is not None:
                 self.app_state.set_run(run_id)
