@@ -225,6 +225,10 @@ class BrowserPanel(QWidget):
 
     def shutdown(self) -> None:
         """Stop thumbnail and prediction-status work (window closing)."""
+        # no more painting: a synchronous repaint elsewhere while the window closes (the
+        # Train monitor's progress bar reset after a run) painted this list mid-close and
+        # crashed in its delegate (segfault)
+        self.view.setUpdatesEnabled(False)
         self.statuses.forget()
         self._close_loader()
         self.model.loader = None

@@ -58,7 +58,8 @@ def honest_note(config: dict[str, Any]) -> str:
         shown = ", ".join(
             f"{k.replace('_', ' ')} {v:.3f}" for k, v in list(test["metrics"].items())[:3]
         )
-        parts.append(f"Test ({test.get('label')}; {test.get('images')} images): {shown}.")
+        label = str(test.get("label") or "test")
+        parts.append(f"{label[:1].upper()}{label[1:]} ({test.get('images')} images): {shown}.")
     if isinstance(cal, dict) and "ece_before" in cal:
         parts.append(
             f"Calibrated on val: temperature {cal['temperature']:.3g}, expected calibration "
