@@ -165,6 +165,9 @@ class AfterTraining:
     test: dict[str, Any] | None
 
 
+# torch's CPU random state is left as it was (data loaders draw from it), so what a later
+# run in the same process draws does not depend on this scoring
+@torch.random.fork_rng(devices=[])
 def after_training(
     project: Project,
     run_id: int,
@@ -183,30 +186,7 @@ def after_training(
     val images (classification) and score it on the test split (see the module
     docstring). ``image_ids`` = (train ids, val ids) of the run; ``keep`` "best" (the
     best validation epoch) or "last" (the last epoch, selected on nothing). torch's CPU
-    random state is left as it was (data loaders draw from it), so what a later run in the
-    same process draws does not depend on this scoring."""
-    with torch.random.fork_rng(devices=[]):
-        return _after_training(
-            project, run_id, model, spec, image_ids, best_epoch=best_epoch,
-            metric_name=metric_name, best_metric=best_metric, keep=keep, device=device,
-            token=token,
-        )  # fmt: skip
-
-
-def _after_training(
-    project: Project,
-    run_id: int,
-    model: TaskModel,
-    spec: Any,
-    image_ids: tuple[Sequence[int], Sequence[int]],
-    *,
-    best_epoch: int | None,
-    metric_name: str | None,
-    best_metric: float | None,
-    keep: str,
-    device: str | torch.device,
-    token: CancelToken | None,
-) -> AfterTraining:
+    random state is the same afterwards."""
     train_ids, val_ids = list(image_ids[0]), list(image_ids[1])
     picked_on = "nothing (the last epoch)" if keep == "last" else "val" if val_ids else "train_loss"
     selection = {
