@@ -48,6 +48,21 @@ def test_temperature_recovers_overconfidence():
     assert np.allclose(C.rescale(scaled, 2.5), p, atol=1e-9)
 
 
+def test_a_few_wildly_wrong_images_do_not_decide_the_temperature():
+    rng = np.random.default_rng(1)
+    z = rng.normal(0, 1.5, (400, 5))
+    y = np.array([rng.choice(5, p=row) for row in C.probabilities(z)])
+    clean = C.fit_temperature(2.0 * z, y)
+    wild = 2.0 * z
+    for i in range(4):  # four images the model is sure of, by a logit gap of 200, and wrong
+        wild[i] = 0.0
+        wild[i, (y[i] + 1) % 5] = 200.0
+    t = C.fit_temperature(wild, y)
+    assert clean == pytest.approx(2.0, rel=0.2) and t == pytest.approx(clean, rel=0.15)
+    before = C.expected_calibration_error(C.probabilities(wild), y)
+    assert C.expected_calibration_error(C.probabilities(wild, t), y) < before
+
+
 def test_fit_never_returns_worse_than_none():
     z = np.array([[2.0, 0.0], [0.0, 2.0]] * 10)
     y = np.array([0, 1] * 10)

