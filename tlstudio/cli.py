@@ -172,6 +172,9 @@ def _parser() -> argparse.ArgumentParser:
     from .cli_ml import add_commands
 
     add_commands(sub)
+    from .cli_confidence import add_commands as add_confidence_commands
+
+    add_confidence_commands(sub)
     from .doctor import add_command as add_doctor
 
     add_doctor(sub)

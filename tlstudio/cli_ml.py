@@ -16,6 +16,10 @@ from .ml.presets import PRESET_NAMES
 from .ml.tasks.registry import TASK_NAMES as TASKS
 
 AUGMENT_CHOICES = ("none", "default", "strong")
+TTA_HELP = (
+    "test-time augmentation: also predict on the mirror image and 0.875x / 1.125x sizes and "
+    "combine (landmarks swap left/right points); not for models that must tell left from right"
+)
 
 
 def add_commands(sub: Any) -> None:
@@ -49,6 +53,7 @@ def add_commands(sub: Any) -> None:
         action="store_true",
         help="also the metrics of each image domain (site, scanner, batch) in the split",
     )
+    p.add_argument("--tta", action="store_true", help=TTA_HELP)
     p.set_defaults(run=cmd_evaluate)
 
     p = sub.add_parser(
@@ -83,6 +88,7 @@ def add_commands(sub: Any) -> None:
         "--images", nargs="*", default=None, help="image ids or paths (default: all images)"
     )
     p.add_argument("--device", default="auto")
+    p.add_argument("--tta", action="store_true", help=TTA_HELP)
     p.add_argument("--model", metavar="FILE", help="an exported model file (.onnx or .pt)")
     p.add_argument(
         "--trust-torchscript",
@@ -354,10 +360,11 @@ def train_and_report(project, spec, *, resume: int | None = None) -> int:
         )
     if result.failure is not None:
         print(f"error: {result.failure.message}", file=sys.stderr)
-    shown = {k: v for k, v in result.metrics.items() if k not in ("train_loss",)}
-    for name, value in shown.items():
-        print(f"val {name.removeprefix('val_').replace('_', ' ')} {value:.3f}")
+    from .ml.selection import describe
+
     ended = result.ended
+    for line in describe(result.metrics, result.after, epochs_run=ended and ended.epochs_run):
+        print(line)
     print(f"run {result.run_id} ({ended.status if ended else 'failed'}, {ended.epochs_run} epochs)")
     return 0 if result.failure is None else 2
 
@@ -368,19 +375,30 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     use_thread_budget()
     with Project.open(args.dir) as project:
-        out = evaluate(project, args.run_id, args.split, device=args.device)
+        out = evaluate(project, args.run_id, args.split, device=args.device, tta=args.tta)
         if args.by_domain:
             from .ml.evaluation import evaluate_run
 
             out["by_domain"] = evaluate_run(
-                project, args.run_id, args.split, device=args.device
+                project, args.run_id, args.split, device=args.device, tta=args.tta
             ).by_domain
     if args.json:
         print(json.dumps(out, indent=1, default=_jsonable))
         return 0
-    print(f"run {args.run_id} on {out['split']} ({out['images']} images)")
+    tta = ", test-time augmentation" if args.tta else ""
+    print(f"run {args.run_id} on {out['split']} ({out['images']} images{tta})")
     for name, value in out["summary"].items():
         print(f"  {name:<20} {value:.4f}")
+    cal = out.get("calibration")
+    if cal is not None:
+        after = cal["after"]
+        if cal["before"] is not None:
+            print(
+                f"  {'ece':<20} {after.ece:.4f} (temperature {cal['temperature']:.3g}; "
+                f"{cal['before'].ece:.4f} without it)"
+            )
+        else:
+            print(f"  {'ece':<20} {after.ece:.4f} (no temperature fitted)")
     detail = out.get("detail")
     if detail and "confusion_matrix" in detail:
         names = detail.get("class_names") or [
@@ -409,6 +427,8 @@ def _print_by_domain(by_domain: dict[str, dict[str, float]], split: str) -> None
 def _jsonable(v: Any) -> Any:
     if hasattr(v, "tolist"):
         return v.tolist()
+    if hasattr(v, "to_dict"):
+        return v.to_dict()
     return str(v)
 
 
@@ -416,6 +436,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from .core.errors import ValidationError
 
     if args.model is not None:
+        if args.tta:
+            raise ValidationError("--tta applies to a project's run, not to --model")
         if args.run_id is not None or args.images is not None:
             raise ValidationError(
                 "--model runs an exported file; --run and --images need a project"
@@ -448,8 +470,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
                     if rec is None:
                         raise ValidationError(f"{item}: not an image of this project")
                     ids.append(rec.id)
-        n = predict(project, run_id, ids, device=args.device)
-    print(f"stored predictions of run {run_id} for {n} images")
+        n = predict(project, run_id, ids, device=args.device, tta=args.tta)
+    tta = " (test-time augmentation)" if args.tta else ""
+    print(f"stored predictions of run {run_id} for {n} images{tta}")
     return 0
 
 
@@ -688,6 +711,13 @@ def add_experiment_command(sub: Any) -> None:
     p.add_argument("--k", type=int, default=5, help="cv: number of folds (default 5)")
     p.add_argument("--include-test", action="store_true", help="cv: let test images take part too")
     p.add_argument(
+        "--selection",
+        choices=("inner", "last"),
+        default="inner",
+        help="cv: pick each fold's epoch on an inner split of its training images (default), "
+        "or keep the last epoch; never on the fold it is scored on",
+    )
+    p.add_argument(
         "--fractions",
         default="0.1,0.25,0.5,1",
         help="curve: comma-separated fractions of the train split (default 0.1,0.25,0.5,1)",
@@ -738,6 +768,7 @@ def _metric_names(dicts: list[dict[str, float]]) -> list[str]:
 
 def cmd_experiment(args: argparse.Namespace) -> int:
     from .core.project import Project
+    from .core.runs import RunStore
     from .ml import experiments as X
     from .ml.callbacks import ConsoleProgress
 
@@ -752,17 +783,24 @@ def cmd_experiment(args: argparse.Namespace) -> int:
         if args.kind == "cv":
             res = X.cross_validate(
                 project, spec, k=args.k, seed=args.seed, callbacks=cbs,
-                include_test=args.include_test,
+                include_test=args.include_test, selection=args.selection,
                 on_fold=lambda f, k: print(f"fold {f + 1}/{k}", file=sys.stderr),
             )  # fmt: skip
             print(
                 f"{res.k}-fold cross-validation ({args.task}, {args.backbone}, weights {args.weights})"
             )
+            print(
+                f"scores on each held-out fold; model selection: {X.selection_text(res.selection)}"
+            )
             header = ["metric", *[f"fold {i + 1}" for i in range(len(res.per_fold))], "mean ± std"]
             rows = [
-                ["images (train/val)", *[f"{a}/{b}" for a, b in res.fold_sizes], ""],
-                ["run", *[str(r) for r in res.run_ids], ""],
+                ["images (train/held out)", *[f"{a}/{b}" for a, b in res.fold_sizes], ""],
             ]
+            if res.inner_sizes:
+                rows.append(
+                    ["inner split (train/pick)", *[f"{a}/{b}" for a, b in res.inner_sizes], ""]
+                )
+            rows.append(["run", *[str(r) for r in res.run_ids], ""])
             for name in _metric_names(res.per_fold):
                 mean, std = res.summary.get(name, (float("nan"), float("nan")))
                 rows.append(
@@ -814,6 +852,15 @@ def cmd_experiment(args: argparse.Namespace) -> int:
             f"{args.head} head on {args.backbone} features (weights {args.weights}), run {run_id}"
         )
         _print_table(["metric", "value"], [[k, _fmt(v)] for k, v in metrics.items()])
+        rec = RunStore(project).get(run_id)
+        test = rec.config.get("test")
+        if test:
+            rows = [[k, _fmt(v)] for k, v in test["metrics"].items()]
+            print(f"test ({test['label']}; {test['images']} images)")
+            _print_table(["metric", "value"], rows)
+        print(
+            f"saved as an ordinary run: tlstudio evaluate / predict / export-model --run {run_id}"
+        )
         return 0
 
 

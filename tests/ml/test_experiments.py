@@ -51,24 +51,35 @@ def test_cross_validation_trains_k_folds_and_leaves_splits_alone(demo, monkeypat
 
     assert splits(demo) == before
     assert res.k == 3 and len(res.per_fold) == 3 and len(res.run_ids) == 3
-    # every non-test image is validated exactly once, never trained on in its own fold
-    vals = [set(v) for _, v in seen]
+    assert res.selection == "inner" and len(res.inner_sizes) == 3
     pool = set(before) - test_ids
-    assert set().union(*vals) == pool and sum(len(v) for v in vals) == len(pool)
+    # each fold's model learns and picks its epoch on the other folds only: the images
+    # it never saw are its held-out fold, and the held-out folds cover the pool once
+    held = [pool - set(tr) - set(va) for tr, va in seen]
+    assert set().union(*held) == pool and sum(len(h) for h in held) == len(pool)
     for tr, va in seen:
         assert not set(tr) & set(va) and not (set(tr) | set(va)) & test_ids
+        assert va and len(va) < len(tr)  # the inner split picks the epoch
     # folds stored on the images (test images held out)
     folds = {r.id: r.fold for r in demo.images()}
     assert {folds[i] for i in pool} == {0, 1, 2} and all(folds[i] is None for i in test_ids)
-    for f, v in enumerate(vals):
-        assert all(folds[i] == f for i in v)
-    # mean / std over the folds
+    for f, h in enumerate(held):
+        assert all(folds[i] == f for i in h)
+    # mean / std over the folds' held-out scores, also stored with each fold run
     accs = [m["accuracy"] for m in res.per_fold]
     mean, std = res.summary["accuracy"]
     assert mean == pytest.approx(np.mean(accs)) and std == pytest.approx(np.std(accs, ddof=1))
     runs = RunStore(demo)
     cfgs = [runs.get(r).config["experiment"] for r in res.run_ids]
     assert [c["fold"] for c in cfgs] == [0, 1, 2] and all(c["kind"] == "cv" for c in cfgs)
+    for r, h, m in zip(res.run_ids, held, res.per_fold, strict=True):
+        fold = runs.get(r).config["fold"]
+        assert fold["selection"] == "inner" and fold["images"] == len(h)
+        assert fold["metrics"]["accuracy"] == pytest.approx(m["accuracy"])
+    from tlstudio.ml.evaluation import cv_selection, cv_summary
+
+    assert cv_summary(demo, res.run_ids)["accuracy"][0] == pytest.approx(mean)
+    assert cv_selection(demo, res.run_ids) == "inner"
 
 
 def test_cross_validation_rejects_too_many_folds(demo):
@@ -172,4 +183,6 @@ def test_experiment_command_prints_tables(demo, capsys):
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "2-fold cross-validation" in out and "fold 2" in out and "±" in out
-    assert "accuracy" in out
+    assert "accuracy" in out and "picked on an inner split" in out
+    assert main([*args, "--selection", "last"]) == 0
+    assert "last epoch, selected on nothing" in capsys.readouterr().out

@@ -87,15 +87,18 @@ def test_classification_report_has_every_section_and_embedded_figures(trained, t
         "Configuration",
         "Dataset",
         "Training curves",
+        "Model selection",
         "Metrics (val)",
         "Sample predictions (val)",
         "Class-activation heatmaps (Grad-CAM)",
     ]
-    # curves + confusion matrix + 3 samples + 3 heatmaps, all decodable PNGs
-    assert len(page.images) == 8
+    # curves + confusion matrix + reliability diagram + 3 samples + 3 heatmaps, all PNGs
+    assert len(page.images) == 9
     pictures = [_png(src) for src in page.images]
     assert all(p is not None and p.size for p in pictures)
-    assert max(pictures[2].shape[:2]) == SAMPLE_SIDE
+    assert max(pictures[3].shape[:2]) == SAMPLE_SIDE
+    assert "Reliability diagram" in text and "ECE as predicted" in text
+    assert "picked by its validation metric" in text
     # the configuration and per-class tables carry the run's values and the class names
     for value in ("resnet18", "0.001", "64 × 64 px", "none", "2"):
         assert value in page.cells

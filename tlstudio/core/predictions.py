@@ -374,6 +374,9 @@ def describe_prediction(
             return "Empty prediction."
         best = max(probs, key=probs.__getitem__)
         text = f"{name(best)} {probs[best]:.0%}"
+        spread = p.get("spread")  # an ensemble's: how far its members' probabilities differ
+        if isinstance(spread, dict) and str(best) in spread:
+            text += f" ± {float(spread[str(best)]):.0%} between the ensemble's models"
         if project.multi_label:
             above = [name(c) for c, v in probs.items() if v >= score_threshold]
             text = f"≥ {score_threshold:.2f}: {', '.join(above) or 'none'}"
@@ -391,7 +394,10 @@ def describe_prediction(
         text = f"{len(kept)} {what if len(kept) == 1 else plural} ≥ {score_threshold:.2f}"
         if items:
             top = max(items, key=lambda b: float(b["score"]))
-            text += f" (best: {name(top['class_id'])} {float(top['score']):.2f})"
+            text += f" (best: {name(top['class_id'])} {float(top['score']):.2f}"
+            if "agreement" in top:  # an ensemble's fused box
+                text += f", found by {float(top['agreement']):.0%} of the ensemble's models"
+            text += ")"
         if labelled is not None:
             text += f" — labels: {labelled} {what if labelled == 1 else plural}"
         return text
@@ -416,6 +422,10 @@ def describe_prediction(
         n_kept = sum(1 for pt in pts if float(pt[2]) >= score_threshold)
         mean = float(np.mean([pt[2] for pt in pts])) if pts else 0.0
         text = f"{n_kept} of {len(pts)} points ≥ {score_threshold:.2f}, mean confidence {mean:.2f}"
+        spread = p.get("spread")
+        if isinstance(spread, list) and spread:
+            px = float(np.mean([np.hypot(float(sx), float(sy)) for sx, sy in spread]))
+            text += f", the ensemble's models differ by {px:.1f} px on average"
         if labels is not None:
             n = len(labels.landmarks)
             text += f" — labels: {n} landmark set{'s' if n != 1 else ''}"

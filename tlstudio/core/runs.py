@@ -153,6 +153,18 @@ class RunStore:
         with self.project.transaction():
             self._c.execute(f"UPDATE runs SET {cols} WHERE id = ?", (*fields.values(), run_id))
 
+    def update_config(self, run_id: int, **entries: Any) -> None:
+        """Set top-level entries of a run's config (plain JSON data; None removes one),
+        e.g. what was measured after training: ``calibration``, ``selection``, ``test``."""
+        config = dict(self.get(run_id).config)
+        for key, value in entries.items():
+            if value is None:
+                config.pop(key, None)
+            else:
+                config[key] = value
+        with self.project.transaction():
+            self._c.execute("UPDATE runs SET config = ? WHERE id = ?", (json.dumps(config), run_id))
+
     def log_epoch(self, run_id: int, epoch: int, metrics: dict[str, float]) -> None:
         with self.project.transaction():
             self._c.execute(

@@ -202,8 +202,9 @@ class MainWindow(QMainWindow):
             self.class_keys.append(key)
         self.importer.finished.connect(self._import_finished)
         self.inspect_panel.open_image.connect(self.show_image)
+        self.train_panel.open_image.connect(self.show_image)
         for source in (self.browser, self.classes, self.project_actions, self.canvas,
-                       self.inspect_panel, self.predictions):  # fmt: skip
+                       self.inspect_panel, self.predictions, self.train_panel):  # fmt: skip
             source.message.connect(lambda text: status.showMessage(text, 8000))
         s.project_opened.connect(lambda _p: self._update_title())
         s.project_closed.connect(self._update_title)

@@ -109,6 +109,12 @@ def embed_run(
                 progress(len(ids), len(ids))
             return Embedding(ids, stored, "stored latent")
     model, spec = load_run_model(project, run_id)
+    members = getattr(model, "member_ids", None)
+    if members:  # an ensemble (tlstudio.ml.ensemble): each member has its own features
+        raise RunError(
+            f"run {run_id} is an ensemble: its members have different feature spaces; "
+            "show one of them, runs " + ", ".join(f"#{i}" for i in members)
+        )
     if spec.task != "autoencode" and getattr(model, "backbone", None) is None:
         raise RunError(f"run {run_id} ({spec.task}) has no backbone to take features from")
     rec = RunStore(project).get(run_id)

@@ -40,7 +40,9 @@ __all__ = [
     "ImageRecord",
     "best_epoch_metrics",
     "cv_group",
+    "cv_selection",
     "cv_summary",
+    "fold_metrics",
     "evaluate_run",
     "pr_curve",
 ]
@@ -86,6 +88,7 @@ METRIC_LABELS = {
     "recon_error_median": "Median reconstruction error",
     "recon_error_p95": "95th percentile error",
     "recon_error_max": "Largest error",
+    "ece": "Expected calibration error",
     "images": "Images",
 }
 
@@ -159,6 +162,9 @@ class Evaluation:
     #: the summary per image domain (name → metrics, with "images"), when any evaluated
     #: image has a domain; images without one are grouped under :data:`NO_DOMAIN`
     by_domain: dict[str, dict[str, float]] = field(default_factory=dict)
+    #: classification: {"temperature", "before", "after"} with calibration.Reliability
+    #: objects ("before": without the run's temperature; None when none was fitted)
+    calibration: dict[str, Any] | None = None
 
     def cell_images(self, true_i: int, pred_j: int) -> list[int]:
         """Image ids whose true class index is ``true_i`` and predicted index ``pred_j``
@@ -260,6 +266,7 @@ def _run_model(
     batch_size: int,
     progress: Callable[[int, int], None] | None,
     token: CancelToken | None,
+    tta: bool = False,
 ) -> tuple[Any, Any, list[dict[str, Any]], list[dict[str, Any]], list[int]]:
     """(spec, dataset, predictions in image pixels, targets in image pixels, excluded ids)."""
     import torch
@@ -271,6 +278,10 @@ def _run_model(
     from .tasks.base import to_image_frame
 
     model, spec = load_run_model(project, run_id)
+    if tta:
+        from .tta import with_tta
+
+        model = with_tta(project, model, spec)
     ids = [r.id for r in project.images_in_split(split)]
     if not ids:
         raise EvaluationError(f"the {split!r} split is empty; assign images to it first")
@@ -651,6 +662,7 @@ def evaluate_run(
     batch_size: int = 16,
     progress: Callable[[int, int], None] | None = None,
     token: CancelToken | None = None,
+    tta: bool = False,
 ) -> Evaluation:
     """Run ``run_id``'s saved model over the images of ``split`` that carry labels for
     its task and measure it (see :class:`Evaluation`). ``progress(done, total)`` counts
@@ -658,13 +670,18 @@ def evaluate_run(
     :class:`EvaluationError` when the split has no image labelled for the task and
     :class:`~tlstudio.ml.runner.RunError` when the run has no usable model. torch is
     imported here, not when the module is imported (the GUI reads CV summaries without
-    it)."""
+    it). ``tta``: with test-time augmentation (:mod:`tlstudio.ml.tta`). Classification
+    also measures calibration (:attr:`Evaluation.calibration`, summary key "ece")."""
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}")
     spec, ds, preds, targets, excluded = _run_model(
-        project, run_id, split, device, batch_size, progress, token
+        project, run_id, split, device, batch_size, progress, token, tta
     )
     ev = _measure(project, spec.task, ds, preds, targets)
+    calibration = None
+    if spec.task == "classify" and preds:
+        calibration = _calibration(project, run_id, ds, preds, targets)
+        ev["summary"]["ece"] = calibration["after"].ece
     ev["summary"]["images"] = float(len(ds))
     if excluded:
         ev["notes"].append(
@@ -677,6 +694,7 @@ def evaluate_run(
         per_class_columns=ev["per_class_columns"], confusion=ev["confusion"],
         pr_curves=ev["pr_curves"], records=ev["records"], notes=ev["notes"],
         excluded=excluded, by_domain=_by_domain(project, spec.task, ds, preds, targets),
+        calibration=calibration,
     )  # fmt: skip
 
 
@@ -798,12 +816,42 @@ def best_epoch_metrics(project: Project, run_id: int) -> dict[str, float]:
     return {k: float(v) for k, v in row.items() if k not in ("lr", "duration_s") and v is not None}
 
 
+def fold_metrics(project: Project, run_id: int) -> dict[str, float]:
+    """A k-fold run's score on its held-out fold: the one recorded after training
+    (config ``"fold"``: a model selected without that fold, see
+    :func:`tlstudio.ml.experiments.cross_validate`), else (folds from before) the best
+    epoch's validation metrics, which were picked on the fold itself."""
+    fold = RunStore(project).get(run_id).config.get("fold")
+    if isinstance(fold, dict) and isinstance(fold.get("metrics"), dict):
+        return {k: float(v) for k, v in fold["metrics"].items() if v is not None}
+    return best_epoch_metrics(project, run_id)
+
+
+def cv_selection(project: Project, run_ids: Sequence[int]) -> str | None:
+    """How the folds' models were selected: "inner", "last", or None (selected on their
+    own held-out fold: folds recorded before honest selection)."""
+    kinds = set()
+    for rid in run_ids:
+        fold = RunStore(project).get(rid).config.get("fold")
+        kinds.add(fold.get("selection") if isinstance(fold, dict) else None)
+    return kinds.pop() if len(kinds) == 1 else None
+
+
 def cv_summary(project: Project, run_ids: Sequence[int]) -> dict[str, tuple[float, float]]:
-    """(mean, sample std with ddof = 1) of each recorded best-epoch validation metric
-    over the given fold runs (each fold validated on its own held-out fold); runs that
-    did not finish are left out. NaN std with fewer than two folds."""
+    """(mean, sample std with ddof = 1) of each fold score (:func:`fold_metrics`) over
+    the given fold runs; runs that did not finish are left out. NaN std with fewer than
+    two folds."""
     runs = RunStore(project)
-    per_fold = [
-        best_epoch_metrics(project, rid) for rid in run_ids if runs.get(rid).status == "finished"
-    ]
+    per_fold = [fold_metrics(project, rid) for rid in run_ids if runs.get(rid).status == "finished"]
     return M.cross_validation_summary([f for f in per_fold if f])
+
+
+def _calibration(project: Project, run_id: int, ds, preds, targets) -> dict[str, Any]:
+    from .calibration import before_and_after, stored_temperature
+
+    multi = bool(ds.multi_label)
+    probs = np.stack([M._np(p["probs"]).astype(np.float64).reshape(-1) for p in preds])
+    key = "labels" if multi else "label"
+    truth = np.stack([M._np(t[key]) for t in targets])
+    t = stored_temperature(RunStore(project).get(run_id).config)
+    return before_and_after(probs, truth, t, multi_label=multi)

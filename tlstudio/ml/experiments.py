@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from tlstudio.core.atomic import replacing
+from tlstudio.core.errors import TlsError
 from tlstudio.core.project import Project
 from tlstudio.core.runs import RunStore
 from tlstudio.core.splits import kfold
@@ -55,9 +56,11 @@ def _cancelled(token: CancelToken | None) -> bool:
 class CVResult:
     """Outcome of :func:`cross_validate`.
 
-    ``per_fold[i]`` holds the validation metrics of fold i's best epoch (as
-    :attr:`runner.TrainResult.metrics`); ``summary[name]`` = (mean, sample std) over
-    the folds; ``fold_sizes[i]`` = (train images, val images) handed to the runner."""
+    ``per_fold[i]`` holds fold i's metrics on its held-out fold, of a model selected on
+    nothing from that fold (see ``selection``); ``summary[name]`` = (mean, sample std)
+    over the folds; ``fold_sizes[i]`` = (train images, held-out images); ``selection``:
+    "inner" (each fold's epoch picked on an inner split of its training part, of
+    ``inner_sizes[i]`` = (inner train, inner val) images) or "last" (the last epoch)."""
 
     k: int
     per_fold: list[dict[str, float]]
@@ -65,6 +68,43 @@ class CVResult:
     run_ids: list[int]
     fold_sizes: list[tuple[int, int]] = field(default_factory=list)
     cancelled: bool = False
+    selection: str = "inner"
+    inner_sizes: list[tuple[int, int]] = field(default_factory=list)
+
+
+#: k-fold model selection: epoch picked on an inner split, or the last epoch
+SELECTIONS = ("inner", "last")
+#: share of each fold's training images held out to pick its epoch ("inner" selection)
+INNER_FRACTION = 0.2
+
+
+def selection_text(selection: str, inner_fraction: float = INNER_FRACTION) -> str:
+    """How each fold's model was selected, in words (for tables)."""
+    if selection == "last":
+        return "each fold's last epoch, selected on nothing"
+    return (
+        f"each fold's epoch picked on an inner split ({inner_fraction:.0%} of its training "
+        "images), never on its held-out fold"
+    )
+
+
+def inner_split(
+    project: Project, ids: Sequence[int], fraction: float, seed: int
+) -> tuple[list[int], list[int]]:
+    """A seeded split of ``ids`` stratified by primary class: about ``fraction`` of each
+    class (at least one image of every class with two or more) to the second list."""
+    labels = project.primary_labels()
+    groups: dict[Any, list[int]] = defaultdict(list)
+    for i in sorted(ids):
+        groups[labels.get(i)].append(i)
+    rng = np.random.default_rng(seed)
+    train, val = [], []
+    for key in sorted(groups, key=lambda c: (c is None, c)):
+        members = list(rng.permutation(groups[key]))
+        take = 0 if len(members) < 2 else max(1, round(fraction * len(members)))
+        val += [int(i) for i in members[:take]]
+        train += [int(i) for i in members[take:]]
+    return sorted(train), sorted(val)
 
 
 def cross_validate(
@@ -77,15 +117,24 @@ def cross_validate(
     *,
     include_test: bool = False,
     on_fold: Callable[[int, int], None] | None = None,
+    selection: str = "inner",
+    inner_fraction: float = INNER_FRACTION,
 ) -> CVResult:
     """k-fold cross-validation of ``spec``.
 
     Folds come from :func:`tlstudio.core.splits.kfold` (stratified, seeded) and are
     stored on the images with ``project.set_folds``. Images in the test split stay
-    held out (their fold is cleared) unless ``include_test``. Fold i trains on the
-    other folds and validates on fold i; the stored splits are not touched.
-    ``on_fold(i, k)`` is called before each fold. A cancelled token stops after the
-    current fold; the result then covers the folds that finished."""
+    held out (their fold is cleared) unless ``include_test``. Fold i's model learns from
+    the other folds and is scored on fold i, which plays no part in choosing it:
+    ``selection`` "inner" picks the epoch on an inner split (``inner_fraction`` of the
+    other folds' images, :func:`inner_split`), "last" keeps the last epoch (early
+    stopping off). The score is stored in the fold run's config (``"fold"``); the stored
+    splits are not touched. ``on_fold(i, k)`` is called before each fold. A cancelled
+    token stops after the current fold; the result then covers the folds that finished."""
+    from .selection import score_ids
+
+    if selection not in SELECTIONS:
+        raise RunError(f"unknown selection {selection!r}; use one of {', '.join(SELECTIONS)}")
     assignment = kfold(project, k, seed=seed)
     held_out = set() if include_test else {r.id for r in project.images_in_split("test")}
     folds = {i: f for i, f in assignment.items() if i not in held_out}
@@ -99,8 +148,9 @@ def cross_validate(
             f"{k}-fold cross-validation: fold {empty[0] + 1} has no images "
             f"({len(folds)} images take part); choose a smaller k"
         )
-    result = CVResult(k=k, per_fold=[], summary={}, run_ids=[])
+    result = CVResult(k=k, per_fold=[], summary={}, run_ids=[], selection=selection)
     group = uuid.uuid4().hex[:12]  # names this experiment in every fold's run config
+    runs = RunStore(project)
     for f in range(k):
         if _cancelled(token):
             result.cancelled = True
@@ -109,16 +159,33 @@ def cross_validate(
             on_fold(f, k)
         val_ids = members[f]
         train_ids = [i for g in range(k) if g != f for i in members[g]]
-        tr = runner.train(
-            project, copy.deepcopy(spec), callbacks=callbacks, token=token,
-            image_ids=(train_ids, val_ids),
-            experiment={"kind": "cv", "k": k, "fold": f, "seed": seed, "group": group},
-        )  # fmt: skip
+        fold_spec = copy.deepcopy(spec)
+        experiment = {"kind": "cv", "k": k, "fold": f, "seed": seed, "group": group,
+                      "selection": selection}  # fmt: skip
+        if selection == "inner":
+            inner = inner_split(project, train_ids, inner_fraction, seed + f)
+            result.inner_sizes.append((len(inner[0]), len(inner[1])))
+            tr = runner.train(
+                project, fold_spec, callbacks=callbacks, token=token, image_ids=inner,
+                experiment=experiment,
+            )  # fmt: skip
+        else:
+            fold_spec.train.early_stopping_patience = None  # stopping would select on the fold
+            tr = runner.train(
+                project, fold_spec, callbacks=callbacks, token=token,
+                image_ids=(train_ids, val_ids), experiment=experiment, keep="last",
+            )  # fmt: skip
         if tr.ended is not None and tr.ended.status == "cancelled":
             result.cancelled = True
             break
+        if selection == "inner":
+            scores, n = score_ids(project, tr.run_id, val_ids, device=spec.train.device)
+        else:  # the last epoch's recorded figures on the fold are its score
+            scores = {k_: v for k_, v in tr.metrics.items() if k_ != "train_loss"}
+            n = len(val_ids)
+        runs.update_config(tr.run_id, fold={"metrics": scores, "images": n, "selection": selection})
         result.run_ids.append(tr.run_id)
-        result.per_fold.append(dict(tr.metrics))
+        result.per_fold.append(dict(scores))
         result.fold_sizes.append((len(train_ids), len(val_ids)))
     result.summary = cross_validation_summary(result.per_fold)
     return result
@@ -288,21 +355,30 @@ def fit_sklearn_run(
     token: CancelToken | None = None,
 ) -> tuple[int, dict[str, float]]:
     """A few-shot classifier in seconds: frozen ``backbone`` features (cached under
-    ``project.cache_dir``) and a scikit-learn head (``kind``: logreg, linear_svm, knn,
-    prototype; see :func:`~tlstudio.ml.features.fit_sklearn_head`) fitted on the train
-    split, scored on the val split. Single-label classification only.
+    ``project.cache_dir``) and a head (``kind``: logreg, linear_svm, knn, prototype; see
+    :func:`~tlstudio.ml.features.fit_sklearn_head`) fitted on the train split, scored on
+    the val split. Single-label classification only.
 
-    The run is recorded like any other (config = a classify :class:`RunSpec` with
-    ``"experiment": {"kind": "sklearn", "head": kind, ...}``, one epoch row of metrics,
-    status, best metric). ``runs/<id>/sklearn_head.npz`` holds the training features,
-    labels and head settings; the heads are deterministic, so :func:`load_sklearn_head`
-    refits the identical head from it (no pickles). Returns (run id, metrics):
-    the classify metrics of :func:`~tlstudio.ml.metrics.metrics_fn_for` on val, plus
-    ``train_loss``/``val_loss`` (log loss) and ``train_accuracy``."""
+    The run is an ordinary run: config = a classify :class:`RunSpec` (its model options
+    name the head) with ``"experiment": {"kind": "sklearn", "head": kind, ...}``, one
+    epoch row of metrics, and ``model.pt``: the backbone with the head as a linear layer,
+    or for knn with its neighbours (:mod:`tlstudio.ml.linear_heads`), so evaluate,
+    predict, export and the Inspect views work on it. Like any run it then gets a
+    temperature fitted on val and a test score (:func:`selection.after_training`).
+    ``runs/<id>/sklearn_head.npz`` keeps the training features and labels. Returns
+    (run id, metrics): the classify metrics of :func:`~tlstudio.ml.metrics.metrics_fn_for`
+    on val, plus ``train_loss``/``val_loss`` (log loss) and ``train_accuracy``, all from
+    the saved model before its temperature."""
+    import os
+
+    from .checkpoints import save_atomic
+    from .linear_heads import head_model, model_options
+    from .selection import after_training
+
     if kind not in HEAD_KINDS:
         raise RunError(f"unknown head {kind!r}; use one of {', '.join(HEAD_KINDS)}")
     if project.multi_label:
-        raise RunError("scikit-learn heads handle single-label classification only")
+        raise RunError("few-shot heads handle single-label classification only")
     spec = RunSpec(
         task="classify", backbone=backbone, weights=weights,
         train=TrainConfig(epochs=1, freeze="all", seed=seed, device=device),
@@ -310,9 +386,11 @@ def fit_sklearn_run(
     )  # fmt: skip
     bspec = get_spec(backbone)
     size = spec.resolved_input_size
+    ids = data_mod.train_val_ids(project, seed=seed)
     train_ds, val_ds = data_mod.make_datasets(
-        project, "classify", size, bspec.mean, bspec.std, None, multi_label=False, seed=seed
-    )
+        project, "classify", size, bspec.mean, bspec.std, None, multi_label=False, seed=seed,
+        image_ids=ids,
+    )  # fmt: skip
     if len(train_ds) == 0:
         raise RunError("no training images with class tags; label some or assign splits")
     model = _build_frozen_backbone(backbone, weights, seed)
@@ -320,6 +398,7 @@ def fit_sklearn_run(
     dev = select_device(device)
     model.to(dev)
     classes = project.classes()
+    spec.model_options = model_options(kind, len(train_ds))
     config = spec.to_dict()
     config["experiment"] = {"kind": "sklearn", "head": kind, "file": SKLEARN_HEAD_FILE}
     runs = RunStore(project)
@@ -335,24 +414,33 @@ def fit_sklearn_run(
             X, _ = extract_features(model, ds, cache, wid, device=dev, progress=fn, token=token)
             feats.append(X)
         (X_train, X_val), y_train, y_val = feats, train_ds.class_labels(), val_ds.class_labels()
-        head = fit_sklearn_head(kind, X_train, y_train, len(classes), seed=seed)  # type: ignore[arg-type]
-        p_train = head.predict_proba(X_train)
+        clf = head_model(model, kind, X_train, y_train, len(classes), seed=seed).to(dev)
+
+        def probs_of(X: np.ndarray) -> np.ndarray:
+            with torch.no_grad():
+                logits = clf.head(torch.from_numpy(X).to(dev)).float()
+            return clf.probabilities(logits).cpu().numpy().astype(np.float64)
+
+        p_train = probs_of(X_train)
         metrics: dict[str, float] = {"train_loss": _log_loss(p_train, y_train)}
         if len(val_ds):
-            p_val = head.predict_proba(X_val)
+            p_val = probs_of(X_val)
             metrics["val_loss"] = _log_loss(p_val, y_val)
             fn_metrics = metrics_fn_for("classify", len(classes))
             metrics.update(
                 fn_metrics([{"probs": p} for p in p_val], [{"label": int(y)} for y in y_val])
             )
         metrics["train_accuracy"] = float(np.mean(p_train.argmax(1) == y_train))
+        run_dir = runs.run_dir(run_id)
         _save_npz_atomic(
-            runs.run_dir(run_id) / SKLEARN_HEAD_FILE,
+            run_dir / SKLEARN_HEAD_FILE,
             kind=np.array(kind), seed=np.array(seed), num_classes=np.array(len(classes)),
             class_ids=np.array([c.id for c in classes], np.int64),
             X_train=X_train, y_train=y_train,
             image_ids=np.array(train_ds.image_ids, np.int64),
         )  # fmt: skip
+        model_path = run_dir / runner.MODEL_FILE
+        save_atomic({"model": clf.state_dict(), "spec": spec.to_dict()}, model_path)
     except BaseException as exc:
         status = "cancelled" if isinstance(exc, KeyboardInterrupt) else "failed"
         runs.update(run_id, status=status, error=str(exc), duration_s=time.perf_counter() - t0)
@@ -360,33 +448,50 @@ def fit_sklearn_run(
     duration = time.perf_counter() - t0
     runs.log_epoch(run_id, 0, {**metrics, "duration_s": duration})
     main = metrics.get("accuracy")
+    best = main if main is not None and math.isfinite(main) else None
+    try:
+        after_training(
+            project, run_id, clf, spec, ids, best_epoch=0,
+            metric_name="accuracy" if best is not None else None, best_metric=best,
+            device=dev, token=token,
+        )  # fmt: skip
+    except TlsError:  # cancelled, or a test image unreadable: only those figures are missing
+        pass
     runs.update(
         run_id,
         status="finished",
         metric_name="accuracy" if main is not None else None,
-        best_metric=main if main is not None and math.isfinite(main) else None,
+        best_metric=best,
+        checkpoint=os.path.relpath(model_path, project.root),
         duration_s=duration,
     )
     return run_id, metrics
 
 
-def load_sklearn_head(project: Project, run_id: int) -> tuple[FittedHead, RunSpec]:
-    """The head of a :func:`fit_sklearn_run` run, refitted (deterministically) from its
-    stored features and labels, and the spec of its backbone/weights/input size."""
-    rec = RunStore(project).get(run_id)
+def load_head_file(project: Project, rec: Any) -> tuple[str, int, np.ndarray, np.ndarray]:
+    """(head kind, seed, training features, labels) from a few-shot run's
+    ``sklearn_head.npz``; RunError when it is missing or the classes changed since."""
     exp = rec.config.get("experiment") or {}
     if exp.get("kind") != "sklearn":
-        raise RunError(f"run {run_id} is not a scikit-learn head run")
-    path = project.root / "runs" / str(run_id) / exp.get("file", SKLEARN_HEAD_FILE)
+        raise RunError(f"run {rec.id} is not a scikit-learn head run")
+    path = project.root / "runs" / str(rec.id) / exp.get("file", SKLEARN_HEAD_FILE)
     if not path.is_file():
-        raise RunError(f"run {run_id}: head file {path} is missing")
+        raise RunError(f"run {rec.id}: head file {path} is missing")
     with np.load(path, allow_pickle=False) as z:
         kind, seed = str(z["kind"]), int(z["seed"])
         class_ids = z["class_ids"].tolist()
         X, y = z["X_train"], z["y_train"]
     if class_ids != [c.id for c in project.classes()]:
-        raise RunError(f"run {run_id}: the project's classes changed since the head was fitted")
-    head = fit_sklearn_head(kind, X, y, len(class_ids), seed=seed)  # type: ignore[arg-type]
+        raise RunError(f"run {rec.id}: the project's classes changed since the head was fitted")
+    return kind, seed, X, y
+
+
+def load_sklearn_head(project: Project, run_id: int) -> tuple[FittedHead, RunSpec]:
+    """The scikit-learn head of a :func:`fit_sklearn_run` run, refitted (deterministically)
+    from its stored features and labels, and the spec of its backbone/weights/input size."""
+    rec = RunStore(project).get(run_id)
+    kind, seed, X, y = load_head_file(project, rec)
+    head = fit_sklearn_head(kind, X, y, len(project.classes()), seed=seed)  # type: ignore[arg-type]
     return head, RunSpec.from_dict(rec.config)
 
 
@@ -398,27 +503,8 @@ def predict_sklearn_run(
     device: str = "auto",
     token: CancelToken | None = None,
 ) -> int:
-    """Store a scikit-learn run's predictions (as predictions, like
-    :func:`runner.predict`) for ``image_ids`` (default: all images); returns the count."""
-    head, spec = load_sklearn_head(project, run_id)
-    bspec = get_spec(spec.backbone)
-    ids = list(image_ids) if image_ids is not None else project.image_ids()
-    # autoencode takes every image, labelled or not; pixels are identical to classify's
-    ds = data_mod.ProjectDataset(
-        project, "autoencode", ids, spec.resolved_input_size, bspec.mean, bspec.std
-    )
-    model = _build_frozen_backbone(spec.backbone, spec.weights, spec.train.seed)
-    dev = select_device(device)
-    model.to(dev)
-    wid = make_weights_id(spec.backbone, runner._weights_choice(spec.weights))
-    X, _ = extract_features(
-        model, ds, FeatureCache(project.cache_dir), wid,
-        device=dev, token=token,
-    )  # fmt: skip
-    probs = head.predict_proba(X) if len(X) else np.zeros((0, head.num_classes))
-    classes = project.classes()
-    runs = RunStore(project)
-    for image_id, p in zip(ds.image_ids, probs, strict=True):
-        payload, mask, score = runner._payload("classify", {"probs": p}, classes)
-        runs.set_prediction(run_id, image_id, payload, mask, score)
-    return len(ds)
+    """Store a few-shot run's predictions (as predictions, like :func:`runner.predict`)
+    for ``image_ids`` (default: all images) from cached features; returns the count."""
+    from .linear_heads import predict_cached
+
+    return predict_cached(project, run_id, image_ids, device=device, token=token)

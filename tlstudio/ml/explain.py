@@ -152,6 +152,12 @@ class Explainer:
         scorecam_channels: int = 64,
         scorecam_batch: int = 16,
     ):
+        members = getattr(model, "member_ids", None)
+        if members:  # an EnsembleModel (tlstudio.ml.ensemble)
+            raise ExplainError(
+                "an ensemble has no single backbone to explain: pick one of its members, "
+                "runs " + ", ".join(f"#{i}" for i in members)
+            )
         if getattr(model, "backbone", None) is None:
             raise ExplainError(
                 f"this {model.task} model has no backbone stages to explain "

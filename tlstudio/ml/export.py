@@ -8,7 +8,9 @@ normalised with the backbone's mean/std. It returns the task's raw outputs, in
 network-input pixels (continuous frame: origin at the top-left corner of the top-left
 pixel):
 
-- classify:   ``probs`` N×C (softmax; per-class sigmoid for multi-label projects)
+- classify:   ``probs`` N×C (softmax; per-class sigmoid for multi-label projects) of the
+  logits divided by the run's calibration temperature (part of the graph; the sidecar's
+  ``run.config.calibration`` records it)
 - segment:    ``probs`` N×(C+1)×S×S softmax per pixel (channel 0 = background,
   channel i + 1 = class i)
 - landmarks:  ``heatmaps`` N×P×h×w and ``keypoints`` N×P×3 (x, y, confidence in [0, 1])
@@ -18,6 +20,9 @@ pixel):
   by score, for a batch of exactly one image (N = 1)
 - instances:  detect's three outputs and ``mask_probs`` K×M×M, each object's probability
   grid over its box (pasted into the image by :mod:`tlstudio.runtime.objects`), N = 1
+
+An ensemble run exports as one graph holding every member (classify, segment: the mean
+of their probabilities; landmarks: the mean heatmaps; detector ensembles are refused).
 
 Class index i is the i-th entry of the sidecar's ``classes`` list (the project's class
 order). ONNX files are written by ``torch.onnx.export(dynamo=True)`` with a dynamic batch
@@ -193,6 +198,11 @@ def export_model(
         raise ExportError(f"{path.parent}: no such folder to export into")
     record = RunStore(project).get(run_id)
     model, spec = load_run_model(project, run_id)
+    if spec.task == "detect" and getattr(model, "member_ids", None):
+        raise ExportError(
+            f"run {run_id} is an ensemble of detectors, which cannot be exported as one model "
+            "yet: export its members"
+        )
     model = model.float().eval()
     graph = _graph(model, spec)
     size = spec.resolved_input_size

@@ -444,14 +444,21 @@ class FittedHead:
 
 
 def fit_sklearn_head(
-    kind: HeadKind, X: np.ndarray, y: np.ndarray, num_classes: int | None = None, *, seed: int = 0
+    kind: HeadKind,
+    X: np.ndarray,
+    y: np.ndarray,
+    num_classes: int | None = None,
+    *,
+    seed: int = 0,
+    calibrate: bool = True,
 ) -> FittedHead:
     """Fit a classical head on features X (N×C) and class indices y (N ints 0..K-1).
 
     logreg: standardised features, L2 logistic regression. linear_svm: standardised
     features, LinearSVC; probabilities by sigmoid calibration (3-fold
     CalibratedClassifierCV) when every class has ≥ 3 samples, else softmax of the
-    decision function. knn: k = min(5, N) cosine neighbours, distance-weighted votes.
+    decision function (always, with ``calibrate=False``). knn: k = min(5, N) cosine
+    neighbours, distance-weighted votes.
     prototype: nearest class mean in cosine space, softmax of similarities / 0.1.
     """
     from sklearn.calibration import CalibratedClassifierCV
@@ -478,7 +485,7 @@ def fit_sklearn_head(
         )
     elif kind == "linear_svm":
         svm = make_pipeline(StandardScaler(), LinearSVC(random_state=seed, max_iter=5000))
-        if np.bincount(y)[classes].min() >= 3:
+        if calibrate and np.bincount(y)[classes].min() >= 3:
             model, calibrated = CalibratedClassifierCV(svm, cv=3, method="sigmoid"), True
         else:
             model = svm

@@ -102,6 +102,7 @@ def write_report(
     parts.append(_section("Configuration", _config_table(record, spec, project)))
     parts.append(_section("Dataset", _dataset_table(project, spec)))
     parts.append(_section("Training curves", _curves(epochs, record)))
+    parts.append(_section("Model selection", _selection(record)))
 
     model = None
     model_note = None
@@ -404,6 +405,9 @@ def _metrics(project: Project, run_id: int, split: str, spec: RunSpec) -> str:
         parts.append(_table(["class", "precision", "recall", "F1", "support", "predicted"], rows))
         if detail.get("roc_auc") is None and detail.get("roc_auc_reason"):
             parts.append(f"<p>ROC-AUC: {_e(detail['roc_auc_reason'])}.</p>")
+    if out.get("calibration") is not None:
+        parts.append("<h3>Calibration</h3>")
+        parts.append(_calibration(out["calibration"]))
     parts.append(_by_domain(project, run_id, split))
     return "\n".join(parts)
 
@@ -421,6 +425,63 @@ def _by_domain(project: Project, run_id: int, split: str) -> str:
     rows = [[name, int(row["images"]), *[row.get(k) for k in keys]]
             for name, row in by_domain.items()]  # fmt: skip
     return "<h3>Per domain</h3>\n" + _table(["domain", "images", *keys], rows)
+
+
+def _selection(record: RunRecord) -> str:
+    """Which epoch was kept and on what it was picked; the test score, if any."""
+    cfg = record.config
+    sel, test = cfg.get("selection"), cfg.get("test")
+    if not isinstance(sel, dict):
+        return _note("This run recorded no selection details (trained before they were kept).")
+    parts = []
+    if sel.get("epoch") is not None:
+        how = {"val": "its validation metric, measured on the same images"}.get(
+            sel.get("picked_on"), sel.get("picked_on")
+        )
+        parts.append(
+            f"<p>Kept epoch {int(sel['epoch']) + 1}, picked by {_e(how)} "
+            f"({_e(sel.get('metric'))} {_e(_fmt(sel.get('value')))}). Validation figures of "
+            "the kept epoch lean optimistic.</p>"
+        )
+    if isinstance(test, dict):
+        parts.append(f"<p>Test split ({_e(test['label'])}; {int(test['images'])} images):</p>")
+        parts.append(_table(["metric", "value"], list(test["metrics"].items())))
+    else:
+        parts.append(_note("No test score: the project has no labelled test image the run "
+                           "did not train or select on."))  # fmt: skip
+    return "\n".join(parts)
+
+
+def _calibration(cal: dict[str, Any]) -> str:
+    """ECE before/after the run's temperature and the reliability diagram."""
+    shown = [("without temperature", cal["before"]), ("as predicted", cal["after"])]
+    shown = [(name, rel) for name, rel in shown if rel is not None]
+    t = cal["temperature"]
+    text = (
+        f"Temperature {t:.3g} (fitted on the val split). "
+        if cal["before"] is not None
+        else "No temperature was fitted. "
+    ) + "; ".join(f"ECE {name}: {rel.ece:.4f}" for name, rel in shown)
+    fig = _figure(4.2 * len(shown), 3.6)
+    for k, (name, rel) in enumerate(shown):
+        ax = fig.add_subplot(1, len(shown), k + 1)
+        edges = np.asarray(rel.bin_edges)
+        centres, width = (edges[:-1] + edges[1:]) / 2, edges[1] - edges[0]
+        acc = [np.nan if a is None else a for a in rel.accuracy]
+        ax.bar(centres, acc, width=width * 0.9, color="#4c78a8", label="accuracy")
+        ax.plot([0, 1], [0, 1], color="#888", linestyle="--", label="perfectly calibrated")
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.set_xlabel("confidence")
+        ax.set_ylabel("accuracy")
+        ax.set_title(f"{name} (ECE {rel.ece:.3f})")
+        ax.legend(fontsize=8, loc="upper left")
+    fig.tight_layout()
+    return (
+        f"<p>{_e(text)}.</p><figure>{_img_tag(_png_of_figure(fig), 'reliability diagram', 'plot')}"
+        "<figcaption>Reliability diagram: for the images in each confidence bin, how often "
+        "the predicted class was right.</figcaption></figure>"
+    )
 
 
 def _confusion_figure(cm: np.ndarray, names: Sequence[str]) -> str:

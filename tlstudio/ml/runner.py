@@ -242,6 +242,8 @@ class TrainResult:
     feature_cache: bool
     failure: TrainingFailed | None = None
     warnings: list[str] = field(default_factory=list)  # e.g. image files left out
+    #: selection, calibration and test score (:func:`tlstudio.ml.selection.after_training`)
+    after: Any = None
 
 
 def missing_image_files(project: Project, image_ids: Sequence[int]) -> list[str]:
@@ -282,6 +284,7 @@ def train(
     experiment: dict[str, Any] | None = None,
     resume: tuple[int, Path] | None = None,
     target_ids: Sequence[int] | None = None,
+    keep: str = "best",
 ) -> TrainResult:
     """Train ``spec`` on the project's train split, validate on its val split, and
     record the run. ``progress(stage, done, total)`` reports feature extraction.
@@ -294,7 +297,9 @@ def train(
     checkpoint) goes on with that run (see :func:`resume_run`). With ``spec.adapt`` the
     target domain's images leave the labelled sets and are adapted to as pixels only
     (``target_ids``, default: those outside the val and test splits; see
-    :mod:`tlstudio.ml.adapt`)."""
+    :mod:`tlstudio.ml.adapt`). ``keep``: the model saved is the best validation epoch's
+    ("best") or the last epoch's ("last", selected on nothing). A run that ends normally is then scored on the test split and, for classification,
+    calibrated on the val split (:func:`tlstudio.ml.selection.after_training`)."""
     if image_ids is None:
         image_ids = data_mod.train_val_ids(project, seed=spec.train.seed)
     adapt_to: list[int] = []  # target-domain images, pixels only
@@ -393,18 +398,39 @@ def train(
         status = "cancelled" if isinstance(exc, KeyboardInterrupt) else "failed"
         runs.update(run_id, status=status, error=str(exc), duration_s=time.perf_counter() - t0)
         raise
-    if ended.checkpoint:
+    if ended.checkpoint and keep == "best":
         fit_model.load_state_dict(load_checkpoint(Path(ended.checkpoint))["model"])
     model_path = run_dir / MODEL_FILE
     saved: dict[str, Any] = {"model": model.state_dict(), "spec": spec.to_dict()}
     if head_only:  # the head alone; the backbone is the pretrained one, named by its id
         saved["backbone_weights"] = wid
     save_atomic(saved, model_path)
-    metrics = {}
     epochs = runs.epochs(run_id)
-    if ended.best_epoch is not None:
-        metrics = {k: v for k, v in dict(epochs).get(ended.best_epoch, {}).items()
+    kept, kept_value = ended.best_epoch, ended.best_metric
+    if keep == "last" and epochs:
+        kept = epochs[-1][0]
+        kept_value = epochs[-1][1].get(ended.metric_name or "")
+    metrics = {}
+    if kept is not None:
+        metrics = {k: v for k, v in dict(epochs).get(kept, {}).items()
                    if k not in ("lr", "duration_s")}  # fmt: skip
+    after = None
+    if ended.status in ("finished", "stopped_early") and recorder.failure is None:
+        from .selection import after_training
+
+        try:
+            scored = model
+            if head_only:  # scoring reads images: the head over the pretrained backbone
+                assert wid is not None
+                scored = _model_over_pretrained(project, spec, wid, run_id)
+                scored.load_state_dict(model.state_dict(), strict=False)
+            after = after_training(
+                project, run_id, scored, spec, image_ids, best_epoch=kept,
+                metric_name=ended.metric_name, best_metric=kept_value, keep=keep,
+                device=device, token=token,
+            )  # fmt: skip
+        except TlsError as exc:  # the model is saved; only the extra figures are missing
+            warnings.append(f"the test score and calibration were not computed: {exc}")
     status = {"finished": "finished", "stopped_early": "finished", "cancelled": "cancelled"}.get(
         ended.status, "failed"
     )
@@ -414,11 +440,11 @@ def train(
         status=status,
         error=None if failure is None else failure.message,
         metric_name=ended.metric_name,
-        best_metric=ended.best_metric,
+        best_metric=kept_value,
         checkpoint=os.path.relpath(model_path, project.root),
         duration_s=time.perf_counter() - t0,
     )
-    return TrainResult(run_id, ended, metrics, fast, failure, warnings)
+    return TrainResult(run_id, ended, metrics, fast, failure, warnings, after)
 
 
 RESUMABLE = ("interrupted", "cancelled", "failed")
@@ -460,8 +486,18 @@ def resume_run(
 
 
 def load_run_model(project: Project, run_id: int) -> tuple[TaskModel, RunSpec]:
-    """The trained model of a run (eval mode, CPU) and its spec."""
+    """The trained model of a run (eval mode, CPU) and its spec: for an ensemble run, the
+    members combined (:mod:`tlstudio.ml.ensemble`); a classifier carries the temperature
+    fitted on its val split (:mod:`tlstudio.ml.calibration`)."""
     rec = RunStore(project).get(run_id)
+    if "ensemble" in rec.config:
+        from .ensemble import load_ensemble
+
+        return load_ensemble(project, rec)
+    if not rec.checkpoint and (rec.config.get("experiment") or {}).get("kind") == "sklearn":
+        from .linear_heads import save_head_model  # a few-shot run from before heads were models
+
+        rec = save_head_model(project, run_id)
     if not rec.checkpoint:
         if rec.status == "interrupted":
             raise RunError(
@@ -499,6 +535,9 @@ def load_run_model(project: Project, run_id: int) -> tuple[TaskModel, RunSpec]:
             f"run {run_id}: saved head does not fit the project's current classes "
             f"(missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]})"
         )
+    from .calibration import apply_stored
+
+    apply_stored(model, rec.config)
     return model.eval(), spec
 
 
@@ -535,6 +574,7 @@ def predict(
     device: str = "auto",
     progress: Callable[[int, int], None] | None = None,
     token: CancelToken | None = None,
+    tta: bool = False,
 ) -> int:
     """Run a trained model over images (default: all) and store its predictions
     (coordinates in image pixels). Returns the number of images predicted and stored.
@@ -545,6 +585,10 @@ def predict(
     from .prediction import BatchReader, PredictionWriter, batch_rows
 
     model, spec = load_run_model(project, run_id)
+    if tta:
+        from .tta import with_tta
+
+        model = with_tta(project, model, spec)
     dev = select_device(device)
     model.to(dev)
     size = spec.resolved_input_size
@@ -582,11 +626,16 @@ def _payload(
     task: str, pred: dict[str, Any], classes
 ) -> tuple[dict, np.ndarray | None, float | None]:
     """JSON-ready prediction (class ids are database ids), mask as label map, and a score."""
+    # "spread", "point_spread", "agreement": how much an ensemble's members differ
     if task == "classify":
         probs = pred["probs"].tolist()
         best = int(np.argmax(probs))
-        return {"probs": {str(c.id): p for c, p in zip(classes, probs, strict=True)},
-                "class_id": classes[best].id}, None, float(max(probs))  # fmt: skip
+        out = {"probs": {str(c.id): p for c, p in zip(classes, probs, strict=True)},
+               "class_id": classes[best].id}  # fmt: skip
+        if "spread" in pred:
+            out["spread"] = {str(c.id): float(v) for c, v in zip(classes, pred["spread"].tolist(),
+                                                                  strict=True)}  # fmt: skip
+        return out, None, float(max(probs))
     if task == "detect":
         boxes = [
             {"class_id": classes[int(lbl)].id, "score": float(s), "xyxy": [float(v) for v in b]}
@@ -597,10 +646,16 @@ def _payload(
                 strict=True,
             )
         ]
+        if "agreement" in pred:
+            for box, a in zip(boxes, pred["agreement"].tolist(), strict=True):
+                box["agreement"] = float(a)
         return {"boxes": boxes}, None, (max((b["score"] for b in boxes), default=0.0))
     if task == "landmarks":
         pts = [[float(x), float(y), float(c)] for x, y, c in pred["keypoints"].tolist()]
-        return {"points": pts}, None, float(np.mean([p[2] for p in pts])) if pts else None
+        out = {"points": pts}
+        if "point_spread" in pred:
+            out["spread"] = [[float(x), float(y)] for x, y in pred["point_spread"].tolist()]
+        return out, None, float(np.mean([p[2] for p in pts])) if pts else None
     if task == "segment":
         lut = np.array([0] + [c.id for c in classes], dtype=np.uint16)
         mask = lut[np.asarray(pred["mask"], dtype=np.int64)]
@@ -637,12 +692,18 @@ def _instances_payload(pred: dict[str, Any], classes) -> tuple[dict, np.ndarray 
 
 
 def evaluate(
-    project: Project, run_id: int, split: str = "val", *, device: str = "auto"
+    project: Project, run_id: int, split: str = "val", *, device: str = "auto", tta: bool = False
 ) -> dict[str, Any]:
-    """Full metrics of a run's model on a split (e.g. confusion matrix for classification)."""
+    """Full metrics of a run's model on a split (e.g. confusion matrix for classification;
+    "calibration": ECE and reliability before/after the run's temperature). ``tta``: with
+    test-time augmentation."""
     from . import metrics as M
 
     model, spec = load_run_model(project, run_id)
+    if tta:
+        from .tta import with_tta
+
+        model = with_tta(project, model, spec)
     bspec = get_spec(spec.backbone)
     ids = [r.id for r in project.images_in_split(split)]
     if not ids:
@@ -668,4 +729,12 @@ def evaluate(
         probs = np.stack([np.asarray(p["probs"]) for p in preds])
         labels = np.array([int(t["label"]) for t in targets])
         out["detail"] = M.classification_metrics(probs, labels, [c.name for c in project.classes()])
+    if spec.task == "classify" and preds:
+        from .calibration import before_and_after, stored_temperature
+
+        multi = ds.multi_label
+        probs = np.stack([np.asarray(p["probs"]) for p in preds])
+        truth = np.stack([np.asarray(t["labels" if multi else "label"]) for t in targets])
+        t = stored_temperature(RunStore(project).get(run_id).config)
+        out["calibration"] = before_and_after(probs, truth, t, multi_label=multi)
     return out

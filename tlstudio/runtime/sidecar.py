@@ -34,7 +34,8 @@ OUTPUTS: dict[str, list[dict[str, str]]] = {
         {
             "name": "probs",
             "shape": "N×C",
-            "meaning": "class probabilities (softmax; per-class sigmoid when multi_label)",
+            "meaning": "class probabilities (softmax; per-class sigmoid when multi_label), "
+            "calibrated: the run's temperature is part of the model",
         }
     ],
     "segment": [

@@ -37,6 +37,7 @@ from PySide6.QtWidgets import (
 )
 
 from tlstudio.core.cancel import CancelToken
+from tlstudio.gui.inspect.metrics_calibration import CalibrationBox
 from tlstudio.gui.inspect.metrics_confusion import ConfusionModel
 from tlstudio.gui.inspect.metrics_format import (
     CARD_KEYS,
@@ -88,6 +89,7 @@ class MetricsView(QWidget):
         self._pool = job_pool(self, 1, "metrics view")
         self._cv: dict[str, tuple[float, float]] = {}
         self._cv_runs: list[int] = []
+        self._cv_selection: str | None = None
 
         # -- controls
         self.split_combo = QComboBox()
@@ -199,9 +201,6 @@ class MetricsView(QWidget):
         )
         QVBoxLayout(self.domain_box).addWidget(self.domain_table)
         self.domain_box.hide()
-        lower = QSplitter(Qt.Orientation.Horizontal)
-        lower.addWidget(self.class_box)
-        lower.addWidget(self.domain_box)
 
         self.upper = upper = QSplitter(Qt.Orientation.Horizontal)
         upper.addWidget(self.confusion_box)
@@ -210,9 +209,17 @@ class MetricsView(QWidget):
         upper.setStretchFactor(0, 3)
         upper.setStretchFactor(1, 2)
         upper.setStretchFactor(2, 3)
+        self.calibration_box = CalibrationBox()
+        self.lower = QSplitter(Qt.Orientation.Horizontal)
+        self.lower.addWidget(self.class_box)
+        self.lower.addWidget(self.domain_box)
+        self.lower.addWidget(self.calibration_box)
+        self.lower.setStretchFactor(0, 3)
+        self.lower.setStretchFactor(1, 2)
+        self.lower.setStretchFactor(2, 2)
         self.body = QSplitter(Qt.Orientation.Vertical)
         self.body.addWidget(upper)
-        self.body.addWidget(lower)
+        self.body.addWidget(self.lower)
         self.body.setStretchFactor(0, 3)
         self.body.setStretchFactor(1, 2)
 
@@ -397,9 +404,10 @@ class MetricsView(QWidget):
         self._cv_runs = []
         if project is None or run_id is None:
             return {}
-        from tlstudio.ml.evaluation import cv_group, cv_summary
+        from tlstudio.ml.evaluation import cv_group, cv_selection, cv_summary
 
         self._cv_runs = cv_group(project, run_id)
+        self._cv_selection = cv_selection(project, self._cv_runs) if self._cv_runs else None
         return cv_summary(project, self._cv_runs) if self._cv_runs else {}
 
     # -- display ----------------------------------------------------------------------------
@@ -418,6 +426,7 @@ class MetricsView(QWidget):
         self.notes_label.clear()
         self._set_cards((), {})
         self.plot_box.clear()
+        self.calibration_box.show_evaluation(None)
 
     def _show(self, ev: Evaluation) -> None:
         self._clear()
@@ -452,6 +461,7 @@ class MetricsView(QWidget):
         fill_domain_table(self.domain_model, ev, keys)
         self.domain_box.setVisible(bool(ev.by_domain))
         self.plot_box.draw(ev, self._class_colors(ev.class_names))
+        self.calibration_box.show_evaluation(ev)
         self.evaluated.emit(ev)
 
     def _set_cards(self, keys: tuple[str, ...], summary: dict[str, float]) -> None:
@@ -493,9 +503,15 @@ class MetricsView(QWidget):
             if name in keys or (ev is None and name not in ("train_loss", "val_loss"))
         ]
         runs = ", ".join(f"#{r}" for r in self._cv_runs)
+        how = {
+            "inner": "each fold's model scored on its held-out fold, its epoch picked on an "
+            "inner split",
+            "last": "each fold's last-epoch model scored on its held-out fold",
+        }.get(self._cv_selection or "", "each fold's best validation epoch, picked on its "
+              "held-out fold (optimistic)")  # fmt: skip
         self.cv_label.setText(
-            f"<b>{k}-fold cross-validation</b> (runs {runs}; each fold's recorded validation"
-            f" metrics, mean ± std): " + (" · ".join(parts) or "no metrics recorded")
+            f"<b>{k}-fold cross-validation</b> (runs {runs}; {how}; mean ± std): "
+            + (" · ".join(parts) or "no metrics recorded")
         )
         for name, (_value, caption) in self.cards.items():
             if name in self._cv:

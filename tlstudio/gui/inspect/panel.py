@@ -74,6 +74,12 @@ def run_title(run: RunRecord, *, when: bool = True) -> str:
         else ""
     )
     date = datetime.datetime.fromtimestamp(run.created_at).strftime(" · %d %b %H:%M")
+    ensemble = run.config.get("ensemble") if isinstance(run.config, dict) else None
+    if isinstance(ensemble, dict):  # members: see tlstudio.ml.ensemble
+        ids = [int(i) for i in ensemble.get("members", [])]
+        shown = ", ".join(f"#{i}" for i in ids[:4]) + (", …" if len(ids) > 4 else "")
+        what = f"ensemble of {len(ids)} ({shown})"
+        return f"#{run.id} {run.task} · {what} · {run.backbone}{date if when else ''}"
     return f"#{run.id} {run.task} · {run.backbone}{metric}{date if when else ''}"
 
 
@@ -105,6 +111,13 @@ class InspectPanel(QWidget):
         self.run_combo.setToolTip("The trained run to inspect (runs with a saved model)")
         self.refresh_button = QPushButton("Refresh")
         self.refresh_button.setToolTip("Reload the list of runs")
+        self.ensemble_button = QPushButton("Ensemble…")
+        self.ensemble_button.setObjectName("inspectEnsembleButton")
+        self.ensemble_button.setToolTip(
+            "Combine several runs (k-fold models, seeds) into one predictor, with their "
+            "disagreement shown as an uncertainty"
+        )
+        self.ensemble_dialog: QWidget | None = None
         self.empty_label = QLabel(
             "No trained run yet: train a model in the Train tab (F3), then inspect it here."
         )
@@ -112,6 +125,7 @@ class InspectPanel(QWidget):
         top = QHBoxLayout()
         top.addWidget(QLabel("Run:"))
         top.addWidget(self.run_combo, 1)
+        top.addWidget(self.ensemble_button)
         top.addWidget(self.refresh_button)
         self.tabs = QTabWidget()
         self.tabs.setDocumentMode(True)
@@ -124,6 +138,7 @@ class InspectPanel(QWidget):
 
         self.run_combo.currentIndexChanged.connect(self._run_chosen)
         self.refresh_button.clicked.connect(self.refresh_runs)
+        self.ensemble_button.clicked.connect(self.open_ensemble_dialog)
         self.tabs.currentChanged.connect(self._ensure_view)
         app_state.project_opened.connect(lambda _p: self.refresh_runs())
         app_state.project_closed.connect(self.refresh_runs)
@@ -142,6 +157,7 @@ class InspectPanel(QWidget):
             self.run_combo.addItem(run_title(run), run.id)
         self.run_combo.blockSignals(False)
         self.empty_label.setVisible(not runs)
+        self.ensemble_button.setEnabled(len(runs) >= 2)
         if not runs:
             self.app_state.set_run(None)
             return
@@ -163,6 +179,17 @@ class InspectPanel(QWidget):
             return
         if index >= 0 and index != self.run_combo.currentIndex():
             self.run_combo.setCurrentIndex(index)
+
+    def open_ensemble_dialog(self) -> None:
+        """Open "Combine runs into an ensemble" (window-modal); the new run is picked."""
+        from tlstudio.gui.inspect.ensemble_dialog import EnsembleDialog
+
+        dialog = EnsembleDialog(self.app_state, self)
+        dialog.message.connect(self.message)
+        dialog.created.connect(self.app_state.set_run)
+        dialog.finished.connect(dialog.deleteLater)
+        self.ensemble_dialog = dialog
+        dialog.open()
 
     # -- views ------------------------------------------------------------------------
     def showEvent(self, event) -> None:

@@ -240,9 +240,13 @@ class BrowserPanel(QWidget):
 
     def shutdown(self) -> None:
         """Stop thumbnail and prediction-status work (window closing)."""
+        # an empty list from here on: the project closes next, and a synchronous repaint
+        # meanwhile (the Train monitor's progress bar reset after a run) painted rows not
+        # fetched yet: the query on the closed database raised inside the model's data(),
+        # where PySide crashes (segfault)
         self.statuses.forget()
         self._close_loader()
-        self.model.loader = None
+        self.model.set_project(None, None)
 
     def reload(self) -> None:
         """Query rows again (after an import), keeping the current image."""

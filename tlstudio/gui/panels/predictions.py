@@ -121,6 +121,13 @@ class PredictionsPanel(QWidget):
         self.progress.setTextVisible(True)
         self.progress.setFormat("%v / %m images")
         self.cancel_button = QPushButton("Cancel")
+        self.tta_check = QCheckBox("Test-time augmentation")
+        self.tta_check.setObjectName("ttaCheck")
+        self.tta_check.setToolTip(
+            "Also predict on the mirror image and slightly smaller and larger copies, map the "
+            "outputs back (left/right landmarks swapped) and combine them: steadier "
+            "predictions, 4× the time. Leave it off for models that must tell left from right."
+        )
         self.show_labels = QCheckBox("Labels")
         self.show_labels.setChecked(True)
         self.show_labels.setToolTip("Show the image's labels on the canvas")
@@ -189,10 +196,13 @@ class PredictionsPanel(QWidget):
         thr = QHBoxLayout()
         thr.addWidget(self.threshold_slider, 1)
         thr.addWidget(self.threshold_label)
+        running = QHBoxLayout()  # the progress bar while predicting, the TTA choice otherwise
+        running.addWidget(self.progress, 1)
+        running.addWidget(self.tta_check)
         rows: list[tuple[QWidget | str, QWidget | QHBoxLayout]] = [
             ("Run:", self.run_combo),
             (self.predict_button, self.target_combo),  # reads "Predict [all images]"
-            (self.cancel_button, self.progress),
+            (self.cancel_button, running),
             ("Show:", checks),
             ("Score ≥", thr),
             ("Accept:", self.mode_combo),
@@ -376,10 +386,12 @@ class PredictionsPanel(QWidget):
         total = len(ids) if ids is not None else self.app_state.project.image_count()
         self.progress.setRange(0, max(total, 1))
         self.progress.setValue(0)
-        if not self.controller.start(self._record.id, ids):
+        tta = self.tta_check.isChecked()
+        if not self.controller.start(self._record.id, ids, tta=tta):
             return False
         self._set_running(True)
-        self.message.emit(f"Predicting {total} images with run #{self._record.id} …")
+        how = " with test-time augmentation" if tta else ""
+        self.message.emit(f"Predicting {total} images with run #{self._record.id}{how} …")
         return True
 
     def _on_progress(self, done: int, total: int) -> None:
@@ -398,6 +410,7 @@ class PredictionsPanel(QWidget):
     def _set_running(self, running: bool) -> None:
         self.progress.setVisible(running)
         self.cancel_button.setVisible(running)
+        self.tta_check.setVisible(not running)
         self._update_enabled()
 
     # -- display ---------------------------------------------------------------------------

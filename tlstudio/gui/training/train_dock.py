@@ -13,7 +13,7 @@ from __future__ import annotations
 import copy
 from typing import TYPE_CHECKING, Any
 
-from PySide6.QtCore import QSize, Qt, Slot
+from PySide6.QtCore import QSize, Qt, Signal, Slot
 from PySide6.QtGui import QResizeEvent
 from PySide6.QtWidgets import (
     QMessageBox,
@@ -28,6 +28,8 @@ from tlstudio.core.runs import RunStore
 
 from .config_panel import TrainConfigPanel
 from .history import RunHistoryPanel
+from .instant_fewshot import InstantFewShotView
+from .lr_finder_view import LrFinderView
 from .monitor import TrainingMonitor
 from .worker import TrainingController
 
@@ -41,10 +43,40 @@ if TYPE_CHECKING:  # pragma: no cover
     from tlstudio.ml.runner import RunSpec
 
 
+def honest_note(config: dict[str, Any]) -> str:
+    """What the figures of a finished run mean (tlstudio.ml.selection records them): the
+    kept epoch's validation figure was picked on those images; the test score, never used
+    for selection; the calibration fitted on val. Empty when none was recorded."""
+    parts = []
+    sel, test, cal = config.get("selection"), config.get("test"), config.get("calibration")
+    if isinstance(sel, dict) and sel.get("picked_on") == "val" and sel.get("epoch") is not None:
+        parts.append(
+            f"Kept epoch {int(sel['epoch']) + 1}: its validation figure was picked on those "
+            "images and leans optimistic."
+        )
+    if isinstance(test, dict) and isinstance(test.get("metrics"), dict):
+        shown = ", ".join(
+            f"{k.replace('_', ' ')} {v:.3f}" for k, v in list(test["metrics"].items())[:3]
+        )
+        label = str(test.get("label") or "test")
+        parts.append(f"{label[:1].upper()}{label[1:]} ({test.get('images')} images): {shown}.")
+    if isinstance(cal, dict) and "ece_before" in cal:
+        parts.append(
+            f"Calibrated on val: temperature {cal['temperature']:.3g}, expected calibration "
+            f"error {cal['ece_before']:.3f} → {cal['ece_after']:.3f}."
+        )
+    return " ".join(parts)
+
+
 class TrainDock(QWidget):
     """Configuration | (Monitor, History) with the :class:`TrainingController`.
 
-    ``threads``: torch threads for training (None: one core fewer than the machine has)."""
+    ``threads``: torch threads for training (None: one core fewer than the machine has).
+    The "Instant few-shot" and "Find learning rate" tabs use the configuration's backbone
+    and settings; ``open_image`` and ``message`` come from them."""
+
+    open_image = Signal(int)
+    message = Signal(str)
 
     def __init__(
         self, app_state: AppState, parent: QWidget | None = None, *, threads: int | None = None
@@ -58,8 +90,12 @@ class TrainDock(QWidget):
         self.history = RunHistoryPanel(app_state)
         self.tabs = QTabWidget()
         self.tabs.setObjectName("trainTabs")
+        self.instant = InstantFewShotView(app_state, self.config.spec)
+        self.lr_finder = LrFinderView(app_state, self.config.spec)
         self.tabs.addTab(self.monitor, "Monitor")
         self.tabs.addTab(self.history, "History")
+        self.tabs.addTab(self.instant, "Instant few-shot")
+        self.tabs.addTab(self.lr_finder, "Find learning rate")
         self.splitter = QSplitter(Qt.Orientation.Horizontal)
         self.splitter.setChildrenCollapsible(False)
         self.splitter.addWidget(self.tabs)
@@ -75,6 +111,10 @@ class TrainDock(QWidget):
         self.monitor.bind(self.controller)
         self.config.start_requested.connect(self.start)
         self.history.reuse_requested.connect(self.config.set_spec)
+        self.instant.open_image.connect(self.open_image)
+        self.lr_finder.rate_chosen.connect(self._use_rate)
+        for view in (self.instant, self.lr_finder):
+            view.message.connect(self.message)
         c = self.controller
         c.running_changed.connect(self._on_running_changed)
         c.fit_started.connect(self._on_fit_started)
@@ -126,6 +166,8 @@ class TrainDock(QWidget):
         """For the window's closeEvent: True when it may close. While a run is going, asks
         "Training is running. Stop it and close?" and, if yes, cancels it and waits."""
         if not self.controller.is_running:
+            self.instant.shutdown()  # seconds at most: cancelled between batches
+            self.lr_finder.shutdown()
             return True
         answer = QMessageBox.question(
             self,
@@ -139,8 +181,17 @@ class TrainDock(QWidget):
         return self.shutdown()
 
     def shutdown(self, ms: int = 30_000) -> bool:
-        """Cancel a run and wait for its thread (no question asked)."""
+        """Cancel a run (and a few-shot fit or rate sweep) and wait for its thread (no
+        question asked)."""
+        self.instant.shutdown()
+        self.lr_finder.shutdown()
         return self.controller.shutdown(ms)
+
+    def _use_rate(self, rate: float) -> None:
+        """The learning-rate finder's suggestion becomes the configured learning rate."""
+        spec = self.config.spec()
+        spec.train.lr = float(rate)
+        self.config.set_spec(spec)
 
     # -- internals ------------------------------------------------------------------------------
     def _arrange(self, side_by_side: bool) -> None:
@@ -199,8 +250,12 @@ class TrainDock(QWidget):
         project = self.app_state.project
         if run_id >= 0 and project is not None:
             try:
-                saved = RunStore(project).get(run_id).checkpoint is not None
+                rec = RunStore(project).get(run_id)
             except TlsError:
                 return  # the run was deleted meanwhile
-            if saved:
+            note = honest_note(rec.config)
+            if note:
+                shown = self.monitor.note_label.text()
+                self.monitor.set_note(f"{shown}\n{note}" if shown else note)
+            if rec.checkpoint is not None:
                 self.app_state.set_run(run_id)

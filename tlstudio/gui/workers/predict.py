@@ -43,12 +43,13 @@ def predict_images(
     threads: int | None = None,
     batch_size: int = 16,
     device: str = "auto",
+    tta: bool = False,
 ) -> int:
     """Predict run ``run_id`` on ``image_ids`` (None: every image) of the project at
     ``project_root`` and store the predictions; returns how many were stored (fewer once
     ``token`` is cancelled: it stops after the current batch). ``progress(done, total)``
     counts images. ``threads``: CPU threads (None: the window's thread budget,
-    :mod:`tlstudio.runtime.threads`)."""
+    :mod:`tlstudio.runtime.threads`). ``tta``: with test-time augmentation (:mod:`tlstudio.ml.tta`)."""
     from tlstudio.core.project import Project
 
     try:
@@ -69,7 +70,7 @@ def predict_images(
         progress(0, total)
         count.value = runner.predict(
             project, run_id, image_ids, batch_size=batch_size, device=device,
-            progress=report, token=token,
+            progress=report, token=token, tta=tta,
         )  # fmt: skip
         return count.value
     finally:
@@ -122,9 +123,12 @@ class PredictController(QObject):
         run_id: int,
         image_ids: Sequence[int] | None = None,
         project_root: str | Path | None = None,
+        *,
+        tta: bool = False,
     ) -> bool:
         """Predict ``run_id`` on ``image_ids`` (None: every image) of ``project_root``
-        (default: the open project). False if one is already running or no project is open."""
+        (default: the open project), with test-time augmentation when ``tta``. False if
+        one is already running or no project is open."""
         root = self._project_root(project_root)
         if self.is_running or root is None:
             return False
@@ -142,6 +146,7 @@ class PredictController(QObject):
                 count=count,
                 threads=threads,
                 batch_size=batch_size,
+                tta=tta,
             ),  # fmt: skip
             context=self,
             needs_ml=True,

@@ -99,6 +99,11 @@ def to_image_frame(
             grid_offset(input_hw, orig_hw),
         )  # fmt: skip
         out["image_size"] = tuple(orig_hw)
+    if "point_spread" in pred:  # an ensemble's per-point x, y spread
+        sp = torch.as_tensor(pred["point_spread"], dtype=torch.float32).clone()
+        sp[:, 0] *= sx
+        sp[:, 1] *= sy
+        out["point_spread"] = sp
     if "mask" in pred:
         m = torch.as_tensor(pred["mask"])[None, None].float()
         out["mask"] = torch.nn.functional.interpolate(m, size=tuple(orig_hw), mode="nearest-exact")[

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from tlstudio.ml.tasks.base import TaskModel
 from tlstudio.ml.tasks.decoder import eval_mode
 
-HeadKind = Literal["linear", "mlp"]
+HeadKind = Literal["linear", "mlp", "knn"]
 
 
 def make_classifier_head(
@@ -26,11 +26,19 @@ def make_classifier_head(
     head: HeadKind = "linear",
     hidden: int = 256,
     dropout: float = 0.2,
+    neighbours: int = 0,
+    knn_k: int = 5,
 ) -> nn.Sequential:
-    """``linear``: Dropout → Linear; ``mlp``: Linear → ReLU → Dropout → Linear.
+    """``linear``: Dropout → Linear; ``mlp``: Linear → ReLU → Dropout → Linear; ``knn``:
+    a vote of the ``knn_k`` nearest of ``neighbours`` stored training features
+    (:class:`~tlstudio.ml.linear_heads.NeighbourVote`, fitted by a few-shot run).
 
-    Either way the last module is the ``nn.Linear`` that produces the logits (class
-    activation maps read its weight)."""
+    For linear and mlp the last module is the ``nn.Linear`` that produces the logits
+    (class activation maps read its weight)."""
+    if head == "knn":
+        from tlstudio.ml.linear_heads import NeighbourVote
+
+        return nn.Sequential(NeighbourVote(in_features, num_classes, neighbours, knn_k))
     if head == "linear":
         return nn.Sequential(nn.Dropout(dropout), nn.Linear(in_features, num_classes))
     if head == "mlp":
@@ -42,7 +50,7 @@ def make_classifier_head(
             nn.Dropout(dropout),
             nn.Linear(hidden, num_classes),
         )
-    raise ValueError(f"unknown classifier head {head!r}; use 'linear' or 'mlp'")
+    raise ValueError(f"unknown classifier head {head!r}; use 'linear', 'mlp' or 'knn'")
 
 
 class ClassifierModel(TaskModel):
@@ -66,6 +74,8 @@ class ClassifierModel(TaskModel):
         multi_label: bool = False,
         label_smoothing: float = 0.0,
         class_weights: Tensor | None = None,
+        neighbours: int = 0,
+        knn_k: int = 5,
     ):
         super().__init__(backbone)
         if num_classes < 1:
@@ -79,9 +89,14 @@ class ClassifierModel(TaskModel):
         self.num_classes = int(num_classes)
         self.multi_label = bool(multi_label)
         self.label_smoothing = float(label_smoothing)
+        #: divides the logits in :meth:`probabilities` (temperature scaling, fitted after
+        #: training by :mod:`tlstudio.ml.calibration`); a plain attribute, not a weight
+        self.temperature = 1.0
         self.main_metric = "f1_macro" if multi_label else "accuracy"
         self.higher_is_better = True
-        self.head = make_classifier_head(backbone.out_channels, num_classes, head, hidden, dropout)
+        self.head = make_classifier_head(
+            backbone.out_channels, num_classes, head, hidden, dropout, neighbours, knn_k
+        )
         if class_weights is not None:
             class_weights = torch.as_tensor(class_weights, dtype=torch.float32).flatten()
             if class_weights.numel() != num_classes:
@@ -99,7 +114,10 @@ class ClassifierModel(TaskModel):
         return self.head(features)
 
     def probabilities(self, logits: Tensor) -> Tensor:
-        """Logits → softmax (single-label, rows sum to 1) or sigmoid (multi-label) probabilities."""
+        """Logits → softmax (single-label, rows sum to 1) or sigmoid (multi-label) probabilities,
+        of the logits divided by :attr:`temperature`."""
+        if self.temperature != 1.0:
+            logits = logits / self.temperature
         return torch.sigmoid(logits) if self.multi_label else torch.softmax(logits, dim=-1)
 
     def loss_from_logits(self, logits: Tensor, targets: list[dict[str, Any]]) -> dict[str, Tensor]:

@@ -2,7 +2,8 @@
 
 Options per task (keyword arguments of :func:`build_task_model`; anything else is an error):
 
-- classify:   head ("linear"|"mlp"), hidden, dropout, label_smoothing, class_weights
+- classify:   head ("linear"|"mlp"|"knn"), hidden, dropout, label_smoothing, class_weights,
+              neighbours, knn_k (knn: stored training features, neighbours voting)
 - detect:     arch ("fcos"|"fasterrcnn"), input_size, min_score, fpn_channels,
               detections_per_image
 - landmarks:  heatmap_stride (1|2|4|8), sigma (heatmap cells), width
@@ -30,7 +31,9 @@ class TaskConfigError(TlsError, ValueError):
 
 
 _OPTIONS: dict[str, frozenset[str]] = {
-    "classify": frozenset({"head", "hidden", "dropout", "label_smoothing", "class_weights"}),
+    "classify": frozenset(
+        {"head", "hidden", "dropout", "label_smoothing", "class_weights", "neighbours", "knn_k"}
+    ),
     "detect": frozenset(
         {"arch", "input_size", "min_score", "fpn_channels", "detections_per_image"}
     ),
