@@ -30,8 +30,8 @@ from tlstudio.core.project import Project
 from tlstudio.core.runs import RunStore
 from tlstudio.runtime.threads import loader_workers, reader_threads
 
-from . import adapt as adapt_mod
 from . import data as data_mod
+from .adapt_config import AdaptConfig
 from .architectures import BackboneSpec, get_spec
 from .augment_config import AugmentConfig
 from .callbacks import Callback, CancelToken
@@ -66,7 +66,7 @@ class RunSpec:
     input_size: int | None = None  # default: the backbone's own input size
     template_id: int | None = None  # landmarks: which template (default: most used)
     use_feature_cache: bool = True  # take the fast path when it applies
-    adapt: adapt_mod.AdaptConfig | None = None  # domain adaptation (tlstudio.ml.adapt)
+    adapt: AdaptConfig | None = None  # domain adaptation (tlstudio.ml.adapt)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -95,7 +95,7 @@ class RunSpec:
             input_size=d.get("input_size"),
             template_id=d.get("template_id"),
             use_feature_cache=d.get("use_feature_cache", True),
-            adapt=adapt_mod.AdaptConfig.from_dict(d.get("adapt")),
+            adapt=AdaptConfig.from_dict(d.get("adapt")),
         )
 
     @property
@@ -298,13 +298,16 @@ def train(
     target domain's images leave the labelled sets and are adapted to as pixels only
     (``target_ids``, default: those outside the val and test splits; see
     :mod:`tlstudio.ml.adapt`). ``keep``: the model saved is the best validation epoch's
-    ("best") or the last epoch's ("last", selected on nothing). A run that ends normally is then scored on the test split and, for classification,
-    calibrated on the val split (:func:`tlstudio.ml.selection.after_training`)."""
+    ("best") or the last epoch's ("last", selected on nothing). A run that ends normally
+    is then scored on the test split and, for classification, calibrated on the val split
+    (:func:`tlstudio.ml.selection.after_training`)."""
     if image_ids is None:
         image_ids = data_mod.train_val_ids(project, seed=spec.train.seed)
     adapt_to: list[int] = []  # target-domain images, pixels only
     target_warnings: list[str] = []
     if spec.adapt is not None:
+        from . import adapt as adapt_mod  # imports torchvision: only for adapting runs
+
         image_ids, adapt_to, target_warnings = adapt_mod.images_for_adaptation(
             project, spec, image_ids, target_ids, uses_feature_cache(spec)
         )
@@ -419,13 +422,8 @@ def train(
         from .selection import after_training
 
         try:
-            scored = model
-            if head_only:  # scoring reads images: the head over the pretrained backbone
-                assert wid is not None
-                scored = _model_over_pretrained(project, spec, wid, run_id)
-                scored.load_state_dict(model.state_dict(), strict=False)
             after = after_training(
-                project, run_id, scored, spec, image_ids, best_epoch=kept,
+                project, run_id, model, spec, image_ids, best_epoch=kept,
                 metric_name=ended.metric_name, best_metric=kept_value, keep=keep,
                 device=device, token=token,
             )  # fmt: skip

@@ -82,7 +82,7 @@ def outputs_on(
     carry labels for the spec's task. A classifier on a fully frozen backbone reads its
     features from the project's feature cache, as training did."""
     from .features import FeatureCache, extract_features, weights_id
-    from .runner import _weights_choice, uses_feature_cache
+    from .runner import _NoBackbone, _weights_choice, uses_feature_cache
 
     ds = _dataset(project, spec, ids)
     model.eval()
@@ -91,9 +91,18 @@ def outputs_on(
     key = "labels" if ds.multi_label else "label"
     if spec.task == "classify" and uses_feature_cache(spec) and hasattr(model, "head"):
         wid = weights_id(spec.backbone, _weights_choice(spec.weights))
+        backbone: Any = model.backbone
+        if isinstance(backbone, _NoBackbone):  # a head alone: built only for uncached images
+
+            def backbone() -> torch.nn.Module:
+                from .backbones import build_backbone
+
+                return build_backbone(spec.backbone, _weights_choice(spec.weights))
+
         X, _ = extract_features(
-            model.backbone, ds, FeatureCache(project.cache_dir), wid, device=device, token=token
-        )
+            backbone, ds, FeatureCache(project.cache_dir), wid, device=device, token=token,
+            name=spec.backbone,
+        )  # fmt: skip
         with torch.no_grad():
             logits = model.head(torch.from_numpy(X).to(device)).float().cpu()
         probs = model.probabilities(logits)
