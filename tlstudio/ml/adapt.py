@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import numpy as np
 import torch
@@ -149,7 +149,31 @@ def domain_loss(classifier: DomainClassifier, source: Tensor, target: Tensor) ->
 # --------------------------------------------------------------------------- model wrapper
 
 
-def feature_backbone(model: TaskModel) -> nn.Module:
+class StagedFeatures(Protocol):
+    """What :class:`DomainAdapted` reads of the module :func:`feature_backbone` finds (a
+    :class:`~tlstudio.ml.backbones.Backbone`)."""
+
+    stages: nn.ModuleList
+
+    @property
+    def out_channels(self) -> int: ...
+
+    def forward_features(self, x: Tensor) -> list[Tensor]: ...
+
+
+class _PooledClassifier(Protocol):
+    """A classification model as :meth:`DomainAdapted.training_step` runs it: pooled
+    backbone features → ``head`` logits → ``loss_from_logits``."""
+
+    backbone: nn.Module
+    head: nn.Module
+
+    def loss_from_logits(
+        self, logits: Tensor, targets: list[dict[str, Any]]
+    ) -> dict[str, Tensor]: ...
+
+
+def feature_backbone(model: TaskModel) -> StagedFeatures:
     """The module with ordered ``stages`` whose last stage's output, averaged over space,
     is the model's pooled features (detection keeps it as ``backbone.body``)."""
     backbone = getattr(model, "backbone", None)
@@ -191,8 +215,11 @@ class DomainAdapted(TaskModel):
         #: the last batch's alignment loss (before the weight), for logs
         self.last_alignment = 0.0
 
+    # The trainer freezes and groups its stages. Read-only: TaskModel's attribute is not
+    # set on this wrapper (a setter would be dead code: nn.Module.__setattr__ stores a
+    # module without calling it), so mypy's check for a writable override does not apply.
     @property
-    def backbone(self) -> nn.Module:  # the trainer freezes and groups its stages
+    def backbone(self) -> nn.Module:  # type: ignore[override]  # read-only, see above
         return self.inner.backbone
 
     def alignment(self, source: Tensor, target: Tensor) -> Tensor:
@@ -215,9 +242,10 @@ class DomainAdapted(TaskModel):
         n = images.shape[0]
         if hasattr(inner, "loss_from_logits") and hasattr(inner, "head"):
             # classification: one pass, so BatchNorm normalises both domains together
-            feats = inner.backbone(torch.cat([images, target.to(images.dtype)]))
+            classifier = cast(_PooledClassifier, inner)  # what the two checks found
+            feats = classifier.backbone(torch.cat([images, target.to(images.dtype)]))
             fs, ft = feats[:n], feats[n:]
-            out = dict(inner.loss_from_logits(inner.head(fs), targets))
+            out = dict(classifier.loss_from_logits(classifier.head(fs), targets))
         else:
             captured: list[Tensor] = []
             body = self._body[0]

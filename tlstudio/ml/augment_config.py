@@ -160,7 +160,9 @@ class AugmentConfig:
     def from_dict(cls, data: dict[str, Any]) -> AugmentConfig:
         """Inverse of :meth:`to_dict`; missing keys take defaults, unknown keys are ignored."""
         names = {f.name for f in fields(cls)}
-        kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in names}
+        kwargs: dict[str, Any] = {
+            k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in names
+        }
         return cls(**kwargs)
 
 

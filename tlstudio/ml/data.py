@@ -18,7 +18,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import cv2
 import numpy as np
@@ -87,6 +87,15 @@ def load_input_image(path: str | Path, size: int) -> tuple[np.ndarray, tuple[int
 
 
 # --------------------------------------------------------------------------- dataset
+
+
+class _ItemBase(TypedDict):
+    """The fields of :class:`_Item` every task fills."""
+
+    image_id: int
+    path: str
+    sha256: str
+    orig_size: tuple[int, int]
 
 
 @dataclass(frozen=True)
@@ -169,7 +178,7 @@ class ProjectDataset(Dataset):
     # -- construction ------------------------------------------------------------
     def _item(self, project: Project, image_id: int) -> _Item | None:
         rec = project.image(image_id)
-        base = {
+        base: _ItemBase = {
             "image_id": image_id,
             "path": str(project.image_path(rec)),
             "sha256": rec.sha256,
@@ -226,9 +235,7 @@ class ProjectDataset(Dataset):
         small = cv2.resize(mapped, (s, s), interpolation=cv2.INTER_NEAREST_EXACT)
         return _Item(**base, mask=small)
 
-    def _instances_item(
-        self, project: Project, image_id: int, base: dict[str, Any]
-    ) -> _Item | None:
+    def _instances_item(self, project: Project, image_id: int, base: _ItemBase) -> _Item | None:
         layer = project.instances.layer(image_id)
         if layer is None:
             return None
@@ -313,7 +320,8 @@ class ProjectDataset(Dataset):
         target: dict[str, Any] = {"image_id": it.image_id, "orig_size": it.orig_size}
         sample = self._sample(it, img)
         if self.transform is not None:
-            from torchvision import tv_tensors  # augmentation only: torchvision loads slowly
+            # augmentation only: torchvision loads slowly; it ships no stubs or py.typed
+            from torchvision import tv_tensors  # type: ignore[import-untyped]
 
             s = self.input_size
             sample["image"] = tv_tensors.Image(sample["image"])
@@ -357,7 +365,7 @@ class ProjectDataset(Dataset):
     @staticmethod
     def _sample(it: _Item, img: torch.Tensor) -> dict[str, Any]:
         sample: dict[str, Any] = {"image": img}
-        if it.boxes is not None:
+        if it.boxes is not None and it.box_labels is not None:  # set together
             sample["boxes"] = torch.from_numpy(it.boxes.copy())
             sample["labels"] = torch.from_numpy(it.box_labels.copy())
         if it.keypoints is not None:
@@ -440,17 +448,24 @@ def make_datasets(
         train_ids, val_ids = train_val_ids(project, seed=seed, val_fraction=val_fraction)
     if multi_label is None:
         multi_label = project.multi_label
-    if task == "landmarks" and template_id is None:
-        template_id = choose_template(project, train_ids + val_ids)
+    flip_perm = None
+    if task == "landmarks":
+        if template_id is None:
+            template_id = choose_template(project, train_ids + val_ids)
         if template_id is None:
             raise DatasetError("no landmark sets on the train/val images")
-    flip_perm = project.template(template_id).flip_permutation() if task == "landmarks" else None
+        flip_perm = project.template(template_id).flip_permutation()
     transform = None
     if augment is not None and augment.changes(task):
         from tlstudio.ml.transforms import build_train_transform
 
         transform = build_train_transform(task, augment, input_size, flip_perm)
-    common = {"template_id": template_id, "multi_label": multi_label}
-    train = ProjectDataset(project, task, train_ids, input_size, mean, std, transform, **common)
-    val = ProjectDataset(project, task, val_ids, input_size, mean, std, None, **common)
+    train = ProjectDataset(
+        project, task, train_ids, input_size, mean, std, transform,
+        template_id=template_id, multi_label=multi_label,
+    )  # fmt: skip
+    val = ProjectDataset(
+        project, task, val_ids, input_size, mean, std, None,
+        template_id=template_id, multi_label=multi_label,
+    )  # fmt: skip
     return train, val

@@ -138,7 +138,8 @@ class MBConvBlock(nn.Module):
         x = self._bn2(self._project_conv(x))
         if self.has_skip:
             if self.drop_rate > 0 and self.training:  # identity in eval mode
-                from torchvision.ops import stochastic_depth  # only when training: slow import
+                # only when training: slow import; torchvision ships no stubs or py.typed
+                from torchvision.ops import stochastic_depth  # type: ignore[import-untyped]
 
                 x = stochastic_depth(x, self.drop_rate, "row", True)
             x = x + inputs

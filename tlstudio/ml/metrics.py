@@ -30,6 +30,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -423,8 +424,22 @@ def detection_metrics(
             raise ValueError(f"target {i}: {len(gb)} boxes but {len(gl)} labels")
         if not len(db) == len(ds) == len(dl):
             raise ValueError(f"prediction {i}: {len(db)} boxes, {len(ds)} scores, {len(dl)} labels")
-        images.append(_Scored(gl, dl, ds, lambda d, g, db=db, gb=gb: box_iou(db[d], gb[g])))
+        images.append(_Scored(gl, dl, ds, partial(_box_iou_at, db, gb)))
     return _coco_table(images, c, _names(class_names, c), max_dets)
+
+
+def _box_iou_at(db: np.ndarray, gb: np.ndarray, d: np.ndarray, g: np.ndarray) -> np.ndarray:
+    """IoU of detection boxes ``db[d]`` with ground-truth boxes ``gb[g]`` (see
+    :attr:`_Scored.iou`)."""
+    return box_iou(db[d], gb[g])
+
+
+def _mask_iou_at(
+    dets: Sequence[ObjectMask], gts: Sequence[ObjectMask], d: np.ndarray, g: np.ndarray
+) -> np.ndarray:
+    """IoU of detected objects ``dets[d]`` with ground-truth objects ``gts[g]`` (see
+    :attr:`_Scored.iou`)."""
+    return mask_iou([dets[k] for k in d], [gts[k] for k in g])
 
 
 @dataclass(frozen=True)
@@ -625,9 +640,7 @@ def instance_metrics(
             )
         keep = np.flatnonzero(kept)
         dets = [dets[k] for k in keep]
-        images.append(_Scored(gl, dl[keep], ds[keep],
-                              lambda d, g, dets=dets, gts=gts: mask_iou(
-                                  [dets[k] for k in d], [gts[k] for k in g])))  # fmt: skip
+        images.append(_Scored(gl, dl[keep], ds[keep], partial(_mask_iou_at, dets, gts)))
         box_preds.append({k: (_np(v)[keep] if k in ("boxes", "scores", "labels") else v)
                           for k, v in pr.items()})  # fmt: skip
     segm = _coco_table(images, c, names, max_dets)

@@ -30,10 +30,12 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torchvision.transforms.v2 as T
-import torchvision.transforms.v2.functional as F
+
+# torchvision ships no stubs or py.typed marker
+import torchvision.transforms.v2 as T  # type: ignore[import-untyped]
+import torchvision.transforms.v2.functional as F  # type: ignore[import-untyped]
 from torch import Tensor
-from torchvision import tv_tensors
+from torchvision import tv_tensors  # type: ignore[import-untyped]
 
 from tlstudio.ml.augment_config import AUGMENT_HELP as AUGMENT_HELP  # re-exported
 from tlstudio.ml.augment_config import AugmentConfig as AugmentConfig  # re-exported

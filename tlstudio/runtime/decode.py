@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from .objects import grid_offset, instance_map, paste_objects
+from .objects import ObjectMask, grid_offset, instance_map, paste_objects
 from .sidecar import Sidecar
 
 
@@ -48,7 +48,8 @@ def _objects(side: Sidecar, raw: dict[str, np.ndarray], orig_hw: tuple[int, int]
     s = side.input_size
     xyxy = scale_xy(raw["boxes"].reshape(-1, 4), s, orig_hw)
     pasted = paste_objects(raw["mask_probs"], xyxy, orig_hw, grid_offset((s, s), orig_hw))
-    kept, objects = [], []
+    kept: list[ObjectMask] = []
+    objects: list[dict[str, Any]] = []
     for obj, b, sc, c in zip(pasted, xyxy.tolist(), raw["scores"].tolist(),
                              raw["labels"].tolist(), strict=True):  # fmt: skip
         if not obj.area:

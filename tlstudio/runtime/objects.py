@@ -80,7 +80,7 @@ def _tight(x0: int, y0: int, crop: np.ndarray) -> ObjectMask:
 
 def paste_object(
     probs: np.ndarray,
-    box: Sequence[float],
+    box: Sequence[float] | np.ndarray,
     image_hw: tuple[int, int],
     grid_offset: tuple[float, float] = (0.0, 0.0),
     threshold: float = MASK_THRESHOLD,
@@ -135,7 +135,9 @@ def paste_objects(
     """:func:`paste_object` for K grids (K×M×M or K×1×M×M) over K boxes (K×4)."""
     probs = np.asarray(probs, np.float32)
     boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
-    grids = probs.reshape(len(boxes), *probs.shape[-2:]) if len(boxes) else []
+    grids: np.ndarray | list[np.ndarray] = (
+        probs.reshape(len(boxes), *probs.shape[-2:]) if len(boxes) else []
+    )
     return [paste_object(g, b, image_hw, grid_offset) for g, b in zip(grids, boxes, strict=True)]
 
 

@@ -22,19 +22,34 @@ score is ever spent on a background channel. Predicted labels are returned as 0.
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from torch import Tensor, nn
-from torchvision.models.detection import FCOS, FasterRCNN
-from torchvision.models.detection.anchor_utils import AnchorGenerator
-from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
-from torchvision.models.detection.transform import GeneralizedRCNNTransform
-from torchvision.ops import FeaturePyramidNetwork, MultiScaleRoIAlign
-from torchvision.ops.feature_pyramid_network import LastLevelMaxPool, LastLevelP6P7
+
+# torchvision ships no stubs or py.typed marker
+from torchvision.models.detection import FCOS, FasterRCNN  # type: ignore[import-untyped]
+from torchvision.models.detection.anchor_utils import (  # type: ignore[import-untyped]
+    AnchorGenerator,
+)
+from torchvision.models.detection.faster_rcnn import (  # type: ignore[import-untyped]
+    FastRCNNPredictor,
+    TwoMLPHead,
+)
+from torchvision.models.detection.transform import (  # type: ignore[import-untyped]
+    GeneralizedRCNNTransform,
+)
+from torchvision.ops import FeaturePyramidNetwork, MultiScaleRoIAlign  # type: ignore[import-untyped]
+from torchvision.ops.feature_pyramid_network import (  # type: ignore[import-untyped]
+    LastLevelMaxPool,
+    LastLevelP6P7,
+)
 
 from tlstudio.ml.tasks.base import TaskModel
 from tlstudio.ml.tasks.decoder import eval_mode
+
+if TYPE_CHECKING:
+    from tlstudio.ml.backbones import Backbone
 
 DetectorArch = Literal["fcos", "fasterrcnn"]
 
@@ -48,9 +63,11 @@ class BackboneFPN(nn.Module):
     then "p6", "p7" (FCOS) or "pool" (Faster R-CNN).
     """
 
+    body: Backbone  # set with object.__setattr__: referenced, not registered
+
     def __init__(
         self,
-        backbone: nn.Module,
+        backbone: Backbone,
         num_levels: int,
         out_channels: int,
         extra_blocks: nn.Module | None,
@@ -110,10 +127,11 @@ class DetectorModel(TaskModel):
     task = "detect"
     main_metric = "map50"
     higher_is_better = True
+    backbone: Backbone  # set by TaskModel.__init__
 
     def __init__(
         self,
-        backbone: nn.Module,
+        backbone: Backbone,
         num_classes: int,
         arch: DetectorArch = "fcos",
         input_size: int = 224,
@@ -233,7 +251,7 @@ class DetectorModel(TaskModel):
         try:
             self.eval()
             self.detector.train()
-            self.detector.backbone.eval()
+            self.detector.get_submodule("backbone").eval()
             with torch.random.fork_rng(devices=devices):
                 torch.manual_seed(0)
                 return self._losses(images, targets)

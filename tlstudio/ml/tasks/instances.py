@@ -16,15 +16,23 @@ a full-size mask per object is not).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
-from torchvision.models.detection import MaskRCNN
-from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
-from torchvision.ops import MultiScaleRoIAlign
+
+# torchvision ships no stubs or py.typed marker
+from torchvision.models.detection import MaskRCNN  # type: ignore[import-untyped]
+from torchvision.models.detection.mask_rcnn import (  # type: ignore[import-untyped]
+    MaskRCNNHeads,
+    MaskRCNNPredictor,
+)
+from torchvision.ops import MultiScaleRoIAlign  # type: ignore[import-untyped]
 
 from tlstudio.ml.tasks.detect import BackboneFPN, DetectorModel
+
+if TYPE_CHECKING:
+    from tlstudio.ml.backbones import Backbone
 
 MASK_POOL = 14  # RoI features per object side; the predicted grid is twice that
 
@@ -41,7 +49,7 @@ class InstanceModel(DetectorModel):
 
     def __init__(
         self,
-        backbone: nn.Module,
+        backbone: Backbone,
         num_classes: int,
         input_size: int = 224,
         min_score: float = 0.05,
