@@ -150,7 +150,8 @@ class Actions(QObject):
         try:
             getattr(stack, which)()
         except (TlsError, sqlite3.Error) as exc:  # e.g. a record removed meanwhile
-            parent = self.parent() if isinstance(self.parent(), QWidget) else None
+            owner = self.parent()
+            parent = owner if isinstance(owner, QWidget) else None
             _show_message(parent, "tlstudio", f"Cannot {which}: {exc}")
 
     def sync(self) -> None:
@@ -194,8 +195,8 @@ class RecentProjects:
     def _read(self) -> list[str]:
         value = self.settings.value(RECENT_KEY, [])
         if isinstance(value, str):  # QSettings gives a lone string for a one-item list
-            value = [value]
-        return [str(v) for v in (value or [])]
+            return [value]
+        return [str(v) for v in value] if isinstance(value, list | tuple) else []
 
     def paths(self) -> list[str]:
         """Folders that are still projects; the others are dropped from the list."""
@@ -364,7 +365,10 @@ class ProjectActions(QObject):
         """Export in the background with the worker's own project connection."""
         from tlstudio.core.formats import export_labels
 
-        root = self.app_state.project.root
+        project = self.app_state.project
+        if project is None:  # closed meanwhile: nothing to export
+            return
+        root = project.root
 
         def work() -> tuple[Path, list[str]]:
             warnings: list[str] = []

@@ -17,8 +17,11 @@ THREADS_KEY = "performance/threads"
 
 def stored_threads(settings: QSettings) -> int:
     """The setting (0 = automatic; anything unreadable counts as automatic)."""
+    raw = settings.value(THREADS_KEY, 0)
+    if not isinstance(raw, int | float | str):  # e.g. None or a list: int() fails
+        return 0
     try:
-        value = int(settings.value(THREADS_KEY, 0))
+        value = int(raw)
     except (TypeError, ValueError):
         return 0
     return max(0, value)

@@ -248,7 +248,7 @@ class LandmarkSetItem(QGraphicsItem):
         self._selected = False
         self._selected_point: int | None = None
         self._dots: list[_PointDot] = []
-        self._lines: list[QGraphicsLineItem] = []
+        self._lines: list[_HaloLineItem] = []
 
     def boundingRect(self) -> QRectF:
         return QRectF()
@@ -345,7 +345,7 @@ def region_paths(label: np.ndarray) -> dict[int, QPainterPath]:
     the centres of the region's border pixels; holes included), by value. One pass finds
     every region's bounding box, so the cost is the image plus the regions' own areas."""
     import cv2  # loaded by tlstudio.core already; kept local like other heavy modules
-    from scipy.ndimage import find_objects
+    from scipy.ndimage import find_objects  # type: ignore[import-untyped]  # no scipy-stubs here
 
     out: dict[int, QPainterPath] = {}
     if label is None or not label.any():
@@ -418,8 +418,8 @@ class MaskOverlayItem(QGraphicsItem):
                 self._buffer[:] = 0
             self.update()
             return
-        self._ensure_buffer()
-        np.take(self._lut, label, out=self._buffer, mode="clip")
+        buffer = self._ensure_buffer()
+        np.take(self._lut, label, out=buffer, mode="clip")
         self.update()
 
     def update_region(self, label: np.ndarray, rect: tuple[int, int, int, int]) -> None:
@@ -428,14 +428,16 @@ class MaskOverlayItem(QGraphicsItem):
             self.set_label_map(label)
             return
         x0, y0, x1, y1 = rect
-        self._ensure_buffer()
-        np.take(self._lut, label[y0:y1, x0:x1], out=self._buffer[y0:y1, x0:x1], mode="clip")
+        buffer = self._ensure_buffer()
+        np.take(self._lut, label[y0:y1, x0:x1], out=buffer[y0:y1, x0:x1], mode="clip")
         self.update(QRectF(x0, y0, x1 - x0, y1 - y0))
 
-    def _ensure_buffer(self) -> None:
+    def _ensure_buffer(self) -> np.ndarray:
+        """The H×W ARGB buffer behind the shown image, made on first use."""
         if self._buffer is None:
             self._buffer = np.zeros((self._h, self._w), np.uint32)
             self._image = QImage(self._buffer.data, self._w, self._h, self._w * 4, ALPHA_FORMAT)
+        return self._buffer
 
     def argb_at(self, x: int, y: int) -> int:
         """The overlay colour 0xAARRGGBB at pixel (x, y) before opacity (0 = transparent)."""

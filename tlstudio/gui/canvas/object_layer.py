@@ -76,14 +76,15 @@ class ObjectOutlineItem(QGraphicsItem):
             painter.drawPath(path)
             painter.setPen(cosmetic_pen(self.colors.get(number, NO_CLASS_COLOR), 1.5))
             painter.drawPath(path)
-        path = self.paths.get(self.selected) if self.selected is not None else None
-        if path is not None:  # last: on top of its neighbours
+        selected = self.selected
+        selected_path = self.paths.get(selected) if selected is not None else None
+        if selected is not None and selected_path is not None:  # last: on top of its neighbours
             painter.setPen(cosmetic_pen(QColor(0, 0, 0, 160), 6))
-            painter.drawPath(path)
-            painter.setPen(cosmetic_pen(self.colors.get(self.selected, NO_CLASS_COLOR), 3))
-            painter.drawPath(path)
+            painter.drawPath(selected_path)
+            painter.setPen(cosmetic_pen(self.colors.get(selected, NO_CLASS_COLOR), 3))
+            painter.drawPath(selected_path)
             painter.setPen(cosmetic_pen("white", 1.5, Qt.PenStyle.DashLine))
-            painter.drawPath(path)
+            painter.drawPath(selected_path)
 
 
 class IgnoreRegionItem(QGraphicsItem):

@@ -408,12 +408,13 @@ class PredictionLayer:
         pred = self.prediction
         w, h = self._size
         numbers = pred.mask if pred is not None and self.task == "instances" else None
-        objects = [] if numbers is None or numbers.shape != (h, w) else [
-            o for o in pred.payload.get("objects", []) if float(o["score"]) >= self.threshold
-        ]  # fmt: skip
-        self._captions_shown = len(objects)
-        if numbers is None or numbers.shape != (h, w):
+        if pred is None or numbers is None or numbers.shape != (h, w):
+            self._captions_shown = 0
             return False
+        objects = [
+            o for o in pred.payload.get("objects", []) if float(o["score"]) >= self.threshold
+        ]
+        self._captions_shown = len(objects)
         lut = np.zeros(max([int(numbers.max()), *(int(o["number"]) for o in objects)]) + 1,
                        np.uint16)  # fmt: skip
         colors = {}

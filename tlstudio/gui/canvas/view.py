@@ -24,7 +24,7 @@ from __future__ import annotations
 import sqlite3
 
 import numpy as np
-from PySide6.QtCore import QEvent, QPoint, QPointF, QRectF, Qt, Signal
+from PySide6.QtCore import QEvent, QPoint, QPointF, QRect, QRectF, Qt, Signal
 from PySide6.QtGui import (
     QColor,
     QFocusEvent,
@@ -52,7 +52,7 @@ from .interaction import CanvasInput
 from .items import BoxItem
 from .mask_writer import MaskWriter
 from .prediction_items import PredictionLayer
-from .tools import TOOL_CLASSES, TOOL_SHORTCUTS, Tool
+from .tools import TOOL_CLASSES, TOOL_SHORTCUTS, LandmarkTool, MaskTool, ObjectTool, Tool
 from .viewport import Viewport
 from .window_level import WindowLevel
 
@@ -132,7 +132,7 @@ class CanvasView(QGraphicsView):
         app_state.image_changed.connect(self.load_image)
         app_state.data_changed.connect(self._reload_annotations)
         app_state.tool_changed.connect(self._on_tool_changed)
-        app_state.template_changed.connect(lambda _t: self.tools["landmarks"].template_changed())
+        app_state.template_changed.connect(lambda _t: self._landmark_tool().template_changed())
         app_state.project_opened.connect(self._on_project_opened)
         app_state.project_closed.connect(self._on_project_closed)
 
@@ -202,7 +202,7 @@ class CanvasView(QGraphicsView):
         size = (rec.width, rec.height) if rec is not None else (0, 0)
         self.annotations.set_image(size)
         self.navigator.image_size = size
-        if rec is None:
+        if rec is None or project is None:  # no record without a project
             self.navigator.update_scene_rect()
             self.viewport().update()
             return
@@ -337,22 +337,37 @@ class CanvasView(QGraphicsView):
         self.annotations.set_labels_visible(visible, tags)
         self._place_overlays()
 
+    def _mask_tool(self) -> MaskTool:
+        tool = self.tools["mask"]
+        assert isinstance(tool, MaskTool)  # TOOL_CLASSES maps each name to its class
+        return tool
+
+    def _object_tool(self) -> ObjectTool:
+        tool = self.tools["objects"]
+        assert isinstance(tool, ObjectTool)
+        return tool
+
+    def _landmark_tool(self) -> LandmarkTool:
+        tool = self.tools["landmarks"]
+        assert isinstance(tool, LandmarkTool)
+        return tool
+
     def brush_size(self) -> int:
         """Brush diameter in image pixels (the mask and objects tools share it)."""
-        return self.tools["mask"].brush_size
+        return self._mask_tool().brush_size
 
     def set_brush_size(self, size: int) -> None:
         """Brush diameter in image pixels (clamped to the mask tool's range)."""
-        self.tools["mask"].set_brush_size(size)
-        self.tools["objects"].set_brush_size(self.tools["mask"].brush_size)
+        self._mask_tool().set_brush_size(size)
+        self._object_tool().set_brush_size(self._mask_tool().brush_size)
 
     def mask_mode(self) -> str:
-        return self.tools["mask"].mode
+        return self._mask_tool().mode
 
     def set_mask_mode(self, mode: str) -> None:
         """ "brush", "eraser" or "polygon" (the mask tool's mode; does not switch tools)."""
         changed = mode != self.mask_mode()
-        self.tools["mask"].set_mode(mode)
+        self._mask_tool().set_mode(mode)
         if changed:
             self.mask_mode_changed.emit(mode)
 
@@ -435,7 +450,7 @@ class CanvasView(QGraphicsView):
         s.move(vp.center().x() - s.width() // 2, vp.center().y() - s.height() // 2)
 
     # ------------------------------------------------------------------ Qt events
-    def drawBackground(self, painter: QPainter, rect: QRectF) -> None:
+    def drawBackground(self, painter: QPainter, rect: QRectF | QRect) -> None:
         super().drawBackground(painter, rect)
         if self._record is not None and self.image_layer.data is None:
             painter.fillRect(
@@ -455,7 +470,11 @@ class CanvasView(QGraphicsView):
 
     def event(self, event: QEvent) -> bool:
         # keys the canvas handles win over window shortcuts while it has focus
-        if event.type() == QEvent.Type.ShortcutOverride and self.input.wants_key(event):
+        if (
+            event.type() == QEvent.Type.ShortcutOverride
+            and isinstance(event, QKeyEvent)  # PySide6 hands a ShortcutOverride as one
+            and self.input.wants_key(event)
+        ):
             event.accept()
             return True
         return super().event(event)

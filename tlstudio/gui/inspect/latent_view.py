@@ -10,10 +10,12 @@ Feature extraction, projection and the colouring facts (labels, predictions) run
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import pyqtgraph as pg
+import pyqtgraph as pg  # type: ignore[import-untyped]  # no stubs or py.typed
 from PySide6.QtCore import QEvent, QObject, QPoint, QPointF, Qt, QTimer, Signal
-from PySide6.QtGui import QColor, QKeySequence, QPixmap, QShortcut
+from PySide6.QtGui import QColor, QKeySequence, QMouseEvent, QPixmap, QShortcut
 from PySide6.QtWidgets import (
     QComboBox,
     QFrame,
@@ -32,6 +34,9 @@ from tlstudio.gui.inspect.latent_scatter import AtlasScatter, LassoViewBox, poin
 from tlstudio.gui.state import AppState
 from tlstudio.gui.workers.jobs import BackgroundJob, job_pool
 from tlstudio.gui.workers.thumbnails import ProjectThumbnails
+
+if TYPE_CHECKING:
+    from tlstudio.ml.embed import PointFacts
 
 METHODS = (("PCA", "pca"), ("t-SNE", "tsne"), ("UMAP", "umap"))
 COLOUR_MODES = (
@@ -209,7 +214,8 @@ class LatentView(QWidget):
         self.colour_combo.currentIndexChanged.connect(lambda _i: self._recolour())
         self.label_button.clicked.connect(self.label_selection)
         self.plot.scene().sigMouseMoved.connect(self._mouse_moved)
-        esc = QShortcut(QKeySequence(Qt.Key.Key_Escape), self, activated=self.clear_selection)
+        esc = QShortcut(QKeySequence(Qt.Key.Key_Escape), self)
+        esc.activated.connect(self.clear_selection)
         esc.setContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)  # not the whole window
         app_state.run_changed.connect(self._run_changed)
         app_state.project_opened.connect(lambda _p: self._project_changed())
@@ -220,7 +226,11 @@ class LatentView(QWidget):
         self._project_changed()
 
     def eventFilter(self, obj: QObject, event: QEvent) -> bool:
-        if event.type() == QEvent.Type.MouseButtonPress and obj is self.plot.viewport():
+        if (
+            event.type() == QEvent.Type.MouseButtonPress
+            and isinstance(event, QMouseEvent)
+            and obj is self.plot.viewport()
+        ):
             self.viewbox.press_modifiers = event.modifiers()
         return super().eventFilter(obj, event)
 
@@ -441,9 +451,8 @@ class LatentView(QWidget):
         self.hint_label.setVisible(bool(text))
 
     # -- colours --------------------------------------------------------------------------
-    def _categories(self) -> tuple[np.ndarray, list[tuple[str, str]]]:
+    def _categories(self, facts: PointFacts) -> tuple[np.ndarray, list[tuple[str, str]]]:
         """Category index per point and (name, colour) per category."""
-        facts = self._result.facts
         mode = self.colour_combo.currentData()
         if mode in ("label", "prediction"):
             values = facts.label if mode == "label" else facts.predicted
@@ -451,30 +460,33 @@ class LatentView(QWidget):
             palette = [(c.name, c.color) for c in classes]
             none = "unlabelled" if mode == "label" else "no prediction"
             palette.append((none, GREY))
-            lut = {c.id: i for i, c in enumerate(classes)}
-            cats = np.array([lut.get(int(v), len(classes)) for v in values], dtype=np.int64)
-            return cats, palette
+            class_index = {c.id: i for i, c in enumerate(classes)}
+            cats = [class_index.get(int(v), len(classes)) for v in values]
+            return np.array(cats, dtype=np.int64), palette
         if mode == "domain":  # the shift made visible: one colour per domain
             values = facts.domain if facts.domain is not None else np.full(len(facts.split), "")
             domains = sorted({str(v) for v in values if v})
             palette = [(d, DOMAIN_COLOURS[i % len(DOMAIN_COLOURS)]) for i, d in enumerate(domains)]
             palette.append(("no domain", GREY))
-            lut = {d: i for i, d in enumerate(domains)}
-            return np.array([lut.get(str(v), len(domains)) for v in values], np.int64), palette
+            domain_index = {d: i for i, d in enumerate(domains)}
+            cats = [domain_index.get(str(v), len(domains)) for v in values]
+            return np.array(cats, np.int64), palette
         if mode == "split":
             names = ["train", "val", "test", ""]
             palette = [(n or "no split", SPLIT_COLOURS[n]) for n in names]
-            lut = {n: i for i, n in enumerate(names)}
-            return np.array([lut.get(s, 3) for s in facts.split], dtype=np.int64), palette
+            split_index = {n: i for i, n in enumerate(names)}
+            cats = [split_index.get(s, 3) for s in facts.split]
+            return np.array(cats, dtype=np.int64), palette
         names = ["right", "wrong", "high error", "normal", ""]
         palette = [(n or "no prediction / no label", OUTCOME_COLOURS[n]) for n in names]
-        lut = {n: i for i, n in enumerate(names)}
-        return np.array([lut.get(s, 4) for s in facts.outcome], dtype=np.int64), palette
+        outcome_index = {n: i for i, n in enumerate(names)}
+        cats = [outcome_index.get(s, 4) for s in facts.outcome]
+        return np.array(cats, dtype=np.int64), palette
 
     def _recolour(self, autorange: bool = False) -> None:
         if self._result is None:
             return
-        self._cats, self._palette = self._categories()
+        self._cats, self._palette = self._categories(self._result.facts)
         counts = np.bincount(self._cats, minlength=len(self._palette))
         rows = [
             f'<tr><td style="color:{colour}; font-size:15px;">●</td>'
@@ -518,7 +530,7 @@ class LatentView(QWidget):
 
     def _clicked(self, scene_pos: QPointF, modifiers) -> None:
         i = self._nearest(scene_pos)
-        if i is not None:
+        if i is not None and self._result is not None:  # a point implies a result
             image_id = int(self._result.image_ids[i])
             self.message.emit(f"Opening image {image_id}")
             self.open_image.emit(image_id)

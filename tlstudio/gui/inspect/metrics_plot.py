@@ -26,7 +26,7 @@ class MetricsPlot(QGroupBox):
 
     def __init__(self) -> None:
         super().__init__("Precision-recall curves")
-        self.setLayout(QVBoxLayout())
+        self._layout = QVBoxLayout(self)
         self.plot: Any = None
 
     def clear(self) -> None:
@@ -35,7 +35,7 @@ class MetricsPlot(QGroupBox):
 
     def _ensure_plot(self) -> Any:
         if self.plot is None:
-            import pyqtgraph as pg
+            import pyqtgraph as pg  # type: ignore[import-untyped]  # no stubs or py.typed
 
             w = pg.PlotWidget()
             w.setBackground("w")
@@ -44,7 +44,7 @@ class MetricsPlot(QGroupBox):
                 w.getPlotItem().getAxis(axis).setTextPen("k")
                 w.getPlotItem().getAxis(axis).setPen((120, 120, 120))
             w.setMinimumSize(260, 160)
-            self.layout().addWidget(w)
+            self._layout.addWidget(w)
             self.plot = w
             self.created.emit()
         return self.plot

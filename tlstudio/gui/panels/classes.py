@@ -192,7 +192,7 @@ class ClassPanel(QWidget):
         self.template.blockSignals(True)
         self.template.clear()
         for t in templates:
-            n = counts.get(t.id, 0)
+            n = counts.get(t.id, 0) if t.id is not None else 0
             used = f"{n} set{'s' if n != 1 else ''}" if n else "no sets yet"
             self.template.addItem(f"{t.name} ({len(t.points)} points, {used})", t.id)
         self.template.blockSignals(False)
@@ -259,7 +259,8 @@ class ClassPanel(QWidget):
             cmd = AddClass(name.strip())
             if self._push(cmd):
                 self.refresh()
-                self.app_state.set_class(cmd.info.id)
+                if cmd.info is not None:  # set by the push
+                    self.app_state.set_class(cmd.info.id)
 
     def rename_selected(self) -> None:
         info = self.selected_class()

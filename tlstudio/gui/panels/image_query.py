@@ -278,10 +278,23 @@ def rows_for(project: Project, ids: Sequence[int]) -> dict[int, BrowserRow]:
             (SELECT COUNT(*) FROM instances o WHERE o.image_id = i.id),
             i.domain
         FROM images i WHERE i.id IN ({marks})"""
-    out = {}
+    out: dict[int, BrowserRow] = {}
     for r in project.store.conn.execute(sql, list(ids)):
+        image_id, path, sha256, split, n_tags, n_boxes, n_landmarks, has_mask = r[:8]
         names = tuple(r[8].split("\x1f")) if r[8] else ()
-        out[r[0]] = BrowserRow(*r[:7], bool(r[7]), names, n_objects=r[9], domain=r[10])
+        out[image_id] = BrowserRow(
+            image_id,
+            path,
+            sha256,
+            split,
+            n_tags,
+            n_boxes,
+            n_landmarks,
+            bool(has_mask),
+            names,
+            n_objects=r[9],
+            domain=r[10],
+        )
     return out
 
 
@@ -325,7 +338,7 @@ def usage_text(usage: dict[str, int]) -> str:
 
 def template_counts(project: Project) -> dict[int, int]:
     """Per template id: how many landmark sets use it (templates without sets: 0)."""
-    out = {t.id: 0 for t in project.templates()}
+    out = {t.id: 0 for t in project.templates() if t.id is not None}  # stored: all have ids
     sql = "SELECT template_id, COUNT(*) FROM landmark_sets GROUP BY template_id"
     for template_id, n in project.store.conn.execute(sql):
         if template_id in out:

@@ -119,7 +119,7 @@ def render_preview(req: PreviewRequest, seed: int, count: int = TILES) -> Previe
             image, target = ds[0]
             rgb = ((image * std + mean) * 255.0).round().clamp(0, 255).to(torch.uint8)
             rgb_np = rgb.permute(1, 2, 0).contiguous().numpy()
-            sample = {
+            sample: dict[str, np.ndarray] = {
                 key: target[key].numpy().copy()
                 for key in ("boxes", "labels", "keypoints", "mask", "label") if key in target
             }  # fmt: skip

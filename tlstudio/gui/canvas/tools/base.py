@@ -133,11 +133,11 @@ class BrushCursor:
         if self._item is None:
             self._item = BrushCursorItem()
             self.view.scene().addItem(self._item)
-        shown = shown and self.pos is not None
-        if shown:
+        pos = self.pos if shown else None
+        if pos is not None:
             self._item.set_radius(diameter / 2, erase=erase)
-            self._item.setPos(self.pos)
-        self._item.setVisible(shown)
+            self._item.setPos(pos)
+        self._item.setVisible(pos is not None)
 
     def leave(self) -> None:
         """The mouse left the canvas: hide the outline."""

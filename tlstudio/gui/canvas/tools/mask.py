@@ -83,23 +83,24 @@ class MaskTool(Tool):
     def press(self, pos: QPointF, event: QMouseEvent) -> None:
         if self.view.image_id is None:
             return
-        if self.mode != "eraser" and self.app_state.class_id is None:
+        class_id = self.app_state.class_id
+        if self.mode != "eraser" and class_id is None:
             self.view.message.emit("Choose a class before painting a mask.")
             return
         if self.mode == "polygon":
             self._vertices.append(self.view.navigator.clamp(pos))
             self._update_polygon()
             return
-        self._label = self.view.annotations.editable_mask()
-        self._value = 0 if self.mode == "eraser" else int(self.app_state.class_id)
+        self._label = label = self.view.annotations.editable_mask()
+        self._value = 0 if self.mode == "eraser" or class_id is None else int(class_id)
         self._last = pos
-        self._paint(pos, pos)
+        self._paint(label, pos, pos)
 
     def move(self, pos: QPointF, event: QMouseEvent) -> None:
         self._brush.pos = pos
         self._update_cursor()
         if self._label is not None and self._last is not None:
-            self._paint(self._last, pos)
+            self._paint(self._label, self._last, pos)
             self._last = pos
         elif self._vertices:
             self._update_polygon()
@@ -149,12 +150,13 @@ class MaskTool(Tool):
         self.view.annotations.mask_item.update_region(label, rect)
         self.view.push_mask(label, "Fill polygon")
 
-    def _paint(self, a: QPointF, b: QPointF) -> None:
+    def _paint(self, label: np.ndarray, a: QPointF, b: QPointF) -> None:
+        """Paint the stroke segment a→b (image px) into ``label``, the stroke's working copy."""
         rect = paint_segment(
-            self._label, (a.x(), a.y()), (b.x(), b.y()), self.brush_size / 2, self._value
+            label, (a.x(), a.y()), (b.x(), b.y()), self.brush_size / 2, self._value
         )
         if rect is not None:
-            self.view.annotations.mask_item.update_region(self._label, rect)
+            self.view.annotations.mask_item.update_region(label, rect)
 
     def _update_cursor(self) -> None:
         shown = self.mode in ("brush", "eraser") and self.app_state.tool == self.name
