@@ -1,0 +1,57 @@
+"""A training job for ``torchrun``, started by tests/ml/test_distributed.py.
+
+``python -m torch.distributed.run ... tests/ml/ddp_job.py PROJECT SPECS_JSON OUT_DIR``
+trains each RunSpec of the list in SPECS_JSON on PROJECT, one after the other, with
+:func:`tlstudio.ml.runner.train`, joined to the job by
+:func:`tlstudio.ml.distributed.run_in_job` exactly as ``tlstudio train`` is, and writes
+``OUT_DIR/rank<R>.json``: per run its id, status and epochs run, then how many rows this
+process's database connection changed (SQLite's ``total_changes``) and whether it opened
+the project read-only. ``DDP_TEST_FAIL_RANK=R`` makes rank R raise in its second epoch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+
+def main() -> int:
+    from tlstudio.ml import distributed as D
+    from tlstudio.ml import runner
+    from tlstudio.ml.trainer import Trainer
+
+    root, spec_file, out_dir = sys.argv[1:4]
+    specs = [runner.RunSpec.from_dict(d) for d in json.loads(Path(spec_file).read_text())]
+    fail_rank = os.environ.get("DDP_TEST_FAIL_RANK")
+
+    def body(project, ctx) -> int:
+        if fail_rank is not None and ctx.rank == int(fail_rank):
+            real = Trainer._train_batches
+
+            def failing(self, epoch):
+                if epoch == 1:
+                    raise RuntimeError(f"injected failure in rank {ctx.rank}")
+                return real(self, epoch)
+
+            Trainer._train_batches = failing
+        runs = []
+        for spec in specs:
+            result = runner.train(project, spec, distributed=ctx)
+            ended = result.ended
+            runs.append({"run_id": result.run_id, "status": ended.status,
+                         "epochs_run": ended.epochs_run})  # fmt: skip
+        record = {
+            "runs": runs,
+            "changes": project.store.conn.total_changes,
+            "read_only": project.read_only,
+        }
+        Path(out_dir, f"rank{ctx.rank}.json").write_text(json.dumps(record))
+        return 0
+
+    return D.run_in_job(root, specs[0].train.device, body)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
