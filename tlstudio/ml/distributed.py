@@ -365,7 +365,8 @@ class _StepModule(nn.Module):
         self.model = model
 
     def forward(self, images: Any, targets: Any) -> Any:
-        return self.model.training_step(images, targets)
+        model: Any = self.model  # a TaskModel
+        return model.training_step(images, targets)
 
 
 class _AgreedToken:
@@ -532,7 +533,8 @@ def extract_features_sharded(
     group = ""
     rows: list[np.ndarray | None] = [None] * n
     if ctx.is_main and use_cache:
-        name = backbone.spec.name if hasattr(backbone, "spec") else type(backbone).__name__
+        spec = getattr(backbone, "spec", None)
+        name = spec.name if spec is not None else type(backbone).__name__
         group = cache.open_group(name, weights_id, dataset.preprocess_signature())
         rows = [cache.get(group, dataset.content_key(i)) for i in range(n)]
     missing = broadcast_object(ctx, [i for i in range(n) if rows[i] is None])
@@ -549,8 +551,11 @@ def extract_features_sharded(
             rows[i] = row
             if use_cache:
                 cache.put(group, dataset.content_key(i), row)
-        dim = next((r.shape[0] for r in rows if r is not None), 0)
-        X = np.stack(rows).astype(np.float32) if n else np.zeros((0, dim), np.float32)
+        done = [r for r in rows if r is not None]
+        if len(done) != n:  # every image was cached or computed by one of the processes
+            raise DistributedError(f"features of {n - len(done)} image(s) were not gathered")
+        dim = done[0].shape[0] if done else 0
+        X = np.stack(done).astype(np.float32) if n else np.zeros((0, dim), np.float32)
         if progress is not None:
             progress(n, n)
     return broadcast_object(ctx, X)

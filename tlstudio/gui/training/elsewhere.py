@@ -95,7 +95,9 @@ class TrainElsewhereDialog(QDialog):
         self.spec = spec
         self.job: Any = None
         self._job: BackgroundJob | None = None
-        root = app_state.project.root
+        assert app_state.project is not None  # the Train panel offers this with a project
+        self.root = app_state.project.root
+        root = self.root
         stamp = time.strftime("%Y%m%d-%H%M")
         intro = QLabel(INTRO)
         intro.setWordWrap(True)
@@ -157,11 +159,7 @@ class TrainElsewhereDialog(QDialog):
             return
         self.write_button.setEnabled(False)
         self.status_label.setText("Writing the job folder…")
-        root, spec, copy = (
-            str(self.app_state.project.root),
-            self.spec.to_dict(),
-            self.copy_box.isChecked(),
-        )
+        root, spec, copy = str(self.root), self.spec.to_dict(), self.copy_box.isChecked()
         job = BackgroundJob(
             lambda _t, progress: _write_job(root, spec, folder, copy, progress), context=self
         )
@@ -185,7 +183,7 @@ class TrainElsewhereDialog(QDialog):
     def _written(self, job: Any) -> None:
         self.job = job
         self.status_label.setText("Written. Run it on the server:")
-        self.commands.setPlainText(commands_text(job, self.app_state.project.root))
+        self.commands.setPlainText(commands_text(job, self.root))
         self.written.emit(job)
 
     def _failed(self, _kind: str, message: str) -> None:
