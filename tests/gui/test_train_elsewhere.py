@@ -1,5 +1,6 @@
-"""Train panel → "Train elsewhere…" writes a job folder; History → "Import finished run…"
-brings the run back; Inspect evaluates it like a run trained here."""
+"""Train panel → "Train elsewhere…" writes a job folder; its run.sh trains with torchrun
+(2 CPU processes, gloo); History → "Import finished run…" brings the run back; Inspect
+evaluates it like a run trained here."""
 
 from __future__ import annotations
 
@@ -69,6 +70,7 @@ def test_train_elsewhere_then_import_and_inspect(qtbot, main_window, tmp_path, m
     proc = subprocess.run(["bash", str(job_dir / "run.sh")], env=env, stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, text=True, timeout=240)  # fmt: skip
     assert proc.returncode == 0, proc.stdout
+    assert proc.stdout.count("run 1 (finished, 2 epochs)") == 1, proc.stdout  # rank 0 reports
 
     _import(qtbot, main_window, dock, job_dir, monkeypatch)
     state = main_window.app_state

@@ -2,7 +2,8 @@
 
 ``python -m torch.distributed.run ... tests/ml/ddp_job.py PROJECT SPECS_JSON OUT_DIR``
 trains each RunSpec of the list in SPECS_JSON on PROJECT, one after the other, with
-:func:`tlstudio.ml.runner.train`, joined to the job by
+:func:`tlstudio.ml.runner.train` (an entry ``{"resume": RUN}`` goes on with that run through
+:func:`tlstudio.ml.runner.resume_run`), joined to the job by
 :func:`tlstudio.ml.distributed.run_in_job` exactly as ``tlstudio train`` is, and writes
 ``OUT_DIR/rank<R>.json``: per run its id, status and epochs run, then how many rows this
 process's database connection changed (SQLite's ``total_changes``) and whether it opened
@@ -23,7 +24,8 @@ def main() -> int:
     from tlstudio.ml.trainer import Trainer
 
     root, spec_file, out_dir = sys.argv[1:4]
-    specs = [runner.RunSpec.from_dict(d) for d in json.loads(Path(spec_file).read_text())]
+    entries = json.loads(Path(spec_file).read_text())
+    device = next(e["train"]["device"] for e in entries if "resume" not in e)
     fail_rank = os.environ.get("DDP_TEST_FAIL_RANK")
 
     def body(project, ctx) -> int:
@@ -37,8 +39,12 @@ def main() -> int:
 
             Trainer._train_batches = failing
         runs = []
-        for spec in specs:
-            result = runner.train(project, spec, distributed=ctx)
+        for entry in entries:
+            if "resume" in entry:
+                result = runner.resume_run(project, entry["resume"], distributed=ctx)
+            else:
+                spec = runner.RunSpec.from_dict(entry)
+                result = runner.train(project, spec, distributed=ctx)
             ended = result.ended
             runs.append({"run_id": result.run_id, "status": ended.status,
                          "epochs_run": ended.epochs_run})  # fmt: skip
@@ -50,7 +56,7 @@ def main() -> int:
         Path(out_dir, f"rank{ctx.rank}.json").write_text(json.dumps(record))
         return 0
 
-    return D.run_in_job(root, specs[0].train.device, body)
+    return D.run_in_job(root, device, body)
 
 
 if __name__ == "__main__":

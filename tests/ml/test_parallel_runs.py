@@ -16,7 +16,7 @@ from tlstudio.ml.parallel_runs import parse_devices
 from tlstudio.ml.runner import RunError
 
 CV = ["--kind", "cv", "--k", "2", "--backbone", "resnet18", "--weights", "none",
-      "--input-size", "32", "--epochs", "2", "--batch", "4", "--device", "cpu"]  # fmt: skip
+      "--input-size", "32", "--epochs", "1", "--batch", "4", "--device", "cpu"]  # fmt: skip
 
 
 def _table(text: str) -> dict[str, list[str]]:
