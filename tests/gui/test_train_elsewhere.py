@@ -5,11 +5,11 @@ evaluates it like a run trained here."""
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from job_processes import run_job_processes
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QFileDialog, QMessageBox
 
@@ -67,8 +67,7 @@ def test_train_elsewhere_then_import_and_inspect(qtbot, main_window, tmp_path, m
     # on the "server": the job's run.sh, 2 processes on the CPU (gloo)
     env = dict(os.environ, PYTHONPATH=str(REPO), NPROC="2", DEVICE="cpu",
                PYTHON=sys.executable, OMP_NUM_THREADS="1", TLSTUDIO_DIST_TIMEOUT_S="60")  # fmt: skip
-    proc = subprocess.run(["bash", str(job_dir / "run.sh")], env=env, stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, text=True, timeout=240)  # fmt: skip
+    proc = run_job_processes(["bash", str(job_dir / "run.sh")], env=env, timeout=240)
     assert proc.returncode == 0, proc.stdout
     assert proc.stdout.count("run 1 (finished, 2 epochs)") == 1, proc.stdout  # rank 0 reports
 

@@ -2,7 +2,8 @@
 
 The torchrun tests start real jobs (``python -m torch.distributed.run --standalone``) on a
 tiny project; every collective gives up after 60 s (``TLSTUDIO_DIST_TIMEOUT_S``) and every
-job after JOB_TIMEOUT_S, so a broken job fails the test instead of hanging the suite.
+job after JOB_TIMEOUT_S (all its processes killed), so a broken job fails the test
+instead of hanging the suite.
 """
 
 from __future__ import annotations
@@ -10,12 +11,13 @@ from __future__ import annotations
 import json
 import math
 import os
-import subprocess
 import sys
 from pathlib import Path
+from subprocess import CompletedProcess
 
 import pytest
 import torch
+from job_processes import run_job_processes
 from torch.utils.data import DataLoader, RandomSampler
 
 from tlstudio.core.demo import create_demo_project
@@ -45,7 +47,7 @@ def tiny(tmp_path: Path) -> Path:
     return tmp_path / "tiny"
 
 
-def torchrun(nproc: int, args: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess:
+def torchrun(nproc: int, args: list[str], cwd: Path, **env: str) -> CompletedProcess[str]:
     """``torchrun --standalone --nproc_per_node nproc ARGS`` (a free port, this worktree's
     tlstudio); stdout and stderr together in ``.stdout``."""
     environ = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
@@ -53,10 +55,7 @@ def torchrun(nproc: int, args: list[str], cwd: Path, **env: str) -> subprocess.C
     environ.update(env)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
            f"--nproc_per_node={nproc}", *args]  # fmt: skip
-    return subprocess.run(
-        cmd, cwd=cwd, env=environ, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        text=True, timeout=JOB_TIMEOUT_S,
-    )  # fmt: skip
+    return run_job_processes(cmd, cwd=cwd, env=environ, timeout=JOB_TIMEOUT_S)
 
 
 def head_spec(batch: int, **train) -> RunSpec:
@@ -318,3 +317,27 @@ def test_a_failing_rank_fails_the_whole_job_with_its_error(tiny, tmp_path):
     with Project.open(tiny) as project:
         (run,) = RunStore(project).list()
         assert run.status in ("failed", "interrupted"), run  # not left "running"
+
+
+def test_a_job_past_its_deadline_is_killed_with_every_process_it_started(tmp_path):
+    """The tests' launcher helper: a job that hangs fails the test and leaves no process."""
+    import subprocess
+    import time
+
+    pid_file = tmp_path / "child.pid"
+    script = f"sleep 120 & echo $! > {pid_file}; wait"
+    with pytest.raises(subprocess.TimeoutExpired):
+        run_job_processes(["bash", "-c", script], timeout=2)
+    child = int(pid_file.read_text())
+
+    def gone() -> bool:
+        try:
+            state = Path(f"/proc/{child}/stat").read_text().split(")")[-1].split()[0]
+        except FileNotFoundError:
+            return True
+        return state in ("Z", "X")  # killed, not yet reaped by init
+
+    deadline = time.monotonic() + 10
+    while not gone() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert gone()

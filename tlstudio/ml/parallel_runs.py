@@ -145,7 +145,9 @@ _WORKER: dict[str, Any] = {}
 def _init_worker(queue: Any, threads: int) -> None:
     import torch
 
-    _WORKER["device"] = queue.get()
+    # every worker finds its device waiting (one per device, never more workers than
+    # devices); the timeout turns a broken start into a failed pool instead of a hang
+    _WORKER["device"] = queue.get(timeout=120)
     torch.set_num_threads(threads)
 
 
