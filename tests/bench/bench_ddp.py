@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -29,6 +28,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tests"))
+TIMEOUT_S = 3600  # per command: a hung job ends the bench instead of waiting forever
 
 CONFIGS = {
     "features": ["--epochs", "30", "--lr", "3e-3"],
@@ -37,10 +38,11 @@ CONFIGS = {
 
 
 def _run(cmd: list[str], cwd: Path) -> float:
+    from job_processes import run_job_processes
+
     env = dict(os.environ, PYTHONPATH=str(REPO))
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    proc = run_job_processes(cmd, cwd=cwd, env=env, timeout=TIMEOUT_S)
     took = time.perf_counter() - t0
     if proc.returncode != 0:
         sys.exit(f"failed: {' '.join(cmd)}\n{proc.stdout[-3000:]}")
