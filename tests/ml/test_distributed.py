@@ -239,7 +239,8 @@ def test_two_processes_match_one_process_with_twice_the_batch(tiny, tmp_path):
       with its processes and global batch;
     - it follows 1 process × batch 8 (same global batches, gradients averaged by DDP) to
       float rounding, on the cached-feature path and through the (frozen) backbone;
-    - early stopping and a non-finite loss stop every process at the same epoch;
+    - early stopping, a non-finite loss and a cancel on rank 0 stop every process at the
+      same epoch;
     - the fast path's features are extracted by both processes and cached once;
     - a run started in one process (4 steps per epoch) goes on in 2 (2 steps per epoch)
       with its cosine schedule ending where it should."""
@@ -256,7 +257,8 @@ def test_two_processes_match_one_process_with_twice_the_batch(tiny, tmp_path):
         head_spec(4, epochs=3, lr=1e30),
         _cached_spec(),
     ]
-    entries = [s.to_dict() for s in specs] + [{"resume": first.id}]
+    cancelled = {**head_spec(4, epochs=4).to_dict(), "cancel_after_epoch": 1}
+    entries = [s.to_dict() for s in specs] + [{"resume": first.id}, cancelled]
     proc, records = run_job(tmp_path, tiny, entries)
     assert proc.returncode == 0, proc.stdout
     assert len(records) == 2, proc.stdout
@@ -264,12 +266,13 @@ def test_two_processes_match_one_process_with_twice_the_batch(tiny, tmp_path):
     assert rank1["changes"] == 0 and rank1["read_only"] is True
     assert rank0["changes"] > 0 and rank0["read_only"] is False
     statuses = [r["status"] for r in rank0["runs"]]
-    assert statuses == ["finished", "finished", "stopped_early", "failed", "finished", "finished"]
+    assert statuses == ["finished", "finished", "stopped_early", "failed", "finished",
+                        "finished", "cancelled"]  # fmt: skip
     assert rank1["runs"] == rank0["runs"]  # the same run ids, stops and epochs
 
     with Project.open(tiny) as project:
         store = RunStore(project)
-        assert len(store.list()) == 1 + len(specs)  # one run per spec, not one per process
+        assert len(store.list()) == 2 + len(specs)  # one run per spec, not one per process
         cached = list((project.cache_dir / "features").rglob("*.npy"))
         assert len(cached) == project.image_count()  # 16 train + 8 val, each stored once
         run = store.get(rank0["runs"][0]["run_id"])
@@ -293,6 +296,9 @@ def test_two_processes_match_one_process_with_twice_the_batch(tiny, tmp_path):
                   f"largest relative loss difference {worst:.1e}")  # fmt: skip
         nan_run = store.get(rank0["runs"][3]["run_id"])
         assert nan_run.status == "failed" and "loss became" in (nan_run.error or "")
+        # rank 0's cancel after epoch 1 stopped rank 1 there too (same epochs_run above)
+        assert rank0["runs"][6]["epochs_run"] == 2
+        assert store.get(rank0["runs"][6]["run_id"]).status == "cancelled"
 
         rec = store.get(first.id)
         assert rec.status == "finished" and rec.device == "cpu ×2 (gloo)"
