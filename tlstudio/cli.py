@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 
 COMMANDS = (
     "new", "import", "export", "info", "demo", "train", "evaluate", "predict", "experiment",
-    "export-model", "report", "doctor",
+    "export-model", "report", "doctor", "bundle", "run-job", "import-run",
 )  # fmt: skip
 IMPORT_FORMATS = (*FORMATS, "images")  # "images": add the paths as images only
 KIND_NAMES = {  # kind: (one, several)
@@ -175,6 +175,9 @@ def _parser() -> argparse.ArgumentParser:
     from .cli_confidence import add_commands as add_confidence_commands
 
     add_confidence_commands(sub)
+    from .cli_jobs import add_commands as add_job_commands
+
+    add_job_commands(sub)
     from .doctor import add_command as add_doctor
 
     add_doctor(sub)

@@ -37,7 +37,15 @@ def add_commands(sub: Any) -> None:
         metavar="RUN",
         type=int,
         help="go on with an interrupted, cancelled or failed run from its last checkpoint, "
-        "with the settings it was started with (the other options are ignored)",
+        "with the settings it was started with (the other options are ignored); also with "
+        "another number of torchrun processes",
+    )
+    p.add_argument(
+        "--sync-bn",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="under torchrun: BatchNorm statistics over every process (SyncBatchNorm, GPUs "
+        "only) or per process; auto = on for detect and segment on GPUs",
     )
     p.set_defaults(run=cmd_train)
 
@@ -325,27 +333,53 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.target_domain and not args.adapt:
         raise ValidationError("--target-domain goes with --adapt coral|mmd|dann|standardize")
     spec = None if args.resume is not None else spec_from_args(args)
+    if spec is not None and args.sync_bn != "auto":
+        spec.train.sync_batchnorm = args.sync_bn == "on"
+    from .ml.distributed import launched_by_torchrun, run_in_job
+
     use_thread_budget()
+    if launched_by_torchrun():
+        return run_in_job(
+            args.dir,
+            args.device,
+            lambda project, ctx: train_and_report(project, spec, resume=args.resume, job=ctx),
+        )
     with Project.open(args.dir) as project:
         return train_and_report(project, spec, resume=args.resume)
 
 
-def train_and_report(project, spec, *, resume: int | None = None) -> int:
+def train_and_report(
+    project, spec, *, resume: int | None = None, job=None, image_ids=None, on_result=None
+) -> int:
     """Train (or with ``resume``, go on with that run), print progress to stderr and the
-    result to stdout; exit status."""
+    result to stdout; exit status. ``job``: this process's place in a torchrun job (only
+    rank 0 prints); ``image_ids``: (train ids, val ids) instead of the stored splits;
+    ``on_result(TrainResult)`` is called (on rank 0) before the result is printed."""
     from .ml.callbacks import ConsoleProgress
     from .ml.runner import resume_run, train
 
+    main = job is None or job.is_main
+
     def progress(stage: str, done: int, total: int) -> None:
-        if done == total:
+        if done == total and main:
             print(f"{stage}: {done}/{total} images", file=sys.stderr)
 
-    callbacks = [ConsoleProgress(sys.stderr)]
+    callbacks = [ConsoleProgress(sys.stderr)] if main else []
     if resume is not None:
-        print(f"resuming run {resume} from its last checkpoint", file=sys.stderr)
-        result = resume_run(project, resume, callbacks=callbacks, progress=progress)
+        if main:
+            print(f"resuming run {resume} from its last checkpoint", file=sys.stderr)
+        result = resume_run(
+            project, resume, callbacks=callbacks, progress=progress, distributed=job
+        )
     else:
-        result = train(project, spec, callbacks=callbacks, progress=progress)
+        result = train(
+            project, spec, callbacks=callbacks, progress=progress, distributed=job,
+            image_ids=image_ids,
+        )  # fmt: skip
+    if not main:
+        return 0 if result.failure is None else 2
+    if on_result is not None:
+        on_result(result)
     for message in result.warnings:
         print(f"warning: {message}", file=sys.stderr)
     if result.feature_cache:
@@ -728,6 +762,18 @@ def add_experiment_command(sub: Any) -> None:
         default="logreg",
         help="sklearn: the head (default logreg)",
     )
+    p.add_argument(
+        "--devices",
+        metavar="LIST",
+        help="train the experiment's runs in parallel, one worker process per device "
+        "(e.g. cuda:0,cuda:1; a device may repeat); not for sklearn",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="train the runs in N parallel CPU worker processes (the cores shared among them)",
+    )
     add_run_options(
         p, task_default="classify", seed_help="training seed, also of folds and subsets"
     )
@@ -766,6 +812,27 @@ def _metric_names(dicts: list[dict[str, float]]) -> list[str]:
     return names
 
 
+def _run_pool(args: argparse.Namespace):
+    """The worker pool of ``--devices``/``--workers`` (None: one run after the other)."""
+    from .ml.parallel_runs import RunPool, parse_devices
+
+    devices = parse_devices(args.devices, args.workers)
+    if devices is None:
+        return None
+    if args.kind == "sklearn":
+        from .core.errors import ValidationError
+
+        raise ValidationError("the sklearn experiment is one run: --devices/--workers do not apply")
+    print(f"{len(devices)} workers: {', '.join(devices)}", file=sys.stderr)
+
+    def done(job, result) -> None:
+        status = result.ended.status if result.ended is not None else "failed"
+        device = job.spec.train.device
+        print(f"{job.label}: run {result.run_id} {status} ({device})", file=sys.stderr)
+
+    return RunPool(devices, on_done=done)
+
+
 def cmd_experiment(args: argparse.Namespace) -> int:
     from .core.project import Project
     from .core.runs import RunStore
@@ -779,11 +846,12 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     spec = spec_from_args(args)
     use_thread_budget()
     cbs = [ConsoleProgress(sys.stderr)]
+    pool = _run_pool(args)
     with Project.open(args.dir) as project:
         if args.kind == "cv":
             res = X.cross_validate(
                 project, spec, k=args.k, seed=args.seed, callbacks=cbs,
-                include_test=args.include_test, selection=args.selection,
+                include_test=args.include_test, selection=args.selection, pool=pool,
                 on_fold=lambda f, k: print(f"fold {f + 1}/{k}", file=sys.stderr),
             )  # fmt: skip
             print(
@@ -813,7 +881,7 @@ def cmd_experiment(args: argparse.Namespace) -> int:
             _print_table(header, rows)
             return 1 if res.cancelled else 0
         if args.kind == "scratch":
-            out = X.compare_pretrained_vs_scratch(project, spec, callbacks=cbs)
+            out = X.compare_pretrained_vs_scratch(project, spec, callbacks=cbs, pool=pool)
             arms = list(out)
             print(
                 f"pretrained vs scratch ({args.task}, {args.backbone}, {args.epochs} epochs each)"
@@ -831,7 +899,9 @@ def cmd_experiment(args: argparse.Namespace) -> int:
             return _domain_experiment(project, spec, args, cbs)
         if args.kind == "curve":
             fractions = [float(f) for f in args.fractions.split(",") if f.strip()]
-            points = X.learning_curve(project, spec, fractions, seed=args.seed, callbacks=cbs)
+            points = X.learning_curve(
+                project, spec, fractions, seed=args.seed, callbacks=cbs, pool=pool
+            )
             print(f"learning curve ({args.task}, {args.backbone}, weights {args.weights})")
             header = ["metric", *[f"{p.fraction:g}" for p in points]]
             rows = [["train images", *[str(p.n_train) for p in points]]]

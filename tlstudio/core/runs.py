@@ -111,13 +111,22 @@ class RunStore:
         return d
 
     def start(
-        self, task: str, backbone: str, config: dict[str, Any], device: str | None = None
+        self,
+        task: str,
+        backbone: str,
+        config: dict[str, Any],
+        device: str | None = None,
+        *,
+        created_at: float | None = None,
     ) -> int:
+        """Record a new run, ``running`` and owned by this process; ``created_at``
+        (seconds since the epoch) defaults to now."""
+        when = time.time() if created_at is None else float(created_at)
         with self.project.transaction():
             cur = self._c.execute(
                 "INSERT INTO runs (created_at, task, backbone, config, status, device, owner)"
                 " VALUES (?, ?, ?, ?, 'running', ?, ?)",
-                (time.time(), task, backbone, json.dumps(config), device,
+                (when, task, backbone, json.dumps(config), device,
                  ProcessOwner.current().to_json()),
             )  # fmt: skip
         return inserted_id(cur)
@@ -132,7 +141,8 @@ class RunStore:
             )
 
     def update(self, run_id: int, **fields: Any) -> None:
-        """Set run columns: status, error, metric_name, best_metric, checkpoint, device, duration_s."""
+        """Set run columns: status, error, metric_name, best_metric, checkpoint, device,
+        duration_s, config (a dict, stored as JSON)."""
         allowed = {
             "status",
             "error",
@@ -141,6 +151,7 @@ class RunStore:
             "checkpoint",
             "device",
             "duration_s",
+            "config",
         }
         bad = set(fields) - allowed
         if bad:
@@ -149,6 +160,8 @@ class RunStore:
             raise ValidationError(f"unknown run status {fields['status']!r}")
         if not fields:
             return
+        if "config" in fields:
+            fields["config"] = json.dumps(fields["config"])
         cols = ", ".join(f"{k} = ?" for k in fields)
         with self.project.transaction():
             self._c.execute(f"UPDATE runs SET {cols} WHERE id = ?", (*fields.values(), run_id))

@@ -5,7 +5,9 @@ features.
 Every model trained here is recorded in the project as an ordinary run; its config
 carries an ``"experiment"`` entry (e.g. ``{"kind": "cv", "k": 5, "fold": 2}``) saying
 which experiment it belongs to. The user's stored train/val/test splits are never
-changed: folds and subsets are handed to the runner as explicit image ids.
+changed: folds and subsets are handed to the runner as explicit image ids. With a
+:class:`~tlstudio.ml.parallel_runs.RunPool` the runs of an experiment train in parallel
+worker processes (one device each) and the result is the same as one after the other.
 """
 
 from __future__ import annotations
@@ -38,7 +40,8 @@ from .devices import select_device
 from .features import HEAD_KINDS, FeatureCache, FittedHead, extract_features, fit_sklearn_head
 from .features import weights_id as make_weights_id
 from .metrics import cross_validation_summary, metrics_fn_for
-from .runner import RunError, RunSpec
+from .parallel_runs import RunJob, RunPool
+from .runner import RunError, RunSpec, TrainResult
 from .train_config import TrainConfig
 
 #: File in ``runs/<id>/`` holding a scikit-learn run's training features and labels.
@@ -47,6 +50,40 @@ SKLEARN_HEAD_FILE = "sklearn_head.npz"
 
 def _cancelled(token: CancelToken | None) -> bool:
     return token is not None and token.is_cancelled
+
+
+def _train_jobs(
+    project: Project,
+    jobs: list[RunJob],
+    callbacks: Sequence[Callback],
+    token: CancelToken | None,
+    pool: RunPool | None,
+    on_start: Callable[[int], None] | None = None,
+) -> list[TrainResult | None]:
+    """Each job's result in order; None where it did not run (cancelled). One after the
+    other here (``on_start(i)`` before job i; a cancelled run ends the rest), or in
+    ``pool``'s workers (``callbacks`` stay in this process and are not called)."""
+    if pool is not None:
+        return pool.run(project.root, jobs, token)
+    out: list[TrainResult | None] = []
+    for i, job in enumerate(jobs):
+        if _cancelled(token):
+            break
+        if on_start is not None:
+            on_start(i)
+        tr = runner.train(
+            project, job.spec, callbacks=callbacks, token=token,
+            image_ids=job.image_ids, experiment=job.experiment, keep=job.keep,
+        )  # fmt: skip
+        out.append(tr)
+        if tr.ended is not None and tr.ended.status == "cancelled":
+            break
+    return out + [None] * (len(jobs) - len(out))
+
+
+def _ended(tr: TrainResult | None) -> bool:
+    """False for a run that did not start or was cancelled."""
+    return tr is not None and not (tr.ended is not None and tr.ended.status == "cancelled")
 
 
 # --------------------------------------------------------------------------- cross-validation
@@ -119,6 +156,7 @@ def cross_validate(
     on_fold: Callable[[int, int], None] | None = None,
     selection: str = "inner",
     inner_fraction: float = INNER_FRACTION,
+    pool: RunPool | None = None,
 ) -> CVResult:
     """k-fold cross-validation of ``spec``.
 
@@ -130,7 +168,8 @@ def cross_validate(
     other folds' images, :func:`inner_split`), "last" keeps the last epoch (early
     stopping off). The score is stored in the fold run's config (``"fold"``); the stored
     splits are not touched. ``on_fold(i, k)`` is called before each fold. A cancelled
-    token stops after the current fold; the result then covers the folds that finished."""
+    token stops after the current fold; the result then covers the folds that finished.
+    ``pool``: the folds train in its worker processes (:mod:`tlstudio.ml.parallel_runs`)."""
     from .selection import score_ids
 
     if selection not in SELECTIONS:
@@ -151,33 +190,30 @@ def cross_validate(
     result = CVResult(k=k, per_fold=[], summary={}, run_ids=[], selection=selection)
     group = uuid.uuid4().hex[:12]  # names this experiment in every fold's run config
     runs = RunStore(project)
+    jobs: list[RunJob] = []
+    folds_ids: list[tuple[list[int], list[int]]] = []  # (train ids, val ids) of each fold
     for f in range(k):
-        if _cancelled(token):
-            result.cancelled = True
-            break
-        if on_fold is not None:
-            on_fold(f, k)
         val_ids = members[f]
         train_ids = [i for g in range(k) if g != f for i in members[g]]
         fold_spec = copy.deepcopy(spec)
         experiment = {"kind": "cv", "k": k, "fold": f, "seed": seed, "group": group,
                       "selection": selection}  # fmt: skip
+        label = f"fold {f + 1}/{k}"
         if selection == "inner":
             inner = inner_split(project, train_ids, inner_fraction, seed + f)
             result.inner_sizes.append((len(inner[0]), len(inner[1])))
-            tr = runner.train(
-                project, fold_spec, callbacks=callbacks, token=token, image_ids=inner,
-                experiment=experiment,
-            )  # fmt: skip
+            jobs.append(RunJob(fold_spec, inner, experiment, label))
         else:
             fold_spec.train.early_stopping_patience = None  # stopping would select on the fold
-            tr = runner.train(
-                project, fold_spec, callbacks=callbacks, token=token,
-                image_ids=(train_ids, val_ids), experiment=experiment, keep="last",
-            )  # fmt: skip
-        if tr.ended is not None and tr.ended.status == "cancelled":
+            jobs.append(RunJob(fold_spec, (train_ids, val_ids), experiment, label, keep="last"))
+        folds_ids.append((train_ids, val_ids))
+    start = None if on_fold is None else (lambda f: on_fold(f, k))
+    results = _train_jobs(project, jobs, callbacks, token, pool, start)
+    for (train_ids, val_ids), tr in zip(folds_ids, results, strict=True):
+        if not _ended(tr):
             result.cancelled = True
             break
+        assert tr is not None
         if selection == "inner":
             scores, n = score_ids(project, tr.run_id, val_ids, device=spec.train.device)
         else:  # the last epoch's recorded figures on the fold are its score
@@ -208,6 +244,7 @@ def compare_pretrained_vs_scratch(
     spec: RunSpec,
     callbacks: Sequence[Callback] = (),
     token: CancelToken | None = None,
+    pool: RunPool | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Train ``spec`` as given and again from scratch (:func:`scratch_spec`) on the same
     splits. Returns ``{"pretrained": info, "scratch": info}``, info = ``{"run_id",
@@ -217,13 +254,14 @@ def compare_pretrained_vs_scratch(
             "the spec already trains from scratch (weights none); pick pretrained weights"
         )
     out: dict[str, dict[str, Any]] = {}
-    for name, s in (("pretrained", copy.deepcopy(spec)), ("scratch", scratch_spec(spec))):
-        if _cancelled(token):
+    jobs = [
+        RunJob(s, None, {"kind": "scratch", "arm": name}, name)
+        for name, s in (("pretrained", copy.deepcopy(spec)), ("scratch", scratch_spec(spec)))
+    ]
+    for job, tr in zip(jobs, _train_jobs(project, jobs, callbacks, token, pool), strict=True):
+        if tr is None:
             break
-        tr = runner.train(
-            project, s, callbacks=callbacks, token=token,
-            experiment={"kind": "scratch", "arm": name},
-        )  # fmt: skip
+        name, s = job.label, job.spec
         out[name] = {
             "run_id": tr.run_id,
             "weights": s.weights,
@@ -288,6 +326,7 @@ def learning_curve(
     seed: int = 0,
     callbacks: Sequence[Callback] = (),
     token: CancelToken | None = None,
+    pool: RunPool | None = None,
 ) -> list[CurvePoint]:
     """Train ``spec`` on growing, nested, stratified subsets of the train split (see
     :func:`nested_subsets`) and validate each on the full val split. Returns one
@@ -301,18 +340,22 @@ def learning_curve(
     if not usable:
         raise RunError(f"no training images with {spec.task} labels; label some or assign splits")
     points: list[CurvePoint] = []
-    for fr, subset in zip(fractions, nested_subsets(project, usable, fractions, seed), strict=True):
-        if _cancelled(token):
-            break
-        tr = runner.train(
-            project, copy.deepcopy(spec), callbacks=callbacks, token=token,
-            image_ids=(subset, val_ids),
-            experiment={"kind": "curve", "fraction": float(fr), "n_train": len(subset),
-                        "seed": seed},
+    jobs = [
+        RunJob(
+            copy.deepcopy(spec),
+            (subset, list(val_ids)),
+            {"kind": "curve", "fraction": float(fr), "n_train": len(subset), "seed": seed},
+            f"fraction {fr:g}",
         )  # fmt: skip
-        if tr.ended is not None and tr.ended.status == "cancelled":
+        for fr, subset in zip(
+            fractions, nested_subsets(project, usable, fractions, seed), strict=True
+        )
+    ]
+    for job, tr in zip(jobs, _train_jobs(project, jobs, callbacks, token, pool), strict=True):
+        if not _ended(tr):
             break
-        points.append(CurvePoint(float(fr), len(subset), dict(tr.metrics)))
+        exp = job.experiment
+        points.append(CurvePoint(float(exp["fraction"]), int(exp["n_train"]), dict(tr.metrics)))
     return points
 
 

@@ -14,12 +14,13 @@ rebuilds the backbone from those weights and checks that they are still the same
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -37,7 +38,7 @@ from .augment_config import AugmentConfig
 from .callbacks import Callback, CancelToken
 from .checkpoints import load_checkpoint, save_atomic
 from .collate import collate
-from .devices import select_device
+from .devices import seed_everything, select_device
 from .events import EpochEnded, FitEnded, TrainingFailed
 from .features import FeatureCache, extract_features, weights_id
 from .metrics import metrics_fn_for
@@ -45,6 +46,9 @@ from .tasks.base import TaskModel
 from .tasks.factory import build_task_model
 from .train_config import TrainConfig
 from .trainer import Trainer
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .distributed import DistContext
 
 MODEL_FILE = "model.pt"
 
@@ -285,6 +289,7 @@ def train(
     resume: tuple[int, Path] | None = None,
     target_ids: Sequence[int] | None = None,
     keep: str = "best",
+    distributed: DistContext | None = None,
 ) -> TrainResult:
     """Train ``spec`` on the project's train split, validate on its val split, and
     record the run. ``progress(stage, done, total)`` reports feature extraction.
@@ -300,7 +305,12 @@ def train(
     :mod:`tlstudio.ml.adapt`). ``keep``: the model saved is the best validation epoch's
     ("best") or the last epoch's ("last", selected on nothing). A run that ends normally
     is then scored on the test split and, for classification, calibrated on the val split
-    (:func:`tlstudio.ml.selection.after_training`)."""
+    (:func:`tlstudio.ml.selection.after_training`).
+
+    ``distributed``: this process is one of a torchrun job (see
+    :mod:`tlstudio.ml.distributed`); every process calls this with the same arguments,
+    rank 0 alone records the run and writes its files, and the result's ``metrics`` are
+    filled on rank 0 only."""
     if image_ids is None:
         image_ids = data_mod.train_val_ids(project, seed=spec.train.seed)
     adapt_to: list[int] = []  # target-domain images, pixels only
@@ -325,6 +335,7 @@ def train(
     if len(train_ds) == 0:
         raise RunError(f"no training images with {spec.task} labels; label some or assign splits")
     fast = uses_feature_cache(spec)
+    seed_everything(spec.train.seed)  # the new head's initial weights follow the run's seed
     wid = weights_id(spec.backbone, _weights_choice(spec.weights)) if fast else None
     head_only = wid is not None  # the backbone is built only if a feature is missing
     if head_only:
@@ -334,7 +345,18 @@ def train(
     classes = len(project.classes())
     multi = spec.task == "classify" and project.multi_label
     metrics_fn = metrics_fn_for(spec.task, classes, multi_label=multi)
-    device = select_device(spec.train.device)
+    fit_config, dist_fit, sync_bn = spec.train, None, False
+    if distributed is not None:
+        from . import distributed as D
+
+        sync_bn = D.use_sync_batchnorm(spec.train.sync_batchnorm, spec.task, distributed)
+        if sync_bn:
+            model = D.convert_sync_batchnorm(model)
+        fit_config = dataclasses.replace(spec.train, device=distributed.device)
+        # torchvision's detectors may leave a head unused on some batches
+        dist_fit = D.DistributedFit(distributed, find_unused_parameters=spec.task == "detect")
+    device = select_device(fit_config.device)
+    is_main = distributed is None or distributed.is_main
 
     runs = RunStore(project)
     config = spec.to_dict()
@@ -342,13 +364,27 @@ def train(
         config["experiment"] = dict(experiment)
     if warnings:
         config["warnings"] = list(warnings)
-    if resume is None:
-        run_id, resume_from = runs.start(spec.task, spec.backbone, config, str(device)), None
+    device_text = str(device) if distributed is None else distributed.describe_device()
+    resume_from = None if resume is None else resume[1]
+    if not is_main:
+        run_id = -1
+    elif resume is None:
+        if distributed is not None:
+            config["distributed"] = [
+                {"from_epoch": 0, **distributed.layout(spec.train.batch_size, sync_bn)}
+            ]
+        run_id = runs.start(spec.task, spec.backbone, config, device_text)
     else:
-        (run_id, resume_from) = resume
+        run_id = resume[0]
         runs.claim(run_id)
-    run_dir = runs.run_dir(run_id)
+        _record_layout(runs, run_id, distributed, spec.train.batch_size, sync_bn, device_text)
+    if distributed is not None:
+        from .distributed import broadcast_object
+
+        run_id = broadcast_object(distributed, run_id)
+    run_dir = runs.run_dir(run_id) if is_main else None
     recorder = _RunRecorder(runs, run_id)
+    fit_callbacks = [recorder, *callbacks] if is_main else list(callbacks)
     t0 = time.perf_counter()
     try:
         if fast:
@@ -370,10 +406,18 @@ def train(
                     if progress is None
                     else (lambda d, t, n=name: progress(f"features {n}", d, t))
                 )
-                X, _ = extract_features(
-                    source, ds, cache, wid, device=device, progress=fn, token=token,
-                    num_workers=loader_workers(), name=spec.backbone,
-                )  # fmt: skip
+                if distributed is not None:
+                    from .distributed import extract_features_sharded
+
+                    X = extract_features_sharded(
+                        distributed, backbone_now() if head_only else model.backbone, ds,
+                        cache, wid, device=device, progress=fn, token=token,
+                    )  # fmt: skip
+                else:
+                    X, _ = extract_features(
+                        source, ds, cache, wid, device=device, progress=fn, token=token,
+                        num_workers=loader_workers(), name=spec.backbone,
+                    )  # fmt: skip
                 if spec.adapt is not None:
                     X = adapt_mod.adapt_cached_features(
                         project, spec, source, X, ds, adapt_to, cache, wid, device
@@ -385,22 +429,30 @@ def train(
             fit_model, fit_train, fit_val = model, train_ds, val_ds
             if spec.adapt is not None:
                 fit_model = adapt_mod.adapted_model(project, spec, model, augment, adapt_to)
-                callbacks = [adapt_mod.AdaptationProgress(), *callbacks]
+                fit_callbacks = [adapt_mod.AdaptationProgress(), *fit_callbacks]
         collate_fn = collate
         if spec.task == "classify" and not fast and (augment.mixup_alpha or augment.cutmix_alpha):
             from .transforms import mixup_cutmix_collate
 
             collate_fn = mixup_cutmix_collate(classes, augment)
         trainer = Trainer(
-            fit_model, fit_train, fit_val if len(fit_val) else None, spec.train,
-            collate_fn=collate_fn, metrics_fn=metrics_fn, callbacks=[recorder, *callbacks],
-            token=token, checkpoint_dir=run_dir, run_id=run_id,
+            fit_model, fit_train, fit_val if len(fit_val) else None, fit_config,
+            collate_fn=collate_fn, metrics_fn=metrics_fn, callbacks=fit_callbacks,
+            token=token, checkpoint_dir=run_dir, run_id=run_id, distributed=dist_fit,
         )  # fmt: skip
         ended = trainer.fit(resume_from=resume_from)
     except BaseException as exc:
-        status = "cancelled" if isinstance(exc, KeyboardInterrupt) else "failed"
-        runs.update(run_id, status=status, error=str(exc), duration_s=time.perf_counter() - t0)
+        if is_main:
+            status = "cancelled" if isinstance(exc, KeyboardInterrupt) else "failed"
+            error = str(exc) or type(exc).__name__
+            if distributed is not None:
+                from .distributed import describe_failure
+
+                error = describe_failure(exc, distributed)
+            runs.update(run_id, status=status, error=error, duration_s=time.perf_counter() - t0)
         raise
+    if not is_main:  # rank 0 saves the model and records the outcome
+        return TrainResult(run_id, ended, {}, fast, trainer.failure, warnings)
     if ended.checkpoint and keep == "best":
         fit_model.load_state_dict(load_checkpoint(Path(ended.checkpoint))["model"])
     model_path = run_dir / MODEL_FILE
@@ -445,6 +497,28 @@ def train(
     return TrainResult(run_id, ended, metrics, fast, failure, warnings, after)
 
 
+def _record_layout(
+    runs: RunStore,
+    run_id: int,
+    distributed: DistContext | None,
+    batch_size: int,
+    sync_bn: bool,
+    device_text: str,
+) -> None:
+    """A resumed run that was or now is multi-process notes from which epoch on which
+    processes train it (config ``"distributed"``: one entry per start) and its device."""
+    rec = runs.get(run_id)
+    history = list(rec.config.get("distributed") or [])
+    if distributed is None and not history:
+        return
+    if distributed is None:
+        layout = {"world_size": 1, "batch_per_process": batch_size, "global_batch": batch_size}
+    else:
+        layout = distributed.layout(batch_size, sync_bn)
+    history.append({"from_epoch": len(runs.epochs(run_id)), **layout})
+    runs.update(run_id, config={**rec.config, "distributed": history}, device=device_text)
+
+
 RESUMABLE = ("interrupted", "cancelled", "failed")
 """Statuses of runs that :func:`resume_run` goes on with."""
 
@@ -456,11 +530,35 @@ def resume_run(
     callbacks: Sequence[Callback] = (),
     token: CancelToken | None = None,
     progress: Callable[[str, int, int], None] | None = None,
+    distributed: DistContext | None = None,
 ) -> TrainResult:
     """Go on training run ``run_id`` from its last checkpoint (``last.pt``: the end of its
     last finished epoch) with the configuration it was started with, on the project's
-    current splits. Raises RunError when the run is not one to resume or has no
+    current splits, with any number of processes (``distributed``; the schedule goes on
+    from the same epoch). Raises RunError when the run is not one to resume or has no
     checkpoint."""
+    if distributed is not None:
+        from .distributed import broadcast_object
+
+        # rank 0 checks and claims the run; the others must not see it "running" already
+        found: tuple[dict[str, Any], str] | str | None = None
+        if distributed.is_main:
+            try:
+                config, checkpoint = _resumable(project, run_id)
+                found = (config, str(checkpoint))
+            except TlsError as exc:
+                found = str(exc)
+        found = broadcast_object(distributed, found)
+        if isinstance(found, str):
+            raise RunError(found)
+        return _resume(project, run_id, found[0], Path(found[1]), callbacks, token, progress,
+                       distributed)  # fmt: skip
+    config, checkpoint = _resumable(project, run_id)
+    return _resume(project, run_id, config, checkpoint, callbacks, token, progress, None)
+
+
+def _resumable(project: Project, run_id: int) -> tuple[dict[str, Any], Path]:
+    """The config and last checkpoint of a run to resume, or RunError saying why not."""
     runs = RunStore(project)
     rec = runs.get(run_id)
     if rec.status not in RESUMABLE:
@@ -473,13 +571,25 @@ def resume_run(
             f"run {run_id} has no checkpoint to resume from (it ended before its first "
             "epoch did); start a new run"
         )
-    config = dict(rec.config)
+    return dict(rec.config), checkpoint
+
+
+def _resume(
+    project: Project,
+    run_id: int,
+    config: dict[str, Any],
+    checkpoint: Path,
+    callbacks: Sequence[Callback],
+    token: CancelToken | None,
+    progress: Callable[[str, int, int], None] | None,
+    distributed: DistContext | None,
+) -> TrainResult:
     experiment = config.pop("experiment", None)
     config.pop("warnings", None)
     spec = RunSpec.from_dict(config)
     return train(
         project, spec, callbacks=callbacks, token=token, progress=progress,
-        experiment=experiment, resume=(run_id, checkpoint),
+        experiment=experiment, resume=(run_id, checkpoint), distributed=distributed,
     )  # fmt: skip
 
 

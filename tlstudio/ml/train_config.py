@@ -113,6 +113,9 @@ class TrainConfig:
     amp: bool = True  # CUDA only: bfloat16 autocast, or float16 with a GradScaler
     channels_last: bool = True  # CUDA only
     num_workers: int | None = None  # DataLoader workers; None: the process's thread budget
+    # several processes (torchrun): BatchNorm statistics over all processes' images
+    # (SyncBatchNorm, GPUs only) or per process; None = on for detect/segment on GPUs
+    sync_batchnorm: bool | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict of every field."""

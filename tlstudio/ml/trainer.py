@@ -27,7 +27,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import torch
 from torch import nn
@@ -67,6 +67,9 @@ from tlstudio.ml.events import (
 from tlstudio.ml.tasks.base import TaskModel
 from tlstudio.ml.train_config import OPTIMIZERS, SCHEDULES, TrainConfig, TrainConfigError
 from tlstudio.runtime.threads import loader_workers
+
+if TYPE_CHECKING:  # pragma: no cover
+    from tlstudio.ml.distributed import DistributedFit
 
 __all__ = [
     "OPTIMIZERS",
@@ -159,6 +162,11 @@ class Trainer:
     the trainer looks after ``on_before_backward``, ``on_batch_end``,
     ``on_validation_end`` and ``on_epoch_end``. Other threads use ``token`` (cancel, pause) instead.
 
+    ``distributed`` (a :class:`~tlstudio.ml.distributed.DistributedFit`) makes this one
+    process of a multi-process fit: the sampler shards each epoch, the step goes through
+    DistributedDataParallel, losses and validation outputs are reduced over the processes,
+    stop decisions are rank 0's, and only rank 0 writes checkpoints.
+
     During a fit, callbacks may read ``model``, ``config``, ``token``, ``device``,
     ``optimizer``, ``scheduler``, ``epoch``, ``step``, ``global_step``, ``batch_size``,
     ``steps_per_epoch``, ``freeze_depth``, ``monitor``, ``best_value``, ``best_epoch``,
@@ -179,6 +187,7 @@ class Trainer:
         checkpoint_dir: Path | None = None,
         run_id: int | None = None,
         sampler_factory: Callable[..., Any] | None = None,
+        distributed: DistributedFit | None = None,
     ) -> None:
         self.model = model
         self.train_data = train_data
@@ -191,6 +200,9 @@ class Trainer:
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
         self.run_id = run_id
         self.sampler_factory = sampler_factory
+        self.distributed = distributed
+        if distributed is not None:
+            self.token = distributed.agreed_token(self.token)
 
         self.device: torch.device | None = None
         self.optimizer: torch.optim.Optimizer | None = None
@@ -265,6 +277,8 @@ class Trainer:
             "rng": rng_state(),
             "run_id": self.run_id,
             "task": self.model.task,
+            "steps_per_epoch": self.steps_per_epoch,
+            "world_size": 1 if self.distributed is None else self.distributed.ctx.world_size,
         }
 
     @property
@@ -279,7 +293,9 @@ class Trainer:
 
     def _default_callbacks(self) -> list[Callback]:
         callbacks: list[Callback] = []
-        if self.checkpoint_dir is not None:
+        if self.checkpoint_dir is not None and (
+            self.distributed is None or self.distributed.is_main
+        ):
             callbacks.append(ModelCheckpoint(self.checkpoint_dir))
         if self.config.early_stopping_patience is not None:
             callbacks.append(EarlyStopping(self.config.early_stopping_patience))
@@ -399,15 +415,21 @@ class Trainer:
         return sched
 
     def _make_sampler(self) -> Any:
-        if self.sampler_factory is None:
-            return None
-        try:
-            n_args = len(inspect.signature(self.sampler_factory).parameters)
-        except (TypeError, ValueError):
-            n_args = 2
-        if n_args >= 2:
-            return self.sampler_factory(self.train_data, self._train_gen)
-        return self.sampler_factory(self.train_data)
+        sampler = None
+        if self.sampler_factory is not None:
+            try:
+                n_args = len(inspect.signature(self.sampler_factory).parameters)
+            except (TypeError, ValueError):
+                n_args = 2
+            if n_args >= 2:
+                sampler = self.sampler_factory(self.train_data, self._train_gen)
+            else:
+                sampler = self.sampler_factory(self.train_data)
+        if self.distributed is not None:
+            return self.distributed.train_sampler(
+                sampler, len(self.train_data), self._train_gen, self.config.seed
+            )
+        return sampler
 
     def _build_loaders(self) -> None:
         cfg = self.config
@@ -435,8 +457,14 @@ class Trainer:
         )
         self._val_loader = None
         if self.val_data is not None:
+            dist = self.distributed
             self._val_loader = DataLoader(
-                self.val_data, batch_size=bs, shuffle=False, generator=self._val_gen, **common
+                self.val_data,
+                batch_size=bs,
+                shuffle=False,
+                sampler=None if dist is None else dist.val_sampler(len(self.val_data)),
+                generator=self._val_gen,
+                **common,
             )
         self.steps_per_epoch = len(self._train_loader)
         if self.steps_per_epoch == 0:
@@ -504,6 +532,8 @@ class Trainer:
         if len(self.train_data) == 0:
             raise TrainConfigError("no training images")
         seed_everything(cfg.seed)
+        if self.distributed is not None:
+            self.distributed.seed(cfg.seed)
         self.device = select_device(cfg.device)
         cuda = self.device.type == "cuda"
         self.model.to(self.device)
@@ -588,11 +618,21 @@ class Trainer:
                 f"{path}: the optimizer state does not fit this configuration ({exc}); "
                 "resume with the settings the run was started with"
             ) from exc
-        if self.scheduler is not None and ckpt.get("scheduler") is not None:
+        same_steps = int(ckpt.get("steps_per_epoch", self.steps_per_epoch)) == self.steps_per_epoch
+        if self.scheduler is not None and ckpt.get("scheduler") is not None and same_steps:
             self.scheduler.load_state_dict(ckpt["scheduler"])
+        elif self.scheduler is not None:
+            # Another process count (or batch) cuts epochs into other steps: the schedule
+            # goes on from the same point of the run, counted in this fit's steps.
+            start = int(ckpt["epoch"]) + 1
+            position = start if self.config.schedule == "step" else start * self.steps_per_epoch
+            self.scheduler = self._build_scheduler(
+                self.config.epochs * self.steps_per_epoch, position
+            )
         if self.scaler is not None and ckpt.get("scaler"):
             self.scaler.load_state_dict(ckpt["scaler"])
-        self.global_step = int(ckpt.get("global_step", self.global_step))
+        if same_steps:
+            self.global_step = int(ckpt.get("global_step", self.global_step))
         if ckpt.get("monitor") == self.monitor:
             self.best_value = ckpt.get("best_value")
             self.best_epoch = ckpt.get("best_epoch")
@@ -612,6 +652,10 @@ class Trainer:
             except Exception as exc:
                 if not _is_oom(exc, self.device):
                     raise
+                if self.distributed is not None:
+                    from tlstudio.ml.distributed import oom_error
+
+                    raise oom_error(self.distributed.ctx, self.batch_size, exc) from exc
             # Outside the except block, so the traceback (and its tensors) is gone.
             reset()
             self._shrink_batch(epoch, epochs_left)
@@ -688,6 +732,7 @@ class Trainer:
         is_best = self._track_best(epoch, metrics[self.monitor])
         self._epochs_done = epoch + 1
         self._emit("on_validation_end", epoch, metrics)
+        self._agree_on_stop()
         self._stop_if_failed()
         self._emit(
             "on_epoch_end",
@@ -702,6 +747,7 @@ class Trainer:
                 is_best=is_best,
             ),
         )
+        self._agree_on_stop()
         self._stop_if_failed()
 
     def _track_best(self, epoch: int, value: float) -> bool:
@@ -733,7 +779,7 @@ class Trainer:
     def _train_batches(self, epoch: int) -> tuple[float, float]:
         """Run the epoch's training batches; (mean train loss per image, last lr)."""
         cfg = self.config
-        model, opt = self.model, self.optimizer
+        opt = self.optimizer
         per_step_schedule = self.scheduler is not None and cfg.schedule in ("cosine", "onecycle")
         self._train_gen.manual_seed(_epoch_seed(cfg.seed, epoch))
         spe = self.steps_per_epoch
@@ -747,10 +793,11 @@ class Trainer:
             lr = self._lr()
             opt.zero_grad(set_to_none=True)
             with self._autocast():
-                out = model.training_step(images, targets)
+                out = self._training_step(images, targets)
             loss = out["loss"]
-            loss_value = float(loss.detach())
+            loss_value = self._mean_over_processes(float(loss.detach()))
             self._emit("on_before_backward", loss_value)
+            self._agree_on_stop()
             self._stop_if_failed()
             if self.scaler is not None:
                 self.scaler.scale(loss).backward()
@@ -797,6 +844,7 @@ class Trainer:
                     eta_s=max(0.0, eta),
                 ),
             )
+            self._agree_on_stop()
             self._stop_if_failed()
             if self.token.is_cancelled:
                 raise _StopFit("cancelled")
@@ -834,17 +882,34 @@ class Trainer:
         return loss_sum / max(seen, 1), metrics
 
     # ----------------------------------------------------------------- across processes
-    # One process trains today. A multi-process fit (DistributedDataParallel) would
-    # all-reduce the epoch's sums and all-gather the validation outputs here, so every
-    # process computes the same losses, metrics and best epoch; only rank 0 would keep
-    # the writers (ModelCheckpoint and the run store's recorder).
+    # In a multi-process fit (``distributed``) every process computes the same losses,
+    # metrics and best epoch from reduced values, and stops where rank 0 decides.
+
+    def _training_step(self, images: torch.Tensor, targets: Any) -> dict[str, Any]:
+        """The model's training step; through DistributedDataParallel in a multi-process fit."""
+        if self.distributed is None:
+            return self.model.training_step(images, targets)
+        return self.distributed.training_step(self.model, images, targets)
+
+    def _mean_over_processes(self, loss: float) -> float:
+        """A training batch's loss averaged over the processes: one process, unchanged."""
+        return loss if self.distributed is None else self.distributed.mean_loss(loss)
+
+    def _agree_on_stop(self) -> None:
+        """Every process takes rank 0's ``should_stop``, ``failure`` and cancel request."""
+        if self.distributed is not None:
+            self.distributed.agree(self)
 
     def _sum_over_processes(self, loss_sum: float, seen: int) -> tuple[float, int]:
-        """(loss sum, images) summed over the training processes: one process, unchanged."""
-        return loss_sum, seen
+        """(loss sum, images) summed over the training processes."""
+        if self.distributed is None:
+            return loss_sum, seen
+        return self.distributed.sum_counts(loss_sum, seen)
 
     def _gather_over_processes(
         self, preds: list[dict[str, Any]], targets: list[dict[str, Any]]
     ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        """Every process's validation predictions and targets: one process, its own."""
-        return preds, targets
+        """Every process's validation predictions and targets, in dataset order."""
+        if self.distributed is None:
+            return preds, targets
+        return self.distributed.gather_outputs(preds, targets)

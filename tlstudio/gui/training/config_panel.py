@@ -62,6 +62,7 @@ class TrainConfigPanel(QWidget):
     Train button emits ``start_requested(RunSpec)``; ``set_running(True)`` locks it."""
 
     start_requested = Signal(object)  # RunSpec
+    elsewhere_requested = Signal(object)  # RunSpec to train on another machine
     spec_changed = Signal()  # any setting changed (the spec() result may differ)
     ready = Signal()  # the widgets are built (ML modules imported)
     facts_updated = Signal()  # task availability and split summary refreshed
@@ -193,6 +194,13 @@ class TrainConfigPanel(QWidget):
         top.addWidget(QLabel("Task"))
         top.addWidget(self.task_combo, 1)
         top.addWidget(self.view_button)
+        self.elsewhere_button = QPushButton("Train elsewhere…")
+        self.elsewhere_button.setObjectName("trainElsewhereButton")
+        self.elsewhere_button.setToolTip(
+            "Write a job folder to train these settings on a GPU server or cluster"
+        )
+        self.elsewhere_button.clicked.connect(lambda: self.elsewhere_requested.emit(self.spec()))
+        top.addWidget(self.elsewhere_button)
         top.addWidget(self.train_button)
         template_row = QHBoxLayout()
         template_row.addWidget(self.template_label)

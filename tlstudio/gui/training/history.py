@@ -79,6 +79,7 @@ class RunHistoryPanel(QWidget):
 
     reuse_requested = Signal(object)  # RunSpec
     run_deleted = Signal(int)
+    import_requested = Signal()  # "Import finished run…": a run trained elsewhere
 
     def __init__(self, app_state: AppState, parent: QWidget | None = None):
         super().__init__(parent)
@@ -103,6 +104,12 @@ class RunHistoryPanel(QWidget):
         self.delete_button = QPushButton("Delete run")
         self.delete_button.setToolTip("Forget the selected runs and delete their files")
         self.refresh_button = QPushButton("Refresh")
+        self.import_button = QPushButton("Import finished run…")
+        self.import_button.setObjectName("importRunButton")
+        self.import_button.setToolTip(
+            "Bring in a run trained on another machine from its job folder"
+        )
+        self.import_button.clicked.connect(self.import_requested)
         self.info_label = QLabel("Select runs to compare their curves.")
         self.info_label.setStyleSheet("color: #555;")
         self.info_label.setWordWrap(True)
@@ -113,6 +120,7 @@ class RunHistoryPanel(QWidget):
         buttons.addWidget(self.reuse_button)
         buttons.addWidget(self.delete_button)
         buttons.addStretch(1)
+        buttons.addWidget(self.import_button)
         buttons.addWidget(self.refresh_button)
         top = QWidget()
         tl = QVBoxLayout(top)

@@ -105,6 +105,8 @@ class TrainDock(QWidget):
         lay.setSizeConstraint(QVBoxLayout.SizeConstraint.SetNoConstraint)
         lay.addWidget(self.splitter)
         self._side_by_side: bool | None = None
+        self.elsewhere_dialog: Any = None  # the last "Train elsewhere" dialog
+        self.import_job: Any = None  # the last "Import finished run…" job
         self._arrange(False)
         self.tabs.setCurrentWidget(self.config)  # where a session starts
 
@@ -115,6 +117,8 @@ class TrainDock(QWidget):
         self.lr_finder.rate_chosen.connect(self._use_rate)
         for view in (self.instant, self.lr_finder):
             view.message.connect(self.message)
+        self.config.elsewhere_requested.connect(self.train_elsewhere)
+        self.history.import_requested.connect(self.import_run)
         c = self.controller
         c.running_changed.connect(self._on_running_changed)
         c.fit_started.connect(self._on_fit_started)
@@ -142,6 +146,23 @@ class TrainDock(QWidget):
         self.monitor.set_note(self.config.take_run_note())
         self.tabs.setCurrentWidget(self.monitor)
         return True
+
+    @Slot(object)
+    def train_elsewhere(self, spec: RunSpec) -> None:
+        """ "Train elsewhere…": the dialog that writes a job folder for ``spec``."""
+        if self.app_state.project is None:
+            return
+        from .elsewhere import TrainElsewhereDialog
+
+        self.elsewhere_dialog = TrainElsewhereDialog(self.app_state, spec, self)
+        self.elsewhere_dialog.open()
+
+    @Slot()
+    def import_run(self) -> None:
+        """History → "Import finished run…": a run a job folder trained elsewhere."""
+        from .elsewhere import import_finished_run
+
+        self.import_job = import_finished_run(self, self.app_state, self.history)
 
     def side_by_side(self) -> bool:
         """True when the configuration sits beside the tabs, False when it is a tab."""
