@@ -33,10 +33,11 @@ def _show(qtbot, root: Path, settings):
 
 
 def _close(window) -> None:
-    from tlstudio.gui.workers.tasks import wait_for_background
+    from tlstudio.gui.workers.jobs import wait_for_jobs
 
+    assert window.train_panel.shutdown(60_000)  # else close() asks in a box nobody answers
     window.close()
-    wait_for_background()
+    assert wait_for_jobs(60_000)
 
 
 def _click_tab(qtbot, tabs, title: str) -> QWidget:
