@@ -185,6 +185,7 @@ class PredictionWriter:
 
 #: outputs without coordinates, per task: what the stored payload reads
 _FLAT_KEYS = {"classify": ("probs",), "autoencode": ("latent", "error")}
+_FLAT_EXTRAS = ("spread",)  # an ensemble's per-class spread between its members
 
 PayloadFn = Callable[[str, dict[str, Any], Any], tuple[dict, np.ndarray | None, float | None]]
 
@@ -203,7 +204,8 @@ def batch_rows(
     are scaled to each image's pixels. ``payload`` turns one prediction into (payload,
     mask, score) (:func:`tlstudio.ml.runner._payload`)."""
     if task in _FLAT_KEYS:
-        per_key = {k: _numpy_rows([p[k] for p in preds]) for k in _FLAT_KEYS[task]}
+        keys = [*_FLAT_KEYS[task], *(k for k in _FLAT_EXTRAS if preds and k in preds[0])]
+        per_key = {k: _numpy_rows([p[k] for p in preds]) for k in keys}
         per_image = [{k: v[i] for k, v in per_key.items()} for i in range(len(preds))]
     else:
         per_image = [

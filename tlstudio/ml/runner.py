@@ -767,7 +767,10 @@ def _payload(
     if task == "segment":
         lut = np.array([0] + [c.id for c in classes], dtype=np.uint16)
         mask = lut[np.asarray(pred["mask"], dtype=np.int64)]
-        return {"classes": sorted(int(v) for v in np.unique(mask) if v)}, mask, None
+        out = {"classes": sorted(int(v) for v in np.unique(mask) if v)}
+        if "spread" in pred:  # an ensemble's mean spread between its members
+            out["spread"] = float(pred["spread"])
+        return out, mask, None
     if task == "instances":
         return _instances_payload(pred, classes)
     if task == "autoencode":
