@@ -47,7 +47,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import cv2
 import numpy as np
@@ -56,8 +56,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from tlstudio.core.errors import TlsError
-from tlstudio.ml.backbones import get_spec
+from tlstudio.ml.backbones import Backbone, get_spec
 from tlstudio.ml.tasks.base import TaskModel
+
+if TYPE_CHECKING:  # pragma: no cover
+    from tlstudio.ml.tasks.classify import ClassifierModel
 
 METHODS = ("gradcam", "gradcam++", "eigencam", "scorecam")
 GRADIENT_FREE = ("eigencam", "scorecam")
@@ -176,9 +179,14 @@ class Explainer:
 
     # -- facts -------------------------------------------------------------------------
     @property
+    def _backbone(self) -> Backbone:
+        """The model's staged backbone (a model without one is refused on construction)."""
+        return cast(Backbone, self.model.backbone)
+
+    @property
     def layers(self) -> list[str]:
         """Backbone stage names, from the input; the deepest (last) is the default."""
-        return list(self.model.backbone.stage_names)
+        return list(self._backbone.stage_names)
 
     @property
     def methods(self) -> tuple[str, ...]:
@@ -189,14 +197,16 @@ class Explainer:
     def num_targets(self) -> int:
         """Number of targets: classes (classify, segment), points (landmarks), else 0."""
         m = self.model
-        return int(getattr(m, "num_classes", 0) if self.task != "landmarks" else m.num_points)
+        if self.task == "landmarks":
+            return int(cast(int, m.num_points))  # a LandmarkModel's attribute
+        return int(getattr(m, "num_classes", 0))
 
     def _stage(self, layer: str | None) -> tuple[str, nn.Module]:
         names = self.layers
         name = names[-1] if layer is None else layer
         if name not in names:
             raise ExplainError(f"unknown layer {name!r}; this backbone has {', '.join(names)}")
-        return name, self.model.backbone.stages[names.index(name)]
+        return name, self._backbone.stages[names.index(name)]
 
     def _input(self, rgb: np.ndarray) -> Tensor:
         from tlstudio.ml.data import resize_square
@@ -279,7 +289,8 @@ class Explainer:
                 value = objective(out)[0]
                 score = float(value.detach())
                 if self.task == "classify":
-                    prob = float(self.model.probabilities(out.detach())[0, target_out])
+                    classifier = cast("ClassifierModel", self.model)
+                    prob = float(classifier.probabilities(out.detach())[0, target_out])
                 act = store["act"]
                 if method in ("gradcam", "gradcam++"):
                     (grad,) = torch.autograd.grad(value, act)

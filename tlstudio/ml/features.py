@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 import torch
@@ -237,20 +237,22 @@ def extract_features(
     t0 = time.perf_counter()
     n = len(dataset)
     stats = ExtractStats(total=n)
-    use_cache = cache is not None and weights_id is not None
     group = ""
     module = backbone if isinstance(backbone, nn.Module) else None
     if module is not None:
-        name = module.spec.name if hasattr(module, "spec") else type(module).__name__
+        spec: Any = getattr(module, "spec", None)  # a Backbone's registry entry
+        name = spec.name if hasattr(module, "spec") else type(module).__name__
     elif name is None:
         raise ValueError("a backbone built on demand needs its name (name=...)")
-    if use_cache:
+    store: FeatureCache | None = None  # the cache, when vectors are read and stored
+    if cache is not None and weights_id is not None:
+        store = cache
         group = cache.open_group(name, weights_id, dataset.preprocess_signature())
     rows: list[np.ndarray | None] = [None] * n
     keys = [dataset.content_key(i) for i in range(n)]
-    if use_cache:
+    if store is not None:
         for i, k in enumerate(keys):
-            rows[i] = cache.get(group, k)
+            rows[i] = store.get(group, k)
     missing = [i for i in range(n) if rows[i] is None]
     stats.cached = n - len(missing)
     if progress is not None:
@@ -279,8 +281,8 @@ def extract_features(
                     for row in feats:
                         i = missing[pos]
                         rows[i] = row
-                        if use_cache:
-                            cache.put(group, keys[i], row)
+                        if store is not None:
+                            store.put(group, keys[i], row)
                         pos += 1
                     stats.computed += len(feats)
                     if progress is not None:
@@ -288,7 +290,8 @@ def extract_features(
         finally:
             module.train(was_training)
     dim = next((r.shape[0] for r in rows if r is not None), 0)
-    X = np.stack(rows).astype(np.float32) if n else np.zeros((0, dim), np.float32)
+    filled = cast(list[np.ndarray], rows)  # every row was read from the cache or computed
+    X = np.stack(filled).astype(np.float32) if n else np.zeros((0, dim), np.float32)
     stats.seconds = time.perf_counter() - t0
     return X, stats
 
@@ -461,12 +464,12 @@ def fit_sklearn_head(
     neighbours, distance-weighted votes.
     prototype: nearest class mean in cosine space, softmax of similarities / 0.1.
     """
-    from sklearn.calibration import CalibratedClassifierCV
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.neighbors import KNeighborsClassifier
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-    from sklearn.svm import LinearSVC
+    from sklearn.calibration import CalibratedClassifierCV  # type: ignore[import-untyped]  # no stubs
+    from sklearn.linear_model import LogisticRegression  # type: ignore[import-untyped]  # no stubs
+    from sklearn.neighbors import KNeighborsClassifier  # type: ignore[import-untyped]  # no stubs
+    from sklearn.pipeline import make_pipeline  # type: ignore[import-untyped]  # no stubs
+    from sklearn.preprocessing import StandardScaler  # type: ignore[import-untyped]  # no stubs
+    from sklearn.svm import LinearSVC  # type: ignore[import-untyped]  # no stubs
 
     X = np.asarray(X, np.float32)
     y = np.asarray(y).astype(np.int64)

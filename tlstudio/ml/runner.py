@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import numpy as np
 import torch
@@ -48,6 +48,7 @@ from .train_config import TrainConfig
 from .trainer import Trainer
 
 if TYPE_CHECKING:  # pragma: no cover
+    from .backbones import WeightsChoice
     from .distributed import DistContext
 
 MODEL_FILE = "model.pt"
@@ -120,9 +121,18 @@ def uses_feature_cache(spec: RunSpec) -> bool:
     )
 
 
-def _weights_choice(weights: str) -> str | Path:
-    if weights in ("bundled", "cached", "none", "auto"):
-        return weights
+_NAMED_WEIGHTS: tuple[Literal["bundled", "cached", "none", "auto"], ...] = (
+    "bundled",
+    "cached",
+    "none",
+    "auto",
+)
+
+
+def _weights_choice(weights: str) -> WeightsChoice:
+    for named in _NAMED_WEIGHTS:
+        if weights == named:
+            return named
     path = Path(weights)
     if not path.is_file():
         raise RunError(
@@ -136,7 +146,7 @@ def build_model(
     spec: RunSpec,
     *,
     pretrained: bool = True,
-    weights: str | Path | None = None,
+    weights: WeightsChoice | None = None,
 ) -> TaskModel:
     """The task model of ``spec`` for ``project``'s classes/template.
 
@@ -351,7 +361,8 @@ def train(
 
         sync_bn = D.use_sync_batchnorm(spec.train.sync_batchnorm, spec.task, distributed)
         if sync_bn:
-            model = D.convert_sync_batchnorm(model)
+            # converted below the root: the TaskModel itself comes back
+            model = cast(TaskModel, D.convert_sync_batchnorm(model))
         fit_config = dataclasses.replace(spec.train, device=distributed.device)
         # torchvision's detectors may leave a head unused on some batches
         dist_fit = D.DistributedFit(distributed, find_unused_parameters=spec.task == "detect")
@@ -386,6 +397,8 @@ def train(
     recorder = _RunRecorder(runs, run_id)
     fit_callbacks = [recorder, *callbacks] if is_main else list(callbacks)
     t0 = time.perf_counter()
+    fit_train: _FeatureDataset | data_mod.ProjectDataset
+    fit_val: _FeatureDataset | data_mod.ProjectDataset
     try:
         if fast:
             cache = FeatureCache(project.cache_dir)
@@ -451,7 +464,7 @@ def train(
                 error = describe_failure(exc, distributed)
             runs.update(run_id, status=status, error=error, duration_s=time.perf_counter() - t0)
         raise
-    if not is_main:  # rank 0 saves the model and records the outcome
+    if not is_main or run_dir is None:  # rank 0 saves the model and records the outcome
         return TrainResult(run_id, ended, {}, fast, trainer.failure, warnings)
     if ended.checkpoint and keep == "best":
         fit_model.load_state_dict(load_checkpoint(Path(ended.checkpoint))["model"])
@@ -655,9 +668,7 @@ def _model_over_pretrained(project: Project, spec: RunSpec, wid: str, run_id: in
     from .weights import WeightsError
 
     source = wid.split(":", 1)[0]
-    weights: str | Path = (
-        source if source in ("bundled", "cached") else _weights_choice(spec.weights)
-    )
+    weights = _weights_choice(source if source in ("bundled", "cached") else spec.weights)
     try:
         found: str | None = weights_id(spec.backbone, weights)
     except WeightsError as exc:

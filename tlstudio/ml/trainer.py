@@ -25,9 +25,9 @@ import inspect
 import math
 import time
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence, Sized
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
 import torch
 from torch import nn
@@ -126,6 +126,35 @@ def _is_oom(exc: BaseException, device: torch.device | None) -> bool:
     )
 
 
+def _size(data: Dataset[Any]) -> int:
+    """Items in ``data``: the trainer takes map-style datasets that have a length."""
+    if not isinstance(data, Sized):
+        raise TypeError(f"{type(data).__name__} has no len(); the trainer needs a sized dataset")
+    return len(data)
+
+
+def _set_depth(backbone: nn.Module, depth: int) -> None:
+    """:func:`freezing.set_freeze_depth` on the model's staged backbone: a Backbone, or a
+    look-alike the trainer found by its ``stages`` (it reads ``stages``, ``frozen_depth``
+    and ``train`` only)."""
+    freezing.set_freeze_depth(backbone, depth)  # type: ignore[arg-type]  # typed Backbone there
+
+
+class LoopToken(Protocol):
+    """What the loop reads of :attr:`Trainer.token`: a :class:`CancelToken`, or in a
+    multi-process fit the view all processes agree on."""
+
+    @property
+    def is_cancelled(self) -> bool: ...
+
+    @property
+    def is_paused(self) -> bool: ...
+
+    def wait_while_paused(self) -> object: ...
+
+    def cancel(self) -> None: ...
+
+
 def _epoch_seed(seed: int, epoch: int) -> int:
     return (seed * 1_000_003 + epoch * 7919 + 1) % 2**63
 
@@ -191,12 +220,12 @@ class Trainer:
     ) -> None:
         self.model = model
         self.train_data = train_data
-        self.val_data = val_data if val_data is not None and len(val_data) > 0 else None
+        self.val_data = val_data if val_data is not None and _size(val_data) > 0 else None
         self.config = config
         self.collate_fn = collate_fn or collate
         self.metrics_fn = metrics_fn
         self.callbacks = list(callbacks)
-        self.token = token if token is not None else CancelToken()
+        self.token: LoopToken = token if token is not None else CancelToken()
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
         self.run_id = run_id
         self.sampler_factory = sampler_factory
@@ -265,7 +294,7 @@ class Trainer:
             "global_step": self.global_step,
             "batch_size": self.batch_size,
             "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
+            "optimizer": self._optimizer().state_dict(),
             "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
             "best_value": self.best_value,
@@ -302,12 +331,25 @@ class Trainer:
         callbacks.append(StopOnNonFiniteLoss())
         return callbacks
 
-    def _backbone_stages(self) -> tuple[nn.Module | None, nn.ModuleList | None]:
+    def _optimizer(self) -> torch.optim.Optimizer:
+        """The fit's optimizer (built by :meth:`fit` before the first batch)."""
+        if self.optimizer is None:
+            raise RuntimeError("the trainer has an optimizer only during a fit")
+        return self.optimizer
+
+    def _device(self) -> torch.device:
+        """The fit's device (chosen by :meth:`fit` before anything moves)."""
+        if self.device is None:
+            raise RuntimeError("the trainer has a device only during a fit")
+        return self.device
+
+    def _backbone_stages(self) -> tuple[nn.Module, nn.ModuleList] | None:
+        """The model's backbone and its stages, if it has a non-empty ``stages`` list."""
         backbone = getattr(self.model, "backbone", None)
         stages = getattr(backbone, "stages", None)
-        if isinstance(stages, nn.ModuleList) and len(stages) > 0:
+        if backbone is not None and isinstance(stages, nn.ModuleList) and len(stages) > 0:
             return backbone, stages
-        return None, None
+        return None
 
     def _depth_for_epoch(self, epoch: int, n_stages: int) -> int:
         cfg = self.config
@@ -323,12 +365,13 @@ class Trainer:
         return base
 
     def _apply_freeze(self, epoch: int) -> None:
-        backbone, stages = self._backbone_stages()
-        if backbone is None:
+        found = self._backbone_stages()
+        if found is None:
             return
+        backbone, stages = found
         depth = self._depth_for_epoch(epoch, len(stages))
         if depth != self.freeze_depth:
-            freezing.set_freeze_depth(backbone, depth)
+            _set_depth(backbone, depth)
             self.freeze_depth = depth
 
     def _set_train_mode(self) -> None:
@@ -342,11 +385,15 @@ class Trainer:
         them (weight decay included); listing them up front keeps the optimizer, its
         state and the schedule intact when stages unfreeze, and makes resume exact."""
         cfg = self.config
-        backbone, stages = self._backbone_stages()
-        if backbone is None:
+        found = self._backbone_stages()
+        if found is None:
             params = [p for p in self.model.parameters() if p.requires_grad]
             groups = [{"name": "all", "params": params, "lr": cfg.lr}] if params else []
         else:
+            backbone, stages = found
+            fit_depth = self.freeze_depth
+            if fit_depth is None:
+                raise RuntimeError("the freeze depth is applied before the optimizer is built")
             stage_ids = {id(p) for p in stages.parameters()}
             head = [
                 p for p in self.model.parameters() if p.requires_grad and id(p) not in stage_ids
@@ -354,10 +401,16 @@ class Trainer:
             groups = [{"name": "head", "params": head, "lr": cfg.lr}] if head else []
             n = len(stages)
             min_depth = min(self._depth_for_epoch(e, n) for e in range(cfg.epochs))
-            freezing.set_freeze_depth(backbone, min_depth)
+            _set_depth(backbone, min_depth)
             try:
                 if getattr(backbone, "spec", None) is not None:
-                    groups += freezing.param_groups(backbone, None, cfg.lr, cfg.stage_lr_decay)
+                    # a look-alike with a spec has the stage names param_groups reads
+                    groups += freezing.param_groups(
+                        backbone,  # type: ignore[arg-type]  # typed Backbone in freezing.py
+                        None,
+                        cfg.lr,
+                        cfg.stage_lr_decay,
+                    )
                 else:
                     for i in reversed(range(n)):
                         ps = [p for p in stages[i].parameters() if p.requires_grad]
@@ -365,7 +418,7 @@ class Trainer:
                             lr = cfg.lr * cfg.stage_lr_decay ** (n - i)
                             groups.append({"name": f"stage{i}", "params": ps, "lr": lr})
             finally:
-                freezing.set_freeze_depth(backbone, self.freeze_depth)
+                _set_depth(backbone, fit_depth)
         if not groups:
             raise TrainConfigError("nothing to train: every parameter of the model is frozen")
         for g in groups:
@@ -385,7 +438,7 @@ class Trainer:
         """A fresh schedule for the optimizer, advanced to ``position`` (steps for the
         per-step schedules, epochs for "step")."""
         cfg = self.config
-        opt = self.optimizer
+        opt = self._optimizer()
         for g in opt.param_groups:
             g["lr"] = g["nominal_lr"]
         sched: Any
@@ -427,7 +480,7 @@ class Trainer:
                 sampler = self.sampler_factory(self.train_data)
         if self.distributed is not None:
             return self.distributed.train_sampler(
-                sampler, len(self.train_data), self._train_gen, self.config.seed
+                sampler, _size(self.train_data), self._train_gen, self.config.seed
             )
         return sampler
 
@@ -443,7 +496,7 @@ class Trainer:
             "persistent_workers": workers > 0,
         }
         sampler = self._make_sampler()
-        n = len(sampler) if sampler is not None else len(self.train_data)
+        n = len(sampler) if sampler is not None else _size(self.train_data)
         # A trailing batch of one image breaks BatchNorm in train mode; drop only that.
         drop_last = n > bs and n % bs == 1
         self._train_loader = DataLoader(
@@ -462,7 +515,7 @@ class Trainer:
                 self.val_data,
                 batch_size=bs,
                 shuffle=False,
-                sampler=None if dist is None else dist.val_sampler(len(self.val_data)),
+                sampler=None if dist is None else dist.val_sampler(_size(self.val_data)),
                 generator=self._val_gen,
                 **common,
             )
@@ -515,21 +568,22 @@ class Trainer:
         return torch.autocast(device_type="cuda", dtype=self._amp_dtype)
 
     def _to_device(self, images: torch.Tensor, targets: Any) -> tuple[torch.Tensor, Any]:
-        nb = self.device.type == "cuda"
-        images = images.to(self.device, non_blocking=nb)
+        device = self._device()
+        nb = device.type == "cuda"
+        images = images.to(device, non_blocking=nb)
         if self._channels_last and images.dim() == 4:
             images = images.contiguous(memory_format=torch.channels_last)
-        return images, _move(targets, self.device, nb)
+        return images, _move(targets, device, nb)
 
     def _lr(self) -> float:
         """The head's current learning rate (the base lr times the schedule's factor)."""
-        g = self.optimizer.param_groups[0]
+        g = self._optimizer().param_groups[0]
         return float(g["lr"]) * self.config.lr / g["nominal_lr"]
 
     def _fit(self, resume_from: Path | None, t0: float) -> FitEnded:
         cfg = self.config
         cfg.validate()
-        if len(self.train_data) == 0:
+        if _size(self.train_data) == 0:
             raise TrainConfigError("no training images")
         seed_everything(cfg.seed)
         if self.distributed is not None:
@@ -566,7 +620,7 @@ class Trainer:
         self._epochs_done = start_epoch
         self._ema_step_s = self._ema_ips = None
         self._val_s = 0.0
-        if ckpt is not None:
+        if ckpt is not None and resume_from is not None:
             self._restore(ckpt, Path(resume_from))
 
         trainable, total = freezing.count_parameters(self.model)
@@ -576,8 +630,8 @@ class Trainer:
                 run_id=self.run_id,
                 epochs=cfg.epochs,
                 steps_per_epoch=self.steps_per_epoch,
-                train_images=len(self.train_data),
-                val_images=len(self.val_data) if self.val_data is not None else 0,
+                train_images=_size(self.train_data),
+                val_images=_size(self.val_data) if self.val_data is not None else 0,
                 device=str(self.device),
                 trainable_params=trainable,
                 total_params=total,
@@ -612,7 +666,7 @@ class Trainer:
     def _restore(self, ckpt: dict[str, Any], path: Path) -> None:
         self.model.load_state_dict(ckpt["model"])
         try:
-            self.optimizer.load_state_dict(ckpt["optimizer"])
+            self._optimizer().load_state_dict(ckpt["optimizer"])
         except ValueError as exc:
             raise CheckpointError(
                 f"{path}: the optimizer state does not fit this configuration ({exc}); "
@@ -661,9 +715,10 @@ class Trainer:
             self._shrink_batch(epoch, epochs_left)
 
     def _shrink_batch(self, epoch: int, epochs_left: int) -> None:
-        self.optimizer.zero_grad(set_to_none=True)
+        self._optimizer().zero_grad(set_to_none=True)
         gc.collect()
-        if self.device.type == "cuda":
+        device = self._device()
+        if device.type == "cuda":
             torch.cuda.empty_cache()
         if self.scaler is not None:  # forget a half-done unscale_/step of the failed batch
             scaler = torch.amp.GradScaler("cuda", enabled=True)
@@ -674,7 +729,7 @@ class Trainer:
             self._fail(
                 TrainingFailed(
                     "out_of_memory",
-                    f"the {self.device.type.upper()} device ran out of memory at epoch {epoch + 1} "
+                    f"the {device.type.upper()} device ran out of memory at epoch {epoch + 1} "
                     "even with 1 image per batch; use a smaller input size or backbone, "
                     "or train on the CPU",
                     epoch,
@@ -779,12 +834,15 @@ class Trainer:
     def _train_batches(self, epoch: int) -> tuple[float, float]:
         """Run the epoch's training batches; (mean train loss per image, last lr)."""
         cfg = self.config
-        opt = self.optimizer
+        opt = self._optimizer()
         per_step_schedule = self.scheduler is not None and cfg.schedule in ("cosine", "onecycle")
         self._train_gen.manual_seed(_epoch_seed(cfg.seed, epoch))
         spe = self.steps_per_epoch
         loss_sum, seen, lr = 0.0, 0, self._lr()
-        for step, (images, targets), load_s in self._batches(self._train_loader):
+        loader = self._train_loader
+        if loader is None:
+            raise RuntimeError("the training loader is built before the first epoch")
+        for step, (images, targets), load_s in self._batches(loader):
             t_start = time.perf_counter()
             self.step = step
             self._emit("on_batch_start", epoch, step)
@@ -814,7 +872,7 @@ class Trainer:
                 self.scaler.update()
             else:
                 opt.step()
-            if per_step_schedule:
+            if per_step_schedule and self.scheduler is not None:
                 with warnings.catch_warnings():
                     # GradScaler skips optimizer.step() on inf gradients; that is expected.
                     warnings.simplefilter("ignore", UserWarning)
@@ -825,7 +883,7 @@ class Trainer:
 
             dt = load_s + (time.perf_counter() - t_start)
             ips = n / dt if dt > 0 else 0.0
-            if self._ema_step_s is None:
+            if self._ema_step_s is None or self._ema_ips is None:  # both set together
                 self._ema_step_s, self._ema_ips = dt, ips
             else:
                 self._ema_step_s = 0.8 * self._ema_step_s + 0.2 * dt

@@ -8,7 +8,7 @@ every target carries "soft_label" (mix-up/CutMix, C floats) those are used inste
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import torch
 import torch.nn.functional as F
@@ -63,6 +63,7 @@ class ClassifierModel(TaskModel):
     """
 
     task = "classify"
+    class_weights: Tensor | None  # a buffer (moves with the model, saved in state_dict)
 
     def __init__(
         self,
@@ -94,8 +95,11 @@ class ClassifierModel(TaskModel):
         self.temperature = 1.0
         self.main_metric = "f1_macro" if multi_label else "accuracy"
         self.higher_is_better = True
+        # a Backbone's property or a stand-in's attribute; nn.Module types attributes as
+        # Tensor | Module
+        in_features = cast(int, backbone.out_channels)
         self.head = make_classifier_head(
-            backbone.out_channels, num_classes, head, hidden, dropout, neighbours, knn_k
+            in_features, num_classes, head, hidden, dropout, neighbours, knn_k
         )
         if class_weights is not None:
             class_weights = torch.as_tensor(class_weights, dtype=torch.float32).flatten()

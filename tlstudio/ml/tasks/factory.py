@@ -17,12 +17,15 @@ without a backbone); pass the size the dataset actually feeds.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from torch import nn
 
 from tlstudio.core.errors import TlsError
 from tlstudio.ml.tasks.base import TASKS, TaskModel
+
+if TYPE_CHECKING:  # pragma: no cover
+    from tlstudio.ml.backbones import Backbone
 
 
 class TaskConfigError(TlsError, ValueError):
@@ -44,6 +47,20 @@ _OPTIONS: dict[str, frozenset[str]] = {
 }
 
 
+def _present(task: str, backbone: nn.Module | None) -> nn.Module:
+    """``backbone``, which ``task`` needs."""
+    if backbone is None:
+        raise TaskConfigError(f"{task} needs a backbone")
+    return backbone
+
+
+def _staged(task: str, backbone: nn.Module | None) -> Backbone:
+    """The backbone of a task whose decoder reads its stages (every task but classify)."""
+    # A Backbone by this function's contract; only classification also takes a stand-in
+    # with ``out_channels`` (a head trained on cached features).
+    return cast("Backbone", _present(task, backbone))
+
+
 def build_task_model(
     task: str,
     backbone: nn.Module | None,
@@ -53,7 +70,8 @@ def build_task_model(
     multi_label: bool = False,
     **options: Any,
 ) -> TaskModel:
-    """The task model for ``task`` over ``backbone`` (a :class:`~tlstudio.ml.backbones.Backbone`).
+    """The task model for ``task`` over ``backbone`` (a :class:`~tlstudio.ml.backbones.Backbone`;
+    classification also takes a module with ``out_channels``, e.g. a cached-features stand-in).
 
     ``num_classes``: C project classes, not counting background (classify, detect,
     segment); ``num_points``: template points (landmarks); ``multi_label``: classify only.
@@ -88,27 +106,31 @@ def build_task_model(
         if task == "classify":
             from tlstudio.ml.tasks.classify import ClassifierModel
 
-            return ClassifierModel(backbone, num_classes, multi_label=multi_label, **options)
+            return ClassifierModel(
+                _present(task, backbone), num_classes, multi_label=multi_label, **options
+            )
         if task == "detect":
             from tlstudio.ml.tasks.detect import DetectorModel
 
-            return DetectorModel(backbone, num_classes, **options)
+            return DetectorModel(_staged(task, backbone), num_classes, **options)
         if task == "landmarks":
             from tlstudio.ml.tasks.landmarks import LandmarkModel
 
-            return LandmarkModel(backbone, num_points, **options)
+            return LandmarkModel(_staged(task, backbone), num_points, **options)
         if task == "segment":
             from tlstudio.ml.tasks.segment import SegmenterModel
 
-            return SegmenterModel(backbone, num_classes, **options)
+            return SegmenterModel(_staged(task, backbone), num_classes, **options)
         if task == "instances":
             from tlstudio.ml.tasks.instances import InstanceModel
 
-            return InstanceModel(backbone, num_classes, **options)
+            return InstanceModel(_staged(task, backbone), num_classes, **options)
         from tlstudio.ml.tasks.autoencode import AutoencoderModel
 
         enc = options.pop("encoder", "backbone")
-        return AutoencoderModel(enc, backbone if enc == "backbone" else None, **options)
+        return AutoencoderModel(
+            enc, _staged(task, backbone) if enc == "backbone" else None, **options
+        )
     except TaskConfigError:
         raise
     except ValueError as exc:
