@@ -96,7 +96,7 @@ class EnsembleDialog(QDialog):
             lay.addLayout(combine_row)
         lay.addWidget(self.status)
         lay.addWidget(self.buttons)
-        self.buttons.accepted.connect(self.create)
+        self.buttons.accepted.connect(self.create_ensemble)
         self.buttons.rejected.connect(self.reject)
         self.run_list.itemChanged.connect(lambda _i: self._update())
         self.resize(560, 420)
@@ -127,7 +127,7 @@ class EnsembleDialog(QDialog):
                 + ("; tick at least two." if n < 2 else ".")
             )
 
-    def create(self) -> None:
+    def create_ensemble(self) -> None:  # not `create`: that is QWidget.create()
         """Record the ensemble in the background; the dialog closes when it is done."""
         project = self.app_state.project
         members = sorted(self.checked_runs())

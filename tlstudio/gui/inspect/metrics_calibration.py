@@ -49,8 +49,8 @@ class CalibrationBox(QGroupBox):
         self.text = QLabel()
         self.text.setObjectName("calibrationText")
         self.text.setWordWrap(True)
-        lay = QVBoxLayout(self)
-        lay.addWidget(self.text)
+        self._layout = QVBoxLayout(self)
+        self._layout.addWidget(self.text)
         self.plot: Any = None
         #: (bin centre, accuracy) bars drawn per series name, for tests and tooltips
         self.bars: dict[str, list[tuple[float, float]]] = {}
@@ -58,7 +58,7 @@ class CalibrationBox(QGroupBox):
 
     def _ensure_plot(self) -> Any:
         if self.plot is None:
-            import pyqtgraph as pg
+            import pyqtgraph as pg  # type: ignore[import-untyped]  # no stubs or py.typed
 
             w = pg.PlotWidget()
             w.setObjectName("reliabilityPlot")
@@ -72,7 +72,7 @@ class CalibrationBox(QGroupBox):
             item.setLabel("left", "accuracy")
             w.setMinimumSize(220, 160)
             w.setMouseEnabled(x=False, y=False)
-            self.layout().addWidget(w, 1)
+            self._layout.addWidget(w, 1)
             self.plot = w
         return self.plot
 
@@ -93,7 +93,7 @@ class CalibrationBox(QGroupBox):
         if item.legend is not None:
             item.legend.scene().removeItem(item.legend)
             item.legend = None
-        item.addLegend(offset=(5, 5), labelTextColor="k")
+        legend = item.addLegend(offset=(5, 5), labelTextColor="k")
         cal = ev.calibration
         after = AFTER if cal["before"] is not None else AS_IS
         series = [(BEFORE, cal["before"], 0.8), (after, cal["after"], 0.5)]
@@ -117,7 +117,7 @@ class CalibrationBox(QGroupBox):
                 pen=pg.mkPen(color),
             )
             w.addItem(bar)
-            item.legend.addItem(bar, f"{name} (ECE {rel.ece:.3f})")
+            legend.addItem(bar, f"{name} (ECE {rel.ece:.3f})")
         w.plot([0, 1], [0, 1], pen=pg.mkPen((120, 120, 120), width=1, style=Qt.PenStyle.DashLine))
         w.setXRange(0, 1, padding=0.02)
         w.setYRange(0, 1.02, padding=0)

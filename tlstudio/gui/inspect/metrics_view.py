@@ -202,7 +202,7 @@ class MetricsView(QWidget):
         QVBoxLayout(self.domain_box).addWidget(self.domain_table)
         self.domain_box.hide()
 
-        self.upper = upper = QSplitter(Qt.Orientation.Horizontal)
+        self.upper_split = upper = QSplitter(Qt.Orientation.Horizontal)
         upper.addWidget(self.confusion_box)
         upper.addWidget(images_box)
         upper.addWidget(self.plot_box)
@@ -210,16 +210,17 @@ class MetricsView(QWidget):
         upper.setStretchFactor(1, 2)
         upper.setStretchFactor(2, 3)
         self.calibration_box = CalibrationBox()
-        self.lower = QSplitter(Qt.Orientation.Horizontal)
-        self.lower.addWidget(self.class_box)
-        self.lower.addWidget(self.domain_box)
-        self.lower.addWidget(self.calibration_box)
-        self.lower.setStretchFactor(0, 3)
-        self.lower.setStretchFactor(1, 2)
-        self.lower.setStretchFactor(2, 2)
+        # not `lower`: that is QWidget.lower() (stacking order)
+        self.lower_split = QSplitter(Qt.Orientation.Horizontal)
+        self.lower_split.addWidget(self.class_box)
+        self.lower_split.addWidget(self.domain_box)
+        self.lower_split.addWidget(self.calibration_box)
+        self.lower_split.setStretchFactor(0, 3)
+        self.lower_split.setStretchFactor(1, 2)
+        self.lower_split.setStretchFactor(2, 2)
         self.body = QSplitter(Qt.Orientation.Vertical)
         self.body.addWidget(upper)
-        self.body.addWidget(self.lower)
+        self.body.addWidget(self.lower_split)
         self.body.setStretchFactor(0, 3)
         self.body.setStretchFactor(1, 2)
 
@@ -467,8 +468,9 @@ class MetricsView(QWidget):
     def _set_cards(self, keys: tuple[str, ...], summary: dict[str, float]) -> None:
         while self.cards_layout.count():
             item = self.cards_layout.takeAt(0)
-            if item.widget() is not None:
-                item.widget().deleteLater()
+            widget = item.widget() if item is not None else None
+            if widget is not None:
+                widget.deleteLater()
         self.cards = {}
         for key in keys:
             frame = QFrame()
@@ -583,8 +585,8 @@ class MetricsView(QWidget):
 
     def _give_plot_room(self) -> None:
         # the splitter sized the empty box small: give the plot its share (3 : 2 : 3)
-        total = sum(self.upper.sizes())
-        self.upper.setSizes([total * 3 // 8, total * 2 // 8, total * 3 // 8])
+        total = sum(self.upper_split.sizes())
+        self.upper_split.setSizes([total * 3 // 8, total * 2 // 8, total * 3 // 8])
 
     def _class_colors(self, names: list[str]) -> dict[str, str]:
         project = self.app_state.project

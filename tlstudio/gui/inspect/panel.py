@@ -163,8 +163,9 @@ class InspectPanel(QWidget):
             return
         current = self.app_state.run_id
         index = self.run_combo.findData(current) if current is not None else -1
-        if index < 0:
-            index = self.run_combo.findData(preferred_run(runs).id)
+        preferred = preferred_run(runs)  # not None: runs is not empty here
+        if index < 0 and preferred is not None:
+            index = self.run_combo.findData(preferred.id)
         self.run_combo.setCurrentIndex(index)
         self._run_chosen(self.run_combo.currentIndex())
 
@@ -215,7 +216,8 @@ class InspectPanel(QWidget):
         self.tabs.insertTab(index, view, title)
         self.tabs.setCurrentIndex(index)
         self.tabs.blockSignals(False)
-        placeholder.deleteLater()
+        if placeholder is not None:  # the tab at index existed (it was just replaced)
+            placeholder.deleteLater()
         guard_wheel(self)  # the new view's inputs too
 
     def view(self, title: str) -> QWidget:

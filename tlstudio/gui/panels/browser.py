@@ -512,11 +512,12 @@ class BrowserPanel(QWidget):
             image_id = next_matching(project, flt, self.app_state.image_id)
         if image_id is None:
             return False
-        if self.model.row_of(image_id) is None:
+        row = self.model.row_of(image_id)
+        if row is None:
             # shown filter excludes it (e.g. "labelled"): it is still selected in the canvas
             self.app_state.set_image(image_id)
             return True
-        return self.go_to_row(self.model.row_of(image_id))
+        return self.go_to_row(row)
 
     def _next_in_order(self, candidates: list[int]) -> int | None:
         """The candidate after the current image in the shown order, wrapping round."""

@@ -12,6 +12,7 @@ undoable command (:func:`tlstudio.core.predictions.accept_command`).
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from PySide6.QtCore import QSize, Qt, Signal
 from PySide6.QtGui import QAction, QKeySequence
@@ -32,6 +33,7 @@ from PySide6.QtWidgets import (
 )
 
 from tlstudio.core.errors import TlsError
+from tlstudio.core.labelset import LandmarkTemplate
 from tlstudio.core.predictions import (
     NO_LABELS_NOTE,
     accept_command,
@@ -46,6 +48,9 @@ from tlstudio.gui.state import AppState
 from tlstudio.gui.widgets.wheel_guard import guard_wheel
 from tlstudio.gui.workers.jobs import start_job
 from tlstudio.gui.workers.predict import PredictController
+
+if TYPE_CHECKING:
+    from tlstudio.gui.canvas import CanvasView
 
 #: "Predict on" choices: (key, text shown).
 TARGETS = (
@@ -79,7 +84,7 @@ class PredictionsPanel(QWidget):
 
     message = Signal(str)  # status-bar text
 
-    def __init__(self, app_state: AppState, canvas: QWidget, parent: QWidget | None = None,
+    def __init__(self, app_state: AppState, canvas: CanvasView, parent: QWidget | None = None,
                  selected_ids: Callable[[], list[int]] | None = None):  # fmt: skip
         """``selected_ids()`` gives the images selected in the browser (the "images
         selected in the browser" choice; without it that choice means the current image)."""
@@ -91,7 +96,7 @@ class PredictionsPanel(QWidget):
         self.controller = PredictController(app_state, self)
         self.confirm_box: QMessageBox | None = None  # the open "Accept all" question
         self._record: RunRecord | None = None
-        self._template = None
+        self._template: LandmarkTemplate | None = None
         self._building = False  # an "Accept all" step is being built in the background
         self._data_version = 0  # counts AppState.data_changed (labels edited, undone, ...)
 
@@ -177,14 +182,14 @@ class PredictionsPanel(QWidget):
         # one labelled row per step (run, predict, show, accept), no group boxes: the dock
         # shares the right side with two others, and its Accept buttons must show at
         # 1280×800 without scrolling; still in a scroll area for shorter screens
-        content = QWidget()
-        self.scroll = QScrollArea()
-        self.scroll.setWidgetResizable(True)
-        self.scroll.setFrameShape(QFrame.Shape.NoFrame)
-        self.scroll.setWidget(content)
+        content = self._content = QWidget()
+        self.scroll_area = QScrollArea()  # not `scroll`: that is QWidget.scroll(dx, dy)
+        self.scroll_area.setWidgetResizable(True)
+        self.scroll_area.setFrameShape(QFrame.Shape.NoFrame)
+        self.scroll_area.setWidget(content)
         outer = QVBoxLayout(self)
         outer.setContentsMargins(0, 0, 0, 0)
-        outer.addWidget(self.scroll)
+        outer.addWidget(self.scroll_area)
         grid = QGridLayout(content)
         grid.setContentsMargins(6, 4, 6, 4)
         grid.setVerticalSpacing(4)
@@ -250,7 +255,7 @@ class PredictionsPanel(QWidget):
 
     def sizeHint(self) -> QSize:
         """The content's own size (a scroll area alone asks for a guess)."""
-        return self.scroll.widget().sizeHint() + QSize(2, 2)
+        return self._content.sizeHint() + QSize(2, 2)
 
     # -- properties ------------------------------------------------------------------
     @property
@@ -279,8 +284,9 @@ class PredictionsPanel(QWidget):
         for run in runs:
             self.run_combo.addItem(run_title(run, when=False), run.id)
         index = self.run_combo.findData(current) if current is not None else -1
-        if index < 0 and current is None and runs:
-            index = self.run_combo.findData(preferred_run(runs).id)
+        preferred = preferred_run(runs)  # None only without runs
+        if index < 0 and current is None and preferred is not None:
+            index = self.run_combo.findData(preferred.id)
         self.run_combo.setCurrentIndex(index)
         self.run_combo.setPlaceholderText(
             "no run yet" if not runs else ""
@@ -427,8 +433,9 @@ class PredictionsPanel(QWidget):
         if project is None or rec is None or image_id is None:
             self.message.emit("Choose a run and an image first.")
             return False
+        run_id = rec.id
         return self._push(
-            lambda: accept_command(project, rec.id, [image_id], self.score_threshold, self.mode),
+            lambda: accept_command(project, run_id, [image_id], self.score_threshold, self.mode),
             f"Nothing to accept on this image (no prediction scoring ≥ {self.score_threshold:.2f},"
             " or the labels already match).",
         )
@@ -532,7 +539,7 @@ class PredictionsPanel(QWidget):
         rec = self._record
         running = self.controller.is_running
         has_run = rec is not None and self.app_state.project is not None
-        can_label = has_run and rec.task != "autoencode"
+        can_label = has_run and rec is not None and rec.task != "autoencode"
         has_pred = self.canvas.prediction() is not None and has_run
         self.predict_button.setEnabled(has_run and not running)
         self.target_combo.setEnabled(not running)

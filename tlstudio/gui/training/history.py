@@ -276,7 +276,7 @@ class RunHistoryPanel(QWidget):
     def _ensure_built(self) -> None:
         if self._built:
             return
-        import pyqtgraph as pg
+        import pyqtgraph as pg  # type: ignore[import-untyped]  # no stubs or py.typed
 
         self._built = True
         self._pg = pg

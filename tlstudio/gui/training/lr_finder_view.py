@@ -172,7 +172,7 @@ class LrFinderView(QWidget):
 
     def _draw(self, result: Any) -> None:
         import numpy as np
-        import pyqtgraph as pg
+        import pyqtgraph as pg  # type: ignore[import-untyped]  # no stubs or py.typed
 
         if self.plot is None:
             w = pg.PlotWidget()
