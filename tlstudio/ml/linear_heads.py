@@ -25,7 +25,7 @@ Classes without a training example get weight 0 and bias :data:`ABSENT_LOGIT`.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -34,6 +34,9 @@ from torch import Tensor, nn
 
 from tlstudio.core.project import Project
 from tlstudio.core.runs import RunRecord, RunStore
+
+if TYPE_CHECKING:
+    from .tasks.classify import ClassifierModel
 
 #: heads that are one linear layer on the pooled features
 LINEAR_KINDS = ("logreg", "linear_svm", "prototype")
@@ -134,7 +137,7 @@ def head_model(
     num_classes: int,
     *,
     seed: int = 0,
-) -> nn.Module:
+) -> ClassifierModel:
     """A ClassifierModel over ``backbone`` whose head is the fitted few-shot head (eval
     mode; the backbone is expected frozen: its weights are the pretrained ones)."""
     from .tasks.classify import ClassifierModel
