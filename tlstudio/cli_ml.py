@@ -397,9 +397,11 @@ def train_and_report(
     from .ml.selection import describe
 
     ended = result.ended
-    for line in describe(result.metrics, result.after, epochs_run=ended and ended.epochs_run):
+    epochs_run = ended.epochs_run if ended is not None else None
+    for line in describe(result.metrics, result.after, epochs_run=epochs_run):
         print(line)
-    print(f"run {result.run_id} ({ended.status if ended else 'failed'}, {ended.epochs_run} epochs)")
+    status = ended.status if ended is not None else "failed"
+    print(f"run {result.run_id} ({status}, {epochs_run or 0} epochs)")
     return 0 if result.failure is None else 2
 
 
@@ -964,7 +966,7 @@ def _domain_experiment(project, spec, args: argparse.Namespace, cbs: list) -> in
         if not target:
             continue
         mean, std = res.summary.get(arm, {}).get(m, (float("nan"), float("nan")))
-        src = [f.get(m) for f in res.source[arm][:folds] if f.get(m) is not None]
+        src = [v for f in res.source[arm][:folds] if (v := f.get(m)) is not None]
         name = arm if arm == SOURCE_ONLY else METHOD_NAMES.get(arm, arm)
         rows.append([
             name, *[_fmt(f.get(m)) for f in target], f"{_fmt(mean)} ± {_fmt(std)}",

@@ -163,7 +163,7 @@ def fit_temperature(logits: Any, labels: Any, *, multi_label: bool = False) -> f
     """The temperature T in :data:`T_RANGE` minimising the negative log-likelihood of
     ``logits`` / T against ``labels`` (N class indices, or N×C multi-hot): a bounded
     one-dimensional search over log T."""
-    from scipy.optimize import minimize_scalar
+    from scipy.optimize import minimize_scalar  # type: ignore[import-untyped]  # no stubs
 
     z = np.asarray(logits, dtype=np.float64)
     if z.ndim != 2 or len(z) == 0:
@@ -251,9 +251,11 @@ def calibrate_run(
     from .devices import select_device
     from .runner import RunError, load_run_model
     from .selection import outputs_on
+    from .tasks.classify import ClassifierModel
 
     model, spec = load_run_model(project, run_id)
-    if spec.task != "classify" or not hasattr(model, "temperature"):
+    # the one model with a temperature (an ensemble's members carry their own)
+    if spec.task != "classify" or not isinstance(model, ClassifierModel):
         raise RunError(f"run {run_id} is not a classifier; only classifiers are calibrated")
     model.temperature = 1.0
     dev = select_device(device)

@@ -31,6 +31,8 @@ from .data import ProjectDataset, load_input_image
 from .devices import select_device
 from .features import FeatureCache, _file_sha256, extract_features
 from .runner import RunError, RunSpec, load_run_model, predict
+from .tasks.autoencode import AutoencoderModel
+from .tasks.base import TaskModel
 
 ProgressFn = Callable[[int, int], None]  # (done, total)
 METHODS = ("pca", "tsne", "umap")
@@ -54,13 +56,13 @@ class Embedding:
 class _RunEncoder(nn.Module):
     """Normalised images N×3×H×W → the run's feature vectors N×D (see the module doc)."""
 
-    def __init__(self, model: nn.Module, name: str):
+    def __init__(self, model: TaskModel, name: str):
         super().__init__()
         self.model = model
         self.spec = SimpleNamespace(name=name)  # read by extract_features for the cache key
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if getattr(self.model, "task", "") == "autoencode":
+        if isinstance(self.model, AutoencoderModel):  # the one "autoencode" model
             return self.model.encode(x)[0]
         return self.model.backbone(x)
 
@@ -118,6 +120,8 @@ def embed_run(
     if spec.task != "autoencode" and getattr(model, "backbone", None) is None:
         raise RunError(f"run {run_id} ({spec.task}) has no backbone to take features from")
     rec = RunStore(project).get(run_id)
+    if rec.checkpoint is None:  # load_run_model found one; the record changed since
+        raise RunError(f"run {run_id} has no saved model (status {rec.status})")
     source = "latent" if spec.task == "autoencode" else "backbone"
     # The cache key names this run's model file by content: retraining changes the key.
     wid = f"run{run_id}:{_file_sha256(project.root / rec.checkpoint)[:16]}:{source}"
@@ -143,7 +147,7 @@ def embed_run(
 
 
 def _pca(X: np.ndarray, k: int, seed: int) -> np.ndarray:
-    from sklearn.decomposition import PCA
+    from sklearn.decomposition import PCA  # type: ignore[import-untyped]  # no stubs
 
     k = max(1, min(k, X.shape[0], X.shape[1]))
     return PCA(n_components=k, random_state=seed).fit_transform(X)
@@ -168,7 +172,7 @@ def project_points(
     OpenMP threads (default: one core fewer than this process may use, at least 1, so the
     GUI keeps a core; on a busy 2-core machine two OpenMP threads made t-SNE 8× slower,
     see tests/bench/bench_latent.py)."""
-    from threadpoolctl import threadpool_limits
+    from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]  # no stubs
 
     if threads is None:
         threads = (
@@ -215,7 +219,7 @@ def _project(
         Z = _pca(X, 50, seed) if d > 50 else X
         tick()
         if method == "tsne":
-            from sklearn.manifold import TSNE
+            from sklearn.manifold import TSNE  # type: ignore[import-untyped]  # no stubs
 
             Y = TSNE(
                 n_components=2,
@@ -225,7 +229,7 @@ def _project(
                 random_state=seed,
             ).fit_transform(Z)
         else:
-            import umap
+            import umap  # type: ignore[import-untyped]  # no stubs
 
             Y = umap.UMAP(
                 n_components=2,

@@ -31,7 +31,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -57,6 +57,30 @@ _MEMBER_ONLY = ("experiment", "warnings", "calibration", "selection", "test")
 
 class EnsembleError(TlsError):
     """Runs cannot be combined, or an ensemble cannot be loaded (the message says why)."""
+
+
+@runtime_checkable
+class Probabilistic(Protocol):
+    """A classification model that turns its logits into class probabilities
+    (:class:`~tlstudio.ml.tasks.classify.ClassifierModel`, :class:`EnsembleModel`)."""
+
+    def probabilities(self, logits: Tensor) -> Tensor: ...
+
+
+def probabilistic(model: nn.Module) -> Probabilistic:
+    """``model`` as a :class:`Probabilistic`; TypeError if it has no ``probabilities``."""
+    if not isinstance(model, Probabilistic):
+        raise TypeError(f"{type(model).__name__} gives no class probabilities")
+    return model
+
+
+def heatmap_stride_of(model: nn.Module) -> int:
+    """Input pixels per heatmap cell of a landmark model (a LandmarkModel, or an ensemble
+    or TTA of one); TypeError if ``model`` has no ``heatmap_stride``."""
+    stride = getattr(model, "heatmap_stride", None)
+    if stride is None:
+        raise TypeError(f"{type(model).__name__} has no heatmap stride")
+    return int(stride)
 
 
 # --------------------------------------------------------------------------- boxes
@@ -127,7 +151,9 @@ def fuse_boxes(
             )
             out_labels.append(label)
             out_agree.append(len({c[2] for c in members}) / n_models)
-    order = np.argsort(-np.asarray(out_scores), kind="stable") if out_scores else []
+    order: np.ndarray | list[int] = (
+        np.argsort(-np.asarray(out_scores), kind="stable") if out_scores else []
+    )
     return {
         "boxes": torch.tensor(np.array([out_boxes[i] for i in order]).reshape(-1, 4),
                               dtype=torch.float32),
@@ -160,7 +186,8 @@ class EnsembleModel(TaskModel):
         if len(members) < 2:
             raise EnsembleError("an ensemble needs at least two members")
         self.members = nn.ModuleList(members)
-        self.backbone = None
+        # TaskModel (tasks/base.py) types backbone as a Module; an ensemble has none
+        self.backbone = None  # type: ignore[assignment]
         first = members[0]
         self.task = first.task
         self.member_ids = [int(i) for i in member_ids]
@@ -169,7 +196,16 @@ class EnsembleModel(TaskModel):
         self.higher_is_better = first.higher_is_better
         self.multi_label = bool(getattr(first, "multi_label", False))
         if self.task == "landmarks":
-            self.heatmap_stride = int(first.heatmap_stride)
+            self.heatmap_stride = heatmap_stride_of(first)
+
+    def task_members(self) -> list[TaskModel]:
+        """The members (the ModuleList holds them as plain modules)."""
+        out = []
+        for m in self.members:
+            if not isinstance(m, TaskModel):
+                raise TypeError(f"an ensemble member is a {type(m).__name__}, not a TaskModel")
+            out.append(m)
+        return out
 
     # -- dense outputs -------------------------------------------------------------------
     def member_probabilities(self, images: Tensor) -> Tensor:
@@ -179,7 +215,7 @@ class EnsembleModel(TaskModel):
         for m in self.members:
             z = m(images).float()
             if self.task == "classify":
-                outs.append(m.probabilities(z))
+                outs.append(probabilistic(m).probabilities(z))
             elif self.task == "segment":
                 outs.append(torch.softmax(z, dim=1))
             elif self.task == "landmarks":
@@ -208,7 +244,7 @@ class EnsembleModel(TaskModel):
         between members ("spread", "point_spread" or per-box "agreement")."""
         with eval_mode(self):
             if self.task == "detect":
-                per_member = [m.predict_step(images) for m in self.members]
+                per_member = [m.predict_step(images) for m in self.task_members()]
                 method = "nms" if self.combine == "nms" else "wbf"
                 return [
                     fuse_boxes([pm[i] for pm in per_member], method=method)

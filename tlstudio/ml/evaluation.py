@@ -310,7 +310,8 @@ def _run_model(
         with torch.no_grad():
             out = model.predict_step(images)
         for p, (_img, t) in zip(out, batch, strict=True):
-            orig = tuple(int(v) for v in t["orig_size"])
+            oh, ow = (int(v) for v in t["orig_size"])
+            orig = (oh, ow)
             p = {k: v.detach().cpu() if isinstance(v, torch.Tensor) else v for k, v in p.items()}
             preds.append(to_image_frame(p, (size, size), orig))
             tg = {k: v for k, v in t.items() if k not in ("mask", "masks", "ignore")}
@@ -331,7 +332,7 @@ def _classify(ds, preds, targets, names, ev: dict[str, Any]) -> None:
     if ds.multi_label:
         truth = np.stack([M._np(t["labels"]).reshape(-1) >= 0.5 for t in targets])
         r = M.multilabel_metrics(probs, truth.astype(np.float64), class_names=names)
-        keys = ("f1_macro", "f1_micro", "precision_macro", "recall_macro",
+        keys: tuple[str, ...] = ("f1_macro", "f1_micro", "precision_macro", "recall_macro",
                 "subset_accuracy", "hamming_accuracy", "roc_auc")  # fmt: skip
         pred = probs >= r["threshold"]
         records = []
@@ -461,7 +462,7 @@ def _image_objects(project: Project, image_id: int, index: dict[int, int]) -> di
     """The target of one image for :func:`~tlstudio.ml.metrics.instance_metrics`, at the
     image's own size: its objects ("objects", "labels" 1..C, "boxes"), "image_size" and
     "ignore" (its ignore region and crowd objects), from the store."""
-    from scipy.ndimage import find_objects
+    from scipy.ndimage import find_objects  # type: ignore[import-untyped]  # no stubs
 
     from tlstudio.runtime.objects import ObjectMask
 
@@ -809,10 +810,11 @@ def best_epoch_metrics(project: Project, run_id: int) -> dict[str, float]:
     if not epochs:
         return {}
     row = epochs[-1][1]
-    if rec.metric_name and rec.best_metric is not None:
-        with_metric = [m for _e, m in epochs if m.get(rec.metric_name) is not None]
+    name, best = rec.metric_name, rec.best_metric
+    if name and best is not None:
+        with_metric = [m for _e, m in epochs if m.get(name) is not None]
         if with_metric:
-            row = min(with_metric, key=lambda m: abs(float(m[rec.metric_name]) - rec.best_metric))
+            row = min(with_metric, key=lambda m: abs(float(m[name]) - best))
     return {k: float(v) for k, v in row.items() if k not in ("lr", "duration_s") and v is not None}
 
 

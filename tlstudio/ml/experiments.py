@@ -21,7 +21,7 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeGuard
 
 import numpy as np
 import torch
@@ -81,7 +81,7 @@ def _train_jobs(
     return out + [None] * (len(jobs) - len(out))
 
 
-def _ended(tr: TrainResult | None) -> bool:
+def _ended(tr: TrainResult | None) -> TypeGuard[TrainResult]:
     """False for a run that did not start or was cancelled."""
     return tr is not None and not (tr.ended is not None and tr.ended.status == "cancelled")
 
@@ -355,6 +355,7 @@ def learning_curve(
         if not _ended(tr):
             break
         exp = job.experiment
+        assert exp is not None  # every curve job above carries its experiment entry
         points.append(CurvePoint(float(exp["fraction"]), int(exp["n_train"]), dict(tr.metrics)))
     return points
 
@@ -382,7 +383,8 @@ def _build_frozen_backbone(name: str, weights: str, seed: int):
 
 def _save_npz_atomic(path: Path, **arrays: np.ndarray) -> None:
     with replacing(path) as tmp, open(tmp, "wb") as f:
-        np.savez(f, **arrays)
+        # allow_pickle named (numpy's default) so that **arrays maps to the arrays only
+        np.savez(f, allow_pickle=True, **arrays)
 
 
 def fit_sklearn_run(

@@ -44,7 +44,7 @@ import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -68,9 +68,14 @@ from tlstudio.runtime.sidecar import (
 
 from . import data as data_mod
 from .backbones import get_spec
+from .ensemble import Probabilistic, heatmap_stride_of
 from .runner import RunSpec, load_run_model
+from .tasks.autoencode import AutoencoderModel
 from .tasks.base import TaskModel
 from .tasks.landmarks import decode_heatmaps
+
+if TYPE_CHECKING:
+    from .tasks.detect import DetectorModel
 
 FORMATS = ("onnx", "torchscript")
 SUFFIXES = {"onnx": ".onnx", "torchscript": ".pt"}
@@ -102,6 +107,8 @@ class ExportResult:
 class _ClassifyGraph(nn.Module):
     def __init__(self, model: TaskModel):
         super().__init__()
+        if not isinstance(model, Probabilistic):
+            raise ExportError(f"a classify run's model is a {type(model).__name__}")
         self.model = model
 
     def forward(self, image: Tensor) -> tuple[Tensor]:
@@ -121,14 +128,15 @@ class _LandmarkGraph(nn.Module):
     def __init__(self, model: TaskModel):
         super().__init__()
         self.model = model
+        self.heatmap_stride = heatmap_stride_of(model)
 
     def forward(self, image: Tensor) -> tuple[Tensor, Tensor]:
         heat = self.model(image)
-        return heat, decode_heatmaps(heat, self.model.heatmap_stride)
+        return heat, decode_heatmaps(heat, self.heatmap_stride)
 
 
 class _AutoencodeGraph(nn.Module):
-    def __init__(self, model: TaskModel, size: int):
+    def __init__(self, model: AutoencoderModel, size: int):
         super().__init__()
         self.model = model
         self.size = int(size)
@@ -143,7 +151,7 @@ class _AutoencodeGraph(nn.Module):
 class _DetectGraph(nn.Module):
     """One image (1×3×S×S) → boxes, scores, labels 0..C-1, sorted by descending score."""
 
-    def __init__(self, model: TaskModel):
+    def __init__(self, model: DetectorModel):
         super().__init__()
         self.model = model
 
@@ -164,8 +172,14 @@ def _graph(model: TaskModel, spec: RunSpec) -> nn.Module:
     if task == "landmarks":
         return _LandmarkGraph(model).eval()
     if task == "autoencode":
+        if not isinstance(model, AutoencoderModel):
+            raise ExportError(f"an autoencode run's model is a {type(model).__name__}")
         return _AutoencodeGraph(model, spec.resolved_input_size).eval()
     if task in ONE_IMAGE_TASKS:
+        from .tasks.detect import DetectorModel  # torchvision: imported for detectors only
+
+        if not isinstance(model, DetectorModel):
+            raise ExportError(f"a {task} run's model is a {type(model).__name__}")
         return _DetectGraph(model).eval()
     raise ExportError(f"cannot export task {task!r}")
 
@@ -284,6 +298,8 @@ def _export_onnx(
                     opset_version=opset, dynamo=True, dynamic_shapes=({0: batch},),
                     verbose=False,
                 )  # fmt: skip
+                if program is None:  # the dynamo exporter always returns one
+                    raise ExportError("torch.onnx.export returned no ONNX program")
                 program.save(str(path), external_data=False)
     except Exception as exc:
         how = "TorchScript-based exporter (torchvision detection)" if detect else "torch.export"
@@ -317,7 +333,7 @@ def _check(graph: nn.Module, path: Path, side: Sidecar, batch: Tensor) -> dict[s
         if len(got) != len(want):
             raise ExportError(f"the exported model returns {len(got)} outputs, not {len(want)}")
         if one_image:
-            got, want = _align_detections(got, want, *_cut_offs(graph.model), n)
+            got, want = _align_detections(got, want, *_cut_offs(graph.get_submodule("model")), n)
         for name, g, w in zip(outputs, got, want, strict=True):
             if g.shape != w.shape:
                 where = f" on check image {n + 1}" if one_image else ""
@@ -375,7 +391,7 @@ def pair_detections(
     assignment with the smallest total box distance, labels forced to agree where they
     can. Detections with equal scores may come out of a sort in either order, so outputs
     are compared after pairing, not position by position."""
-    from scipy.optimize import linear_sum_assignment
+    from scipy.optimize import linear_sum_assignment  # type: ignore[import-untyped]  # no stubs
 
     if len(boxes_a) == 0:
         return np.zeros(0, dtype=np.int64)
@@ -389,8 +405,10 @@ def _cut_offs(model: nn.Module) -> tuple[float, int]:
     """(score threshold, detections-per-image cap) of a DetectorModel."""
     det = model.detector
     heads = getattr(det, "roi_heads", None)  # Faster R-CNN keeps them on its RoI heads
-    thresh = getattr(det, "score_thresh", None) or getattr(heads, "score_thresh", 0.0)
-    cap = getattr(det, "detections_per_img", None) or getattr(heads, "detections_per_img", 0)
+    thresh = getattr(det, "score_thresh", None) or getattr(heads, "score_thresh", None) or 0.0
+    cap = (
+        getattr(det, "detections_per_img", None) or getattr(heads, "detections_per_img", None) or 0
+    )
     return float(thresh), int(cap)
 
 
@@ -403,7 +421,7 @@ def _align_detections(
     :data:`CHECK_TOLERANCE` of the score cut-off (``min_score``, or that side's lowest score
     when it holds ``cap`` detections): a float rounding difference decides such borderline
     cases. Any other unpaired detection makes the export unreliable."""
-    from scipy.optimize import linear_sum_assignment
+    from scipy.optimize import linear_sum_assignment  # type: ignore[import-untyped]  # no stubs
 
     gb, wb = got[0].reshape(-1, 4), want[0].reshape(-1, 4)
     gi = wi = np.zeros(0, dtype=np.int64)
@@ -444,7 +462,7 @@ def _run_summary(runs: RunStore, run_id: int, metric: str | None, higher: bool) 
     if not epochs:
         return {}
     scored = [(e, m) for e, m in epochs if metric and metric in m]
-    if scored:
+    if scored and metric is not None:
         pick = (max if higher else min)(scored, key=lambda em: em[1][metric])
     else:
         pick = epochs[-1]
@@ -466,7 +484,7 @@ def _sidecar(
             "points": list(t.points),
             "skeleton": [list(e) for e in t.skeleton],
             "flip_pairs": [list(e) for e in t.flip_pairs],
-            "heatmap_stride": int(model.heatmap_stride),
+            "heatmap_stride": heatmap_stride_of(model),
         }
     input_shape: list[Any] = [1 if spec.task in ONE_IMAGE_TASKS else "N", 3, size, size]
     runs = RunStore(project)

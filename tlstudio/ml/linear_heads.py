@@ -25,7 +25,7 @@ Classes without a training example get weight 0 and bias :data:`ABSENT_LOGIT`.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -34,6 +34,9 @@ from torch import Tensor, nn
 
 from tlstudio.core.project import Project
 from tlstudio.core.runs import RunRecord, RunStore
+
+if TYPE_CHECKING:
+    from .tasks.classify import ClassifierModel
 
 #: heads that are one linear layer on the pooled features
 LINEAR_KINDS = ("logreg", "linear_svm", "prototype")
@@ -50,6 +53,9 @@ class NeighbourVote(nn.Module):
     vote sums. The output is the log of the vote sums, so the classifier's softmax gives
     those probabilities exactly, and a class's score still moves with the image when all
     k neighbours agree (Grad-CAM needs that gradient)."""
+
+    keys: Tensor  # buffers, registered in __init__
+    votes: Tensor
 
     def __init__(self, in_features: int, num_classes: int, neighbours: int, k: int = 5):
         super().__init__()
@@ -131,20 +137,29 @@ def head_model(
     num_classes: int,
     *,
     seed: int = 0,
-) -> nn.Module:
+) -> ClassifierModel:
     """A ClassifierModel over ``backbone`` whose head is the fitted few-shot head (eval
     mode; the backbone is expected frozen: its weights are the pretrained ones)."""
+    from .tasks.classify import ClassifierModel
     from .tasks.factory import build_task_model
 
     options = model_options(kind, len(y))
     model = build_task_model("classify", backbone, num_classes=num_classes, **options)
+    if not isinstance(model, ClassifierModel):
+        raise TypeError(f"a classify model is a ClassifierModel, got {type(model).__name__}")
     if kind == "knn":
-        model.head[0].fit(X, y)
+        vote = model.head[0]
+        if not isinstance(vote, NeighbourVote):
+            raise TypeError(f"a knn head starts with a NeighbourVote, got {type(vote).__name__}")
+        vote.fit(X, y)
     else:
         W, b = linear_weights(kind, X, y, num_classes, seed=seed)
+        linear = model.head[-1]
+        if not isinstance(linear, nn.Linear):
+            raise TypeError(f"a linear head ends with nn.Linear, got {type(linear).__name__}")
         with torch.no_grad():
-            model.head[-1].weight.copy_(torch.from_numpy(W))
-            model.head[-1].bias.copy_(torch.from_numpy(b))
+            linear.weight.copy_(torch.from_numpy(W))
+            linear.bias.copy_(torch.from_numpy(b))
     return model.eval()
 
 
@@ -193,9 +208,14 @@ def predict_cached(
     from .devices import select_device
     from .features import FeatureCache, extract_features, weights_id
     from .runner import RunError, _payload, _weights_choice, load_run_model, uses_feature_cache
+    from .tasks.classify import ClassifierModel
 
     model, spec = load_run_model(project, run_id)
-    if spec.task != "classify" or not uses_feature_cache(spec) or not hasattr(model, "head"):
+    if (
+        spec.task != "classify"
+        or not uses_feature_cache(spec)
+        or not isinstance(model, ClassifierModel)  # an ensemble has no single head
+    ):
         raise RunError(f"run {run_id} does not classify from cached features")
     bspec = get_spec(spec.backbone)
     ids = list(image_ids) if image_ids is not None else project.image_ids()

@@ -21,7 +21,7 @@ the sweep and the curve's minimum.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,7 +33,7 @@ from tlstudio.core.project import Project
 
 from . import data as data_mod
 from . import freezing
-from .backbones import get_spec
+from .backbones import Backbone, get_spec
 from .callbacks import CancelToken
 from .collate import collate
 from .devices import seed_everything, select_device
@@ -147,11 +147,11 @@ def lr_find(
         )  # fmt: skip
         fit_model: Any = _CachedHead(model)
         data: Any = _FeatureDataset(X, train_ds)
-        groups = [{"params": list(fit_model.parameters()), "factor": 1.0}]
+        groups: list[dict[str, Any]] = [{"params": list(fit_model.parameters()), "factor": 1.0}]
     else:
         fit_model, data = model, train_ds
         backbone = model.backbone
-        if backbone is not None and getattr(backbone, "stages", None) is not None:
+        if isinstance(backbone, Backbone):  # staged: frozen and decayed per stage
             freezing.set_freeze_depth(backbone, cfg.freeze)
             stage_ids = {id(p) for p in backbone.parameters()}
             head = [p for p in model.parameters() if p.requires_grad and id(p) not in stage_ids]
@@ -183,7 +183,7 @@ def lr_find(
     avg, best, stopped = 0.0, math.inf, "done"
     fit_model.train()
     freezing.apply_frozen_bn_eval(fit_model)
-    batches = iter(())
+    batches: Iterator[Any] = iter(())
     for i in range(iterations):
         if token is not None and token.is_cancelled:
             stopped = "cancelled"

@@ -435,8 +435,11 @@ def _selection(record: RunRecord) -> str:
         return _note("This run recorded no selection details (trained before they were kept).")
     parts = []
     if sel.get("epoch") is not None:
-        how = {"val": "its validation metric, measured on the same images"}.get(
-            sel.get("picked_on"), sel.get("picked_on")
+        picked_on = sel.get("picked_on")
+        how = (
+            "its validation metric, measured on the same images"
+            if picked_on == "val"
+            else picked_on
         )
         parts.append(
             f"<p>Kept epoch {int(sel['epoch']) + 1}, picked by {_e(how)} "
@@ -660,8 +663,8 @@ def _draw(spec, rgb, pred, ann, classes, by_id, project) -> tuple[list[np.ndarra
         if tpl is not None:
             for a, b in tpl.skeleton:
                 if a < len(kps) and b < len(kps):
-                    cv2.line(img, _pt(*kps[a][:2], s), _pt(*kps[b][:2], s), (0, 200, 255), 1,
-                             cv2.LINE_AA)  # fmt: skip
+                    cv2.line(img, _pt(kps[a][0], kps[a][1], s), _pt(kps[b][0], kps[b][1], s),
+                             (0, 200, 255), 1, cv2.LINE_AA)  # fmt: skip
         for x, y, conf in kps:
             cv2.circle(img, _pt(x, y, s), 2 + round(3 * conf), (0, 140, 255), -1, cv2.LINE_AA)
         mean_conf = float(np.mean([k[2] for k in kps])) if kps else 0.0
@@ -722,7 +725,7 @@ def _draw_objects(img, s, pred, ann, classes, by_id) -> tuple[list[np.ndarray], 
     for o in layer.objects if layer is not None else ():
         color = _bgr(by_id[o.class_id].color) if o.class_id in by_id else (255, 255, 255)
         _outline(labelled, layer.map == o.number, 0, 0, s, color)
-    lines = []
+    lines: list[str] = []
     for obj, score, lbl in zip(pred["objects"], pred["scores"].tolist(),
                                pred["labels"].tolist(), strict=True):  # fmt: skip
         if score < 0.3 or len(lines) >= 10 or not obj.area:
@@ -754,7 +757,7 @@ def _heatmap_section(project: Project, run_id: int, spec: RunSpec, ids: list[int
         for image_id in ids:
             rgb = data_mod.read_rgb(project.image_path(image_id))
             hm = explainer.heatmap(rgb, method)
-            values = np.asarray(hm.values, np.float32)
+            values: np.ndarray = np.asarray(hm.values, np.float32)
             if values.shape != rgb.shape[:2]:
                 values = cv2.resize(values, (rgb.shape[1], rgb.shape[0]))
             img, _ = _display(rgb)

@@ -36,6 +36,7 @@ from . import data as data_mod
 from .backbones import get_spec
 from .callbacks import CancelToken
 from .collate import collate
+from .ensemble import probabilistic
 from .metrics import metrics_fn_for
 from .tasks.base import TaskModel
 
@@ -83,13 +84,15 @@ def outputs_on(
     features from the project's feature cache, as training did."""
     from .features import FeatureCache, extract_features, weights_id
     from .runner import _NoBackbone, _weights_choice, uses_feature_cache
+    from .tasks.classify import ClassifierModel
 
     ds = _dataset(project, spec, ids)
     model.eval()
     if len(ds) == 0:
         return Outputs([], [], None, [])
     key = "labels" if ds.multi_label else "label"
-    if spec.task == "classify" and uses_feature_cache(spec) and hasattr(model, "head"):
+    # the one model with a head over pooled features (an ensemble has none)
+    if spec.task == "classify" and uses_feature_cache(spec) and isinstance(model, ClassifierModel):
         wid = weights_id(spec.backbone, _weights_choice(spec.weights))
         backbone: Any = model.backbone
         if isinstance(backbone, _NoBackbone):  # a head alone: built only for uncached images
@@ -107,10 +110,10 @@ def outputs_on(
             logits = model.head(torch.from_numpy(X).to(device)).float().cpu()
         probs = model.probabilities(logits)
         labels = ds.class_labels()
-        targets = [{key: torch.as_tensor(y)} for y in labels]
+        targets: list[dict[str, Any]] = [{key: torch.as_tensor(y)} for y in labels]
         return Outputs([{"probs": p} for p in probs], targets, logits.numpy(), ds.image_ids)
     preds: list[dict[str, Any]] = []
-    targets: list[dict[str, Any]] = []
+    targets = []
     logit_rows: list[torch.Tensor] = []
     loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, collate_fn=collate)
     with torch.no_grad():
@@ -121,7 +124,7 @@ def outputs_on(
             if spec.task == "classify":
                 logits = model(images).float().cpu()
                 logit_rows.append(logits)
-                preds += [{"probs": p} for p in model.probabilities(logits)]
+                preds += [{"probs": p} for p in probabilistic(model).probabilities(logits)]
             else:
                 preds += [{k: _cpu(v) for k, v in p.items()} for p in model.predict_step(images)]
             targets += [{k: _cpu(v) for k, v in t.items()} for t in tg]

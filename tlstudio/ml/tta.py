@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .ensemble import EnsembleModel, fuse_boxes
+from .ensemble import EnsembleModel, fuse_boxes, heatmap_stride_of, probabilistic
 from .tasks.base import TaskModel
 from .tasks.decoder import eval_mode
 from .tasks.landmarks import decode_heatmaps
@@ -58,14 +58,15 @@ class TTAModel(TaskModel):
     ):
         nn.Module.__init__(self)
         self.inner = model
-        self.backbone = getattr(model, "backbone", None)
+        # TaskModel (tasks/base.py) types backbone as a Module; a TTA of an ensemble has none
+        self.backbone = getattr(model, "backbone", None)  # type: ignore[assignment]
         self.task = model.task
         self.config = config
         self.flip_perm = list(flip_perm) if flip_perm is not None else None
         self.main_metric = model.main_metric
         self.higher_is_better = model.higher_is_better
         if self.task == "landmarks":
-            self.heatmap_stride = int(model.heatmap_stride)
+            self.heatmap_stride = heatmap_stride_of(model)
         if self.task == "autoencode":
             raise ValueError("test-time augmentation does not apply to autoencoders")
 
@@ -85,7 +86,7 @@ class TTAModel(TaskModel):
         m = self.inner
         z = m(x).float()
         if self.task == "classify":
-            return m.probabilities(z)
+            return probabilistic(m).probabilities(z)
         if self.task == "segment":
             return torch.softmax(z, dim=1) if not isinstance(m, EnsembleModel) else z.exp()
         return z  # landmarks: heatmaps
