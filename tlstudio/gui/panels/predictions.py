@@ -126,10 +126,10 @@ class PredictionsPanel(QWidget):
         self.progress.setTextVisible(True)
         self.progress.setFormat("%v / %m images")
         self.cancel_button = QPushButton("Cancel")
-        self.tta_check = QCheckBox("Test-time augmentation")
+        self.tta_check = QCheckBox("Predict with test-time augmentation")
         self.tta_check.setObjectName("ttaCheck")
         self.tta_check.setToolTip(
-            "Also predict on the mirror image and slightly smaller and larger copies, map the "
+            "Test-time augmentation: also predict on the mirror image and slightly smaller and larger copies, map the "
             "outputs back (left/right landmarks swapped) and combine them: steadier "
             "predictions, 4× the time. Leave it off for models that must tell left from right."
         )
@@ -201,18 +201,16 @@ class PredictionsPanel(QWidget):
         thr = QHBoxLayout()
         thr.addWidget(self.threshold_slider, 1)
         thr.addWidget(self.threshold_label)
-        running = QHBoxLayout()  # the progress bar while predicting, the TTA choice otherwise
-        running.addWidget(self.progress, 1)
-        running.addWidget(self.tta_check)
         rows: list[tuple[QWidget | str, QWidget | QHBoxLayout]] = [
             ("Run:", self.run_combo),
             (self.predict_button, self.target_combo),  # reads "Predict [all images]"
-            (self.cancel_button, running),
+            (self.cancel_button, self.progress),  # shown only while predicting
             ("Show:", checks),
             ("Score ≥", thr),
             ("Accept:", self.mode_combo),
             ("", self.accept_button),
             ("", self.accept_all_button),
+            ("", self.tta_check),  # an option of Predict, below Accept: those stay in view
         ]
         for row, (left, right) in enumerate(rows):
             if isinstance(left, QWidget):
@@ -416,7 +414,7 @@ class PredictionsPanel(QWidget):
     def _set_running(self, running: bool) -> None:
         self.progress.setVisible(running)
         self.cancel_button.setVisible(running)
-        self.tta_check.setVisible(not running)
+        self.tta_check.setEnabled(not running)
         self._update_enabled()
 
     # -- display ---------------------------------------------------------------------------
