@@ -81,7 +81,7 @@ def main(out_dir: Path, size: tuple[int, int]) -> None:
         for i in range(dialog.run_list.count()):
             dialog.run_list.item(i).setCheckState(Qt.CheckState.Checked)
         grab("ensemble_dialog.png", dialog)
-        dialog.create()
+        dialog.create_ensemble()
         wait_for(lambda: window.app_state.run_id == 3)
 
         window.modes.setCurrentIndex(0)
