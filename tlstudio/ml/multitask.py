@@ -153,6 +153,8 @@ class MultiTaskModel(TaskModel):
         first = members[self.tasks[0]]
         self.main_metric = f"{self.tasks[0]}/{first.main_metric}"
         self.higher_is_better = first.higher_is_better
+        if "landmarks" in members:  # read by the export's sidecar (heatmap_stride_of)
+            self.heatmap_stride = int(members["landmarks"].heatmap_stride)  # type: ignore[arg-type]
         self.uncertainty = task_weights == TASK_WEIGHTS_UNCERTAINTY
         if self.uncertainty:
             #: s_t = log σ_t² per task, learnt with the heads
@@ -253,6 +255,31 @@ class MultiTaskModel(TaskModel):
         else:
             w = self.task_weights.tolist()
         return dict(zip(self.tasks, (float(v) for v in w), strict=True))
+
+
+class MultiTaskGraph(nn.Module):
+    """The exported graph of a multi-task model: each task's outputs in task order, as the
+    single-task exports give them (classify probs; landmarks heatmaps, keypoints; segment
+    per-pixel softmax)."""
+
+    def __init__(self, model: TaskModel):
+        super().__init__()
+        if not isinstance(model, MultiTaskModel):
+            raise TypeError(f"a multi-task run's model is a {type(model).__name__}")
+        self.model = model
+
+    def forward(self, image: Tensor) -> tuple[Tensor, ...]:
+        out = self.model.outputs(image)
+        result: list[Tensor] = []
+        for name in self.model.tasks:
+            member: Any = self.model.members[name]
+            if name == "classify":
+                result.append(member.probabilities(out[name]))
+            elif name == "landmarks":
+                result += [out[name], decode_heatmaps(out[name], member.heatmap_stride)]
+            else:
+                result.append(torch.softmax(out[name], dim=1))
+        return tuple(result)
 
 
 def build_multitask_model(project: Project, spec: RunSpec, backbone: nn.Module) -> TaskModel:
