@@ -262,3 +262,33 @@ def test_experiment_multitask_compares_single_and_joint_runs(demo, capsys):
     # the table's values are the runs' recorded metrics
     single_value = float(rows["classify"][-4])
     assert single_value == pytest.approx(runs.get(single.id).best_metric, abs=1e-3)
+
+
+# --------------------------------------------------------------------------- export
+
+
+def test_export_writes_one_onnx_with_each_tasks_outputs_checked_against_pytorch(demo, tmp_path):
+    import onnxruntime as ort
+
+    from tlstudio.ml.export import export_model
+    from tlstudio.runtime import ExportedModel
+
+    spec = RunSpec(task="classify,landmarks", backbone="resnet18", weights="none",
+                   train=TrainConfig(epochs=1, batch_size=4, freeze=0), input_size=32)  # fmt: skip
+    run_id = runner.train(demo, spec).run_id
+    path = tmp_path / "joint.onnx"
+    result = export_model(demo, run_id, path)
+    names = ["classify_probs", "landmarks_heatmaps", "landmarks_keypoints"]
+    assert sorted(result.diffs) == sorted(names) and result.checked_images >= 2
+    assert all(d < 1e-3 for d in result.diffs.values())
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert [o.name for o in session.get_outputs()] == names
+
+    # the file alone, without the project: each task's prediction side by side
+    image = demo.image_ids()[0]
+    exported = ExportedModel.load(path)
+    (pred,) = exported.predict_files([demo.image_path(image)])
+    model, _ = runner.load_run_model(demo, run_id)
+    assert pred["tasks"] == ["classify", "landmarks"]
+    assert pred["class"] in {c.name for c in demo.classes()}
+    assert len(pred["points"]) == model.members["landmarks"].num_points
