@@ -171,9 +171,8 @@ def add_run_options(
     makes ``--task`` required, or optional (checked by the caller: ``train --resume``
     needs none) when ``task_required`` is False."""
     from .ml.adapt_config import ADAPT_METHODS  # no torch import either
-    from .ml.train_config import OPTIMIZERS, SCHEDULES  # plain tuples: no torch import
-
     from .ml.tasks.joint import JOINT_TASKS
+    from .ml.train_config import OPTIMIZERS, SCHEDULES  # plain tuples: no torch import
 
     task_help = (
         f"{', '.join(TASKS)}; or several heads on one backbone, trained together: tasks of "

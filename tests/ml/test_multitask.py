@@ -172,9 +172,7 @@ def test_dataset_keeps_images_with_some_labels_and_flags_the_present_tasks(tmp_p
 # --------------------------------------------------------------------------- runs
 
 
-def test_cli_trains_one_joint_run_with_metrics_per_task_and_evaluates_and_predicts(
-    demo, capsys
-):
+def test_cli_trains_one_joint_run_with_metrics_per_task_and_evaluates_and_predicts(demo, capsys):
     status = main(train_args(demo, "classify,landmarks", "--epochs", "2",
                              "--task-weights", "1,0.5"))  # fmt: skip
     out = capsys.readouterr().out

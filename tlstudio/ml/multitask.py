@@ -135,6 +135,9 @@ class MultiTaskModel(TaskModel):
     very same backbone object (its weights are shared, not copied); their heads run on one
     pass of the backbone. ``task_weights``: one weight per task, or "uncertainty"."""
 
+    task_weights: Tensor  # a buffer: the fixed weights (all 1 under uncertainty weighting)
+    log_vars: nn.Parameter  # uncertainty weighting only
+
     def __init__(
         self,
         backbone: nn.Module,
@@ -154,7 +157,8 @@ class MultiTaskModel(TaskModel):
         self.main_metric = f"{self.tasks[0]}/{first.main_metric}"
         self.higher_is_better = first.higher_is_better
         if "landmarks" in members:  # read by the export's sidecar (heatmap_stride_of)
-            self.heatmap_stride = int(members["landmarks"].heatmap_stride)  # type: ignore[arg-type]
+            landmarks: Any = members["landmarks"]
+            self.heatmap_stride = int(landmarks.heatmap_stride)
         self.uncertainty = task_weights == TASK_WEIGHTS_UNCERTAINTY
         if self.uncertainty:
             #: s_t = log σ_t² per task, learnt with the heads
@@ -175,10 +179,12 @@ class MultiTaskModel(TaskModel):
     def outputs(self, images: Tensor) -> dict[str, Tensor]:
         """Each task's raw output from one backbone pass: classify logits N×C, landmarks
         heatmaps N×P×h×w, segment logits N×(C+1)×H×W."""
-        feats = self.backbone.forward_features(images)  # type: ignore[operator]
+        backbone: Any = self.backbone  # a Backbone (build_multitask_model)
+        feats = backbone.forward_features(images)
         hw = (int(images.shape[-2]), int(images.shape[-1]))
         out: dict[str, Tensor] = {}
-        for name, member in self.members.items():
+        for name in self.tasks:
+            member: Any = self.members[name]
             if name == "classify":
                 out[name] = member.head(feats[-1].mean(dim=(2, 3)))
             elif name == "landmarks":
@@ -225,8 +231,8 @@ class MultiTaskModel(TaskModel):
                 term = self.task_weights[k] * loss
             total = term if total is None else total + term
         if total is None:  # no image with any label: nothing to learn, a zero with a gradient
-            total = sum(o.sum() for o in outputs.values()) * 0.0  # type: ignore[assignment]
-        return {"loss": total, **parts}  # type: ignore[dict-item]
+            total = torch.stack([o.sum() for o in outputs.values()]).sum() * 0.0
+        return {"loss": total, **parts}
 
     def training_step(self, images: Tensor, targets: list[dict[str, Any]]) -> dict[str, Tensor]:
         return self.combined_loss(self.outputs(images), targets)

@@ -83,8 +83,12 @@ def compare_single_vs_joint(
         for t in tasks
     ]
     jobs.append(
-        RunJob(copy.deepcopy(spec), None, {"kind": "multitask", "arm": "joint",
-                                           "task": spec.task}, "joint")  # fmt: skip
+        RunJob(
+            copy.deepcopy(spec),
+            None,
+            {"kind": "multitask", "arm": "joint", "task": spec.task},
+            "joint",
+        )  # fmt: skip
     )
     results = _train_jobs(project, jobs, callbacks, token, pool)
     joint = results[-1]
@@ -96,7 +100,11 @@ def compare_single_vs_joint(
         j = joint.metrics.get(f"{task}/{metric}", float("nan")) if _ended(joint) else float("nan")
         out.tasks.append(
             TaskComparison(
-                task, metric, metric not in _LOWER_IS_BETTER, float(s), float(j),
+                task,
+                metric,
+                metric not in _LOWER_IS_BETTER,
+                float(s),
+                float(j),
                 single.run_id if single is not None else None,
                 joint.run_id if joint is not None else None,
             )  # fmt: skip

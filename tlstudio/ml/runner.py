@@ -375,7 +375,9 @@ def train(
             model = cast(TaskModel, D.convert_sync_batchnorm(model))
         fit_config = dataclasses.replace(spec.train, device=distributed.device)
         # torchvision's detectors may leave a head unused on some batches
-        dist_fit = D.DistributedFit(distributed, find_unused_parameters=spec.task == "detect" or "," in spec.task)
+        dist_fit = D.DistributedFit(
+            distributed, find_unused_parameters=spec.task == "detect" or "," in spec.task
+        )
     device = select_device(fit_config.device)
     is_main = distributed is None or distributed.is_main
 

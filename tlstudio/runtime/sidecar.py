@@ -210,9 +210,7 @@ def parse_sidecar(info: Any, path: Path) -> Sidecar:
     mean = check.triple(pre, "mean", "preprocessing.", positive=False)
     std = check.triple(pre, "std", "preprocessing.", positive=True)
 
-    names, ids = check.classes(
-        info.get("classes"), required=any(t in _CLASS_TASKS for t in tasks)
-    )
+    names, ids = check.classes(info.get("classes"), required=any(t in _CLASS_TASKS for t in tasks))
     points: tuple[str, ...] = ()
     if "landmarks" in tasks:
         template = check.mapping(info, "template")
