@@ -171,16 +171,28 @@ def add_run_options(
     makes ``--task`` required, or optional (checked by the caller: ``train --resume``
     needs none) when ``task_required`` is False."""
     from .ml.adapt_config import ADAPT_METHODS  # no torch import either
+    from .ml.tasks.joint import JOINT_TASKS
     from .ml.train_config import OPTIMIZERS, SCHEDULES  # plain tuples: no torch import
 
+    task_help = (
+        f"{', '.join(TASKS)}; or several heads on one backbone, trained together: tasks of "
+        f"{', '.join(JOINT_TASKS)} joined by commas (e.g. classify,landmarks)"
+    )
     if task_default is None and task_required:
-        p.add_argument("--task", choices=TASKS, required=True)
+        p.add_argument("--task", type=_task_arg, metavar="TASK", required=True, help=task_help)
     elif task_default is None:
-        p.add_argument("--task", choices=TASKS, help="what to train (required unless --resume)")
+        p.add_argument("--task", type=_task_arg, metavar="TASK",
+                       help=f"what to train (required unless --resume): {task_help}")  # fmt: skip
     else:
-        p.add_argument(
-            "--task", choices=TASKS, default=task_default, help=f"default: {task_default}"
-        )
+        p.add_argument("--task", type=_task_arg, metavar="TASK", default=task_default,
+                       help=f"default: {task_default}; {task_help}")  # fmt: skip
+    p.add_argument(
+        "--task-weights",
+        metavar="W[,W]",
+        default=None,
+        help="multi-task runs: each task's loss weight in --task order (e.g. 1,0.5; default "
+        "all 1), or 'uncertainty' to learn them (Kendall et al. 2018)",
+    )
     p.add_argument(
         "--backbone",
         default="efficientnet_lite0",
@@ -251,6 +263,17 @@ def add_run_options(
     add_threads_option(p)
 
 
+def _task_arg(text: str) -> str:
+    """``--task``: one task, or a checked multi-task list ("classify,landmarks")."""
+    from .core.errors import ValidationError
+    from .ml.tasks.joint import check_tasks
+
+    try:
+        return ",".join(check_tasks(text))
+    except ValidationError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def add_threads_option(p: argparse.ArgumentParser) -> None:
     """``--threads N``: the command's CPU thread budget (read by ``tlstudio.cli.main``)."""
     p.add_argument(
@@ -317,10 +340,20 @@ def spec_from_args(args: argparse.Namespace):
         if not args.target_domain:
             raise ValidationError("--adapt needs --target-domain NAME (the domain to adapt to)")
         adapt = AdaptConfig(args.adapt, args.target_domain, args.adapt_weight)
+    options: dict[str, Any] = {}
+    if getattr(args, "task_weights", None) is not None:
+        from .core.errors import ValidationError
+        from .ml.tasks.joint import parse_task_weights, split_tasks
+
+        tasks = split_tasks(args.task or "")
+        if len(tasks) < 2:
+            raise ValidationError("--task-weights applies to multi-task runs (--task A,B)")
+        options["task_weights"] = parse_task_weights(args.task_weights, len(tasks))
     return RunSpec(
         task=args.task, backbone=args.backbone, weights=args.weights, train=cfg,
         augment=_augment(args.augment if args.augment is not None else augment),
         input_size=args.input_size, use_feature_cache=not args.no_feature_cache, adapt=adapt,
+        model_options=options,
     )  # fmt: skip
 
 
@@ -722,7 +755,7 @@ def train_demo(project) -> int:
 
 # --------------------------------------------------------------------------- experiment
 
-EXPERIMENT_KINDS = ("cv", "scratch", "curve", "sklearn", "domain")
+EXPERIMENT_KINDS = ("cv", "scratch", "curve", "sklearn", "domain", "multitask")
 _HIDDEN_METRICS = ("lr", "duration_s")
 
 
@@ -740,7 +773,8 @@ def add_experiment_command(sub: Any) -> None:
         "sklearn: a scikit-learn head on cached frozen features (classification). "
         "domain: source-only training against each adaptation method (--adapt for one), "
         "measured on the labelled images of --target-domain over --k folds (those labels are "
-        "never used for training).",
+        "never used for training). multitask: each task of --task A,B trained alone and the "
+        "joint run, same settings; each task's main metric single vs joint.",
     )
     p.add_argument("dir", metavar="DIR", help="project folder")
     p.add_argument("--kind", choices=EXPERIMENT_KINDS, required=True)
@@ -899,6 +933,8 @@ def cmd_experiment(args: argparse.Namespace) -> int:
             return 0
         if args.kind == "domain":
             return _domain_experiment(project, spec, args, cbs)
+        if args.kind == "multitask":
+            return _multitask_experiment(project, spec, args, cbs, pool)
         if args.kind == "curve":
             fractions = [float(f) for f in args.fractions.split(",") if f.strip()]
             points = X.learning_curve(
@@ -934,6 +970,26 @@ def cmd_experiment(args: argparse.Namespace) -> int:
             f"saved as an ordinary run: tlstudio evaluate / predict / export-model --run {run_id}"
         )
         return 0
+
+
+def _multitask_experiment(project, spec, args: argparse.Namespace, cbs: list, pool) -> int:
+    """``experiment --kind multitask``: one row per task, its main validation metric
+    trained alone and in the joint run."""
+    from .ml.multitask_experiment import compare_single_vs_joint
+
+    res = compare_single_vs_joint(project, spec, callbacks=cbs, pool=pool)
+    print(
+        f"single-task vs multi-task ({args.task}, {args.backbone}, weights {args.weights}, "
+        f"{spec.train.epochs} epochs each); validation metric of the epoch each run kept"
+    )
+    rows = []
+    for t in res.tasks:
+        better = "joint" if t.joint_better else "single" if t.single != t.joint else "-"
+        direction = "higher" if t.higher_is_better else "lower"
+        rows.append([t.task, f"{t.metric} ({direction} is better)", _fmt(t.single),
+                     _fmt(t.joint), better, f"{_fmt(t.single_run)}/{_fmt(t.joint_run)}"])  # fmt: skip
+    _print_table(["task", "metric", "single", "joint", "better", "runs"], rows)
+    return 1 if res.cancelled else 0
 
 
 def _domain_experiment(project, spec, args: argparse.Namespace, cbs: list) -> int:

@@ -112,6 +112,11 @@ def prediction_annotations(
         task = str(record_or_task)
     if task == "autoencode":
         raise ValidationError(NO_LABELS_NOTE)
+    if "," in task:
+        raise ValidationError(
+            f"accepting a multi-task run's predictions ({task}) as labels is not built; "
+            "accept those of a single-task run"
+        )
     if task not in LABEL_TASKS:
         raise ValidationError(f"unknown task {task!r}; expected one of {', '.join(LABEL_TASKS)}")
     check_classes(project, task, prediction)
@@ -362,6 +367,11 @@ def describe_prediction(
     circle 0.87) — labels: 2 boxes``."""
     if prediction is None:
         return "No prediction for this image yet: press Predict."
+    if "," in task:  # a multi-task run: each task's line in turn
+        return " · ".join(
+            describe_prediction(project, t, prediction, labels, score_threshold)
+            for t in task.split(",")
+        )
     names = {c.id: c.name for c in project.classes()}
     p = prediction.payload
 

@@ -74,6 +74,10 @@ def check_adaptation(config: AdaptConfig, task: str, cached: bool, frozen: bool)
     m = config.method
     if task == "autoencode":
         raise AdaptError("domain adaptation applies to classify, detect, landmarks and segment")
+    if "," in task:
+        raise AdaptError(
+            "domain adaptation is not built for multi-task runs; adapt each task's run"
+        )
     if cached and m not in CACHED_METHODS:
         raise AdaptError(
             f"{METHOD_NAMES[m]} aligns features while the backbone trains, but this run keeps "

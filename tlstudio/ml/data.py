@@ -315,9 +315,16 @@ class ProjectDataset(Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, dict[str, Any]]:
         it = self.items[index]
+        image, sample = self._input_and_sample(index)
+        target: dict[str, Any] = {"image_id": it.image_id, "orig_size": it.orig_size}
+        self._fill_target(self.task, it, sample, target)
+        return image, target
+
+    def _input_and_sample(self, index: int) -> tuple[torch.Tensor, dict[str, Any]]:
+        """Sample ``index``'s normalised image 3×S×S and its (augmented) sample dict."""
+        it = self.items[index]
         rgb = self.load_uint8(index)
         img = torch.from_numpy(rgb).permute(2, 0, 1).contiguous()
-        target: dict[str, Any] = {"image_id": it.image_id, "orig_size": it.orig_size}
         sample = self._sample(it, img)
         if self.transform is not None:
             # augmentation only: torchvision loads slowly; it ships no stubs or py.typed
@@ -336,23 +343,28 @@ class ProjectDataset(Dataset):
                     sample[key] = tv_tensors.Mask(sample[key])
             sample = self.transform(sample)
         image = sample["image"].as_subclass(torch.Tensor).float().div_(255.0)
-        image = (image - self._mean_t) / self._std_t
-        if self.task == "classify":
+        return (image - self._mean_t) / self._std_t, sample
+
+    def _fill_target(
+        self, task: str, it: _Item, sample: dict[str, Any], target: dict[str, Any]
+    ) -> None:
+        """Add ``task``'s target keys (see :mod:`tlstudio.ml.tasks.base`) from ``sample``."""
+        if task == "classify":
             if self.multi_label:
                 y = torch.zeros(self.num_classes, dtype=torch.float32)
                 y[list(it.labels)] = 1.0
                 target["labels"] = y
             else:
                 target["label"] = torch.tensor(it.label, dtype=torch.int64)
-        elif self.task == "detect":
+        elif task == "detect":
             target["boxes"] = sample["boxes"].as_subclass(torch.Tensor).float().reshape(-1, 4)
             target["labels"] = sample["labels"].long()
-        elif self.task == "landmarks":
+        elif task == "landmarks":
             kp = sample["keypoints"].as_subclass(torch.Tensor).float()
             target["keypoints"] = torch.cat([kp, sample["visibility"].float()[:, None]], dim=1)
-        elif self.task == "segment":
+        elif task == "segment":
             target["mask"] = sample["mask"].as_subclass(torch.Tensor).long()
-        elif self.task == "instances":
+        elif task == "instances":
             masks = sample["masks"].as_subclass(torch.Tensor).to(torch.uint8)
             keep = masks.flatten(1).bool().any(1)  # objects a crop or a turn moved out of view
             target["masks"] = masks[keep]
@@ -360,7 +372,6 @@ class ProjectDataset(Dataset):
             target["boxes"] = boxes_from_masks(target["masks"])
             if "ignore" in sample:
                 target["ignore"] = sample["ignore"].as_subclass(torch.Tensor)[0].bool()
-        return image, target
 
     @staticmethod
     def _sample(it: _Item, img: torch.Tensor) -> dict[str, Any]:
@@ -449,7 +460,7 @@ def make_datasets(
     if multi_label is None:
         multi_label = project.multi_label
     flip_perm = None
-    if task == "landmarks":
+    if "landmarks" in task.split(","):  # also a multi-task run with landmarks
         if template_id is None:
             template_id = choose_template(project, train_ids + val_ids)
         if template_id is None:
@@ -460,12 +471,39 @@ def make_datasets(
         from tlstudio.ml.transforms import build_train_transform
 
         transform = build_train_transform(task, augment, input_size, flip_perm)
-    train = ProjectDataset(
+    train = project_dataset(
         project, task, train_ids, input_size, mean, std, transform,
         template_id=template_id, multi_label=multi_label,
     )  # fmt: skip
-    val = ProjectDataset(
+    val = project_dataset(
         project, task, val_ids, input_size, mean, std, None,
         template_id=template_id, multi_label=multi_label,
     )  # fmt: skip
     return train, val
+
+
+def project_dataset(
+    project: Project,
+    task: str,
+    image_ids: Sequence[int],
+    input_size: int,
+    mean: Sequence[float],
+    std: Sequence[float],
+    transform: Any = None,
+    *,
+    template_id: int | None = None,
+    multi_label: bool = False,
+) -> ProjectDataset:
+    """A :class:`ProjectDataset` for ``task``, or for a multi-task run's ``task``
+    ("classify,landmarks") a :class:`~tlstudio.ml.multitask.MultiTaskDataset`."""
+    if "," in task:
+        from tlstudio.ml.multitask import MultiTaskDataset
+
+        return MultiTaskDataset(
+            project, task, image_ids, input_size, mean, std, transform,
+            template_id=template_id, multi_label=multi_label,
+        )  # fmt: skip
+    return ProjectDataset(
+        project, task, image_ids, input_size, mean, std, transform,
+        template_id=template_id, multi_label=multi_label,
+    )  # fmt: skip

@@ -675,6 +675,12 @@ def evaluate_run(
     also measures calibration (:attr:`Evaluation.calibration`, summary key "ece")."""
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}")
+    task = RunStore(project).get(run_id).task
+    if "," in task:  # a multi-task run (tlstudio.ml.multitask)
+        raise EvaluationError(
+            f"run {run_id} trains several tasks ({task}); this measures single-task runs. "
+            f"Each task's metrics: tlstudio evaluate {project.root} {run_id} --split {split}"
+        )
     spec, ds, preds, targets, excluded = _run_model(
         project, run_id, split, device, batch_size, progress, token, tta
     )

@@ -16,6 +16,8 @@ pixel):
 - landmarks:  ``heatmaps`` N×P×h×w and ``keypoints`` N×P×3 (x, y, confidence in [0, 1])
 - autoencode: ``reconstruction`` N×3×S×S (normalised input space), ``latent`` N×D and
   ``error`` N (mean squared reconstruction error, normalised units)
+- several tasks (a multi-task run, "classify,landmarks"): each task's outputs in task
+  order, named ``<task>_<name>`` ("classify_probs", "landmarks_keypoints")
 - detect:     ``boxes`` K×4 xyxy, ``scores`` K, ``labels`` K (class index 0..C-1), sorted
   by score, for a batch of exactly one image (N = 1)
 - instances:  detect's three outputs and ``mask_probs`` K×M×M, each object's probability
@@ -60,9 +62,9 @@ from tlstudio.runtime.images import normalise
 from tlstudio.runtime.loader import Runner, open_runner
 from tlstudio.runtime.sidecar import (
     ONE_IMAGE_TASKS,
-    OUTPUTS,
     SIDECAR_FORMAT,
     SIDECAR_VERSION,
+    outputs_of,
     parse_sidecar,
 )
 
@@ -165,6 +167,10 @@ class _DetectGraph(nn.Module):
 
 def _graph(model: TaskModel, spec: RunSpec) -> nn.Module:
     task = spec.task
+    if "," in task:  # a multi-task run: each task's outputs in turn
+        from .multitask import MultiTaskGraph
+
+        return MultiTaskGraph(model).eval()
     if task == "classify":
         return _ClassifyGraph(model).eval()
     if task == "segment":
@@ -231,7 +237,7 @@ def export_model(
     batch = _normalise(images, spec)
     one_image = spec.task in ONE_IMAGE_TASKS
     example = batch[:1] if one_image else _pad_batch(batch[:2], 2)
-    outputs = [o["name"] for o in OUTPUTS[spec.task]]
+    outputs = [o["name"] for o in outputs_of(spec.task)]
     info = _sidecar(project, record, spec, model, format, path.name)
     side = sidecar_path(path)
 
@@ -476,7 +482,7 @@ def _sidecar(
     bspec = get_spec(spec.backbone)
     size = spec.resolved_input_size
     template = None
-    if spec.task == "landmarks" and spec.template_id is not None:
+    if "landmarks" in spec.task.split(",") and spec.template_id is not None:
         t = project.template(spec.template_id)
         template = {
             "id": t.id,
@@ -497,7 +503,7 @@ def _sidecar(
         "file": file_name,
         "exported_at": _iso(time.time()),
         "task": spec.task,
-        "multi_label": bool(spec.task == "classify" and project.multi_label),
+        "multi_label": bool("classify" in spec.task.split(",") and project.multi_label),
         "project": {"name": project.root.name},
         "run": {
             "id": record.id,
@@ -533,7 +539,7 @@ def _sidecar(
             "grey_images": "repeated into 3 channels; alpha dropped",
         },
         "input": {"name": "image", "shape": input_shape},
-        "outputs": [dict(o) for o in OUTPUTS[spec.task]],
+        "outputs": [dict(o) for o in outputs_of(spec.task)],
         "coordinates": "network-input pixels, origin at the top-left corner of the "
         "top-left pixel; scale x by width/input_size and y by height/input_size for "
         "image pixels",

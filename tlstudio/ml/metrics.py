@@ -1014,6 +1014,10 @@ def metrics_fn_for(
     - segment: ``miou``, ``mdice``, ``pixel_accuracy``
     - autoencode: ``recon_error`` (mean), ``recon_error_median``, ``recon_error_p95``
     """
+    if "," in task:  # a multi-task run: each task's metrics, as "<task>/<metric>"
+        from tlstudio.ml.multitask import multitask_metrics_fn
+
+        return multitask_metrics_fn(task, num_classes, multi_label)
     key = "classify_multi" if task == "classify" and multi_label else task
     if task == "classify_multi" or key not in _FLAT_METRICS:  # a row name, not a task
         raise ValueError(f"unknown task {task!r}")

@@ -161,6 +161,12 @@ def build_model(
     return _task_model(project, spec, backbone)
 
 
+def _present(backbone: nn.Module | None) -> nn.Module:
+    if backbone is None:
+        raise RunError("a multi-task run needs a backbone")
+    return backbone
+
+
 class _NoBackbone(nn.Module):
     """Stands in for the backbone under a head trained on cached features: it has the
     backbone's output size and nothing else (nothing to run, no weights, never saved)."""
@@ -175,6 +181,10 @@ class _NoBackbone(nn.Module):
 
 
 def _task_model(project: Project, spec: RunSpec, backbone: nn.Module | None) -> TaskModel:
+    if "," in spec.task:  # several heads on one backbone (tlstudio.ml.multitask)
+        from .multitask import build_multitask_model
+
+        return build_multitask_model(project, spec, _present(backbone))
     num_points = 0
     if spec.task == "landmarks":
         if spec.template_id is None:
@@ -333,7 +343,7 @@ def train(
         )
     image_ids, warnings = _leave_out_missing(project, image_ids)
     warnings += target_warnings
-    if spec.task == "landmarks" and spec.template_id is None:
+    if "landmarks" in spec.task.split(",") and spec.template_id is None:
         spec.template_id = data_mod.choose_template(project, [*image_ids[0], *image_ids[1]])
     size = spec.resolved_input_size
     bspec = get_spec(spec.backbone)
@@ -353,7 +363,7 @@ def train(
     else:
         model = build_model(project, spec)
     classes = len(project.classes())
-    multi = spec.task == "classify" and project.multi_label
+    multi = "classify" in spec.task.split(",") and project.multi_label
     metrics_fn = metrics_fn_for(spec.task, classes, multi_label=multi)
     fit_config, dist_fit, sync_bn = spec.train, None, False
     if distributed is not None:
@@ -365,7 +375,9 @@ def train(
             model = cast(TaskModel, D.convert_sync_batchnorm(model))
         fit_config = dataclasses.replace(spec.train, device=distributed.device)
         # torchvision's detectors may leave a head unused on some batches
-        dist_fit = D.DistributedFit(distributed, find_unused_parameters=spec.task == "detect")
+        dist_fit = D.DistributedFit(
+            distributed, find_unused_parameters=spec.task == "detect" or "," in spec.task
+        )
     device = select_device(fit_config.device)
     is_main = distributed is None or distributed.is_main
 
@@ -746,6 +758,10 @@ def _payload(
 ) -> tuple[dict, np.ndarray | None, float | None]:
     """JSON-ready prediction (class ids are database ids), mask as label map, and a score."""
     # "spread", "point_spread", "agreement": how much an ensemble's members differ
+    if "," in task:  # a multi-task run: its tasks' payloads side by side
+        from .multitask import multitask_payload
+
+        return multitask_payload(task, pred, classes, _payload)
     if task == "classify":
         probs = pred["probs"].tolist()
         best = int(np.argmax(probs))
@@ -830,9 +846,10 @@ def evaluate(
     ids = [r.id for r in project.images_in_split(split)]
     if not ids:
         raise RunError(f"the {split!r} split is empty; assign splits first")
-    ds = data_mod.ProjectDataset(
+    ds = data_mod.project_dataset(
         project, spec.task, ids, spec.resolved_input_size, bspec.mean, bspec.std,
-        template_id=spec.template_id, multi_label=spec.task == "classify" and project.multi_label,
+        template_id=spec.template_id,
+        multi_label="classify" in spec.task.split(",") and project.multi_label,
     )  # fmt: skip
     dev = select_device(device)
     model.to(dev)

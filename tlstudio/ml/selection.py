@@ -62,10 +62,10 @@ def _cpu(v: Any) -> Any:
 
 def _dataset(project: Project, spec: Any, ids: Sequence[int]) -> data_mod.ProjectDataset:
     bspec = get_spec(spec.backbone)
-    return data_mod.ProjectDataset(
+    return data_mod.project_dataset(
         project, spec.task, list(ids), spec.resolved_input_size, bspec.mean, bspec.std,
         template_id=spec.template_id,
-        multi_label=spec.task == "classify" and project.multi_label,
+        multi_label="classify" in spec.task.split(",") and project.multi_label,
     )  # fmt: skip
 
 
@@ -135,7 +135,7 @@ def outputs_on(
 def metrics_of(project: Project, spec: Any, out: Outputs) -> dict[str, float]:
     """The task's metrics (:func:`~tlstudio.ml.metrics.metrics_fn_for`, as training's
     validation computes them) of ``out``."""
-    multi = spec.task == "classify" and project.multi_label
+    multi = "classify" in spec.task.split(",") and project.multi_label
     fn = metrics_fn_for(spec.task, len(project.classes()), multi_label=multi)
     return {k: float(v) for k, v in fn(out.preds, out.targets).items()}
 

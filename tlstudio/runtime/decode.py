@@ -10,6 +10,7 @@ predictions.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import numpy as np
@@ -68,6 +69,8 @@ def decode_prediction(
     """Image ``k`` of a batch's raw outputs as a prediction payload in image pixels
     (``orig_hw`` = the image's height, width); see :class:`~tlstudio.runtime.ExportedModel`
     for the keys per task."""
+    if "," in side.task:
+        return _joint_prediction(side, raw, k, orig_hw)
     names, ids = side.class_names, side.class_ids
     size = side.input_size
     if side.task == "classify":
@@ -99,3 +102,23 @@ def decode_prediction(
         return {"classes": [names[v - 1] for v in present], "mask": mask, "score": None}
     err = float(raw["error"][k])  # autoencode
     return {"latent": [float(v) for v in raw["latent"][k].tolist()], "error": err, "score": err}
+
+
+def _joint_prediction(
+    side: Sidecar, raw: dict[str, np.ndarray], k: int, orig_hw: tuple[int, int]
+) -> dict[str, Any]:
+    """A multi-task model's prediction: each task's payload side by side (their keys do not
+    clash: classify "class", "class_id", "probs"; landmarks "points", "names"; segment
+    "classes", "mask"), "tasks" in order and the first task's "score"."""
+    tasks = side.task.split(",")
+    out: dict[str, Any] = {"tasks": tasks}
+    score = None
+    for i, task in enumerate(tasks):
+        prefix = f"{task}_"
+        own = {n[len(prefix) :]: v for n, v in raw.items() if n.startswith(prefix)}
+        part = decode_prediction(dataclasses.replace(side, task=task), own, k, orig_hw)
+        if i == 0:
+            score = part.get("score")
+        out.update(part)
+    out["score"] = score
+    return out

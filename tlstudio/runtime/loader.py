@@ -14,6 +14,7 @@ format is refused, and so is a sidecar whose ``model_format`` disagrees with the
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -189,6 +190,12 @@ def _check_input(path: Path, side: Sidecar, shape: Sequence[object]) -> None:
 
 def expected_shapes(side: Sidecar, batch: int | None) -> list[tuple[int | None, ...]]:
     """Per output, its dimensions as the sidecar implies them (None: free)."""
+    if "," in side.task:  # a multi-task model: each task's outputs in turn
+        return [
+            shape
+            for task in side.task.split(",")
+            for shape in expected_shapes(dataclasses.replace(side, task=task), batch)
+        ]
     n, s, c, p = batch, side.input_size, len(side.class_names), len(side.point_names)
     shapes: dict[str, list[tuple[int | None, ...]]] = {
         "classify": [(n, c)],

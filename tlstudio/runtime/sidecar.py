@@ -90,6 +90,31 @@ OUTPUTS: dict[str, list[dict[str, str]]] = {
         },
     ],
 }
+#: tasks a multi-task model ("classify,landmarks": one backbone, several heads) may join
+JOINT_TASKS = ("classify", "landmarks", "segment")
+
+
+def outputs_of(task: str) -> list[dict[str, str]]:
+    """The outputs of a ``task`` model: :data:`OUTPUTS`' entry, or for a multi-task model
+    each task's outputs in task order, named ``<task>_<name>`` ("landmarks_keypoints").
+    KeyError for an unknown task."""
+    tasks = task.split(",")
+    if len(tasks) == 1:
+        return OUTPUTS[task]
+    return [{**o, "name": f"{t}_{o['name']}"} for t in tasks for o in OUTPUTS[t]]
+
+
+def _known_task(task: object) -> bool:
+    """True for a task of :data:`OUTPUTS`, or several different ones of :data:`JOINT_TASKS`
+    joined by commas."""
+    if not isinstance(task, str):
+        return False
+    tasks = task.split(",")
+    if len(tasks) == 1:
+        return task in OUTPUTS
+    return len(set(tasks)) == len(tasks) and all(t in JOINT_TASKS for t in tasks)
+
+
 #: tasks whose outputs are per class, so the sidecar must name at least one class
 _CLASS_TASKS = ("classify", "detect", "segment", "instances")
 #: tasks whose exported graph takes exactly one image (N = 1): the detectors
@@ -126,7 +151,7 @@ class Sidecar:
     @property
     def output_names(self) -> list[str]:
         """The model's outputs in order, by task."""
-        return [o["name"] for o in OUTPUTS[self.task]]
+        return [o["name"] for o in outputs_of(self.task)]
 
 
 def read_sidecar(path: str | Path) -> Sidecar:
@@ -165,8 +190,14 @@ def parse_sidecar(info: Any, path: Path) -> Sidecar:
             f"written by a newer tlstudio (sidecar version {version}); update tlstudio",
         )  # fmt: skip
     task = info.get("task")
-    if task not in OUTPUTS:
-        raise SidecarError(path, "task", f"unknown task {task!r}; one of {', '.join(OUTPUTS)}")
+    if not _known_task(task):
+        raise SidecarError(
+            path, "task",
+            f"unknown task {task!r}; one of {', '.join(OUTPUTS)}, or several of "
+            f"{', '.join(JOINT_TASKS)} joined by commas",
+        )  # fmt: skip
+    assert isinstance(task, str)  # _known_task
+    tasks = task.split(",")
     model_format = info.get("model_format")
     if model_format is not None and model_format not in MODEL_FORMATS:
         raise SidecarError(path, "model_format", f"{model_format!r} is not onnx or torchscript")
@@ -179,18 +210,18 @@ def parse_sidecar(info: Any, path: Path) -> Sidecar:
     mean = check.triple(pre, "mean", "preprocessing.", positive=False)
     std = check.triple(pre, "std", "preprocessing.", positive=True)
 
-    names, ids = check.classes(info.get("classes"), required=task in _CLASS_TASKS)
+    names, ids = check.classes(info.get("classes"), required=any(t in _CLASS_TASKS for t in tasks))
     points: tuple[str, ...] = ()
-    if task == "landmarks":
+    if "landmarks" in tasks:
         template = check.mapping(info, "template")
         points = check.names(template.get("points"), "template.points", MAX_POINTS)
     outputs = info.get("outputs")
     listed = [o.get("name") for o in outputs] if isinstance(outputs, list) else None
     if outputs is not None and (
-        listed != [o["name"] for o in OUTPUTS[task]]
+        listed != [o["name"] for o in outputs_of(task)]
         or not all(isinstance(o, dict) for o in outputs)
     ):
-        want = ", ".join(o["name"] for o in OUTPUTS[task])
+        want = ", ".join(o["name"] for o in outputs_of(task))
         raise SidecarError(path, "outputs", f"a {task} model has the outputs {want}")
     return Sidecar(
         path=path, info=info, task=task, model_format=model_format, multi_label=multi_label,

@@ -442,6 +442,7 @@ class PredictionLayer:
     def _build(self) -> None:
         pred, task = self.prediction, self.task
         payload = pred.payload if pred is not None else {}
+        tasks = (task or "").split(",")  # a multi-task run draws each of its tasks
         boxes = payload.get("boxes", []) if task == "detect" else []
         while len(self.boxes) > len(boxes):
             self.scene.removeItem(self.boxes.pop())
@@ -452,11 +453,11 @@ class PredictionLayer:
         for item, b in zip(self.boxes, boxes, strict=True):
             cid = int(b["class_id"])
             item.set_box(b["xyxy"], float(b["score"]), self._color(cid), self._name(cid), cid)
-        points = payload.get("points", []) if task == "landmarks" else []
+        points = payload.get("points", []) if "landmarks" in tasks else []
         self.landmarks.set_points(points, self.template)
         self.landmarks.set_threshold(self.threshold)
         w, h = self._size
-        mask = pred.mask if (pred is not None and task == "segment") else None
+        mask = pred.mask if (pred is not None and "segment" in tasks) else None
         if self._build_objects():
             pass
         elif mask is not None and mask.shape == (h, w):
@@ -468,7 +469,7 @@ class PredictionLayer:
         else:
             self.mask.set_size(0, 0)
             self.mask_outline.set_label_map(None, {})
-        if task == "classify" and payload.get("probs"):
+        if "classify" in tasks and payload.get("probs"):
             probs = {int(k): float(v) for k, v in payload["probs"].items()}
             self.probabilities.set_probabilities(probs, self._colors, self._names)
         else:

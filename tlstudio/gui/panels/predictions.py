@@ -316,7 +316,7 @@ class PredictionsPanel(QWidget):
             try:
                 self._record = RunStore(project).get(run_id)
                 tid = run_template_id(self._record)
-                if self._record.task == "landmarks" and tid is not None:
+                if "landmarks" in self._record.task.split(",") and tid is not None:
                     self._template = project.template(tid)
             except TlsError as exc:
                 self.message.emit(str(exc))

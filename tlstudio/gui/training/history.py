@@ -216,8 +216,16 @@ class RunHistoryPanel(QWidget):
         from tlstudio.gui.workers.jobs import start_job
 
         def build(_token: object, _progress: object) -> Any:
+            from tlstudio.core.errors import TlsError
             from tlstudio.ml.runner import RunSpec
 
+            task = str(config.get("task", ""))
+            if "," in task:  # the panel trains one task per run
+                raise TlsError(
+                    f"run {ids[0]} trains several tasks at once ({task}); the Train panel "
+                    f"trains one task per run. Train it again with: tlstudio train DIR "
+                    f"--task {task}"
+                )
             return RunSpec.from_dict(config)
 
         start_job(
