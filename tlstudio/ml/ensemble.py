@@ -188,7 +188,7 @@ class EnsembleModel(TaskModel):
         with eval_mode(self):
             if self.task == "detect":
                 per_member = [m.predict_step(images) for m in self.task_members()]
-                method = "nms" if self.combine == "nms" else "wbf"
+                method = ensemble_combine(self)
                 return [
                     fuse_boxes([pm[i] for pm in per_member], method=method)
                     for i in range(len(images))
@@ -289,6 +289,11 @@ def create_ensemble(
         duration_s=0.0,
     )
     return run_id
+
+
+def ensemble_combine(model: nn.Module) -> str:
+    """How a detector ensemble merges its members' boxes: "wbf" or "nms"."""
+    return "nms" if getattr(model, "combine", "wbf") == "nms" else "wbf"
 
 
 def members_of(rec: RunRecord) -> list[int]:

@@ -106,8 +106,9 @@ class ExportedModel:
         n = None if one_image else len(batch)
         check_output_shapes(self.path, self.sidecar, [o.shape for o in got], batch=n)
         raw = dict(zip(self.outputs, got, strict=True))
-        if one_image and raw["labels"].size:
-            lo, hi = int(raw["labels"].min()), int(raw["labels"].max())
+        label_sets = [v for k, v in raw.items() if k.split("_")[0] == "labels"] if one_image else []
+        for labels in (lab for lab in label_sets if lab.size):  # an ensemble: one per member
+            lo, hi = int(labels.min()), int(labels.max())
             if lo < 0 or hi >= len(self.class_names):
                 raise SidecarError(
                     self.sidecar.path, "classes",
