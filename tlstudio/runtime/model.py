@@ -24,7 +24,8 @@ class ExportedModel:
 
     - classify:   {"class", "class_id", "score", "probs": {name: p}}
     - detect:     {"boxes": [{"class", "class_id", "score", "xyxy": [x1, y1, x2, y2]}],
-      "score"} (score = best box score, 0 without boxes)
+      "score"} (score = best box score, 0 without boxes); a detector ensemble's boxes
+      are its members' merged and also carry "agreement" (fraction of the members)
     - landmarks:  {"points": [[x, y, confidence], ...] in template order, "names": point
       names, "score"} (score = mean confidence)
     - segment:    {"classes": [names present], "mask": H×W uint16, "score": None}; mask

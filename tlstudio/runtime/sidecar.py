@@ -207,18 +207,21 @@ def parse_sidecar(info: Any, path: Path) -> Sidecar:
         template = check.mapping(info, "template")
         points = check.names(template.get("points"), "template.points", MAX_POINTS)
     members, combine, iou = 0, "wbf", 0.55
+    ens_combine: Any
+    ens_iou: Any
     if info.get("ensemble") is not None:
         if task != "detect":
             raise SidecarError(path, "ensemble", f"only detectors are exported as members, "
                                f"not a {task} model")  # fmt: skip
         ens = check.mapping(info, "ensemble")
         members = check.integer(ens, "members", 2, MAX_ENSEMBLE_MEMBERS, "ensemble.")
-        combine = ens.get("combine")
-        if combine not in FUSION_METHODS:
-            raise SidecarError(path, "ensemble.combine", f"{_shown(combine)} is not wbf or nms")
-        iou = ens.get("iou")
-        if isinstance(iou, bool) or not isinstance(iou, int | float) or not 0 < iou < 1:
-            raise SidecarError(path, "ensemble.iou", f"{_shown(iou)} is not a number in (0, 1)")
+        ens_combine, ens_iou = ens.get("combine"), ens.get("iou")
+        if ens_combine not in FUSION_METHODS:
+            raise SidecarError(path, "ensemble.combine", f"{_shown(ens_combine)} is not wbf or nms")
+        if (isinstance(ens_iou, bool) or not isinstance(ens_iou, int | float)
+                or not 0 < ens_iou < 1):  # fmt: skip
+            raise SidecarError(path, "ensemble.iou", f"{_shown(ens_iou)} is not a number in (0, 1)")
+        combine, iou = str(ens_combine), float(ens_iou)
     want_names = [o["name"] for o in output_specs(task, members)]
     outputs = info.get("outputs")
     listed = [o.get("name") for o in outputs] if isinstance(outputs, list) else None
@@ -230,8 +233,8 @@ def parse_sidecar(info: Any, path: Path) -> Sidecar:
     return Sidecar(
         path=path, info=info, task=task, model_format=model_format, multi_label=multi_label,
         input_size=size, mean=mean, std=std, class_names=names, class_ids=ids,
-        point_names=points, ensemble_members=members, ensemble_combine=str(combine),
-        ensemble_iou=float(iou),
+        point_names=points, ensemble_members=members, ensemble_combine=combine,
+        ensemble_iou=iou,
     )  # fmt: skip
 
 
