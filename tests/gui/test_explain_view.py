@@ -38,9 +38,8 @@ def trained_root(tmp_path_factory):
     return root, run_id
 
 
-@pytest.fixture
-def view(qtbot, trained_root):
-    root, run_id = trained_root
+def _shown_view(qtbot, root, run_id: int) -> ExplainView:
+    """An ExplainView over the project at ``root``, shown, with run ``run_id`` explained."""
     state = AppState()
     state.open_project(Project.open(root))
     v = ExplainView(state)
@@ -50,9 +49,15 @@ def view(qtbot, trained_root):
     qtbot.waitExposed(v)
     with qtbot.waitSignal(v.explained, timeout=WAIT_MS):
         state.set_run(run_id)
+    return v
+
+
+@pytest.fixture
+def view(qtbot, trained_root):
+    v = _shown_view(qtbot, *trained_root)
     yield v
     v.shutdown()
-    state.close_project()
+    v.app_state.close_project()
 
 
 def _choose(qtbot, view, combo, index: int) -> None:
@@ -218,15 +223,8 @@ def test_an_ensemble_shows_its_members_mean_heatmap_and_points_to_them_for_activ
     from tlstudio.ml.explain import load_explainer
 
     root, members, run_id = ensemble_root
-    state = AppState()
-    state.open_project(Project.open(root))
-    view = ExplainView(state)
-    qtbot.addWidget(view)
-    view.resize(1000, 700)
-    view.show()
-    qtbot.waitExposed(view)
-    with qtbot.waitSignal(view.explained, timeout=WAIT_MS):
-        state.set_run(run_id)
+    view = _shown_view(qtbot, root, run_id)
+    state = view.app_state
     hm = view.result["heatmap"]
     predicted = state.project.classes()[hm.target].name
     assert f"Grad-CAM at stage4 · mean of 2 members · predicted: {predicted}" in (
