@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -94,3 +95,26 @@ def test_an_ensemble_run_loads_as_an_explainer(tmp_path):
         assert explainer.member_ids == ids and explainer.num_targets == len(project.classes())
     finally:
         project.close()
+
+
+def test_segment_ensemble_explains_the_ensembles_class_over_the_ensembles_region():
+    torch.manual_seed(0)
+    members = [
+        build_task_model("segment", build_backbone("resnet18", "none"), num_classes=2).eval()
+        for _ in range(2)
+    ]
+    ensemble = EnsembleModel(members, member_ids=[1, 2]).eval()
+    spec = RunSpec(task="segment", backbone="resnet18", weights="none",
+                   train=TrainConfig(device="cpu"), input_size=SIZE)  # fmt: skip
+    explainer = make_explainer(ensemble, spec)
+    rgb = _rgb(2)
+    hm = explainer.heatmap(rgb, "gradcam")
+    x = explainer.explainers[0]._input(rgb)
+    with torch.no_grad():
+        pred = ensemble(x)[0].argmax(0)
+    counts = torch.bincount(pred.flatten(), minlength=3)[1:]
+    assert hm.target == int(counts.argmax())  # the ensemble's mask decides, not a member's
+    region = cv2.resize((pred == hm.target + 1).numpy().astype(np.uint8), (56, 48),
+                        interpolation=cv2.INTER_NEAREST) > 0  # fmt: skip
+    own = [Explainer(m, spec).heatmap(rgb, "gradcam", hm.target, region=region) for m in members]
+    np.testing.assert_allclose(hm.values, (own[0].values + own[1].values) / 2, atol=1e-6)
