@@ -36,18 +36,27 @@ def add_commands(sub: Any) -> None:
         "export-model take it like any run. Classifiers and segmenters average their "
         "probabilities, landmark models their heatmaps, detectors merge their boxes (weighted "
         "box fusion, or non-maximum suppression). Prints each member's and the ensemble's "
-        "metrics on --split.",
+        "metrics on --split. With --seeds N it first trains N runs of the training options "
+        "(--task and the options of 'train'), seeds --seed, --seed+1, …, and combines them.",
     )
     p.add_argument("dir", metavar="DIR", help="project folder")
     p.add_argument("runs", metavar="RUN", type=int, nargs="*", help="member run ids")
     p.add_argument(
         "--cv", metavar="RUN", type=int, help="all folds of the k-fold experiment of run RUN"
     )
+    p.add_argument(
+        "--seeds", metavar="N", type=int, default=None,
+        help="train N members (N >= 2) with the training options below, one per seed",
+    )  # fmt: skip
     p.add_argument("--combine", choices=("mean", "wbf", "nms"), default=None,
                    help="detect: wbf (default) or nms; other tasks: mean")  # fmt: skip
-    p.add_argument("--split", choices=("test", "val", "train"), default="test",
-                   help="split the members and the ensemble are scored on (default test)")  # fmt: skip
-    p.add_argument("--device", default="auto")
+    p.add_argument("--split", choices=("test", "val", "train"), default=None,
+                   help="split the members and the ensemble are scored on (default: test, "
+                   "with --seeds val)")  # fmt: skip
+    add_run_options(
+        p, task_default=None, task_required=False,
+        seed_help="with --seeds: the first member's seed (default 0)",
+    )  # fmt: skip
     p.set_defaults(run=cmd_ensemble)
 
     p = sub.add_parser(
@@ -97,8 +106,13 @@ def cmd_ensemble(args: argparse.Namespace) -> int:
     from .ml.ensemble import create_ensemble
     from .ml.evaluation import cv_group, evaluate_run
 
+    split = args.split or ("val" if args.seeds is not None else "test")
     with Project.open(args.dir) as project:
         members = list(args.runs)
+        if args.seeds is not None:
+            members = _train_seeds(project, args)
+            if not members:
+                return 2
         if args.cv is not None:
             members += cv_group(project, args.cv)
             if not members:
@@ -106,15 +120,15 @@ def cmd_ensemble(args: argparse.Namespace) -> int:
         run_id = create_ensemble(project, members, combine=args.combine)
         print(f"ensemble run {run_id} of runs {', '.join(str(m) for m in dict.fromkeys(members))}")
         try:
-            rows = [(f"run {m}", evaluate_run(project, m, args.split, device=args.device))
+            rows = [(f"run {m}", evaluate_run(project, m, split, device=args.device))
                     for m in dict.fromkeys(members)]  # fmt: skip
-            rows.append((f"ensemble {run_id}", evaluate_run(project, run_id, args.split,
+            rows.append((f"ensemble {run_id}", evaluate_run(project, run_id, split,
                                                             device=args.device)))  # fmt: skip
         except Exception as exc:  # scoring is extra: the ensemble is recorded
-            print(f"not scored on the {args.split} split: {exc}", file=sys.stderr)
+            print(f"not scored on the {split} split: {exc}", file=sys.stderr)
             return 0
     keys = [k for k in rows[-1][1].summary if k != "images"]
-    print(f"on the {args.split} split ({int(rows[-1][1].summary.get('images', 0))} images):")
+    print(f"on the {split} split ({int(rows[-1][1].summary.get('images', 0))} images):")
     header = ["model", *keys]
     table = [[name, *_score_line(ev.summary, keys)] for name, ev in rows]
     widths = [max(len(r[i]) for r in [header, *table]) for i in range(len(header))]
@@ -122,6 +136,35 @@ def cmd_ensemble(args: argparse.Namespace) -> int:
         print("  ".join(c.ljust(w) if i == 0 else c.rjust(w)
                         for i, (c, w) in enumerate(zip(r, widths, strict=True))))  # fmt: skip
     return 0
+
+
+def _train_seeds(project: Any, args: argparse.Namespace) -> list[int]:
+    """Train ``args.seeds`` runs of the training options, seeds ``args.seed`` + 0..N-1;
+    their run ids, or [] when one failed (its error printed)."""
+    import copy
+
+    from .cli_ml import train_and_report, use_thread_budget
+    from .core.errors import ValidationError
+
+    if args.runs or args.cv is not None:
+        raise ValidationError("--seeds trains the members itself: give no RUN ids and no --cv")
+    if args.seeds < 2:
+        raise ValidationError(f"--seeds {args.seeds}: an ensemble needs at least two members")
+    if args.task is None:
+        raise ValidationError("--seeds needs --task (what the members learn)")
+    spec = spec_from_args(args)
+    use_thread_budget()
+    ids: list[int] = []
+    for i in range(args.seeds):
+        member = copy.deepcopy(spec)
+        member.train.seed = args.seed + i
+        print(f"member {i + 1}/{args.seeds}: seed {member.train.seed}", file=sys.stderr)
+        status = train_and_report(project, member, on_result=lambda r: ids.append(r.run_id))
+        if status != 0:
+            print(f"error: member {i + 1} (seed {member.train.seed}) failed; no ensemble "
+                  "recorded", file=sys.stderr)  # fmt: skip
+            return []
+    return ids
 
 
 def cmd_lr_find(args: argparse.Namespace) -> int:

@@ -38,9 +38,8 @@ def trained_root(tmp_path_factory):
     return root, run_id
 
 
-@pytest.fixture
-def view(qtbot, trained_root):
-    root, run_id = trained_root
+def _shown_view(qtbot, root, run_id: int) -> ExplainView:
+    """An ExplainView over the project at ``root``, shown, with run ``run_id`` explained."""
     state = AppState()
     state.open_project(Project.open(root))
     v = ExplainView(state)
@@ -50,9 +49,15 @@ def view(qtbot, trained_root):
     qtbot.waitExposed(v)
     with qtbot.waitSignal(v.explained, timeout=WAIT_MS):
         state.set_run(run_id)
+    return v
+
+
+@pytest.fixture
+def view(qtbot, trained_root):
+    v = _shown_view(qtbot, *trained_root)
     yield v
     v.shutdown()
-    state.close_project()
+    v.app_state.close_project()
 
 
 def _choose(qtbot, view, combo, index: int) -> None:
@@ -191,3 +196,59 @@ def test_the_view_stays_usable_while_score_cam_computes(qtbot, view):
     assert view.view.heat_item.opacity() == 0.0 and view._busy
     qtbot.waitUntil(lambda: view.result["heatmap"].method == "scorecam", timeout=WAIT_MS)
     assert "Score-CAM at stage4" in view.score_label.text()
+
+
+@pytest.fixture(scope="module")
+def ensemble_root(tmp_path_factory):
+    """A demo project (12 images, 64 px): two few-shot EfficientNet-Lite0 classifiers and
+    the ensemble of both (members, ensemble run id)."""
+    from tlstudio.core.demo import create_demo_project
+    from tlstudio.ml import experiments
+    from tlstudio.ml.ensemble import create_ensemble
+
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("explain_ens") / "demo"
+    project = create_demo_project(root, n_images=12, size=64)
+    members = [experiments.fit_sklearn_run(project, "efficientnet_lite0", "bundled", kind, 64,
+                                           device="cpu")[0]
+               for kind in ("logreg", "prototype")]  # fmt: skip
+    run_id = create_ensemble(project, members)
+    project.close()
+    return root, members, run_id
+
+
+def test_an_ensemble_shows_its_members_mean_heatmap_and_points_to_them_for_activations(
+    qtbot, ensemble_root
+):
+    from tlstudio.ml.explain import load_explainer
+
+    root, members, run_id = ensemble_root
+    view = _shown_view(qtbot, root, run_id)
+    state = view.app_state
+    hm = view.result["heatmap"]
+    predicted = state.project.classes()[hm.target].name
+    assert f"Grad-CAM at stage4 · mean of 2 members · predicted: {predicted}" in (
+        view.score_label.text()
+    )
+    assert not view.view.heat_item.pixmap().isNull()
+
+    _choose(qtbot, view, view.layer_combo, 3)  # one backbone: its stages are offered
+    hm = view.result["heatmap"]
+    assert hm.layer == "stage3"
+    rgb = view.result["rgb"]
+    own = [load_explainer(state.project, m).heatmap(rgb, "gradcam", hm.target, "stage3")
+           for m in members]  # fmt: skip
+    np.testing.assert_allclose(hm.values, (own[0].values + own[1].values) / 2, atol=1e-6)
+
+    qtbot.mouseClick(view.tabs.tabBar(), Qt.MouseButton.LeftButton,
+                     pos=view.tabs.tabBar().tabRect(1).center())  # fmt: skip
+    note = view.activation_title.text()
+    assert f"ensemble of runs #{members[0]}, #{members[1]}" in note and "Pick one" in note
+    assert view.activation_label.pixmap().isNull() and view.filters_label.pixmap().isNull()
+
+    with qtbot.waitSignal(view.explained, timeout=WAIT_MS):
+        state.set_run(members[0])  # a member has its own maps and filters again
+    assert "feature maps with the highest mean activation" in view.activation_title.text()
+    assert not view.activation_label.pixmap().isNull()
+    view.shutdown()
+    state.close_project()

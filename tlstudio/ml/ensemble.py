@@ -41,6 +41,7 @@ from tlstudio.core.atomic import write_text_atomic
 from tlstudio.core.errors import TlsError
 from tlstudio.core.project import Project
 from tlstudio.core.runs import RunRecord, RunStore
+from tlstudio.runtime.fusion import FUSION_IOU, fuse_detections
 
 from .tasks.base import TaskModel
 from .tasks.decoder import eval_mode
@@ -49,8 +50,6 @@ from .tasks.landmarks import decode_heatmaps
 MANIFEST_FILE = "ensemble.json"
 COMBINES = {"detect": ("wbf", "nms")}
 DEFAULT_COMBINE = {"detect": "wbf"}
-#: boxes of one class overlapping more than this are one object
-FUSION_IOU = 0.55
 #: config entries of a member that describe that member's training, not the ensemble
 _MEMBER_ONLY = ("experiment", "warnings", "calibration", "selection", "test")
 
@@ -86,81 +85,25 @@ def heatmap_stride_of(model: nn.Module) -> int:
 # --------------------------------------------------------------------------- boxes
 
 
-def _iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    x1 = np.maximum(box[0], boxes[:, 0])
-    y1 = np.maximum(box[1], boxes[:, 1])
-    x2 = np.minimum(box[2], boxes[:, 2])
-    y2 = np.minimum(box[3], boxes[:, 3])
-    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
-    area = (box[2] - box[0]) * (box[3] - box[1])
-    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    return inter / np.maximum(area + areas - inter, 1e-12)
-
-
 def fuse_boxes(
     detections: Sequence[dict[str, Any]],
     *,
     method: str = "wbf",
     iou: float = FUSION_IOU,
 ) -> dict[str, Tensor]:
-    """Merge one image's detections from several models (each a dict of "boxes" K×4
-    xyxy, "scores" K, "labels" K) into one set, sorted by score: {"boxes", "scores",
-    "labels", "agreement"} (fraction of the models with a box in each cluster).
+    """:func:`tlstudio.runtime.fusion.fuse_detections` (the rule, shared with exported
+    ensembles) over detections given as dicts of tensors ("boxes" K×4 xyxy, "scores" K,
+    "labels" K); tensors back: {"boxes", "scores", "labels", "agreement"}."""
 
-    ``wbf``: per class, boxes in descending score order join the first cluster whose
-    fused box they overlap at IoU > ``iou`` (else start one); a cluster's box is the
-    score-weighted mean of its boxes and its score the sum of its scores divided by the
-    number of models (at most 1). ``nms``: per class, the highest-scoring box of each
-    cluster is kept with its own score."""
-    n_models = len(detections)
-    rows = []
-    for m, d in enumerate(detections):
-        b = np.asarray(torch.as_tensor(d["boxes"]).detach().cpu(), np.float64).reshape(-1, 4)
-        s = np.asarray(torch.as_tensor(d["scores"]).detach().cpu(), np.float64).reshape(-1)
-        lab = np.asarray(torch.as_tensor(d["labels"]).detach().cpu(), np.int64).reshape(-1)
-        rows += [(float(sc), int(lb), bx, m) for bx, sc, lb in zip(b, s, lab, strict=True)]
-    rows.sort(key=lambda r: -r[0])
-    out_boxes, out_scores, out_labels, out_agree = [], [], [], []
-    for label in sorted({r[1] for r in rows}):
-        clusters: list[list[tuple[float, np.ndarray, int]]] = []
-        fused: list[np.ndarray] = []
-        for score, lb, box, m in rows:
-            if lb != label:
-                continue
-            match = -1
-            if fused:
-                overlaps = _iou(box, np.stack(fused))
-                best = int(np.argmax(overlaps))
-                if overlaps[best] > iou:
-                    match = best
-            if match < 0:
-                clusters.append([(score, box, m)])
-                fused.append(box.copy())
-                continue
-            clusters[match].append((score, box, m))
-            if method == "wbf":
-                w = np.array([c[0] for c in clusters[match]])
-                fused[match] = (w[:, None] * np.stack([c[1] for c in clusters[match]])).sum(
-                    0
-                ) / max(w.sum(), 1e-12)
-        for members, box in zip(clusters, fused, strict=True):
-            scores = [c[0] for c in members]
-            out_boxes.append(box if method == "wbf" else members[0][1])
-            out_scores.append(
-                min(1.0, sum(scores) / n_models) if method == "wbf" else members[0][0]
-            )
-            out_labels.append(label)
-            out_agree.append(len({c[2] for c in members}) / n_models)
-    order: np.ndarray | list[int] = (
-        np.argsort(-np.asarray(out_scores), kind="stable") if out_scores else []
+    def arr(t: Any) -> np.ndarray:
+        return np.asarray(torch.as_tensor(t).detach().cpu())
+
+    fused = fuse_detections(
+        [(arr(d["boxes"]), arr(d["scores"]), arr(d["labels"])) for d in detections],
+        method=method,
+        iou=iou,
     )
-    return {
-        "boxes": torch.tensor(np.array([out_boxes[i] for i in order]).reshape(-1, 4),
-                              dtype=torch.float32),
-        "scores": torch.tensor([out_scores[i] for i in order], dtype=torch.float32),
-        "labels": torch.tensor([out_labels[i] for i in order], dtype=torch.int64),
-        "agreement": torch.tensor([out_agree[i] for i in order], dtype=torch.float32),
-    }  # fmt: skip
+    return {k: torch.from_numpy(v) for k, v in fused.items()}
 
 
 # --------------------------------------------------------------------------- model
@@ -245,7 +188,7 @@ class EnsembleModel(TaskModel):
         with eval_mode(self):
             if self.task == "detect":
                 per_member = [m.predict_step(images) for m in self.task_members()]
-                method = "nms" if self.combine == "nms" else "wbf"
+                method = ensemble_combine(self)
                 return [
                     fuse_boxes([pm[i] for pm in per_member], method=method)
                     for i in range(len(images))
@@ -346,6 +289,11 @@ def create_ensemble(
         duration_s=0.0,
     )
     return run_id
+
+
+def ensemble_combine(model: nn.Module) -> str:
+    """How a detector ensemble merges its members' boxes: "wbf" or "nms"."""
+    return "nms" if getattr(model, "combine", "wbf") == "nms" else "wbf"
 
 
 def members_of(rec: RunRecord) -> list[int]:

@@ -27,6 +27,10 @@ with no softmax (the paper, and pytorch-grad-cam, weight the channels by a softm
 their scores). Grad-CAM and Grad-CAM++ follow their papers (Grad-CAM++: the closed form
 for an exponential score, as in pytorch-grad-cam).
 
+Ensembles: :func:`make_explainer` and :func:`load_explainer` give an ensemble run an
+:class:`~tlstudio.ml.explain_ensemble.EnsembleExplainer` (the mean of its members' maps
+for the ensemble's target; no activations or filters).
+
 Hooks. A forward hook on the chosen stage captures its output; gradients are taken with
 :func:`torch.autograd.grad` on that tensor, so no parameter's ``.grad`` is touched. The
 hook is removed when the call ends, also when it raises, and every parameter's
@@ -60,6 +64,7 @@ from tlstudio.ml.backbones import Backbone, get_spec
 from tlstudio.ml.tasks.base import TaskModel
 
 if TYPE_CHECKING:  # pragma: no cover
+    from tlstudio.ml.explain_ensemble import EnsembleExplainer
     from tlstudio.ml.tasks.classify import ClassifierModel
 
 METHODS = ("gradcam", "gradcam++", "eigencam", "scorecam")
@@ -158,8 +163,9 @@ class Explainer:
         members = getattr(model, "member_ids", None)
         if members:  # an EnsembleModel (tlstudio.ml.ensemble)
             raise ExplainError(
-                "an ensemble has no single backbone to explain: pick one of its members, "
-                "runs " + ", ".join(f"#{i}" for i in members)
+                "an ensemble has no single backbone: explain it with make_explainer "
+                "(the mean of its members' maps) or pick one of its members, runs "
+                + ", ".join(f"#{i}" for i in members)
             )
         if getattr(model, "backbone", None) is None:
             raise ExplainError(
@@ -382,9 +388,23 @@ class Explainer:
         raise ExplainError("the backbone has no convolution on the RGB input")
 
 
-def load_explainer(project: Any, run_id: int, device: str = "cpu") -> Explainer:
-    """The :class:`Explainer` of run ``run_id``'s saved model (raises RunError if none)."""
+def make_explainer(
+    model: TaskModel, spec: Any, device: str = "cpu"
+) -> Explainer | EnsembleExplainer:
+    """An :class:`Explainer` of ``model``, or for an ensemble an
+    :class:`~tlstudio.ml.explain_ensemble.EnsembleExplainer` (the same interface; its
+    heatmap is the mean of the members' heatmaps)."""
+    if getattr(model, "member_ids", None) is not None and hasattr(model, "task_members"):
+        from tlstudio.ml.explain_ensemble import EnsembleExplainer
+
+        return EnsembleExplainer(model, spec, device)
+    return Explainer(model, spec, device)
+
+
+def load_explainer(project: Any, run_id: int, device: str = "cpu") -> Explainer | EnsembleExplainer:
+    """The explainer (:func:`make_explainer`) of run ``run_id``'s saved model (raises
+    RunError if none)."""
     from tlstudio.ml.runner import load_run_model
 
     model, spec = load_run_model(project, run_id)
-    return Explainer(model, spec, device)
+    return make_explainer(model, spec, device)

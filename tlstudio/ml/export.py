@@ -24,7 +24,11 @@ pixel):
   grid over its box (pasted into the image by :mod:`tlstudio.runtime.objects`), N = 1
 
 An ensemble run exports as one graph holding every member (classify, segment: the mean
-of their probabilities; landmarks: the mean heatmaps; detector ensembles are refused).
+of their probabilities; landmarks: the mean heatmaps). A detector ensemble's graph runs
+every member and returns each one's boxes, scores and labels (``boxes_0, scores_0,
+labels_0, boxes_1, …``); the sidecar's ``"ensemble": {"members": K, "combine": "wbf" |
+"nms", "iou": 0.55}`` tells :mod:`tlstudio.runtime.decode` to merge them with the
+ensemble's own rule (:mod:`tlstudio.runtime.fusion`), which needs no torch.
 
 Class index i is the i-th entry of the sidecar's ``classes`` list (the project's class
 order). ONNX files are written by ``torch.onnx.export(dynamo=True)`` with a dynamic batch
@@ -64,13 +68,13 @@ from tlstudio.runtime.sidecar import (
     ONE_IMAGE_TASKS,
     SIDECAR_FORMAT,
     SIDECAR_VERSION,
-    outputs_of,
+    output_specs,
     parse_sidecar,
 )
 
 from . import data as data_mod
 from .backbones import get_spec
-from .ensemble import Probabilistic, heatmap_stride_of
+from .ensemble import FUSION_IOU, Probabilistic, ensemble_combine, heatmap_stride_of
 from .runner import RunSpec, load_run_model
 from .tasks.autoencode import AutoencoderModel
 from .tasks.base import TaskModel
@@ -165,12 +169,39 @@ class _DetectGraph(nn.Module):
         )
 
 
+class _DetectEnsembleGraph(nn.Module):
+    """One image (1×3×S×S) → each member's boxes, scores, labels in turn (see the module
+    docstring); merged outside the graph."""
+
+    def __init__(self, members: Sequence[DetectorModel]):
+        super().__init__()
+        self.members = nn.ModuleList([_DetectGraph(m) for m in members])
+
+    def forward(self, image: Tensor) -> tuple[Tensor, ...]:
+        return tuple(t for member in self.members for t in member(image))
+
+
+def _detectors(graph: nn.Module) -> list[nn.Module]:
+    """The DetectorModels inside a detect graph (one, or an ensemble's members)."""
+    if isinstance(graph, _DetectEnsembleGraph):
+        return [g.get_submodule("model") for g in graph.members]
+    return [graph.get_submodule("model")]
+
+
 def _graph(model: TaskModel, spec: RunSpec) -> nn.Module:
     task = spec.task
     if "," in task:  # a multi-task run: each task's outputs in turn
         from .multitask import MultiTaskGraph
 
         return MultiTaskGraph(model).eval()
+    if task == "detect" and getattr(model, "member_ids", None):
+        from .ensemble import EnsembleModel
+        from .tasks.detect import DetectorModel
+
+        members = model.task_members() if isinstance(model, EnsembleModel) else []
+        if not members or not all(isinstance(m, DetectorModel) for m in members):
+            raise ExportError("a detector ensemble's members must all be detectors")
+        return _DetectEnsembleGraph([m for m in members if isinstance(m, DetectorModel)]).eval()
     if task == "classify":
         return _ClassifyGraph(model).eval()
     if task == "segment":
@@ -218,11 +249,6 @@ def export_model(
         raise ExportError(f"{path.parent}: no such folder to export into")
     record = RunStore(project).get(run_id)
     model, spec = load_run_model(project, run_id)
-    if spec.task == "detect" and getattr(model, "member_ids", None):
-        raise ExportError(
-            f"run {run_id} is an ensemble of detectors, which cannot be exported as one model "
-            "yet: export its members"
-        )
     model = model.float().eval()
     graph = _graph(model, spec)
     size = spec.resolved_input_size
@@ -237,8 +263,8 @@ def export_model(
     batch = _normalise(images, spec)
     one_image = spec.task in ONE_IMAGE_TASKS
     example = batch[:1] if one_image else _pad_batch(batch[:2], 2)
-    outputs = [o["name"] for o in outputs_of(spec.task)]
     info = _sidecar(project, record, spec, model, format, path.name)
+    outputs = [o["name"] for o in info["outputs"]]
     side = sidecar_path(path)
 
     with replacing(path) as tmp:
@@ -338,8 +364,16 @@ def _check(graph: nn.Module, path: Path, side: Sidecar, batch: Tensor) -> dict[s
             want = [t.detach().numpy() for t in graph(x)]
         if len(got) != len(want):
             raise ExportError(f"the exported model returns {len(got)} outputs, not {len(want)}")
-        if one_image:
-            got, want = _align_detections(got, want, *_cut_offs(graph.get_submodule("model")), n)
+        if one_image:  # per detector (an ensemble's members in turn)
+            detectors = _detectors(graph)
+            k = len(got) // len(detectors)
+            aligned = [
+                _align_detections(got[i * k : (i + 1) * k], want[i * k : (i + 1) * k],
+                                  *_cut_offs(d), n)
+                for i, d in enumerate(detectors)
+            ]  # fmt: skip
+            got = [a for pair in aligned for a in pair[0]]
+            want = [w for pair in aligned for w in pair[1]]
         for name, g, w in zip(outputs, got, want, strict=True):
             if g.shape != w.shape:
                 where = f" on check image {n + 1}" if one_image else ""
@@ -493,6 +527,8 @@ def _sidecar(
             "heatmap_stride": heatmap_stride_of(model),
         }
     input_shape: list[Any] = [1 if spec.task in ONE_IMAGE_TASKS else "N", 3, size, size]
+    # a detector ensemble's members stay separate outputs (merged when decoded)
+    members = list(getattr(model, "member_ids", None) or []) if spec.task == "detect" else []
     runs = RunStore(project)
     return {
         "format": SIDECAR_FORMAT,
@@ -539,7 +575,12 @@ def _sidecar(
             "grey_images": "repeated into 3 channels; alpha dropped",
         },
         "input": {"name": "image", "shape": input_shape},
-        "outputs": [dict(o) for o in outputs_of(spec.task)],
+        "outputs": output_specs(spec.task, len(members)),
+        "ensemble": (
+            {"members": len(members), "combine": ensemble_combine(model), "iou": FUSION_IOU}
+            if members
+            else None
+        ),
         "coordinates": "network-input pixels, origin at the top-left corner of the "
         "top-left pixel; scale x by width/input_size and y by height/input_size for "
         "image pixels",

@@ -1,8 +1,9 @@
 """Raw outputs of an exported model → predictions in image pixels, in numpy.
 
 The exported graphs already hold the task's own post-processing (detector box filtering
-and non-maximum suppression, heatmap peak decoding); what is left is taking one image's
-slice, scaling network-input coordinates to the image's own pixels and naming classes.
+and non-maximum suppression, heatmap peak decoding); what is left is merging a detector
+ensemble's member boxes (:func:`fuse_members`, as the PyTorch ensemble does), taking one
+image's slice, scaling network-input coordinates to the image's own pixels and naming classes.
 The arithmetic is that of :func:`tlstudio.ml.tasks.base.to_image_frame` (float32 scaling,
 PyTorch's ``nearest-exact`` mask resize), so results equal the project's stored
 predictions.
@@ -15,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from .fusion import fuse_detections
 from .objects import ObjectMask, grid_offset, instance_map, paste_objects
 from .sidecar import Sidecar
 
@@ -63,6 +65,18 @@ def _objects(side: Sidecar, raw: dict[str, np.ndarray], orig_hw: tuple[int, int]
             "score": max((o["score"] for o in objects), default=0.0)}  # fmt: skip
 
 
+def fuse_members(side: Sidecar, raw: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """A detector ensemble's per-member outputs (``boxes_m``, ``scores_m``, ``labels_m``)
+    merged as the ensemble merges them (:func:`~tlstudio.runtime.fusion.fuse_detections`
+    with the sidecar's ``ensemble.combine`` and ``ensemble.iou``): ``boxes``, ``scores``,
+    ``labels`` and ``agreement`` (fraction of the members that found each box)."""
+    parts = [
+        (raw[f"boxes_{m}"], raw[f"scores_{m}"], raw[f"labels_{m}"])
+        for m in range(side.ensemble_members)
+    ]
+    return fuse_detections(parts, method=side.ensemble_combine, iou=side.ensemble_iou)
+
+
 def decode_prediction(
     side: Sidecar, raw: dict[str, np.ndarray], k: int, orig_hw: tuple[int, int]
 ) -> dict[str, Any]:
@@ -78,6 +92,8 @@ def decode_prediction(
         i = int(np.argmax(probs))
         return {"class": names[i], "class_id": ids[i], "score": float(max(probs)),
                 "probs": dict(zip(names, probs, strict=True))}  # fmt: skip
+    if side.task == "detect" and side.ensemble_members:
+        raw = fuse_members(side, raw)
     if side.task == "detect":
         xyxy = scale_xy(raw["boxes"].reshape(-1, 4), size, orig_hw).tolist()
         scores = [float(sc) for sc in raw["scores"].tolist()]
@@ -86,6 +102,9 @@ def decode_prediction(
             {"class": names[c], "class_id": ids[c], "score": sc, "xyxy": [float(v) for v in b]}
             for b, sc, c in zip(xyxy, scores, labels, strict=True)
         ]
+        if "agreement" in raw:  # an ensemble: the fraction of members that found each box
+            for box, agree in zip(boxes, raw["agreement"].tolist(), strict=True):
+                box["agreement"] = float(agree)
         top = max(scores, default=0.0)
         return {"boxes": boxes, "score": top}
     if side.task == "instances":

@@ -205,7 +205,7 @@ def expected_shapes(side: Sidecar, batch: int | None) -> list[tuple[int | None, 
         "detect": [(None, 4), (None,), (None,)],
         "instances": [(None, 4), (None,), (None,), (None, None, None)],
     }
-    return shapes[side.task]
+    return shapes[side.task] * max(1, side.ensemble_members)  # one set per member
 
 
 #: the sidecar field that fixes each output's size along an axis, for messages

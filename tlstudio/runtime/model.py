@@ -24,7 +24,8 @@ class ExportedModel:
 
     - classify:   {"class", "class_id", "score", "probs": {name: p}}
     - detect:     {"boxes": [{"class", "class_id", "score", "xyxy": [x1, y1, x2, y2]}],
-      "score"} (score = best box score, 0 without boxes)
+      "score"} (score = best box score, 0 without boxes); a detector ensemble's boxes
+      are its members' merged and also carry "agreement" (fraction of the members)
     - landmarks:  {"points": [[x, y, confidence], ...] in template order, "names": point
       names, "score"} (score = mean confidence)
     - segment:    {"classes": [names present], "mask": H×W uint16, "score": None}; mask
@@ -106,8 +107,9 @@ class ExportedModel:
         n = None if one_image else len(batch)
         check_output_shapes(self.path, self.sidecar, [o.shape for o in got], batch=n)
         raw = dict(zip(self.outputs, got, strict=True))
-        if one_image and raw["labels"].size:
-            lo, hi = int(raw["labels"].min()), int(raw["labels"].max())
+        label_sets = [v for k, v in raw.items() if k.split("_")[0] == "labels"] if one_image else []
+        for labels in (lab for lab in label_sets if lab.size):  # an ensemble: one per member
+            lo, hi = int(labels.min()), int(labels.max())
             if lo < 0 or hi >= len(self.class_names):
                 raise SidecarError(
                     self.sidecar.path, "classes",

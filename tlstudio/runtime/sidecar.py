@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import SidecarError
+from .fusion import FUSION_METHODS
 
 SIDECAR_FORMAT = "tlstudio-exported-model"
 SIDECAR_VERSION = 1
@@ -119,6 +120,22 @@ def _known_task(task: object) -> bool:
 _CLASS_TASKS = ("classify", "detect", "segment", "instances")
 #: tasks whose exported graph takes exactly one image (N = 1): the detectors
 ONE_IMAGE_TASKS = ("detect", "instances")
+#: members a detector ensemble's file may hold
+MAX_ENSEMBLE_MEMBERS = 64
+
+
+def output_specs(task: str, members: int = 0) -> list[dict[str, str]]:
+    """The outputs of a ``task`` model (:func:`outputs_of`, also for a multi-task model);
+    for an ensemble of ``members`` detectors (``members`` ≥ 2), each member's boxes,
+    scores and labels in turn, named ``boxes_0, scores_0, labels_0, boxes_1, …`` (fused
+    when decoded, see :mod:`tlstudio.runtime.fusion`)."""
+    if not members:
+        return [dict(o) for o in outputs_of(task)]
+    return [
+        {**o, "name": f"{o['name']}_{m}", "meaning": f"member {m}: {o['meaning']}"}
+        for m in range(members)
+        for o in OUTPUTS[task]
+    ]
 
 
 def sidecar_path(path: str | Path) -> Path:
@@ -147,11 +164,16 @@ class Sidecar:
     class_names: tuple[str, ...]
     class_ids: tuple[int | None, ...]
     point_names: tuple[str, ...]
+    #: a detector ensemble: its member count (0 = one model), how boxes are merged
+    #: ("wbf" or "nms") and the IoU above which boxes of one class are one object
+    ensemble_members: int = 0
+    ensemble_combine: str = "wbf"
+    ensemble_iou: float = 0.55
 
     @property
     def output_names(self) -> list[str]:
-        """The model's outputs in order, by task."""
-        return [o["name"] for o in outputs_of(self.task)]
+        """The model's outputs in order, by task (and ensemble members)."""
+        return [o["name"] for o in output_specs(self.task, self.ensemble_members)]
 
 
 def read_sidecar(path: str | Path) -> Sidecar:
@@ -215,18 +237,35 @@ def parse_sidecar(info: Any, path: Path) -> Sidecar:
     if "landmarks" in tasks:
         template = check.mapping(info, "template")
         points = check.names(template.get("points"), "template.points", MAX_POINTS)
+    members, combine, iou = 0, "wbf", 0.55
+    ens_combine: Any
+    ens_iou: Any
+    if info.get("ensemble") is not None:
+        if task != "detect":
+            raise SidecarError(path, "ensemble", f"only detectors are exported as members, "
+                               f"not a {task} model")  # fmt: skip
+        ens = check.mapping(info, "ensemble")
+        members = check.integer(ens, "members", 2, MAX_ENSEMBLE_MEMBERS, "ensemble.")
+        ens_combine, ens_iou = ens.get("combine"), ens.get("iou")
+        if ens_combine not in FUSION_METHODS:
+            raise SidecarError(path, "ensemble.combine", f"{_shown(ens_combine)} is not wbf or nms")
+        if (isinstance(ens_iou, bool) or not isinstance(ens_iou, int | float)
+                or not 0 < ens_iou < 1):  # fmt: skip
+            raise SidecarError(path, "ensemble.iou", f"{_shown(ens_iou)} is not a number in (0, 1)")
+        combine, iou = str(ens_combine), float(ens_iou)
+    want_names = [o["name"] for o in output_specs(task, members)]
     outputs = info.get("outputs")
     listed = [o.get("name") for o in outputs] if isinstance(outputs, list) else None
     if outputs is not None and (
-        listed != [o["name"] for o in outputs_of(task)]
-        or not all(isinstance(o, dict) for o in outputs)
+        listed != want_names or not all(isinstance(o, dict) for o in outputs)
     ):
-        want = ", ".join(o["name"] for o in outputs_of(task))
-        raise SidecarError(path, "outputs", f"a {task} model has the outputs {want}")
+        what = f"an ensemble of {members} detectors" if members else f"a {task} model"
+        raise SidecarError(path, "outputs", f"{what} has the outputs {', '.join(want_names)}")
     return Sidecar(
         path=path, info=info, task=task, model_format=model_format, multi_label=multi_label,
         input_size=size, mean=mean, std=std, class_names=names, class_ids=ids,
-        point_names=points,
+        point_names=points, ensemble_members=members, ensemble_combine=combine,
+        ensemble_iou=iou,
     )  # fmt: skip
 
 

@@ -91,8 +91,11 @@ class _ExplainerCache:
                     self._explainer = load_explainer(project, run_id)
                 finally:
                     project.close()
-                filters = self._explainer.first_layer_filters()
-                self._filters = (_mosaic(filters, FILTER_TILE, 16), len(filters))
+                if getattr(self._explainer, "member_ids", None):  # an ensemble: no filters
+                    self._filters = (np.zeros((1, 1), np.uint8), 0)
+                else:
+                    filters = self._explainer.first_layer_filters()
+                    self._filters = (_mosaic(filters, FILTER_TILE, 16), len(filters))
                 self._key = (root, run_id)
             if self._filters is None:  # set together with _key above
                 raise RuntimeError(f"run {run_id}'s filters were not loaded")
@@ -132,8 +135,14 @@ def _compute(req: _Request, cache: _ExplainerCache) -> dict[str, Any]:
     rgb = read_rgb(req.path)
     method = req.method if req.method in explainer.methods else explainer.methods[0]
     hm = explainer.heatmap(rgb, method, target=req.target, layer=req.layer)
-    acts = explainer.activations(rgb, hm.layer, max_maps=ACTIVATION_MAPS)
+    members = list(getattr(explainer, "member_ids", None) or [])
+    acts = (
+        np.zeros((0, 1, 1), np.float32)
+        if members
+        else explainer.activations(rgb, hm.layer, max_maps=ACTIVATION_MAPS)
+    )
     return {
+        "members": members,
         "request": req,
         "rgb": rgb,
         "heatmap": hm,
@@ -271,6 +280,7 @@ class ExplainView(QWidget):
         self.filters_label = QLabel()
         self.activation_title = QLabel("")
         self.filters_title = QLabel("")
+        self.activation_title.setWordWrap(True)  # an ensemble's note is a long sentence
         inner = QWidget()
         grid = QVBoxLayout(inner)
         for label in (self.activation_title, self.activation_label,
@@ -480,10 +490,33 @@ class ExplainView(QWidget):
         self.view.heat_item.setPos(QPointF(0, 0))
         if new_image:
             self.view.fit()
-        self.activation_label.setPixmap(QPixmap.fromImage(_qimage(result["activations"])))
-        self.filters_label.setPixmap(QPixmap.fromImage(_qimage(result["filters"])))
         if self.legend_label.pixmap().isNull():
             self.legend_label.setPixmap(QPixmap.fromImage(_qimage(result["legend"])))
+        if result["members"]:
+            self._show_member_note(req.run_id, result["members"])
+        else:
+            self._show_maps(result)
+        self.score_label.setText(self._score_text(result))
+        self.score_label.setEnabled(True)
+        self.status_label.setText(f"Computed in {result['seconds']:.2f} s")
+        self.explained.emit()
+
+    def _show_member_note(self, run_id: int, members: list[int]) -> None:
+        """An ensemble has no feature maps or filters of its own: say which runs have."""
+        self.activation_label.clear()
+        self.filters_label.clear()
+        names = ", ".join(f"#{m}" for m in members)
+        self.activation_title.setText(
+            f"Run {run_id} is an ensemble of runs {names}: its heatmap is the mean of theirs, "
+            "but feature maps and filters belong to one network. Pick one of its members in "
+            "the run picker to see them."
+        )
+        self.filters_title.setText("")
+
+    def _show_maps(self, result: dict[str, Any]) -> None:
+        hm = result["heatmap"]
+        self.activation_label.setPixmap(QPixmap.fromImage(_qimage(result["activations"])))
+        self.filters_label.setPixmap(QPixmap.fromImage(_qimage(result["filters"])))
         self.activation_title.setText(
             f"{hm.layer}: the {result['n_maps']} feature maps with the highest mean activation "
             "(each scaled to its own range, white = high)"
@@ -491,15 +524,13 @@ class ExplainView(QWidget):
         self.filters_title.setText(
             f"First convolution: {result['n_filters']} RGB filters (grey = 0, bright/dark = ± weight)"
         )
-        self.score_label.setText(self._score_text(result))
-        self.score_label.setEnabled(True)
-        self.status_label.setText(f"Computed in {result['seconds']:.2f} s")
-        self.explained.emit()
 
     def _score_text(self, result: dict[str, Any]) -> str:
         hm = result["heatmap"]
         title = dict((k, t) for t, k in METHOD_ITEMS)[hm.method].split(" (")[0]
         where = f"{title} at {hm.layer}"
+        if result["members"]:
+            where += f" · mean of {len(result['members'])} members"
         task = result["task"]
         if task not in TARGETED_TASKS:
             return f"{where} · class-agnostic (main component of the stage's feature maps)"
@@ -515,7 +546,8 @@ class ExplainView(QWidget):
         )
         chosen = "predicted: " if self.target_combo.currentData() is None else ""
         if task == "classify":
-            return f"{where} · {chosen}{name} · logit {hm.score:.3f} · p = {hm.probability:.3f}"
+            logit = "log mean p" if result["members"] else "logit"  # an ensemble averages p
+            return f"{where} · {chosen}{name} · {logit} {hm.score:.3f} · p = {hm.probability:.3f}"
         return f"{where} · {chosen}{name} · mean logit over its predicted region {hm.score:.3f}"
 
     # -- lifecycle ---------------------------------------------------------------------
