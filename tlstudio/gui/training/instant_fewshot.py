@@ -32,6 +32,7 @@ from PySide6.QtWidgets import (
 
 from tlstudio.core.cancel import CancelToken
 from tlstudio.gui.state import AppState
+from tlstudio.gui.training.job_tab import JobTab
 from tlstudio.gui.workers.jobs import BackgroundJob, Progress
 
 #: (head kind, what the user reads)
@@ -91,7 +92,7 @@ def fit_and_predict(
     return InstantResult(run_id, metrics, test, rows, time.perf_counter() - t0)
 
 
-class InstantFewShotView(QWidget):
+class InstantFewShotView(JobTab):
     """Head choice, the Instant button, progress, and the predictions list.
     ``open_image(image_id)`` on a double-click or Enter in the list."""
 
@@ -105,7 +106,6 @@ class InstantFewShotView(QWidget):
         self.setObjectName("instantFewShot")
         self.app_state = app_state
         self._spec_source = spec_source
-        self._job: BackgroundJob | None = None
         self.result: InstantResult | None = None
 
         intro = QLabel(
@@ -151,9 +151,6 @@ class InstantFewShotView(QWidget):
         self.results.itemActivated.connect(self._activated)
         self._set_busy(False)
 
-    def is_busy(self) -> bool:
-        return self._job is not None
-
     def start(self) -> bool:
         """Fit the chosen head and predict the untagged images (in the background)."""
         project = self.app_state.project
@@ -163,37 +160,17 @@ class InstantFewShotView(QWidget):
         kind = str(self.head_combo.currentData())
         root, backbone, weights = str(project.root), spec.backbone, str(spec.weights)
         size, device = spec.input_size, str(spec.train.device)
-        job = BackgroundJob(
+        self.status.setText(f"Fitting a {self.head_combo.currentText().lower()} head on "
+                            f"{backbone} features…")  # fmt: skip
+        self._run(
             lambda token, progress: fit_and_predict(
                 root, backbone, weights, kind, size, device, token, progress
             ),
-            context=self, progress_interval_s=0.1, name="instant few-shot",
+            name="instant few-shot", failed="Could not fit", done=self._done,
         )  # fmt: skip
-        job.progressed.connect(self._progressed)
-        job.succeeded.connect(lambda r, j=job: self._done(j, r))
-        job.failed.connect(lambda _k, msg, j=job: self._ended(j, f"Could not fit: {msg}"))
-        job.cancelled.connect(lambda j=job: self._ended(j, "Cancelled."))
-        self.status.setText(f"Fitting a {self.head_combo.currentText().lower()} head on "
-                            f"{backbone} features…")  # fmt: skip
-        self._job = job.start()
-        self._set_busy(True)
         return True
 
-    def cancel(self) -> None:
-        if self._job is not None:
-            self._job.cancel()
-
-    def shutdown(self) -> None:
-        if self._job is not None:
-            self._job.cancel()
-            self._job.wait()
-
     # -- results -----------------------------------------------------------------------------
-    def _progressed(self, done: int, total: int, stage: str) -> None:
-        self.progress.setRange(0, max(total, 1))
-        self.progress.setValue(done)
-        if stage:
-            self.progress.setFormat(f"{stage}: %v / %m")
 
     def _done(self, job: BackgroundJob, result: InstantResult) -> None:
         self.result = result
@@ -216,19 +193,9 @@ class InstantFewShotView(QWidget):
         self.app_state.predictions_changed.emit()
         self.message.emit(f"Few-shot run #{result.run_id} predicted {len(result.rows)} images")
 
-    def _ended(self, job: BackgroundJob, text: str) -> None:
-        if self._job is job:
-            self._job = None
-        self._set_busy(False)
-        self.status.setText(text)
-
-    def _set_busy(self, busy: bool) -> None:
+    def _lock_inputs(self, busy: bool) -> None:
         self.run_button.setEnabled(not busy)
         self.head_combo.setEnabled(not busy)
-        self.progress.setVisible(busy)
-        self.cancel_button.setVisible(busy)
-        if busy:
-            self.progress.setRange(0, 0)
 
     def _activated(self, item: QListWidgetItem) -> None:
         image_id = item.data(IMAGE_ROLE)

@@ -22,6 +22,7 @@ from PySide6.QtWidgets import (
 
 from tlstudio.core.cancel import CancelToken
 from tlstudio.gui.state import AppState
+from tlstudio.gui.training.job_tab import JobTab
 from tlstudio.gui.workers.jobs import BackgroundJob, Progress
 
 
@@ -37,7 +38,7 @@ def sweep(root: str, spec: Any, iterations: int, token: CancelToken, progress: P
         )  # fmt: skip
 
 
-class LrFinderView(QWidget):
+class LrFinderView(JobTab):
     """Find learning rate: button, batches, progress, the curve and the suggestion.
     ``rate_chosen(rate)`` when the user takes the suggested rate."""
 
@@ -51,7 +52,6 @@ class LrFinderView(QWidget):
         self.setObjectName("lrFinder")
         self.app_state = app_state
         self._spec_source = spec_source
-        self._job: BackgroundJob | None = None
         self.result: Any = None
 
         intro = QLabel(
@@ -70,7 +70,7 @@ class LrFinderView(QWidget):
         self.cancel_button = QPushButton("Cancel")
         self.progress = QProgressBar()
         self.progress.setFormat("%v / %m batches")
-        self.suggestion = QLabel("Press Find learning rate.")
+        self.suggestion = self.status = QLabel("Press Find learning rate.")
         self.suggestion.setObjectName("lrSuggestion")
         self.suggestion.setWordWrap(True)
         self.use_button = QPushButton("Use this rate")
@@ -98,9 +98,6 @@ class LrFinderView(QWidget):
         self.use_button.clicked.connect(self._use)
         self._set_busy(False)
 
-    def is_busy(self) -> bool:
-        return self._job is not None
-
     def start(self) -> bool:
         """Sweep the configured model (in the background)."""
         project = self.app_state.project
@@ -110,33 +107,17 @@ class LrFinderView(QWidget):
 
         spec = copy.deepcopy(self._spec_source())
         root, n = str(project.root), self.iterations.value()
-        job = BackgroundJob(
-            lambda token, progress: sweep(root, spec, n, token, progress),
-            context=self, progress_interval_s=0.1, name="lr finder",
-        )  # fmt: skip
-        job.progressed.connect(self._progressed)
-        job.succeeded.connect(lambda r, j=job: self._done(j, r))
-        job.failed.connect(lambda _k, msg, j=job: self._ended(j, f"The sweep failed: {msg}"))
-        job.cancelled.connect(lambda j=job: self._ended(j, "Cancelled."))
         self.suggestion.setText(f"Sweeping {n} batches of {spec.task} on {spec.backbone}…")
         self.use_button.setEnabled(False)
-        self._job = job.start()
-        self._set_busy(True)
+        self._run(
+            lambda token, progress: sweep(root, spec, n, token, progress),
+            name="lr finder",
+            failed="The sweep failed",
+            done=self._done,
+        )
         return True
 
-    def cancel(self) -> None:
-        if self._job is not None:
-            self._job.cancel()
-
-    def shutdown(self) -> None:
-        if self._job is not None:
-            self._job.cancel()
-            self._job.wait()
-
     # -- results -----------------------------------------------------------------------------
-    def _progressed(self, done: int, total: int, _stage: str) -> None:
-        self.progress.setRange(0, max(total, 1))
-        self.progress.setValue(done)
 
     def _done(self, job: BackgroundJob, result: Any) -> None:
         self.result = result
@@ -151,19 +132,9 @@ class LrFinderView(QWidget):
         self.use_button.setEnabled(result.suggested is not None)
         self._draw(result)
 
-    def _ended(self, job: BackgroundJob, text: str) -> None:
-        if self._job is job:
-            self._job = None
-        self._set_busy(False)
-        self.suggestion.setText(text)
-
-    def _set_busy(self, busy: bool) -> None:
+    def _lock_inputs(self, busy: bool) -> None:
         self.find_button.setEnabled(not busy)
         self.iterations.setEnabled(not busy)
-        self.progress.setVisible(busy)
-        self.cancel_button.setVisible(busy)
-        if busy:
-            self.progress.setRange(0, 0)
 
     def _use(self) -> None:
         if self.result is not None and self.result.suggested is not None:
