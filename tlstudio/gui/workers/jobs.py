@@ -23,6 +23,11 @@ A job whose ``fn`` imports :mod:`tlstudio.ml` (so torch) is made with ``needs_ml
 the ML modules are then imported through :func:`~tlstudio.gui.workers.ml_imports.import_ml`
 before ``fn`` runs, never by two threads at once.
 
+The pool thread touches no QObject of the job: it runs a plain :class:`_Work` and reports
+through one long-lived relay object, so a job dropped on the GUI thread the moment its
+outcome arrives is never destroyed, or signalled, from the pool thread (that race crashed
+the suite now and then).
+
 Pools: the global QThreadPool by default; :func:`job_pool` makes a private one (a view
 whose jobs must not run side by side, or must not wait behind others). Every pool made
 there is listed by :func:`registered_pools`, so shutdown and the tests' leak check can
@@ -31,6 +36,7 @@ find them.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import time
@@ -56,8 +62,95 @@ class Progress(Protocol):
 
 JobFn = Callable[[CancelToken, Progress], Any]
 
-_live: set[BackgroundJob] = set()  # started jobs whose outcome is not delivered yet
+_live: dict[int, BackgroundJob] = {}  # started jobs whose outcome is not delivered yet
+_keys = itertools.count(1)
 _pools: weakref.WeakSet[QThreadPool] = weakref.WeakSet()
+
+
+class _Relay(QObject):
+    """Carries every job's reports from pool threads to the GUI thread, by job key. One
+    for the process, made on the GUI thread and never deleted."""
+
+    reported = Signal(int, int, int, str)  # key, done, total, stage
+    ended = Signal(int)  # key
+
+
+_the_relay: _Relay | None = None
+
+
+def _relay() -> _Relay:
+    global _the_relay
+    if _the_relay is None:  # first start(), on the GUI thread
+        _the_relay = _Relay()
+        _the_relay.reported.connect(_on_reported)
+        _the_relay.ended.connect(_on_ended)
+    return _the_relay
+
+
+def _on_reported(key: int, done: int, total: int, stage: str) -> None:
+    job = _live.get(key)
+    if job is not None:
+        job._relay_progress(done, total, stage)
+
+
+def _on_ended(key: int) -> None:
+    job = _live.get(key)
+    if job is not None:
+        job._deliver()
+
+
+class _Work:
+    """What the pool thread runs: ``fn`` and its outcome, no Qt object of the job."""
+
+    def __init__(self, key: int, fn: JobFn, token: CancelToken, name: str, needs_ml: bool,
+                 interval_s: float, relay: _Relay):  # fmt: skip
+        self.fn: JobFn | None = fn
+        self.key, self.token, self.name = key, token, name
+        self.needs_ml, self.interval_s, self.relay = needs_ml, interval_s, relay
+        self.last_report, self.last_stage = 0.0, ""
+        self.outcome: tuple[int, Any] | None = None  # set before ``done``
+        self.done = threading.Event()
+
+    def progress(self, done: int, total: int, stage: str = "") -> None:
+        if self.token.is_cancelled:
+            return
+        now = time.monotonic()
+        ends = total > 0 and done >= total
+        if ends or stage != self.last_stage or now - self.last_report >= self.interval_s:
+            self.last_report, self.last_stage = now, stage
+            _emit(self.relay.reported, self.key, int(done), int(total), stage)
+
+    def run(self) -> None:
+        outcome: tuple[int, Any]
+        fn, self.fn = self.fn, None  # the job keeps its own reference, dropped on its thread
+        if self.token.is_cancelled or fn is None:
+            outcome = (_CANCELLED, None)
+        else:
+            try:
+                if self.needs_ml:
+                    import_ml()
+                value = fn(self.token, self.progress)
+            except BaseException as exc:  # reported to the GUI, never raised in a pool thread
+                kind = error_kind(exc)
+                if kind == CANCELLED or self.token.is_cancelled:
+                    outcome = (_CANCELLED, None)
+                else:
+                    if kind == INTERNAL:
+                        log.error("background job %s failed", self.name, exc_info=exc)
+                    outcome = (_FAILED, (kind, error_message(exc)))
+            else:
+                outcome = (_SUCCEEDED, value)
+            del fn
+        self.outcome = outcome
+        _emit(self.relay.ended, self.key)
+        self.done.set()
+
+
+def _emit(signal: Any, *args: Any) -> None:
+    try:
+        signal.emit(*args)
+    except RuntimeError:  # the application is shutting down
+        pass
 
 
 def job_pool(parent: QObject, threads: int, name: str) -> QThreadPool:
@@ -79,7 +172,7 @@ def registered_pools() -> list[QThreadPool]:
 
 def live_jobs() -> list[BackgroundJob]:
     """Started jobs whose outcome has not been delivered yet."""
-    return list(_live)
+    return list(_live.values())
 
 
 def wait_for_jobs(msecs: int = -1) -> bool:
@@ -108,9 +201,6 @@ class BackgroundJob(QObject):
     cancelled = Signal()
     finished = Signal()  # after succeeded, failed or cancelled
 
-    _ended = Signal()  # worker thread -> GUI thread (queued)
-    _reported = Signal(int, int, str)
-
     def __init__(
         self,
         fn: JobFn,
@@ -124,25 +214,23 @@ class BackgroundJob(QObject):
         super().__init__()
         self.token = token if token is not None else CancelToken()
         self.name = name or getattr(fn, "__name__", "job")
-        self._fn = fn
+        self._fn = fn  # dropped on this (the GUI) thread with the job
         self._context = context
         self._interval = progress_interval_s
         self._needs_ml = needs_ml
-        self._last_report = 0.0
-        self._last_stage = ""
-        self._outcome: tuple[int, Any] | None = None  # set by the worker before _done
-        self._done = threading.Event()
+        self._work: _Work | None = None
         self._delivered = False
-        self._ended.connect(self._deliver)
-        self._reported.connect(self._relay_progress)
         if context is not None:
             context.destroyed.connect(self.cancel)
 
     # -- GUI thread ---------------------------------------------------------------------
     def start(self, pool: QThreadPool | None = None) -> BackgroundJob:
         """Queue the job in ``pool`` (default: the global pool); returns the job."""
-        _live.add(self)
-        (pool or QThreadPool.globalInstance()).start(self._run)
+        key = next(_keys)
+        self._work = _Work(key, self._fn, self.token, self.name, self._needs_ml,
+                           self._interval, _relay())  # fmt: skip
+        _live[key] = self
+        (pool or QThreadPool.globalInstance()).start(self._work.run)
         return self
 
     def cancel(self) -> None:
@@ -164,7 +252,10 @@ class BackgroundJob(QObject):
         deliver the outcome now. True if it was delivered. For shutdown and tests: the
         GUI thread is blocked meanwhile."""
         if not self._delivered:
-            if not self._done.wait(None if msecs < 0 else msecs / 1000):
+            work = self._work
+            if work is None:
+                return False  # never started
+            if not work.done.wait(None if msecs < 0 else msecs / 1000):
                 return False
             self._deliver()
         return True
@@ -177,13 +268,15 @@ class BackgroundJob(QObject):
             self.progressed.emit(done, total, stage)
 
     def _deliver(self) -> None:
-        if self._delivered or self._outcome is None:
+        work = self._work
+        if self._delivered or work is None or work.outcome is None:
             return
         self._delivered = True
-        _live.discard(self)
+        _live.pop(work.key, None)
+        status, value = work.outcome
+        work.outcome = None  # the result is freed on this thread, not the pool's
         if self._context_gone():
             return  # whoever asked is gone
-        status, value = self._outcome
         if status == _SUCCEEDED:
             self.succeeded.emit(value)
         elif status == _FAILED:
@@ -191,46 +284,6 @@ class BackgroundJob(QObject):
         else:
             self.cancelled.emit()
         self.finished.emit()
-
-    # -- pool thread ----------------------------------------------------------------------
-    def _progress(self, done: int, total: int, stage: str = "") -> None:
-        if self.token.is_cancelled:
-            return
-        now = time.monotonic()
-        ends = total > 0 and done >= total
-        if ends or stage != self._last_stage or now - self._last_report >= self._interval:
-            self._last_report, self._last_stage = now, stage
-            self._emit(self._reported, int(done), int(total), stage)
-
-    def _run(self) -> None:
-        outcome: tuple[int, Any]
-        if self.token.is_cancelled:
-            outcome = (_CANCELLED, None)
-        else:
-            try:
-                if self._needs_ml:
-                    import_ml()
-                value = self._fn(self.token, self._progress)
-            except BaseException as exc:  # reported to the GUI, never raised in a pool thread
-                kind = error_kind(exc)
-                if kind == CANCELLED or self.token.is_cancelled:
-                    outcome = (_CANCELLED, None)
-                else:
-                    if kind == INTERNAL:
-                        log.error("background job %s failed", self.name, exc_info=exc)
-                    outcome = (_FAILED, (kind, error_message(exc)))
-            else:
-                outcome = (_SUCCEEDED, value)
-        self._outcome = outcome
-        self._done.set()
-        self._emit(self._ended)
-
-    @staticmethod
-    def _emit(signal: Any, *args: Any) -> None:
-        try:
-            signal.emit(*args)
-        except RuntimeError:  # the application is shutting down
-            pass
 
 
 def start_job(
