@@ -15,6 +15,7 @@ task unfinished, after a short grace (see :mod:`thread_leaks`).
 
 from __future__ import annotations
 
+import gc
 import importlib.util
 from collections.abc import Callable
 from pathlib import Path
@@ -32,11 +33,21 @@ SCREENSHOT_SCRIPTS = Path(__file__).resolve().parents[2] / "tools" / "screenshot
 @pytest.fixture(autouse=True)
 def no_background_work_left(qapp, monkeypatch):
     """Fail the test if background work it started is still running after it (and after
-    the other fixtures' teardown: this one is set up first, so it is torn down last)."""
+    the other fixtures' teardown: this one is set up first, so it is torn down last).
+
+    Garbage is collected on this (the GUI) thread only, as the window does
+    (:mod:`tlstudio.gui.gc_thread`): automatic collection is off during the test and the
+    test's garbage is collected here at the end. A pool thread collecting a closed
+    window's widgets deadlocked the suite."""
+    gc.disable()
     watch = ThreadWatch()
     watch.install(monkeypatch)
-    yield watch
-    check_no_leaks(watch, LEAK_GRACE_MS)
+    try:
+        yield watch
+        check_no_leaks(watch, LEAK_GRACE_MS)
+    finally:
+        gc.collect()
+        gc.enable()
 
 
 @pytest.fixture

@@ -141,6 +141,9 @@ def run(project_dir: str | None = None) -> int:
     app = create_application()
     _install_excepthook()
     _close_on_terminate(app)
+    from tlstudio.gui.gc_thread import GuiThreadCollector
+
+    GuiThreadCollector(app)  # no collection in pool threads (see gc_thread)
     _use_thread_setting()
     window = create_main_window(project_dir)
     window.show()
