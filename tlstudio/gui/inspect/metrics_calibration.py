@@ -58,18 +58,9 @@ class CalibrationBox(QGroupBox):
 
     def _ensure_plot(self) -> Any:
         if self.plot is None:
-            import pyqtgraph as pg  # type: ignore[import-untyped]  # no stubs or py.typed
+            from tlstudio.gui.plots.grid import lone_plot_widget
 
-            w = pg.PlotWidget()
-            w.setObjectName("reliabilityPlot")
-            w.setBackground("w")
-            w.showGrid(x=True, y=True, alpha=0.2)
-            item = w.getPlotItem()
-            for axis in ("left", "bottom"):
-                item.getAxis(axis).setTextPen("k")
-                item.getAxis(axis).setPen((120, 120, 120))
-            item.setLabel("bottom", "confidence")
-            item.setLabel("left", "accuracy")
+            w = lone_plot_widget("reliabilityPlot", "confidence", "accuracy")
             w.setMinimumSize(220, 160)
             w.setMouseEnabled(x=False, y=False)
             self._layout.addWidget(w, 1)
@@ -83,7 +74,7 @@ class CalibrationBox(QGroupBox):
             self.hide()
             return
         import numpy as np
-        import pyqtgraph as pg
+        import pyqtgraph as pg  # type: ignore[import-untyped]  # no stubs or py.typed
 
         self.show()
         self.text.setText(calibration_text(ev))

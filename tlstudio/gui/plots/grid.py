@@ -34,6 +34,24 @@ def style_plot(plot: PlotItem, title: str, x_label: str = "epoch") -> None:
     plot.getAxis("left").setWidth(AXIS_WIDTH)
 
 
+def lone_plot_widget(name: str, x_label: str, y_label: str) -> Any:
+    """A pyqtgraph PlotWidget on its own (not in a grid) with the training plots' look:
+    white background, light grid, dark axes, both axes labelled. ``name``: its objectName."""
+    import pyqtgraph as pg  # type: ignore[import-untyped]  # no stubs or py.typed
+
+    widget = pg.PlotWidget()
+    widget.setObjectName(name)
+    widget.setBackground("w")
+    item = widget.getPlotItem()
+    item.showGrid(x=True, y=True, alpha=0.2)
+    for axis in ("left", "bottom"):
+        item.getAxis(axis).setTextPen("k")
+        item.getAxis(axis).setPen((120, 120, 120))
+    item.setLabel("bottom", x_label)
+    item.setLabel("left", y_label)
+    return widget
+
+
 def columns_for(width: int, count: int, min_width: int = MIN_PLOT_WIDTH) -> int:
     """Plots per row for ``count`` plots in ``width`` pixels (at least 1)."""
     fit = (width + SPACING) // (min_width + SPACING)

@@ -146,17 +146,10 @@ class LrFinderView(JobTab):
         import pyqtgraph as pg  # type: ignore[import-untyped]  # no stubs or py.typed
 
         if self.plot is None:
-            w = pg.PlotWidget()
-            w.setObjectName("lrPlot")
-            w.setBackground("w")
-            w.showGrid(x=True, y=True, alpha=0.2)
-            item = w.getPlotItem()
-            for axis in ("left", "bottom"):
-                item.getAxis(axis).setTextPen("k")
-                item.getAxis(axis).setPen((120, 120, 120))
-            item.setLabel("bottom", "learning rate")
-            item.setLabel("left", "loss")
-            item.setLogMode(x=True, y=False)
+            from tlstudio.gui.plots.grid import lone_plot_widget
+
+            w = lone_plot_widget("lrPlot", "learning rate", "loss")
+            w.getPlotItem().setLogMode(x=True, y=False)
             w.setMinimumSize(260, 180)
             self._plot_host.addWidget(w)
             self.plot = w
